@@ -1,0 +1,40 @@
+"""Shared fixtures: quiet TensorFlow, a corpus cache seeded from ../shared when it is there, tiny configs."""
+import os
+import shutil
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_CORPUS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "tinyshakespeare", "input.txt")
+QUOTE = "Knowing is not enough; we must apply. Willing is not enough; we must do."
+
+
+@pytest.fixture
+def corpus_cache(tmp_path):
+    """An empty cache directory, isolated from the user's."""
+    path = tmp_path / "cache"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def shakespeare_cache(corpus_cache):
+    """A cache already holding tiny-shakespeare (copied from ../shared/data); skips when absent."""
+    if not os.path.isfile(SHARED_CORPUS):
+        pytest.skip("../shared/data/tinyshakespeare/input.txt is not present")
+    target = os.path.join(corpus_cache, "data", "tinyshakespeare")
+    os.makedirs(target)
+    shutil.copy(SHARED_CORPUS, target)
+    return corpus_cache
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    """Writes a UTF-8 text file and returns its path."""
+    def write(text, name="corpus.txt"):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+    return write

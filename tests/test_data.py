@@ -1,0 +1,145 @@
+import io
+import os
+import urllib.error
+
+import numpy as np
+import pytest
+
+from tf_charrnn import data
+from tf_charrnn.config import DataConfig, UserError
+
+
+def _batches(ids, batch_size, seq_length, offset=0, start_batch=0, random_offset=False):
+    num_batches = data.num_stream_batches(len(ids), batch_size, seq_length, random_offset)
+    dataset = data.stream_dataset(ids, batch_size, seq_length, num_batches, offset, start_batch)
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def test_ten_characters_give_known_windows():
+    ids = np.arange(10, dtype=np.int32)  # "abcdefghij" encoded
+    batches = _batches(ids, batch_size=2, seq_length=2)
+    # (10 - 1) // (2 * 2) = 2 batches; streams of 4: ids 0-3 and 4-7; the last target is id 8.
+    assert [x.tolist() for x, _ in batches] == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+    assert [y.tolist() for _, y in batches] == [[[1, 2], [5, 6]], [[3, 4], [7, 8]]]
+
+
+def test_targets_are_inputs_shifted_and_never_wrap():
+    ids = np.random.default_rng(0).integers(0, 50, 997).astype(np.int32)
+    for x, y in _batches(ids, batch_size=3, seq_length=7):
+        assert np.array_equal(x[:, 1:], y[:, :-1])
+    (_, only_targets), = _batches(ids, batch_size=1, seq_length=996)
+    assert np.array_equal(only_targets[0], ids[1:997])  # ends on the corpus's last id, not ids[0]
+
+
+def test_streams_continue_across_batches_and_use_every_char_once():
+    ids = np.arange(1000, dtype=np.int32)
+    batch_size, seq_length = 4, 9
+    batches = _batches(ids, batch_size, seq_length)
+    streams = np.concatenate([x for x, _ in batches], axis=1)
+    for row in streams:  # each row is one contiguous run of the corpus
+        assert np.array_equal(np.diff(row), np.ones(len(row) - 1))
+    used = np.sort(streams.reshape(-1))
+    num_batches = (1000 - 1) // (batch_size * seq_length)
+    assert np.array_equal(used, np.arange(num_batches * batch_size * seq_length))
+
+
+def test_offset_and_start_batch():
+    ids = np.arange(100, dtype=np.int32)
+    batches = _batches(ids, 2, 5, offset=3)
+    # (100 - 1 - 3) // 10 = 9 batches; streams of 45 start at 3 and 48.
+    assert batches[0][0].tolist() == [[3, 4, 5, 6, 7], [48, 49, 50, 51, 52]]
+    resumed = _batches(ids, 2, 5, offset=3, start_batch=2)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches[2:], resumed))
+    assert len(resumed) == len(batches) - 2
+
+
+def test_random_offset_keeps_the_batch_count_and_is_seeded():
+    offsets = {data.epoch_offset(7, epoch, 10, True) for epoch in range(30)}
+    assert len(offsets) > 1 and all(0 <= o < 10 for o in offsets)
+    assert data.epoch_offset(7, 3, 10, True) == data.epoch_offset(7, 3, 10, True)
+    assert data.epoch_offset(7, 3, 10, False) == 0
+    num_batches = data.num_stream_batches(1000, 4, 10, random_offset=True)
+    for offset in range(10):
+        data.stream_dataset(np.arange(1000), 4, 10, num_batches, offset)  # fits for every offset
+
+
+def test_split_is_contiguous():
+    train, val = data.split_ids(np.arange(100), 0.1)
+    assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
+
+
+def test_unicode_corpus_round_trips(text_file, corpus_cache):
+    text = "한국어 텍스트와 이모지 😀🎉 그리고 English.\n" * 3
+    vocab, ids = data.load_corpus(DataConfig(data_path=text_file(text), cache_dir=corpus_cache))
+    assert vocab.decode(ids) == text
+    assert len(ids) == len(text)
+
+
+def test_id_cache_is_keyed_by_content(text_file, corpus_cache):
+    path = text_file("abcabc")
+    config = DataConfig(data_path=path, cache_dir=corpus_cache)
+    vocab, ids = data.load_corpus(config)
+    assert len(os.listdir(os.path.join(corpus_cache, "encoded"))) == 1
+    assert vocab.decode(data.load_corpus(config)[1]) == "abcabc"  # served from the cache
+    text_file("xyzzy")  # the same path, new content: never the stale ids
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("xyzzy")
+    vocab, ids = data.load_corpus(config)
+    assert vocab.decode(ids) == "xyzzy"
+    assert len(os.listdir(os.path.join(corpus_cache, "encoded"))) == 2
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "does not exist"),
+    (b"", "is empty"),
+    (b"ok\xff\xfeno", "not valid UTF-8 at byte 2"),
+])
+def test_bad_corpus_files(tmp_path, content, fragment):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=fragment):
+        data.read_text(str(path))
+    with pytest.raises(UserError, match="is a directory"):
+        data.read_text(str(tmp_path))
+
+
+def test_shakespeare_split_matches_nanogpt(shakespeare_cache):
+    _, ids = data.load_corpus(DataConfig(cache_dir=shakespeare_cache))
+    train, val = data.split_ids(ids, 0.1)
+    assert (len(train), len(val)) == (1003854, 111540)
+
+
+class _Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        self.close()
+
+
+def test_download_is_checked_and_cached(monkeypatch, corpus_cache):
+    payload = b"not the corpus"
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
+    with pytest.raises(UserError, match="does not match sha256"):
+        data.download_shakespeare(corpus_cache)
+    assert not os.path.exists(os.path.join(corpus_cache, data.SHAKESPEARE_CACHE_PATH))
+    monkeypatch.setattr(data, "SHAKESPEARE_SHA256", data.files.sha256_hex(payload))
+    path = data.download_shakespeare(corpus_cache)
+    assert open(path, "rb").read() == payload
+
+
+def test_offline_download_names_the_url_and_data_path(monkeypatch, corpus_cache):
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(UserError) as error:
+        data.download_shakespeare(corpus_cache)
+    assert data.SHAKESPEARE_URL in str(error.value) and "--data_path" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_too_short_split_says_which_flags():
+    with pytest.raises(UserError, match="lower --batch_size or --seq_length"):
+        data.check_split_size("validation", 50, batch_size=4, seq_length=16)
+    data.check_split_size("training", 65, batch_size=4, seq_length=16)

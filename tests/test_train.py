@@ -1,0 +1,135 @@
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+from conftest import QUOTE
+from tf_charrnn import run_directory, sampling, train
+from tf_charrnn import model as model_lib
+from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
+
+
+def _config(corpus, cache, train_dir, data=None, model=None, **train_values):
+    return RunConfig(
+        data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=2, seq_length=8, **(data or {})),
+        model=ModelConfig(embedding_dim=8, rnn_units=16, num_layers=2, dropout=0.0, **(model or {})),
+        train=TrainConfig(train_dir=str(train_dir), **{
+            "max_steps": 12, "eval_every": 5, "ckpt_every": 5, "log_every": 3, "sample_length": 20,
+            "learning_rate": 0.01, **train_values}))
+
+
+def _with(config, **train_values):
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train_values))
+
+
+@pytest.fixture
+def corpus(text_file):
+    return text_file((QUOTE + " ") * 6)  # 438 chars: 27 batches of 2 x 8 per epoch at 0.1 val
+
+
+def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache, tmp_path):
+    config = RunConfig(
+        data=DataConfig(data_path=text_file(QUOTE), cache_dir=corpus_cache, batch_size=1, seq_length=24,
+                        val_fraction=0.0),
+        model=ModelConfig(embedding_dim=16, rnn_units=64, num_layers=1, dropout=0.0),
+        train=TrainConfig(train_dir=str(tmp_path / "run"), learning_rate=0.01, lr_schedule="cosine",
+                          max_steps=240, log_every=60, sample_length=0))
+    result = train.train(config)
+    assert np.mean(result.losses[-3:]) < 0.05
+    run_config, vocab = run_directory.load_run(config.train.train_dir)
+    sampler = sampling.Sampler(run_config.model, batch_size=1)
+    run_directory.restore_weights(config.train.train_dir, sampler.model)
+    assert sampler.generate(vocab, "K", len(QUOTE) - 1, mode="greedy")[0] == QUOTE[1:]
+
+
+def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path):
+    whole = _config(corpus, corpus_cache, tmp_path / "whole", data={"random_offset": True},
+                    model={"dropout": 0.3}, max_steps=60, deterministic=True, ckpt_every=1000, eval_every=7)
+    expected = train.train(whole).losses
+    assert len(expected) == 60  # crosses two epoch boundaries (24 batches per epoch with offsets)
+    parts = _with(whole, train_dir=str(tmp_path / "parts"), max_steps=31)
+    first = train.train(parts).losses
+    rest = train.train(_with(parts, max_steps=60)).losses
+    assert first + rest == expected
+
+
+def test_evaluation_does_not_disturb_training(corpus, corpus_cache, tmp_path):
+    often = _config(corpus, corpus_cache, tmp_path / "often", eval_every=1, deterministic=True)
+    never = _config(corpus, corpus_cache, tmp_path / "never", eval_every=1000, deterministic=True)
+    assert train.train(often).losses == train.train(never).losses
+
+
+def _scalars(log_dir):
+    """Reads a TensorBoard log folder with tensorboard's own reader: ({tag: [values]}, accumulator)."""
+    accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    scalars = {tag: [float(tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
+               for tag in accumulator.Tags()["tensors"] if tag != "sample" and not tag.startswith("_hparams_")}
+    return scalars, accumulator
+
+
+def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
+    config = _config(corpus, corpus_cache, tmp_path / "run", keep=2)
+    result = train.train(config)
+    train_dir = config.train.train_dir
+    saved = json.load(open(os.path.join(train_dir, "config.json")))
+    assert saved["model"]["vocab_size"] == len(set(QUOTE + " ")) and saved["data"]["batch_size"] == 2
+    assert "".join(json.load(open(os.path.join(train_dir, "vocab.json")))["chars"]) == "".join(sorted(set(QUOTE + " ")))
+    assert result.last_checkpoint.endswith("ckpt-12")
+    assert sorted(f for f in os.listdir(run_directory.checkpoint_dir(train_dir)) if f.endswith(".index")) == [
+        "ckpt-10.index", "ckpt-12.index"]  # keep=2
+    assert run_directory.find_checkpoint(train_dir, best=True).split("-")[-1] in {"5", "10", "12"}
+
+    train_scalars, _ = _scalars(run_directory.log_dir(train_dir, "train"))
+    assert {"loss", "bits_per_char", "learning_rate", "grad_norm", "chars_per_sec"} <= set(train_scalars)
+    assert len(train_scalars["loss"]) == 4  # steps 3, 6, 9, 12
+    val_scalars, val_events = _scalars(run_directory.log_dir(train_dir, "val"))
+    assert len(val_scalars["loss"]) == 3  # steps 5, 10, 12
+    np.testing.assert_allclose(val_scalars["bits_per_char"], np.array(val_scalars["loss"]) / np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(val_scalars["perplexity"], np.exp(val_scalars["loss"]), rtol=1e-5)
+    assert min(val_scalars["loss"]) == pytest.approx(result.best_val_loss, rel=1e-6)
+    sample = val_events.Tensors("sample")[-1].tensor_proto.string_val[0].decode("utf-8")
+    assert len(sample) == 20
+
+
+def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file, corpus_cache, tmp_path):
+    config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
+    train.train(config)
+    before = open(run_directory.config_path(config.train.train_dir)).read()
+    other_model = dataclasses.replace(config, model=dataclasses.replace(config.model, rnn_units=32))
+    with pytest.raises(UserError, match=r"rnn_units 16 -> 32.*--init_from"):
+        train.train(other_model)
+    other_corpus = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, data_path=text_file("completely different text! " * 30, "other.txt")))
+    with pytest.raises(UserError, match="vocabulary"):
+        train.train(other_corpus)
+    assert open(run_directory.config_path(config.train.train_dir)).read() == before
+
+
+def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_cache, tmp_path):
+    source = _config(corpus, corpus_cache, tmp_path / "source", max_steps=60, eval_every=1000)
+    source_losses = train.train(source).losses
+    fresh = train.train(_config(corpus, corpus_cache, tmp_path / "fresh", max_steps=1)).losses[0]
+    warm = train.train(_config(corpus, corpus_cache, tmp_path / "warm", max_steps=1,
+                               init_from=str(tmp_path / "source"))).losses[0]
+    assert warm < fresh - 1.0 and warm < np.mean(source_losses[:5])
+    other_vocab = _config(text_file("zzzz yyyy " * 60, "other.txt"), corpus_cache, tmp_path / "bad",
+                          init_from=str(tmp_path / "source"))
+    with pytest.raises(UserError, match="another vocabulary"):
+        train.train(other_vocab)
+
+
+def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
+    config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=3)
+    train.train(config)
+    run_config, _ = run_directory.load_run(config.train.train_dir)
+    for batch_size in (1, 5):
+        model = model_lib.build_model(run_config.model, batch_size)
+        path = run_directory.restore_weights(config.train.train_dir, model)
+        assert path.endswith("ckpt-3")
+    with pytest.raises(UserError, match="holds no run"):
+        run_directory.restore_weights(str(tmp_path / "nothing"), model)

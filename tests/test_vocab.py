@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from tf_charrnn.vocab import Vocab
+
+
+def test_sorted_by_code_point_and_round_trip():
+    vocab = Vocab.from_text("hello world")
+    assert vocab.chars == [" ", "d", "e", "h", "l", "o", "r", "w"]
+    ids = vocab.encode("hello")
+    assert ids.dtype == np.int32
+    assert ids.tolist() == [3, 2, 4, 4, 5]
+    assert vocab.decode(ids) == "hello"
+
+
+def test_unicode_code_points_not_bytes():
+    text = "안녕하세요 😀 세계!"
+    vocab = Vocab.from_text(text)
+    assert len(vocab) == len(set(text))
+    assert "😀" in vocab.chars
+    assert vocab.decode(vocab.encode(text)) == text
+
+
+def test_unknown_characters_are_named():
+    vocab = Vocab.from_text("abc")
+    with pytest.raises(ValueError, match=r"\['x', 'é'\]"):
+        vocab.encode("abxcéx")
+    assert vocab.unknown_chars("zz a") == ["z", " "]
+
+
+def test_json_round_trip(tmp_path):
+    vocab = Vocab.from_text("ab\n\t가😀")
+    path = tmp_path / "vocab.json"
+    vocab.save(str(path))
+    assert Vocab.load(str(path)) == vocab
+    assert "가" in path.read_text(encoding="utf-8")
+
+
+def test_rejects_empty_or_duplicate():
+    with pytest.raises(ValueError):
+        Vocab([])
+    with pytest.raises(ValueError):
+        Vocab(["a", "a"])

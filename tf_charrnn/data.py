@@ -1,0 +1,156 @@
+"""The corpus and its batches: local file or checked download, cached ids, split, tf.data stream pipelines.
+
+Training uses the char-rnn stream layout: the split is cut into `batch_size` contiguous streams, and
+row i of batch k+1 continues row i of batch k, so a stateful model carries its state across batches.
+"""
+import io
+import os
+import urllib.error
+import urllib.request
+
+import numpy as np
+import tensorflow as tf
+
+from tf_charrnn import files
+from tf_charrnn.config import UserError
+from tf_charrnn.vocab import Vocab
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+SHAKESPEARE_CACHE_PATH = os.path.join("data", "tinyshakespeare", "input.txt")
+
+
+def cache_dir(configured=""):
+    """The cache folder: `configured`, else $TF_CHARRNN_CACHE, else ~/.cache/tf_charrnn."""
+    return configured or os.environ.get("TF_CHARRNN_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "tf_charrnn")
+
+
+def download_shakespeare(cache):
+    """Returns the path of the cached tiny-shakespeare corpus, downloading and checking it once."""
+    path = os.path.join(cache, SHAKESPEARE_CACHE_PATH)
+    if os.path.isfile(path):
+        return path
+    try:
+        with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"could not download the tiny-shakespeare corpus from {SHAKESPEARE_URL} ({e}); "
+                        f"download it by hand, or pass --data_path=FILE with any UTF-8 text") from None
+    if files.sha256_hex(data) != SHAKESPEARE_SHA256:
+        raise UserError(f"the file downloaded from {SHAKESPEARE_URL} does not match sha256 "
+                        f"{SHAKESPEARE_SHA256}; retry, or pass --data_path=FILE")
+    files.write_atomic(path, data)
+    return path
+
+
+def read_text(path):
+    """Reads a UTF-8 text file.
+
+    Returns:
+      (text, data): the decoded string and the raw bytes.
+    Raises:
+      UserError: the file is missing, a directory, empty or not UTF-8 (with the byte offset).
+    """
+    if os.path.isdir(path):
+        raise UserError(f"--data_path {path} is a directory; pass a UTF-8 text file")
+    if not os.path.isfile(path):
+        raise UserError(f"--data_path {path} does not exist; pass a UTF-8 text file")
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise UserError(f"--data_path {path} is empty; pass a UTF-8 text file with some text")
+    try:
+        return data.decode("utf-8"), data
+    except UnicodeDecodeError as e:
+        raise UserError(f"--data_path {path} is not valid UTF-8 at byte {e.start} ({e.reason}); "
+                        f"convert it, e.g. iconv -f LATIN1 -t UTF-8") from None
+
+
+def load_corpus(data_config):
+    """Loads the corpus named by `data_config` and encodes it, using the id cache.
+
+    The cache is keyed by the SHA-256 of the corpus bytes, so a changed corpus is never served stale.
+
+    Returns:
+      (vocab, ids): the corpus vocabulary and int32 [N] ids of the whole corpus.
+    """
+    cache = cache_dir(data_config.cache_dir)
+    path = data_config.data_path or download_shakespeare(cache)
+    text, data = read_text(path)
+    cache_path = os.path.join(cache, "encoded", files.sha256_hex(data) + ".npz")
+    if os.path.isfile(cache_path):
+        with np.load(cache_path) as cached:
+            return Vocab(list(cached["chars"])), cached["ids"]
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=ids, chars=np.array(vocab.chars))
+    files.write_atomic(cache_path, buffer.getvalue())
+    return vocab, ids
+
+
+def split_ids(ids, val_fraction):
+    """Contiguous split: the first (1 - val_fraction) for training, the rest for validation."""
+    num_train = int(len(ids) * (1.0 - val_fraction))
+    return ids[:num_train], ids[num_train:]
+
+
+def num_stream_batches(num_ids, batch_size, seq_length, random_offset=False):
+    """Batches in one pass of the stream layout over `num_ids` ids.
+
+    With random offsets the largest offset (seq_length - 1) is reserved, so every epoch has the
+    same number of batches whatever its offset.
+    """
+    reserved = seq_length - 1 if random_offset else 0
+    return max(0, (num_ids - 1 - reserved) // (batch_size * seq_length))
+
+
+def epoch_offset(seed, epoch, seq_length, random_offset):
+    """The epoch's start offset in [0, seq_length): seeded, so a resumed run sees the same windows."""
+    if not random_offset:
+        return 0
+    return int(np.random.default_rng([seed, epoch]).integers(seq_length))
+
+
+def stream_dataset(ids, batch_size, seq_length, num_batches, offset=0, start_batch=0):
+    """Shifted (inputs, targets) batches in the stream layout.
+
+    Stream i holds ids[offset + i*S : offset + (i+1)*S] with S = num_batches * seq_length; batch k
+    holds columns [k*seq_length, (k+1)*seq_length) of every stream. Targets are the inputs shifted by
+    one id; the last target of each stream is the id that follows it in the corpus (never a wrap-around).
+
+    Args:
+      ids: int [N] ids (numpy or tensor) with N >= offset + batch_size * S + 1.
+      batch_size, seq_length, num_batches: the layout.
+      offset: ids skipped at the start.
+      start_batch: first batch to yield (resuming mid-epoch).
+
+    Returns:
+      A tf.data.Dataset of (inputs, targets), each int32 [B, T].
+    """
+    stream_length = num_batches * seq_length
+    needed = offset + batch_size * stream_length + 1
+    if len(ids) < needed:
+        raise ValueError(f"stream layout needs {needed} ids, got {len(ids)}")
+    ids = tf.convert_to_tensor(ids, dtype=tf.int32)
+    stream_starts = offset + tf.range(batch_size, dtype=tf.int64) * stream_length
+    window = tf.range(seq_length + 1, dtype=tf.int64)
+
+    def batch(k):
+        rows = tf.gather(ids, stream_starts[:, None] + k * seq_length + window[None, :])
+        return rows[:, :-1], rows[:, 1:]
+
+    dataset = tf.data.Dataset.range(start_batch, num_batches).map(batch)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False):
+    """Raises UserError when a split is too short for one batch of the stream layout."""
+    if num_stream_batches(num_ids, batch_size, seq_length, random_offset) < 1:
+        reserved = seq_length - 1 if random_offset else 0
+        raise UserError(
+            f"the {name} split has {num_ids} characters, fewer than one batch needs "
+            f"(batch_size * seq_length + 1 = {batch_size * seq_length + 1 + reserved}); "
+            f"lower --batch_size or --seq_length, or use a longer corpus"
+            + (" or a larger --val_fraction" if name == "validation" else ""))

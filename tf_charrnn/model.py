@@ -1,0 +1,60 @@
+"""The Char-RNN Keras model, its recurrent state, and moving weights between batch sizes.
+
+Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layers.
+  ids int32 [B, T] -> Embedding [B, T, E] -> L x stateful RNN [B, T, H] (dropout after each)
+  -> Dense logits float32 [B, T, V].
+"""
+import keras
+
+_RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+
+
+def build_model(config, batch_size, seed=None):
+    """Builds the stateful Char-RNN.
+
+    The recurrent layers keep Keras defaults (tanh/sigmoid, no recurrent dropout, unroll=False) so
+    that LSTM and GRU run on cuDNN on a GPU.
+
+    Args:
+      config: ModelConfig with vocab_size set.
+      batch_size: the static batch size stateful layers need.
+      seed: int seed for the dropout layers' generators; None draws from Keras' global seed.
+
+    Returns:
+      A keras.Model mapping int32 [B, T] ids to float32 [B, T, V] logits.
+    """
+    if config.vocab_size < 1:
+        raise ValueError("ModelConfig.vocab_size must be set (>= 1) before building the model")
+    rnn_layer = _RNN_LAYERS[config.cell]
+    ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
+    x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(ids)
+    for layer in range(1, config.num_layers + 1):
+        x = rnn_layer(config.rnn_units, return_sequences=True, stateful=True, name=f"{config.cell}_{layer}")(x)
+        layer_seed = None if seed is None else seed + layer
+        x = keras.layers.Dropout(config.dropout, seed=layer_seed, name=f"dropout_{layer}")(x)
+    logits = keras.layers.Dense(config.vocab_size, name="logits")(x)
+    return keras.Model(ids, logits, name="char_rnn")
+
+
+def recurrent_layers(model):
+    """The model's stateful recurrent layers, bottom first."""
+    return [layer for layer in model.layers if getattr(layer, "stateful", False)]
+
+
+def reset_states(model):
+    """Zeroes the recurrent state of every layer (epoch start, new text)."""
+    for layer in recurrent_layers(model):
+        layer.reset_state()
+
+
+def state_variables(model):
+    """The variables holding the recurrent state: per layer, [h] or [h, c], each float32 [B, H]."""
+    return [variable for layer in recurrent_layers(model) for variable in layer.states]
+
+
+def copy_weights(source, target):
+    """Copies the learned weights between models of the same config and any batch sizes.
+
+    Recurrent state and dropout generator state are left alone: they belong to one batch size.
+    """
+    target.set_weights(source.get_weights())

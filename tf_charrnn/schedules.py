@@ -1,0 +1,24 @@
+"""Learning-rate schedules: char-rnn's per-epoch exponential decay, or linear warmup then cosine decay."""
+import math
+
+
+def learning_rate(config, step, epoch, total_steps):
+    """The learning rate for a training step.
+
+    Args:
+      config: TrainConfig.
+      step: 0-based index of the step about to run.
+      epoch: 0-based epoch that step belongs to.
+      total_steps: steps in the whole run (cosine decays over them).
+
+    Returns:
+      float learning rate.
+    """
+    if config.lr_schedule == "exponential":
+        return config.learning_rate * config.decay_rate ** max(0, epoch + 1 - config.decay_after)
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    decay_steps = max(1, total_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * cosine

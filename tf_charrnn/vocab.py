@@ -1,0 +1,72 @@
+"""The character vocabulary: Unicode code points of a corpus, ids in sorted order, JSON on disk."""
+import json
+
+import numpy as np
+
+from tf_charrnn import files
+
+
+class Vocab:
+    """Maps characters (Unicode code points) to int32 ids and back."""
+
+    def __init__(self, chars):
+        chars = list(chars)
+        if not chars:
+            raise ValueError("the vocabulary is empty: the corpus has no characters")
+        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise ValueError("a vocabulary must list distinct single characters")
+        self.chars = chars
+        self._code_points = np.array([ord(c) for c in chars], dtype=np.int64)
+        self._order = np.argsort(self._code_points)
+        self._sorted_code_points = self._code_points[self._order]
+
+    @classmethod
+    def from_text(cls, text):
+        """The characters of `text`, sorted by code point."""
+        code_points = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
+        return cls([chr(c) for c in code_points])
+
+    def __len__(self):
+        return len(self.chars)
+
+    def __eq__(self, other):
+        return isinstance(other, Vocab) and self.chars == other.chars
+
+    def unknown_chars(self, text):
+        """Characters of `text` outside the vocabulary, in first-seen order."""
+        known = set(self.chars)
+        return list(dict.fromkeys(c for c in text if c not in known))
+
+    def encode(self, text):
+        """Encodes a string.
+
+        Returns:
+          int32 [len(text)] ids.
+        Raises:
+          ValueError: `text` holds characters outside the vocabulary (named in the message).
+        """
+        code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        positions = np.searchsorted(self._sorted_code_points, code_points)
+        positions = np.minimum(positions, len(self.chars) - 1)
+        if not np.array_equal(self._sorted_code_points[positions], code_points):
+            raise ValueError(f"characters not in the vocabulary: {self.unknown_chars(text)!r}")
+        return self._order[positions].astype(np.int32)
+
+    def decode(self, ids):
+        """Decodes a sequence of ids to a string."""
+        return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
+
+    def to_json(self):
+        return json.dumps({"chars": self.chars}, ensure_ascii=False, indent=0)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(json.loads(text)["chars"])
+
+    def save(self, path):
+        files.write_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path):
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
