@@ -54,13 +54,30 @@ def test_offset_and_start_batch():
 
 
 def test_random_offset_keeps_the_batch_count_and_is_seeded():
-    offsets = {data.epoch_offset(7, epoch, 10, True) for epoch in range(30)}
+    offsets = {int(data.epoch_offset(7, epoch, 10, True)) for epoch in range(30)}
     assert len(offsets) > 1 and all(0 <= o < 10 for o in offsets)
-    assert data.epoch_offset(7, 3, 10, True) == data.epoch_offset(7, 3, 10, True)
-    assert data.epoch_offset(7, 3, 10, False) == 0
+    assert int(data.epoch_offset(7, 3, 10, True)) == int(data.epoch_offset(7, 3, 10, True))
+    assert int(data.epoch_offset(7, 3, 10, False)) == 0
     num_batches = data.num_stream_batches(1000, 4, 10, random_offset=True)
     for offset in range(10):
         data.stream_dataset(np.arange(1000), 4, 10, num_batches, offset)  # fits for every offset
+
+
+def test_training_dataset_runs_epoch_after_epoch_and_resumes():
+    ids = np.arange(200, dtype=np.int32)
+    num_batches = data.num_stream_batches(200, 2, 10, random_offset=True)  # (200 - 1 - 9) // 20 = 9
+    elements = list(data.training_dataset(ids, 2, 10, num_batches, seed=3, random_offset=True).take(20))
+    positions = [(int(e), int(k)) for e, k, _, _ in elements]
+    assert positions == [(0, k) for k in range(9)] + [(1, k) for k in range(9)] + [(2, 0), (2, 1)]
+    for epoch, k, x, y in elements:
+        offset = int(data.epoch_offset(3, epoch, 10, True))
+        start = offset + k.numpy() * 10
+        assert x.numpy()[0].tolist() == list(range(start, start + 10))
+        assert x.numpy()[1, 0] == offset + 90 + k.numpy() * 10  # stream 1 starts S = 90 ids later
+        assert np.array_equal(y.numpy(), x.numpy() + 1)
+    resumed = list(data.training_dataset(ids, 2, 10, num_batches, 3, True, start_epoch=1, start_batch=7).take(3))
+    assert [(int(e), int(k)) for e, k, _, _ in resumed] == [(1, 7), (1, 8), (2, 0)]
+    assert np.array_equal(resumed[0][2], elements[16][2])
 
 
 def test_split_is_contiguous():

@@ -16,7 +16,7 @@ from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, U
 def _config(corpus, cache, train_dir, data=None, model=None, **train_values):
     return RunConfig(
         data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=2, seq_length=8, **(data or {})),
-        model=ModelConfig(embedding_dim=8, rnn_units=16, num_layers=2, dropout=0.0, **(model or {})),
+        model=ModelConfig(**{"embedding_dim": 8, "rnn_units": 16, "num_layers": 2, "dropout": 0.0, **(model or {})}),
         train=TrainConfig(train_dir=str(train_dir), **{
             "max_steps": 12, "eval_every": 5, "ckpt_every": 5, "log_every": 3, "sample_length": 20,
             "learning_rate": 0.01, **train_values}))
@@ -33,16 +33,15 @@ def corpus(text_file):
 
 def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache, tmp_path):
     config = RunConfig(
-        data=DataConfig(data_path=text_file(QUOTE), cache_dir=corpus_cache, batch_size=1, seq_length=24,
-                        val_fraction=0.0),
+        # One window over the whole quote: telling "apply" from "do" needs context from 30+ characters back.
+        data=DataConfig(data_path=text_file(QUOTE), cache_dir=corpus_cache, batch_size=1,
+                        seq_length=len(QUOTE) - 1, val_fraction=0.0),
         model=ModelConfig(embedding_dim=16, rnn_units=64, num_layers=1, dropout=0.0),
         train=TrainConfig(train_dir=str(tmp_path / "run"), learning_rate=0.01, lr_schedule="cosine",
-                          max_steps=240, log_every=60, sample_length=0))
+                          max_steps=200, log_every=50, sample_length=0))
     result = train.train(config)
-    assert np.mean(result.losses[-3:]) < 0.05
-    run_config, vocab = run_directory.load_run(config.train.train_dir)
-    sampler = sampling.Sampler(run_config.model, batch_size=1)
-    run_directory.restore_weights(config.train.train_dir, sampler.model)
+    assert np.mean(result.losses[-3:]) < 0.01
+    sampler, vocab = sampling.load_sampler(config.train.train_dir)
     assert sampler.generate(vocab, "K", len(QUOTE) - 1, mode="greedy")[0] == QUOTE[1:]
 
 
@@ -110,13 +109,22 @@ def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file
     assert open(run_directory.config_path(config.train.train_dir)).read() == before
 
 
+def _weights(train_dir):
+    run_config, _ = run_directory.load_run(train_dir)
+    model = model_lib.build_model(run_config.model, batch_size=1)
+    run_directory.restore_weights(train_dir, model)
+    return model.get_weights()
+
+
 def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_cache, tmp_path):
-    source = _config(corpus, corpus_cache, tmp_path / "source", max_steps=60, eval_every=1000)
+    source = _config(corpus, corpus_cache, tmp_path / "source", max_steps=20, eval_every=1000)
     source_losses = train.train(source).losses
-    fresh = train.train(_config(corpus, corpus_cache, tmp_path / "fresh", max_steps=1)).losses[0]
-    warm = train.train(_config(corpus, corpus_cache, tmp_path / "warm", max_steps=1,
-                               init_from=str(tmp_path / "source"))).losses[0]
-    assert warm < fresh - 1.0 and warm < np.mean(source_losses[:5])
+    # A learning rate so small that one step leaves the weights as they were loaded.
+    warm = train.train(_config(corpus, corpus_cache, tmp_path / "warm", max_steps=1, learning_rate=1e-12,
+                               init_from=str(tmp_path / "source")))
+    for loaded, expected in zip(_weights(str(tmp_path / "warm")), _weights(str(tmp_path / "source"))):
+        np.testing.assert_allclose(loaded, expected, atol=1e-6)
+    assert warm.losses[0] < source_losses[0]  # starts where the source ended, not from scratch
     other_vocab = _config(text_file("zzzz yyyy " * 60, "other.txt"), corpus_cache, tmp_path / "bad",
                           init_from=str(tmp_path / "source"))
     with pytest.raises(UserError, match="another vocabulary"):

@@ -132,3 +132,46 @@ class RunConfig:
             _require(not extra, f"unknown {name} config keys {sorted(extra)}")
             parts[name] = section(**given)
         return cls(**parts)
+
+
+SAMPLING_MODES = ("sample", "greedy", "sample_at_space")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """What to generate from a trained run."""
+
+    train_dir: str = _field("runs/default", "run directory to sample from")
+    checkpoint: str = _field("", "checkpoint prefix to load; empty: the latest (or the best with --best)")
+    best: bool = _field(False, "load the best-validation checkpoint")
+    prime: str = _field("\n", "text that sets the state before generating")
+    length: int = _field(500, "characters to generate per sample")
+    num_samples: int = _field(1, "texts generated at once, as one batch")
+    seed: int = _field(0, "seed of the random draws: the same seed gives the same text")
+    temperature: float = _field(1.0, "divide logits by this; < 1 is more conservative")
+    top_k: int = _field(0, "sample among the k most likely characters; 0: all")
+    top_p: float = _field(1.0, "sample among the most likely characters holding this probability mass")
+    sampling: str = _field("sample", "sample: weighted random; greedy: argmax; sample_at_space: random only after a space")
+    stream: bool = _field(False, "print characters as they are generated (one step per call)")
+
+    def __post_init__(self):
+        _require(bool(self.train_dir), "--train_dir must not be empty")
+        _require(isinstance(self.length, int) and self.length >= 0, f"--length must be >= 0, got {self.length}")
+        _check_positive_ints(self, ("num_samples",))
+        _require(math.isfinite(self.temperature) and self.temperature > 0,
+                 f"--temperature must be > 0, got {self.temperature}")
+        _require(isinstance(self.top_k, int) and self.top_k >= 0, f"--top_k must be >= 0, got {self.top_k}")
+        _require(0.0 < self.top_p <= 1.0, f"--top_p must be in (0, 1], got {self.top_p}")
+        _require(self.sampling in SAMPLING_MODES,
+                 f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Which run to export as a SavedModel, and where."""
+
+    train_dir: str = _field("runs/default", "run directory to export")
+    export_dir: str = _field("", "SavedModel folder to write; empty: TRAIN_DIR/export")
+    checkpoint: str = _field("", "checkpoint prefix to export; empty: the latest (or the best with --best)")
+    best: bool = _field(False, "export the best-validation checkpoint")
+    overwrite: bool = _field(False, "replace a non-empty --export_dir")

@@ -107,14 +107,45 @@ def num_stream_batches(num_ids, batch_size, seq_length, random_offset=False):
 
 
 def epoch_offset(seed, epoch, seq_length, random_offset):
-    """The epoch's start offset in [0, seq_length): seeded, so a resumed run sees the same windows."""
+    """The epoch's start offset in [0, seq_length): seeded by (seed, epoch), so a resumed run sees
+    the same windows. Works eagerly and inside tf.data.
+
+    Returns:
+      int64 scalar tensor.
+    """
     if not random_offset:
-        return 0
-    return int(np.random.default_rng([seed, epoch]).integers(seq_length))
+        return tf.constant(0, tf.int64)
+    return tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]),
+                                       maxval=seq_length, dtype=tf.int64)
+
+
+def _stream_windows(ids, batch_size, seq_length, num_batches, offset):
+    """A function k -> (inputs, targets) of batch k of the stream layout starting at `offset`."""
+    stream_starts = offset + tf.range(batch_size, dtype=tf.int64) * (num_batches * seq_length)
+    window = tf.range(seq_length + 1, dtype=tf.int64)
+
+    def batch(k):
+        rows = tf.gather(ids, stream_starts[:, None] + k * seq_length + window[None, :])
+        return rows[:, :-1], rows[:, 1:]
+
+    return batch
+
+
+def _check_length(ids, batch_size, seq_length, num_batches, max_offset):
+    needed = max_offset + batch_size * num_batches * seq_length + 1
+    if len(ids) < needed:
+        raise ValueError(f"stream layout needs {needed} ids, got {len(ids)}")
+
+
+def _without_autotune(dataset):
+    # A fixed prefetch buffer; the autotuning thread was seen to stall iterator teardown for ~1 minute.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
 
 
 def stream_dataset(ids, batch_size, seq_length, num_batches, offset=0, start_batch=0):
-    """Shifted (inputs, targets) batches in the stream layout.
+    """Shifted (inputs, targets) batches in the stream layout, one pass.
 
     Stream i holds ids[offset + i*S : offset + (i+1)*S] with S = num_batches * seq_length; batch k
     holds columns [k*seq_length, (k+1)*seq_length) of every stream. Targets are the inputs shifted by
@@ -129,20 +160,35 @@ def stream_dataset(ids, batch_size, seq_length, num_batches, offset=0, start_bat
     Returns:
       A tf.data.Dataset of (inputs, targets), each int32 [B, T].
     """
-    stream_length = num_batches * seq_length
-    needed = offset + batch_size * stream_length + 1
-    if len(ids) < needed:
-        raise ValueError(f"stream layout needs {needed} ids, got {len(ids)}")
-    ids = tf.convert_to_tensor(ids, dtype=tf.int32)
-    stream_starts = offset + tf.range(batch_size, dtype=tf.int64) * stream_length
-    window = tf.range(seq_length + 1, dtype=tf.int64)
+    _check_length(ids, batch_size, seq_length, num_batches, offset)
+    batch = _stream_windows(tf.convert_to_tensor(ids, tf.int32), batch_size, seq_length, num_batches,
+                            tf.cast(offset, tf.int64))
+    return _without_autotune(tf.data.Dataset.range(start_batch, num_batches).map(batch))
 
-    def batch(k):
-        rows = tf.gather(ids, stream_starts[:, None] + k * seq_length + window[None, :])
-        return rows[:, :-1], rows[:, 1:]
 
-    dataset = tf.data.Dataset.range(start_batch, num_batches).map(batch)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+def training_dataset(ids, batch_size, seq_length, num_batches, seed, random_offset, start_epoch=0, start_batch=0):
+    """Endless training batches, epoch after epoch, each epoch in the stream layout at its own offset.
+
+    Args:
+      ids: int [N] training ids.
+      batch_size, seq_length, num_batches: the layout (num_batches per epoch, from `num_stream_batches`).
+      seed, random_offset: see `epoch_offset`.
+      start_epoch, start_batch: where to start (resuming).
+
+    Returns:
+      A tf.data.Dataset of (epoch int64, batch int64, inputs int32 [B, T], targets int32 [B, T]).
+    """
+    _check_length(ids, batch_size, seq_length, num_batches, seq_length - 1 if random_offset else 0)
+    ids = tf.convert_to_tensor(ids, tf.int32)
+
+    def epoch_batches(epoch):
+        batch = _stream_windows(ids, batch_size, seq_length, num_batches,
+                                epoch_offset(seed, epoch, seq_length, random_offset))
+        first = tf.where(epoch == start_epoch, tf.constant(start_batch, tf.int64), 0)
+        return tf.data.Dataset.range(first, num_batches).map(lambda k: (epoch, k, *batch(k)))
+
+    epochs = tf.data.Dataset.range(start_epoch, tf.int64.max)
+    return _without_autotune(epochs.flat_map(epoch_batches))
 
 
 def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False):

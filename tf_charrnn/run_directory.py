@@ -70,15 +70,15 @@ def check_resumable(config, vocab):
     """Raises UserError unless the run already in config.train.train_dir can continue under `config`."""
     train_dir = config.train.train_dir
     old_config, old_vocab = load_run(train_dir)
+    if old_vocab != vocab:
+        raise UserError(f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
+                        f"{train_dir} ({len(old_vocab)}); use the run's corpus or a new --train_dir")
     model_fields = [f.name for f in dataclasses.fields(old_config.model)]
     changed = (_differences(old_config.model, config.model, model_fields)
                + _differences(old_config.data, config.data, _LAYOUT_FIELDS))
     if changed:
         raise UserError(f"{train_dir} holds a run with another config ({'; '.join(changed)}); use a new "
                         f"--train_dir, or --init_from={train_dir} to start from its weights")
-    if old_vocab != vocab:
-        raise UserError(f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
-                        f"{train_dir} ({len(old_vocab)}); use the run's corpus or a new --train_dir")
 
 
 def make_checkpoint(model, optimizer=None, **variables):

@@ -2,11 +2,14 @@
 
 Random draws use stateless ops keyed by (seed, step), so the same seed gives the same text.
 """
+import functools
+
+import keras
 import tensorflow as tf
 
 from tf_charrnn import model as model_lib
-
-SAMPLING_MODES = ("sample", "greedy", "sample_at_space")
+from tf_charrnn import run_directory
+from tf_charrnn.config import SAMPLING_MODES, UserError
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -66,45 +69,142 @@ def choose_next(logits, seed, step, mode="sample", previous_ids=None, space_id=-
     raise ValueError(f"unknown sampling mode {mode!r}; use one of {', '.join(SAMPLING_MODES)}")
 
 
-class Sampler:
-    """A stateful model of a fixed batch size that generates text in one compiled loop."""
+class StepModel(tf.Module):
+    """One step of a Char-RNN with explicit state, built from a Keras model's layers (weights shared).
 
-    def __init__(self, model_config, batch_size=1):
-        self.batch_size = batch_size
-        self.model = model_lib.build_model(model_config, batch_size)
-        self._compiled = tf.function(self._generate_ids)
+    States are one float32 tensor [L, S, B, H] (S = 2 for LSTM's h and c, 1 for GRU and RNN), the
+    form a serving runtime can carry between calls. The cells have no batch size, so one StepModel
+    serves any batch.
+    """
 
-    def _generate_ids(self, prime_ids, length, seed, mode, space_id, temperature, top_k, top_p):
-        logits = self.model(prime_ids, training=False)[:, -1, :]
-        previous = prime_ids[:, -1]
-        generated = tf.TensorArray(tf.int32, size=length)
-        for step in tf.range(length):
-            previous = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
-            generated = generated.write(step, previous)
-            logits = self.model(previous[:, None], training=False)[:, 0, :]
-        return tf.transpose(generated.stack())
+    def __init__(self, model):
+        super().__init__(name="step_model")
+        self.embedding = model.get_layer("embedding")
+        self.cells = [layer.cell for layer in model_lib.recurrent_layers(model)]
+        self.head = model.get_layer("logits")
+        self.states_per_layer = 2 if isinstance(self.cells[0], keras.layers.LSTMCell) else 1
+        self.units = self.cells[0].units
+        self.weights = list(model.trainable_variables)  # tracked, so a SavedModel carries them
 
-    def generate_ids(self, prime_ids, length, seed=0, mode="sample", space_id=-1,
-                     temperature=1.0, top_k=0, top_p=1.0):
-        """Resets the state, feeds the prime in one call, then generates `length` ids in one loop.
+    def initial_state(self, batch_size):
+        """Zero states, float32 [L, S, B, H]."""
+        return tf.zeros([len(self.cells), self.states_per_layer, batch_size, self.units])
+
+    def __call__(self, ids, states):
+        """Advances every row by one character.
 
         Args:
-          prime_ids: int32 [P] or [B, P] ids (P >= 1) that set the state first.
-          length, seed, mode, space_id, temperature, top_k, top_p: see `choose_next`.
+          ids: int32 [B] current characters.
+          states: float32 [L, S, B, H].
 
         Returns:
-          int32 numpy [B, length].
+          (logits float32 [B, V] for the next character, new states float32 [L, S, B, H]).
         """
-        prime_ids = tf.convert_to_tensor(prime_ids, dtype=tf.int32)
-        if prime_ids.shape.rank == 1:
-            prime_ids = tf.tile(prime_ids[None, :], [self.batch_size, 1])
-        model_lib.reset_states(self.model)
-        return self._compiled(prime_ids, tf.constant(length, tf.int32), tf.constant(seed, tf.int64), mode,
-                              tf.constant(space_id, tf.int32), tf.constant(temperature, tf.float32),
-                              tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32)).numpy()
+        x = self.embedding(ids)
+        new_states = []
+        for layer, cell in enumerate(self.cells):
+            x, layer_states = cell(x, tf.unstack(states[layer]), training=False)
+            new_states.append(tf.stack(tf.nest.flatten(layer_states)))
+        return self.head(x), tf.stack(new_states)
 
-    def generate(self, vocab, prime, length, seed=0, mode="sample", temperature=1.0, top_k=0, top_p=1.0):
-        """Generates `batch_size` texts that continue `prime`; returns a list of strings."""
+
+def feed_prime(step_model, prime_ids):
+    """Runs the prime through the model from a zero state; traceable.
+
+    Args:
+      step_model: StepModel.
+      prime_ids: int32 [B, P], P >= 1.
+
+    Returns:
+      (logits float32 [B, V] after the last prime character, states float32 [L, S, B, H]).
+    """
+    states = step_model.initial_state(tf.shape(prime_ids)[0])
+    logits, states = step_model(prime_ids[:, 0], states)
+    for position in tf.range(1, tf.shape(prime_ids)[1]):
+        logits, states = step_model(prime_ids[:, position], states)
+    return logits, states
+
+
+def generate_ids(step_model, prime_ids, length, seed, mode="sample", space_id=-1,
+                 temperature=1.0, top_k=0, top_p=1.0):
+    """Feeds the prime, then samples `length` ids; traceable, so one tf.function runs it all.
+
+    Args:
+      step_model: StepModel.
+      prime_ids: int32 [B, P], P >= 1.
+      length: int32 scalar, characters to generate.
+      seed, mode, space_id, temperature, top_k, top_p: see `choose_next`.
+
+    Returns:
+      int32 [B, length].
+    """
+    logits, states = feed_prime(step_model, prime_ids)
+    previous = prime_ids[:, -1]
+    generated = tf.TensorArray(tf.int32, size=length)
+    for step in tf.range(length):
+        previous = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
+        generated = generated.write(step, previous)
+        logits, states = step_model(previous, states)
+    return tf.transpose(generated.stack())
+
+
+class Sampler:
+    """Generates text from a Char-RNN's weights: one compiled loop, or streamed a character at a time.
+
+    Both paths run the same StepModel and the same seeded draws, so they give the same text.
+    """
+
+    def __init__(self, model_config):
+        self.model = model_lib.build_model(model_config, batch_size=1)
+        self.step_model = StepModel(self.model)
+        self._compiled_generate = tf.function(functools.partial(generate_ids, self.step_model))
+        self._compiled_prime = tf.function(functools.partial(feed_prime, self.step_model))
+        self._compiled_step = tf.function(self._step)
+
+    def _step(self, logits, states, previous, step, seed, mode, space_id, temperature, top_k, top_p):
+        ids = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
+        logits, states = self.step_model(ids, states)
+        return ids, logits, states
+
+    @staticmethod
+    def _arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p):
+        unknown = vocab.unknown_chars(prime)
+        if unknown:
+            raise UserError(f"--prime has characters outside the run's vocabulary: {unknown!r}; "
+                            f"remove them or train on a corpus that has them")
+        if not prime:
+            raise UserError("--prime must hold at least one character (the default is a newline)")
+        prime_ids = tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
         space_id = vocab.chars.index(" ") if " " in vocab.chars else -1
-        ids = self.generate_ids(vocab.encode(prime), length, seed, mode, space_id, temperature, top_k, top_p)
-        return [vocab.decode(row) for row in ids]
+        return prime_ids, dict(seed=tf.constant(seed, tf.int64), mode=mode, space_id=tf.constant(space_id),
+                               temperature=tf.constant(temperature, tf.float32),
+                               top_k=tf.constant(top_k, tf.int32), top_p=tf.constant(top_p, tf.float32))
+
+    def generate(self, vocab, prime, length, num_samples=1, seed=0, mode="sample",
+                 temperature=1.0, top_k=0, top_p=1.0):
+        """Generates `num_samples` continuations of `prime` in one compiled call; a list of strings."""
+        prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
+        ids = self._compiled_generate(prime_ids, tf.constant(length, tf.int32), **options)
+        return [vocab.decode(row) for row in ids.numpy()]
+
+    def stream(self, vocab, prime, length, num_samples=1, seed=0, mode="sample",
+               temperature=1.0, top_k=0, top_p=1.0):
+        """Yields the generated characters one step at a time: a list of `num_samples` strings per step."""
+        prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
+        logits, states = self._compiled_prime(prime_ids)
+        previous = prime_ids[:, -1]
+        for step in range(length):
+            previous, logits, states = self._compiled_step(logits, states, previous, tf.constant(step), **options)
+            yield [vocab.chars[i] for i in previous.numpy()]
+
+
+def load_sampler(train_dir, checkpoint=None, best=False):
+    """A Sampler holding a run's weights (its latest, best-validation or named checkpoint).
+
+    Returns:
+      (Sampler, Vocab).
+    """
+    config, vocab = run_directory.load_run(train_dir)
+    sampler = Sampler(config.model)
+    run_directory.restore_weights(train_dir, sampler.model, checkpoint, best)
+    return sampler, vocab

@@ -98,7 +98,7 @@ class _Trainer:
         self.val_batches = (data_lib.num_stream_batches(len(val_ids), data.batch_size, data.seq_length)
                             if data.val_fraction > 0 else 0)
         self.total_steps = train.max_steps or train.num_epochs * self.steps_per_epoch
-        self.sampler = sampling.Sampler(config.model, batch_size=1) if train.sample_length else None
+        self.sampler = sampling.Sampler(config.model) if train.sample_length else None
         self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
         self.eval_step = tf.function(self._eval_step, jit_compile=train.jit_compile)
 
@@ -142,8 +142,9 @@ class _Trainer:
     def sample_text(self):
         """A short seeded sample from the current weights, for TensorBoard."""
         model_lib.copy_weights(self.model, self.sampler.model)
-        return self.sampler.generate(self.vocab, "\n", self.config.train.sample_length,
-                                     temperature=0.8, seed=self.config.train.seed)[0]
+        prime = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
+        return self.sampler.generate(self.vocab, prime, self.config.train.sample_length,
+                                     seed=self.config.train.seed, temperature=0.8)[0]
 
     def save(self):
         """Saves a checkpoint of the current step unless the latest already is one."""
@@ -219,53 +220,56 @@ def _run_loop(trainer, stop):
     train_seconds = window_seconds = 0.0  # time spent in training steps only, not eval or saving
     logging.info("Training %d steps (%d per epoch) from step %d in %s", trainer.total_steps,
                  trainer.steps_per_epoch, start_step, train.train_dir)
-    while int(trainer.step) < trainer.total_steps and stop.signal is None:
-        epoch, first_batch = int(trainer.epoch), int(trainer.batch_in_epoch)
-        if first_batch == 0:
+    batches = data_lib.training_dataset(trainer.train_ids, data.batch_size, data.seq_length,
+                                        trainer.steps_per_epoch, train.seed, data.random_offset,
+                                        int(trainer.epoch), int(trainer.batch_in_epoch))
+    for epoch, batch_index, inputs, targets in batches:
+        step, epoch, batch_index = int(trainer.step), int(epoch), int(batch_index)
+        if step >= trainer.total_steps or stop.signal is not None:
+            break
+        if batch_index == 0:
             model_lib.reset_states(trainer.model)
-        offset = data_lib.epoch_offset(train.seed, epoch, data.seq_length, data.random_offset)
-        batches = data_lib.stream_dataset(trainer.train_ids, data.batch_size, data.seq_length,
-                                          trainer.steps_per_epoch, offset, first_batch)
-        for inputs, targets in batches:
-            step = int(trainer.step)
-            if step >= trainer.total_steps or stop.signal is not None:
-                break
-            started = time.perf_counter()
-            lr = schedules.learning_rate(train, step, epoch, trainer.total_steps)
-            trainer.optimizer.learning_rate.assign(lr)
-            loss, grad_norm = trainer.train_step(inputs, targets)
-            loss, grad_norm = float(loss), float(grad_norm)
-            elapsed = time.perf_counter() - started
-            train_seconds += elapsed
-            window_seconds += elapsed
-            step += 1
-            trainer.step.assign(step)
-            if int(trainer.batch_in_epoch) + 1 == trainer.steps_per_epoch:
-                trainer.epoch.assign_add(1)
-                trainer.batch_in_epoch.assign(0)
-            else:
-                trainer.batch_in_epoch.assign_add(1)
-            step_losses.append(loss)
-            window_losses.append(loss)
-            window_norms.append(grad_norm)
-            if step % train.log_every == 0 or step == trainer.total_steps:
-                chars_per_sec = len(window_losses) * chars_per_step / window_seconds
-                mean_loss = float(np.mean(window_losses))
-                with train_writer.as_default(step=step):
-                    tf.summary.scalar("loss", mean_loss)
-                    tf.summary.scalar("bits_per_char", losses.bits_per_char(mean_loss))
-                    tf.summary.scalar("learning_rate", lr)
-                    tf.summary.scalar("grad_norm", float(np.mean(window_norms)))
-                    tf.summary.scalar("chars_per_sec", chars_per_sec)
-                eta = (trainer.total_steps - step) * train_seconds / (step - start_step)
-                logging.info("step %d/%d | epoch %d (%.2f) | loss %.4f | val %.4f | %s chars/s | ETA %s",
-                             step, trainer.total_steps, epoch + 1, step / trainer.steps_per_epoch, mean_loss,
-                             val_loss, f"{chars_per_sec:,.0f}", _format_duration(eta))
-                window_losses, window_norms, window_seconds = [], [], 0.0
-            if trainer.val_batches and (step % train.eval_every == 0 or step == trainer.total_steps):
-                val_loss = _evaluate_and_log(trainer, val_writer, step)
-            if step % train.ckpt_every == 0:
-                trainer.save()
+        started = time.perf_counter()
+        lr = schedules.learning_rate(train, step, epoch, trainer.total_steps)
+        trainer.optimizer.learning_rate.assign(lr)
+        loss, grad_norm = trainer.train_step(inputs, targets)
+        loss, grad_norm = float(loss), float(grad_norm)
+        elapsed = time.perf_counter() - started
+        train_seconds += elapsed
+        window_seconds += elapsed
+        step += 1
+        trainer.step.assign(step)
+        # The data position of the next batch.
+        if batch_index + 1 == trainer.steps_per_epoch:
+            trainer.epoch.assign(epoch + 1)
+            trainer.batch_in_epoch.assign(0)
+        else:
+            trainer.epoch.assign(epoch)
+            trainer.batch_in_epoch.assign(batch_index + 1)
+        step_losses.append(loss)
+        window_losses.append(loss)
+        window_norms.append(grad_norm)
+        if step % train.log_every == 0 or step == trainer.total_steps:
+            chars_per_sec = len(window_losses) * chars_per_step / window_seconds
+            mean_loss = float(np.mean(window_losses))
+            with train_writer.as_default(step=step):
+                tf.summary.scalar("loss", mean_loss)
+                tf.summary.scalar("bits_per_char", losses.bits_per_char(mean_loss))
+                tf.summary.scalar("learning_rate", lr)
+                tf.summary.scalar("grad_norm", float(np.mean(window_norms)))
+                tf.summary.scalar("chars_per_sec", chars_per_sec)
+            eta = (trainer.total_steps - step) * train_seconds / (step - start_step)
+            logging.info("step %d/%d | epoch %d (%.2f) | loss %.4f | val %s | %s chars/s | ETA %s",
+                         step, trainer.total_steps, epoch + 1, step / trainer.steps_per_epoch, mean_loss,
+                         "-" if math.isnan(val_loss) else f"{val_loss:.4f}", f"{chars_per_sec:,.0f}",
+                         _format_duration(eta))
+            window_losses, window_norms, window_seconds = [], [], 0.0
+        if trainer.val_batches and (step % train.eval_every == 0 or step == trainer.total_steps):
+            val_loss = _evaluate_and_log(trainer, val_writer, step)
+        if step % train.ckpt_every == 0:
+            trainer.save()
+        if step >= trainer.total_steps or stop.signal is not None:
+            break
     if stop.signal is not None:
         logging.warning("Stopped by signal %d at step %d; re-run the same command to resume",
                         stop.signal, int(trainer.step))
