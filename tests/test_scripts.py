@@ -75,3 +75,74 @@ def test_sigterm_saves_a_checkpoint_that_resumes(text_file, corpus_cache, tmp_pa
     assert "re-run the same command to resume" in rest
     saved = [f for f in os.listdir(train_dir / "checkpoints") if f.endswith(".index")]
     assert len(saved) == 1 and int(saved[0][len("ckpt-"):-len(".index")]) >= 3
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A small run trained through the library (the script path is covered above)."""
+    from tf_charrnn import train
+    from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    root = tmp_path_factory.mktemp("scripts")
+    corpus = root / "corpus.txt"
+    corpus.write_text((QUOTE + "\n") * 10, encoding="utf-8")
+    train.train(RunConfig(
+        data=DataConfig(data_path=str(corpus), cache_dir=str(root / "cache"), batch_size=4, seq_length=12),
+        model=ModelConfig(embedding_dim=8, rnn_units=24, num_layers=2, dropout=0.0),
+        train=TrainConfig(train_dir=str(root / "run"), max_steps=30, learning_rate=0.01, eval_every=15,
+                          sample_length=0)))
+    return str(root / "run"), str(root / "cache")
+
+
+def test_sample_streamed_compiled_and_saved_model_print_the_same_text(trained_run, tmp_path):
+    train_dir, cache = trained_run
+    common = [f"--train_dir={train_dir}", "--prime=Willing", "--length=60", "--seed=7", "--temperature=0.8"]
+    compiled = _run_script("sample.py", common, cache)
+    streamed = _run_script("sample.py", [*common, "--stream"], cache)
+    assert compiled.returncode == 0 and streamed.returncode == 0, compiled.stderr + streamed.stderr
+    assert compiled.stdout == streamed.stdout
+    assert compiled.stdout.startswith("Willing") and len(compiled.stdout) == len("Willing") + 60 + 1
+
+    exported = _run_script("export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache)
+    assert exported.returncode == 0, exported.stderr
+    import tensorflow as tf
+    text = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"](
+        prime=tf.constant("Willing"), length=tf.constant(60), temperature=tf.constant(0.8),
+        seed=tf.constant(7, tf.int64))["text"].numpy().decode("utf-8")
+    assert compiled.stdout == "Willing" + text + "\n"
+
+    again = _run_script("export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache)
+    assert again.returncode != 0 and "--overwrite" in again.stderr.strip().splitlines()[-1]
+
+
+def test_sample_several_at_once_with_every_mode(trained_run):
+    train_dir, cache = trained_run
+    for mode in ("greedy", "sample", "sample_at_space"):
+        result = _run_script("sample.py", [f"--train_dir={train_dir}", "--num_samples=3", "--length=20",
+                                           f"--sampling={mode}", "--top_k=5", "--top_p=0.9", "--best"], cache)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("--- sample ") == 3
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--temperature=0", "error: --temperature must be > 0, got 0.0"),
+    ("--top_k=-1", "error: --top_k must be >= 0, got -1"),
+    ("--top_p=0", "error: --top_p must be in (0, 1], got 0.0"),
+    ("--top_p=1.5", "error: --top_p must be in (0, 1], got 1.5"),
+    ("--length=-1", "error: --length must be >= 0, got -1"),
+    ("--num_samples=0", "error: --num_samples must be an integer >= 1, got 0"),
+    ("--prime=Zebra€", "error: --prime has characters outside the run's vocabulary: ['Z', 'b', 'r', '€']"),
+])
+def test_sample_errors_are_one_line(trained_run, flag, message):
+    train_dir, cache = trained_run
+    result = _run_script("sample.py", [f"--train_dir={train_dir}", flag], cache)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_sample_and_export_need_a_trained_run(corpus_cache, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for script in ("sample.py", "export.py"):
+        result = _run_script(script, [f"--train_dir={empty}"], corpus_cache)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert "holds no run" in result.stderr.strip().splitlines()[-1]

@@ -28,6 +28,9 @@ class CharRNNModule(tf.Module):
             tf.lookup.KeyValueTensorInitializer(self.chars, tf.range(len(vocab.chars), dtype=tf.int32)),
             default_value=-1)
         self.space_id = tf.constant(vocab.chars.index(" ") if " " in vocab.chars else -1, tf.int32)
+        state_shape = [len(self.step_model.cells), self.step_model.states_per_layer, None, self.step_model.units]
+        self.step = tf.function(self._step, input_signature=[tf.TensorSpec([None], tf.int32),
+                                                             tf.TensorSpec(state_shape, tf.float32)])
 
     def _generate(self, prime, length, temperature, seed, top_k, top_p):
         prime_ids = self.char_to_id.lookup(tf.strings.unicode_split(prime, "UTF-8"))
@@ -51,8 +54,7 @@ class CharRNNModule(tf.Module):
         """As `generate`, sampling among the top_k (0: all) ids holding top_p (1: all) of the mass."""
         return self._generate(prime, length, temperature, seed, top_k, top_p)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None, None, None])])
-    def step(self, ids, states):
+    def _step(self, ids, states):
         """ids int32 [B], states float32 [L, S, B, H] -> {"logits": [B, V], "states": [L, S, B, H]}."""
         logits, states = self.step_model(ids, states)
         return {"logits": logits, "states": states}

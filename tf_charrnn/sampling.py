@@ -84,7 +84,9 @@ class StepModel(tf.Module):
         self.head = model.get_layer("logits")
         self.states_per_layer = 2 if isinstance(self.cells[0], keras.layers.LSTMCell) else 1
         self.units = self.cells[0].units
-        self.weights = list(model.trainable_variables)  # tracked, so a SavedModel carries them
+        # The raw tf.Variables behind the Keras variables, tracked so that a SavedModel carries them
+        # where graph-mode tools (saved_model_cli run) look for them.
+        self.raw_variables = [variable.value for variable in model.trainable_variables]
 
     def initial_state(self, batch_size):
         """Zero states, float32 [L, S, B, H]."""
@@ -103,7 +105,7 @@ class StepModel(tf.Module):
         x = self.embedding(ids)
         new_states = []
         for layer, cell in enumerate(self.cells):
-            x, layer_states = cell(x, tf.unstack(states[layer]), training=False)
+            x, layer_states = cell(x, tf.unstack(states[layer], num=self.states_per_layer), training=False)
             new_states.append(tf.stack(tf.nest.flatten(layer_states)))
         return self.head(x), tf.stack(new_states)
 
