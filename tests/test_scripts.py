@@ -146,3 +146,17 @@ def test_sample_and_export_need_a_trained_run(corpus_cache, tmp_path):
         result = _run_script(script, [f"--train_dir={empty}"], corpus_cache)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert "holds no run" in result.stderr.strip().splitlines()[-1]
+
+
+def test_benchmark_prints_one_json_line_per_measurement(corpus_cache):
+    result = _run_script("benchmark.py", ["--preset=small", "--rnn_units=8", "--embedding_dim=4", "--batch_size=3",
+                                          "--seq_length=5", "--steps=2", "--length=10",
+                                          "--sample_batch_sizes=1,2"], corpus_cache)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [(line["task"], line["batch_size"], line.get("mode")) for line in lines] == [
+        ("train", 3, None), ("sample", 1, "compiled"), ("sample", 1, "streamed"),
+        ("sample", 2, "compiled"), ("sample", 2, "streamed")]
+    for line in lines:
+        assert line["preset"] == "small" and line["rnn_units"] == 8
+        assert line["chars_per_sec"] > 0 and line["peak_rss_mb"] > 0

@@ -141,3 +141,15 @@ def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
         assert path.endswith("ckpt-3")
     with pytest.raises(UserError, match="holds no run"):
         run_directory.restore_weights(str(tmp_path / "nothing"), model)
+
+
+def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, tmp_path):
+    config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=4, ckpt_every=2, eval_every=1000)
+    train.train(config)
+    huge = _with(config, max_steps=40, learning_rate=1e30, grad_clip=1e30)
+    with pytest.raises(UserError, match=r"training diverged at step \d+ .*lower --learning_rate"):
+        train.train(huge)
+    latest = run_directory.find_checkpoint(config.train.train_dir)
+    model = model_lib.build_model(run_directory.load_run(config.train.train_dir)[0].model, batch_size=1)
+    run_directory.restore_weights(config.train.train_dir, model)
+    assert all(np.isfinite(w).all() for w in model.get_weights()), latest

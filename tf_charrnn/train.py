@@ -56,9 +56,9 @@ def _prepare_run_dir(config, vocab):
         if init_vocab != vocab:
             raise UserError(f"--init_from {config.train.init_from} has another vocabulary ({len(init_vocab)} "
                             f"characters, this corpus {len(vocab)}); train on its corpus or drop --init_from")
-        if init_config.model != config.model:
-            raise UserError(f"--init_from {config.train.init_from} has another model config; use the same "
-                            f"--rnn_units, --num_layers, --embedding_dim and --cell")
+        if dataclasses.replace(init_config.model, dropout=0.0) != dataclasses.replace(config.model, dropout=0.0):
+            raise UserError(f"--init_from {config.train.init_from} has another model shape; use the same "
+                            f"--rnn_units, --num_layers, --embedding_dim and --cell as that run")
     run_directory.save_run(config, vocab)
 
 
@@ -68,7 +68,7 @@ def _format_duration(seconds):
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-class _Trainer:
+class Trainer:
     """Holds the model, optimizer, compiled steps and run state of one training call."""
 
     def __init__(self, config, vocab, train_ids, val_ids):
@@ -170,7 +170,7 @@ def train(config):
         tf.config.experimental.enable_op_determinism()
     vocab, train_ids, val_ids, config = prepare_data(config)
     _prepare_run_dir(config, vocab)
-    trainer = _Trainer(config, vocab, train_ids, val_ids)
+    trainer = Trainer(config, vocab, train_ids, val_ids)
     trainer.restore_or_initialize()
     with _StopOnSignal() as stop:
         return _run_loop(trainer, stop)
@@ -234,6 +234,10 @@ def _run_loop(trainer, stop):
         trainer.optimizer.learning_rate.assign(lr)
         loss, grad_norm = trainer.train_step(inputs, targets)
         loss, grad_norm = float(loss), float(grad_norm)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            # Raised before anything is saved: the newest checkpoint on disk stays the last good one.
+            raise UserError(f"training diverged at step {step + 1} (loss {loss}, gradient norm {grad_norm}); "
+                            f"the last good checkpoint is kept: lower --learning_rate or --grad_clip and re-run")
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         window_seconds += elapsed

@@ -1,0 +1,72 @@
+"""Throughput measurements on synthetic ids, through the same train step and sampler the scripts use."""
+import dataclasses
+import resource
+import tempfile
+import time
+
+import numpy as np
+
+from tf_charrnn import data as data_lib
+from tf_charrnn import train as train_lib
+from tf_charrnn.sampling import Sampler
+from tf_charrnn.vocab import Vocab
+
+
+def peak_rss_mb():
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_ids(num_ids, vocab_size, seed=0):
+    """int32 [num_ids] uniform random ids."""
+    return np.random.default_rng(seed).integers(0, vocab_size, num_ids).astype(np.int32)
+
+
+def measure_train(config, steps=8, warmup=2):
+    """Median chars/s of the real training step (forward, loss, backward, clipping, Adam).
+
+    Args:
+      config: RunConfig with model.vocab_size set.
+      steps, warmup: timed steps, and untimed ones before them (tracing, allocation).
+
+    Returns:
+      dict with chars_per_sec and sec_per_step.
+    """
+    data = config.data
+    ids = synthetic_ids(data.batch_size * data.seq_length * (steps + warmup) + 1, config.model.vocab_size)
+    with tempfile.TemporaryDirectory() as train_dir:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, train_dir=train_dir,
+                                                                       sample_length=0))
+        trainer = train_lib.Trainer(config, None, ids, ids[:0])
+        batches = data_lib.stream_dataset(ids, data.batch_size, data.seq_length, steps + warmup)
+        times = []
+        for inputs, targets in batches:
+            started = time.perf_counter()
+            loss, _ = trainer.train_step(inputs, targets)
+            float(loss)
+            times.append(time.perf_counter() - started)
+    seconds = float(np.median(times[warmup:]))
+    return {"chars_per_sec": data.batch_size * data.seq_length / seconds, "sec_per_step": seconds}
+
+
+def measure_sample(model_config, batch_size, length, streamed):
+    """Generated chars/s of the sampler: one compiled loop, or one compiled step per character.
+
+    Returns:
+      dict with chars_per_sec.
+    """
+    vocab = Vocab([chr(0x4E00 + i) for i in range(model_config.vocab_size)])
+    sampler = Sampler(model_config)
+    prime = vocab.chars[0]
+
+    def run(chars):
+        if streamed:
+            for _ in sampler.stream(vocab, prime, chars, num_samples=batch_size, seed=1):
+                pass
+        else:
+            sampler.generate(vocab, prime, chars, num_samples=batch_size, seed=1)
+
+    run(20)  # tracing
+    started = time.perf_counter()
+    run(length)
+    return {"chars_per_sec": batch_size * length / (time.perf_counter() - started)}
