@@ -33,3 +33,4 @@ def test_bits_and_perplexity():
     assert losses.bits_per_char(math.log(2.0)) == pytest.approx(1.0)
     assert losses.bits_per_char(1.4) == pytest.approx(1.4 / math.log(2.0))
     assert losses.perplexity(math.log(65.0)) == pytest.approx(65.0)
+    assert losses.perplexity(1e6) == math.inf

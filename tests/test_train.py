@@ -146,7 +146,7 @@ def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
 def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=4, ckpt_every=2, eval_every=1000)
     train.train(config)
-    huge = _with(config, max_steps=40, learning_rate=1e30, grad_clip=1e30)
+    huge = _with(config, max_steps=40, learning_rate=1e38, grad_clip=1e30)
     with pytest.raises(UserError, match=r"training diverged at step \d+ .*lower --learning_rate"):
         train.train(huge)
     latest = run_directory.find_checkpoint(config.train.train_dir)

@@ -1,5 +1,6 @@
 """The sequence loss (mean next-character cross-entropy from logits) and its readings in bits and perplexity."""
 import math
+from sys import float_info
 
 import tensorflow as tf
 
@@ -29,5 +30,5 @@ def bits_per_char(nats):
 
 
 def perplexity(nats):
-    """Per-character perplexity, exp(nats)."""
-    return math.exp(nats)
+    """Per-character perplexity, exp(nats); inf when that overflows a float."""
+    return math.exp(nats) if nats < math.log(float_info.max) else math.inf
