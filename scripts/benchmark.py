@@ -5,15 +5,15 @@ same sitting (peer, project, peer): absolute times drift on shared machines.
 """
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+import flag_config  # noqa: E402
+
 from tf_charrnn import benchmark  # noqa: E402
-from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError  # noqa: E402
+from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 
 PRESETS = {
     "large": dict(rnn_units=512, num_layers=2, embedding_dim=64, batch_size=64, seq_length=100),
@@ -34,18 +34,14 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; flags take the form --name=value")
+    del argv  # flag_config.run refuses positional arguments
     sizes = {name: FLAGS[name].value if FLAGS[name].value is not None else value
              for name, value in PRESETS[FLAGS.preset].items()}
-    try:
-        model = ModelConfig(vocab_size=FLAGS.vocab_size, embedding_dim=sizes["embedding_dim"],
-                            rnn_units=sizes["rnn_units"], num_layers=sizes["num_layers"], dropout=FLAGS.dropout,
-                            cell=FLAGS.cell)
-        config = RunConfig(data=DataConfig(batch_size=sizes["batch_size"], seq_length=sizes["seq_length"]),
-                           model=model, train=TrainConfig(jit_compile=FLAGS.jit_compile))
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    model = ModelConfig(vocab_size=FLAGS.vocab_size, embedding_dim=sizes["embedding_dim"],
+                        rnn_units=sizes["rnn_units"], num_layers=sizes["num_layers"], dropout=FLAGS.dropout,
+                        cell=FLAGS.cell)
+    config = RunConfig(data=DataConfig(batch_size=sizes["batch_size"], seq_length=sizes["seq_length"]),
+                       model=model, train=TrainConfig(jit_compile=FLAGS.jit_compile))
     common = {"preset": FLAGS.preset, "cell": FLAGS.cell, **sizes}
     if FLAGS.task in ("train", "all"):
         result = benchmark.measure_train(config, steps=FLAGS.steps)
@@ -60,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flag_config.run(main)

@@ -4,11 +4,9 @@ The SavedModel needs only TensorFlow: tf.saved_model.load(DIR).signatures["servi
 prime=tf.constant("ROMEO:"), length=tf.constant(200), temperature=tf.constant(0.8), seed=tf.constant(7, tf.int64)).
 """
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import logging  # noqa: E402
 
 import flag_config  # noqa: E402
@@ -19,17 +17,13 @@ flag_config.define_flags(config_lib.ExportConfig)
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; flags take the form --name=value")
-    try:
-        config = flag_config.config_from_flags(config_lib.ExportConfig)
-        path = export.export_run(config.train_dir, config.export_dir, config.checkpoint, config.best,
-                                 config.overwrite)
-    except config_lib.UserError as e:
-        sys.exit(f"error: {e}")
+    del argv  # flag_config.run refuses positional arguments
+    config = flag_config.config_from_flags(config_lib.ExportConfig)
+    path = export.export_run(config.train_dir, config.export_dir, config.checkpoint, config.best,
+                             config.overwrite)
     logging.info("Exported %s", path)
     print(path)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flag_config.run(main)

@@ -8,7 +8,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 
 import flag_config  # noqa: E402
 from tf_charrnn import config as config_lib  # noqa: E402
@@ -31,19 +30,15 @@ def _stream(sampler, vocab, config, options):
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; flags take the form --name=value")
-    try:
-        config = flag_config.config_from_flags(config_lib.SampleConfig)
-        sampler, vocab = sampling.load_sampler(config.train_dir, config.checkpoint, config.best)
-        options = dict(num_samples=config.num_samples, seed=config.seed, mode=config.sampling,
-                       temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
-        if config.stream:
-            texts = _stream(sampler, vocab, config, options)
-        else:
-            texts = sampler.generate(vocab, config.prime, config.length, **options)
-    except config_lib.UserError as e:
-        sys.exit(f"error: {e}")
+    del argv  # flag_config.run refuses positional arguments
+    config = flag_config.config_from_flags(config_lib.SampleConfig)
+    sampler, vocab = sampling.load_sampler(config.train_dir, config.checkpoint, config.best)
+    options = dict(num_samples=config.num_samples, seed=config.seed, mode=config.sampling,
+                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    if config.stream:
+        texts = _stream(sampler, vocab, config, options)
+    else:
+        texts = sampler.generate(vocab, config.prime, config.length, **options)
     for index, text in enumerate(texts):
         if config.num_samples > 1:
             sys.stdout.write(f"--- sample {index + 1} ---\n")
@@ -52,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flag_config.run(main)

@@ -7,7 +7,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import logging  # noqa: E402
 
 import flag_config  # noqa: E402
@@ -20,16 +19,12 @@ flag_config.define_flags(config_lib.TrainConfig)
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; flags take the form --name=value")
-    try:
-        config = config_lib.RunConfig(
-            data=flag_config.config_from_flags(config_lib.DataConfig),
-            model=flag_config.config_from_flags(config_lib.ModelConfig, skip=("vocab_size",)),
-            train=flag_config.config_from_flags(config_lib.TrainConfig))
-        result = train_lib.train(config)
-    except config_lib.UserError as e:
-        sys.exit(f"error: {e}")
+    del argv  # flag_config.run refuses positional arguments
+    config = config_lib.RunConfig(
+        data=flag_config.config_from_flags(config_lib.DataConfig),
+        model=flag_config.config_from_flags(config_lib.ModelConfig, skip=("vocab_size",)),
+        train=flag_config.config_from_flags(config_lib.TrainConfig))
+    result = train_lib.train(config)
     logging.info("Done at step %d; best val loss %.4f nats/char; checkpoint %s",
                  result.step, result.best_val_loss, result.last_checkpoint)
     if result.stopped_by_signal:
@@ -37,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flag_config.run(main)

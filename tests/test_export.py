@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import QUOTE, REPO_ROOT
+from conftest import QUOTE
 from tf_charrnn import export, sampling, train
 from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
 

@@ -153,3 +153,17 @@ def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, 
     model = model_lib.build_model(run_directory.load_run(config.train.train_dir)[0].model, batch_size=1)
     run_directory.restore_weights(config.train.train_dir, model)
     assert all(np.isfinite(w).all() for w in model.get_weights()), latest
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(corpus, corpus_cache, tmp_path, caplog):
+    whole = _config(corpus, corpus_cache, tmp_path / "whole", max_steps=8, deterministic=True,
+                    model={"dropout": 0.2}, eval_every=1000)
+    expected = train.train(whole).losses
+    parts = _with(whole, train_dir=str(tmp_path / "parts"), max_steps=6, ckpt_every=2)
+    train.train(parts)
+    data_file = tmp_path / "parts" / "checkpoints" / "ckpt-6.data-00000-of-00001"
+    data_file.write_bytes(data_file.read_bytes()[:100])  # truncated, as by a full disk
+    with caplog.at_level("WARNING"):
+        resumed = train.train(_with(parts, max_steps=8))
+    assert "ckpt-6 is unreadable" in caplog.text
+    assert resumed.losses == expected[4:]  # steps 5..8 again, from ckpt-4

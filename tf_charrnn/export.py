@@ -9,7 +9,6 @@ import tempfile
 
 import tensorflow as tf
 
-from tf_charrnn import run_directory
 from tf_charrnn import sampling
 from tf_charrnn.config import UserError
 

@@ -115,13 +115,25 @@ class Trainer:
         return losses.sequence_loss(targets, self.model(inputs, training=False))
 
     def restore_or_initialize(self):
-        """Resumes from the latest checkpoint, or loads --init_from weights into a fresh run."""
+        """Resumes from the newest readable checkpoint, or loads --init_from weights into a fresh run.
+
+        An unreadable checkpoint (truncated, corrupted) is skipped with a warning for the one before it.
+        """
         train = self.config.train
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            logging.info("Resumed %s at step %d (epoch %d, batch %d)", self.manager.latest_checkpoint,
-                         int(self.step), int(self.epoch), int(self.batch_in_epoch))
-        elif train.init_from:
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as error:  # noqa: BLE001 - readers fail in many ways (OpError, IndexError, ...)
+                logging.warning("Checkpoint %s is unreadable (%s); trying the one before it",
+                                path, str(error).strip().splitlines()[0])
+                continue
+            logging.info("Resumed %s at step %d (epoch %d, batch %d)", path, int(self.step), int(self.epoch),
+                         int(self.batch_in_epoch))
+            return
+        if self.manager.checkpoints:
+            raise UserError(f"no checkpoint in {run_directory.checkpoint_dir(train.train_dir)} is readable; "
+                            f"move that folder away to start over, or use a new --train_dir")
+        if train.init_from:
             path = run_directory.restore_weights(train.init_from, self.model)
             logging.info("Initialized weights from %s", path)
 

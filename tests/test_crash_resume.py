@@ -1,0 +1,81 @@
+"""Never lose a run: SIGKILL at several points, one of them inside a checkpoint save, then resume."""
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+from conftest import QUOTE, REPO_ROOT
+
+KILL_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_hook")
+
+
+def _command(train_dir, corpus):
+    return [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
+            f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}", f"--train_dir={train_dir}",
+            f"--data_path={corpus}", "--max_steps=16", "--ckpt_every=4", "--log_every=1", "--eval_every=1000",
+            "--dropout=0.2", "--random_offset", "--deterministic"]
+
+
+def _env(cache, **extra):
+    return {**os.environ, "TF_CHARRNN_CACHE": cache, **extra}
+
+
+def _run_until(command, env, line_fragment, timeout=180):
+    """Starts training, SIGKILLs it once a stderr line holds `line_fragment`; returns the exit code."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    try:
+        while True:
+            line = lines.get(timeout=timeout)
+            if line_fragment in line:
+                process.send_signal(signal.SIGKILL)
+                break
+        return process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _step_losses(train_dir):
+    """The last logged loss of every step, read back from the TensorBoard events."""
+    accumulator = event_accumulator.EventAccumulator(os.path.join(train_dir, "logs", "train"),
+                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    losses = {}
+    for event in accumulator.Tensors("loss"):
+        losses[event.step] = float(tensor_util.make_ndarray(event.tensor_proto))
+    return [losses[step] for step in sorted(losses)]
+
+
+@pytest.mark.slow
+def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, corpus_cache, tmp_path):
+    corpus = text_file(QUOTE * 200)
+    whole = subprocess.run(_command(tmp_path / "whole", corpus), env=_env(corpus_cache), capture_output=True,
+                           text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    expected = _step_losses(str(tmp_path / "whole"))
+    assert len(expected) == 16
+
+    killed = tmp_path / "killed"
+    command = _command(killed, corpus)
+    assert _run_until(command, _env(corpus_cache), "step 3/16") == -signal.SIGKILL  # before any checkpoint
+    assert _run_until(command, _env(corpus_cache), "step 10/16") == -signal.SIGKILL  # after ckpt-8
+    in_save = subprocess.run(command, env=_env(corpus_cache, TF_CHARRNN_KILL_IN_SAVE="12",
+                                               PYTHONPATH=KILL_HOOK), capture_output=True, text=True, timeout=300)
+    assert in_save.returncode == -signal.SIGKILL  # died while writing ckpt-12
+    with open(killed / "checkpoints" / "checkpoint") as state:
+        assert 'model_checkpoint_path: "ckpt-8"' in state.read()
+
+    final = subprocess.run(command, env=_env(corpus_cache), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert "Resumed" in final.stderr and "ckpt-8 at step 8" in final.stderr
+    assert _step_losses(str(killed)) == expected  # bit for bit
+    assert np.isfinite(expected).all()
