@@ -63,7 +63,8 @@ def read_text(path):
     try:
         return data.decode("utf-8"), data
     except UnicodeDecodeError as e:
-        raise UserError(f"--data_path {path} is not valid UTF-8 at byte {e.start} ({e.reason}); "
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"--data_path {path} is not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
                         f"convert it, e.g. iconv -f LATIN1 -t UTF-8") from None
 
 

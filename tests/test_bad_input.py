@@ -1,0 +1,112 @@
+"""Every bad input: non-zero exit, one line on stderr naming the problem and the fix, no traceback,
+and the run directory (and any export) left byte-identical. One table, the real scripts."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import QUOTE, REPO_ROOT
+
+SMOKE = os.path.join(REPO_ROOT, "configs", "smoke.cfg")
+
+
+def _snapshot(root):
+    """{relative path: sha256} of every file below root but the corpus cache (content-keyed, atomic)."""
+    digests = {}
+    for folder, _, names in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == "cache":
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A trained run, its export, and corpora good and bad."""
+    root = tmp_path_factory.mktemp("bad_input")
+    files = {
+        "good": (QUOTE + "\n") * 30,
+        "other_vocab": "xyz xyz\n" * 400,
+        "empty": "",
+        "short": "abc",
+    }
+    for name, text in files.items():
+        (root / f"{name}.txt").write_text(text, encoding="utf-8")
+    (root / "latin1.txt").write_bytes("Café au lait\n".encode("utf-8") * 5 + "crème".encode("latin-1"))
+    cache = str(root / "cache")
+    env = {**os.environ, "TF_CHARRNN_CACHE": cache}
+    for run, extra in (("run", []), ("other_run", [f"--data_path={root / 'other_vocab.txt'}"])):
+        trained = subprocess.run(
+            [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"), f"--flagfile={SMOKE}",
+             f"--train_dir={root / run}", f"--data_path={root / 'good.txt'}", "--max_steps=4", *extra],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 0, trained.stderr
+    exported = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"),
+                               f"--train_dir={root / 'run'}"], env=env, capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    (root / "no_checkpoints").mkdir()
+    for name in ("config.json", "vocab.json"):
+        (root / "no_checkpoints" / name).write_bytes((root / "run" / name).read_bytes())
+    return root, env
+
+
+# (script, arguments with {root} for the world's folder, the start of the one line on stderr)
+CASES = [
+    ("train", ["--data_path={root}/missing.txt"], "error: --data_path {root}/missing.txt does not exist"),
+    ("train", ["--data_path={root}"], "error: --data_path {root} is a directory"),
+    ("train", ["--data_path={root}/empty.txt"], "error: --data_path {root}/empty.txt is empty"),
+    ("train", ["--data_path={root}/latin1.txt"], "error: --data_path {root}/latin1.txt is not valid UTF-8 at byte 72 (line 6"),
+    ("train", ["--data_path={root}/short.txt"], "error: the training split has 2 characters, fewer than one batch"),
+    ("train", ["--val_fraction=0.02"], "error: the validation split has 44 characters"),
+    ("train", ["--batch_size=0"], "error: --batch_size must be an integer >= 1, got 0"),
+    ("train", ["--seq_length=0"], "error: --seq_length must be an integer >= 1, got 0"),
+    ("train", ["--rnn_units=0"], "error: --rnn_units must be an integer >= 1, got 0"),
+    ("train", ["--num_layers=0"], "error: --num_layers must be an integer >= 1, got 0"),
+    ("train", ["--embedding_dim=-1"], "error: --embedding_dim must be an integer >= 1, got -1"),
+    ("train", ["--dropout=1"], "error: --dropout must be in [0, 1), got 1.0"),
+    ("train", ["--val_fraction=1"], "error: --val_fraction must be in [0, 1), got 1.0"),
+    ("train", ["--learning_rate=0"], "error: --learning_rate must be > 0, got 0.0"),
+    ("train", ["--grad_clip=-1"], "error: --grad_clip must be > 0, got -1.0"),
+    ("train", ["--cell=transformer"], "error: --cell must be one of lstm, gru, rnn, got 'transformer'"),
+    ("train", ["--flagfile={root}/missing.cfg"], "error: Unable to open flagfile"),
+    ("train", ["--rnn_size=128"], "error: Unknown command line flag 'rnn_size'"),
+    ("train", ["--train_dir={root}/run", "--rnn_units=32"], "error: {root}/run holds a run with another config (rnn_units 16 -> 32)"),
+    ("train", ["--train_dir={root}/run", "--data_path={root}/other_vocab.txt"], "error: the corpus vocabulary (5 characters) differs"),
+    ("train", ["--train_dir={root}/new", "--init_from={root}/other_run"], "error: --init_from {root}/other_run has another vocabulary"),
+    ("sample", ["--train_dir={root}/run", "--temperature=0"], "error: --temperature must be > 0, got 0.0"),
+    ("sample", ["--train_dir={root}/run", "--top_k=-1"], "error: --top_k must be >= 0, got -1"),
+    ("sample", ["--train_dir={root}/run", "--top_p=0"], "error: --top_p must be in (0, 1], got 0.0"),
+    ("sample", ["--train_dir={root}/run", "--top_p=1.5"], "error: --top_p must be in (0, 1], got 1.5"),
+    ("sample", ["--train_dir={root}/run", "--length=-1"], "error: --length must be >= 0, got -1"),
+    ("sample", ["--train_dir={root}/run", "--num_samples=0"], "error: --num_samples must be an integer >= 1, got 0"),
+    ("sample", ["--train_dir={root}/run", "--prime=Zebra€"], "error: --prime has characters outside the run's vocabulary: ['Z', 'b', 'r', '€']"),
+    ("sample", ["--train_dir={root}/run", "--sampling=beam"], "error: --sampling must be one of sample, greedy, sample_at_space"),
+    ("sample", ["--train_dir={root}/nothing"], "error: {root}/nothing holds no run"),
+    ("sample", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),
+    ("sample", ["--train_dir={root}/run", "--checkpoint={root}/run/checkpoints/ckpt-999"], "error: checkpoint {root}/run/checkpoints/ckpt-999 not found"),
+    ("export", ["--train_dir={root}/run"], "error: --export_dir {root}/run/export is not empty; pass --overwrite"),
+    ("export", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, arguments, message", CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(world, script, arguments, message):
+    root, env = world
+    before = _snapshot(root)
+    command = [sys.executable, os.path.join(REPO_ROOT, "scripts", f"{script}.py")]
+    if script == "train":
+        command += [f"--flagfile={SMOKE}", f"--train_dir={root}/fresh", f"--data_path={root}/good.txt"]
+    command += [argument.format(root=root) for argument in arguments]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(message.format(root=root)), last_line
+    assert _snapshot(root) == before
+    assert not os.path.exists(root / "fresh") and not os.path.exists(root / "new")
