@@ -155,14 +155,28 @@ def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, 
     assert all(np.isfinite(w).all() for w in model.get_weights()), latest
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous(corpus, corpus_cache, tmp_path, caplog):
+def _truncate_data(path):
+    data_file = path + ".data-00000-of-00001"
+    with open(data_file, "rb") as f:
+        kept = f.read()[:100]
+    with open(data_file, "wb") as f:  # as a full disk leaves it
+        f.write(kept)
+
+
+def _garble_index(path):
+    with open(path + ".index", "r+b") as f:
+        f.seek(20)
+        f.write(b"\xde\xad\xbe\xef" * 16)
+
+
+@pytest.mark.parametrize("damage", [_truncate_data, _garble_index])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, corpus, corpus_cache, tmp_path, caplog):
     whole = _config(corpus, corpus_cache, tmp_path / "whole", max_steps=8, deterministic=True,
                     model={"dropout": 0.2}, eval_every=1000)
     expected = train.train(whole).losses
     parts = _with(whole, train_dir=str(tmp_path / "parts"), max_steps=6, ckpt_every=2)
     train.train(parts)
-    data_file = tmp_path / "parts" / "checkpoints" / "ckpt-6.data-00000-of-00001"
-    data_file.write_bytes(data_file.read_bytes()[:100])  # truncated, as by a full disk
+    damage(str(tmp_path / "parts" / "checkpoints" / "ckpt-6"))
     with caplog.at_level("WARNING"):
         resumed = train.train(_with(parts, max_steps=8))
     assert "ckpt-6 is unreadable" in caplog.text
