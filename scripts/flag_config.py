@@ -1,15 +1,20 @@
-"""What the scripts share: config dataclass fields as absl flags, and one-line errors instead of tracebacks."""
+"""What the scripts share: config fields as absl flags, and one-line errors instead of tracebacks."""
+
 import dataclasses
 import functools
 import re
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from tf_charrnn.config import UserError
 
-_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
+_DEFINE = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
 flags.DEFINE_bool("verbose", False, "show the Python traceback of an error, not only its one-line message")
 
 
@@ -22,8 +27,11 @@ def define_flags(config_class, skip=()):
 
 def config_from_flags(config_class, skip=()):
     """Builds `config_class` from the parsed flags defined by `define_flags`."""
-    values = {field.name: flags.FLAGS[field.name].value
-              for field in dataclasses.fields(config_class) if field.name not in skip}
+    values = {
+        field.name: flags.FLAGS[field.name].value
+        for field in dataclasses.fields(config_class)
+        if field.name not in skip
+    }
     return config_class(**values)
 
 

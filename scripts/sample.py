@@ -1,8 +1,11 @@
-"""Generates text from a trained run: python scripts/sample.py --train_dir=runs/shakespeare_cpu --prime="ROMEO:".
+"""Generates text from a trained run.
+
+  python scripts/sample.py --train_dir=runs/shakespeare_cpu --prime="ROMEO:"
 
 Without --stream the whole text comes from one compiled call; with it, characters print as they come.
 The same --seed prints the same text either way.
 """
+
 import os
 import sys
 
@@ -20,7 +23,11 @@ def _stream(sampler, vocab, config, options):
     """Prints a single sample as it is generated; collects several and returns them to print after."""
     steps = sampler.stream(vocab, config.prime, config.length, **options)
     if config.num_samples > 1:
-        return ["".join(column) for column in zip(*steps)] if config.length else [""] * config.num_samples
+        columns = [[] for _ in range(config.num_samples)]
+        for chars in steps:
+            for column, char in zip(columns, chars, strict=True):
+                column.append(char)
+        return ["".join(column) for column in columns]
     sys.stdout.write(config.prime)
     for chars in steps:
         sys.stdout.write(chars[0])
@@ -33,8 +40,14 @@ def main(argv):
     del argv  # flag_config.run refuses positional arguments
     config = flag_config.config_from_flags(config_lib.SampleConfig)
     sampler, vocab = sampling.load_sampler(config.train_dir, config.checkpoint, config.best)
-    options = dict(num_samples=config.num_samples, seed=config.seed, mode=config.sampling,
-                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    options = dict(
+        num_samples=config.num_samples,
+        seed=config.seed,
+        mode=config.sampling,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+    )
     if config.stream:
         texts = _stream(sampler, vocab, config, options)
     else:

@@ -2,6 +2,7 @@
 
 Re-running the same command resumes from the run's latest checkpoint.
 """
+
 import os
 import sys
 
@@ -23,10 +24,15 @@ def main(argv):
     config = config_lib.RunConfig(
         data=flag_config.config_from_flags(config_lib.DataConfig),
         model=flag_config.config_from_flags(config_lib.ModelConfig, skip=("vocab_size",)),
-        train=flag_config.config_from_flags(config_lib.TrainConfig))
+        train=flag_config.config_from_flags(config_lib.TrainConfig),
+    )
     result = train_lib.train(config)
-    logging.info("Done at step %d; best val loss %.4f nats/char; checkpoint %s",
-                 result.step, result.best_val_loss, result.last_checkpoint)
+    logging.info(
+        "Done at step %d; best val loss %.4f nats/char; checkpoint %s",
+        result.step,
+        result.best_val_loss,
+        result.last_checkpoint,
+    )
     if result.stopped_by_signal:
         sys.exit(128 + result.stopped_by_signal)
 

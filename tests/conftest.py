@@ -1,4 +1,5 @@
 """Shared fixtures: quiet TensorFlow, a corpus cache seeded from ../shared when it is there, tiny configs."""
+
 import os
 import shutil
 
@@ -33,8 +34,10 @@ def shakespeare_cache(corpus_cache):
 @pytest.fixture
 def text_file(tmp_path):
     """Writes a UTF-8 text file and returns its path."""
+
     def write(text, name="corpus.txt"):
         path = tmp_path / name
         path.write_text(text, encoding="utf-8")
         return str(path)
+
     return write

@@ -1,5 +1,6 @@
 """Every bad input: non-zero exit, one line on stderr naming the problem and the fix, no traceback,
 and the run directory (and any export) left byte-identical. One table, the real scripts."""
+
 import hashlib
 import os
 import subprocess
@@ -42,12 +43,28 @@ def world(tmp_path_factory):
     env = {**os.environ, "TF_CHARRNN_CACHE": cache}
     for run, extra in (("run", []), ("other_run", [f"--data_path={root / 'other_vocab.txt'}"])):
         trained = subprocess.run(
-            [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"), f"--flagfile={SMOKE}",
-             f"--train_dir={root / run}", f"--data_path={root / 'good.txt'}", "--max_steps=4", *extra],
-            env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                os.path.join(REPO_ROOT, "scripts", "train.py"),
+                f"--flagfile={SMOKE}",
+                f"--train_dir={root / run}",
+                f"--data_path={root / 'good.txt'}",
+                "--max_steps=4",
+                *extra,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert trained.returncode == 0, trained.stderr
-    exported = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"),
-                               f"--train_dir={root / 'run'}"], env=env, capture_output=True, text=True, timeout=300)
+    exported = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"), f"--train_dir={root / 'run'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert exported.returncode == 0, exported.stderr
     (root / "no_checkpoints").mkdir()
     for name in ("config.json", "vocab.json"):
@@ -60,8 +77,16 @@ CASES = [
     ("train", ["--data_path={root}/missing.txt"], "error: --data_path {root}/missing.txt does not exist"),
     ("train", ["--data_path={root}"], "error: --data_path {root} is a directory"),
     ("train", ["--data_path={root}/empty.txt"], "error: --data_path {root}/empty.txt is empty"),
-    ("train", ["--data_path={root}/latin1.txt"], "error: --data_path {root}/latin1.txt is not valid UTF-8 at byte 72 (line 6"),
-    ("train", ["--data_path={root}/short.txt"], "error: the training split has 2 characters, fewer than one batch"),
+    (
+        "train",
+        ["--data_path={root}/latin1.txt"],
+        "error: --data_path {root}/latin1.txt is not valid UTF-8 at byte 72 (line 6",
+    ),
+    (
+        "train",
+        ["--data_path={root}/short.txt"],
+        "error: the training split has 2 characters, fewer than one batch",
+    ),
     ("train", ["--val_fraction=0.02"], "error: the validation split has 44 characters"),
     ("train", ["--batch_size=0"], "error: --batch_size must be an integer >= 1, got 0"),
     ("train", ["--seq_length=0"], "error: --seq_length must be an integer >= 1, got 0"),
@@ -75,21 +100,53 @@ CASES = [
     ("train", ["--cell=transformer"], "error: --cell must be one of lstm, gru, rnn, got 'transformer'"),
     ("train", ["--flagfile={root}/missing.cfg"], "error: Unable to open flagfile"),
     ("train", ["--rnn_size=128"], "error: Unknown command line flag 'rnn_size'"),
-    ("train", ["--train_dir={root}/run", "--rnn_units=32"], "error: {root}/run holds a run with another config (rnn_units 16 -> 32)"),
-    ("train", ["--train_dir={root}/run", "--data_path={root}/other_vocab.txt"], "error: the corpus vocabulary (5 characters) differs"),
-    ("train", ["--train_dir={root}/new", "--init_from={root}/other_run"], "error: --init_from {root}/other_run has another vocabulary"),
+    (
+        "train",
+        ["--train_dir={root}/run", "--rnn_units=32"],
+        "error: {root}/run holds a run with another config (rnn_units 16 -> 32)",
+    ),
+    (
+        "train",
+        ["--train_dir={root}/run", "--data_path={root}/other_vocab.txt"],
+        "error: the corpus vocabulary (5 characters) differs",
+    ),
+    (
+        "train",
+        ["--train_dir={root}/new", "--init_from={root}/other_run"],
+        "error: --init_from {root}/other_run has another vocabulary",
+    ),
     ("sample", ["--train_dir={root}/run", "--temperature=0"], "error: --temperature must be > 0, got 0.0"),
     ("sample", ["--train_dir={root}/run", "--top_k=-1"], "error: --top_k must be >= 0, got -1"),
     ("sample", ["--train_dir={root}/run", "--top_p=0"], "error: --top_p must be in (0, 1], got 0.0"),
     ("sample", ["--train_dir={root}/run", "--top_p=1.5"], "error: --top_p must be in (0, 1], got 1.5"),
     ("sample", ["--train_dir={root}/run", "--length=-1"], "error: --length must be >= 0, got -1"),
-    ("sample", ["--train_dir={root}/run", "--num_samples=0"], "error: --num_samples must be an integer >= 1, got 0"),
-    ("sample", ["--train_dir={root}/run", "--prime=Zebra€"], "error: --prime has characters outside the run's vocabulary: ['Z', 'b', 'r', '€']"),
-    ("sample", ["--train_dir={root}/run", "--sampling=beam"], "error: --sampling must be one of sample, greedy, sample_at_space"),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--num_samples=0"],
+        "error: --num_samples must be an integer >= 1, got 0",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--prime=Zebra€"],
+        "error: --prime has characters outside the run's vocabulary: ['Z', 'b', 'r', '€']",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--sampling=beam"],
+        "error: --sampling must be one of sample, greedy, sample_at_space",
+    ),
     ("sample", ["--train_dir={root}/nothing"], "error: {root}/nothing holds no run"),
     ("sample", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),
-    ("sample", ["--train_dir={root}/run", "--checkpoint={root}/run/checkpoints/ckpt-999"], "error: checkpoint {root}/run/checkpoints/ckpt-999 not found"),
-    ("export", ["--train_dir={root}/run"], "error: --export_dir {root}/run/export is not empty; pass --overwrite"),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--checkpoint={root}/run/checkpoints/ckpt-999"],
+        "error: checkpoint {root}/run/checkpoints/ckpt-999 not found",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run"],
+        "error: --export_dir {root}/run/export is not empty; pass --overwrite",
+    ),
     ("export", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),
 ]
 

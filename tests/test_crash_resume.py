@@ -1,4 +1,5 @@
 """Never lose a run: SIGKILL at several points, one of them inside a checkpoint save, then resume."""
+
 import os
 import queue
 import signal
@@ -17,10 +18,20 @@ KILL_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_hook"
 
 
 def _command(train_dir, corpus):
-    return [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
-            f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}", f"--train_dir={train_dir}",
-            f"--data_path={corpus}", "--max_steps=16", "--ckpt_every=4", "--log_every=1", "--eval_every=1000",
-            "--dropout=0.2", "--random_offset", "--deterministic"]
+    return [
+        sys.executable,
+        os.path.join(REPO_ROOT, "scripts", "train.py"),
+        f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}",
+        f"--train_dir={train_dir}",
+        f"--data_path={corpus}",
+        "--max_steps=16",
+        "--ckpt_every=4",
+        "--log_every=1",
+        "--eval_every=1000",
+        "--dropout=0.2",
+        "--random_offset",
+        "--deterministic",
+    ]
 
 
 def _env(cache, **extra):
@@ -46,8 +57,9 @@ def _run_until(command, env, line_fragment, timeout=180):
 
 def _step_losses(train_dir):
     """The last logged loss of every step, read back from the TensorBoard events."""
-    accumulator = event_accumulator.EventAccumulator(os.path.join(train_dir, "logs", "train"),
-                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(train_dir, "logs", "train"), size_guidance={event_accumulator.TENSORS: 0}
+    )
     accumulator.Reload()
     losses = {}
     for event in accumulator.Tensors("loss"):
@@ -58,8 +70,13 @@ def _step_losses(train_dir):
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, corpus_cache, tmp_path):
     corpus = text_file(QUOTE * 200)
-    whole = subprocess.run(_command(tmp_path / "whole", corpus), env=_env(corpus_cache), capture_output=True,
-                           text=True, timeout=300)
+    whole = subprocess.run(
+        _command(tmp_path / "whole", corpus),
+        env=_env(corpus_cache),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert whole.returncode == 0, whole.stderr
     expected = _step_losses(str(tmp_path / "whole"))
     assert len(expected) == 16
@@ -68,8 +85,13 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, 
     command = _command(killed, corpus)
     assert _run_until(command, _env(corpus_cache), "step 3/16") == -signal.SIGKILL  # before any checkpoint
     assert _run_until(command, _env(corpus_cache), "step 10/16") == -signal.SIGKILL  # after ckpt-8
-    in_save = subprocess.run(command, env=_env(corpus_cache, TF_CHARRNN_KILL_IN_SAVE="12",
-                                               PYTHONPATH=KILL_HOOK), capture_output=True, text=True, timeout=300)
+    in_save = subprocess.run(
+        command,
+        env=_env(corpus_cache, TF_CHARRNN_KILL_IN_SAVE="12", PYTHONPATH=KILL_HOOK),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert in_save.returncode == -signal.SIGKILL  # died while writing ckpt-12
     with open(killed / "checkpoints" / "checkpoint") as state:
         assert 'model_checkpoint_path: "ckpt-8"' in state.read()

@@ -27,7 +27,7 @@ def test_targets_are_inputs_shifted_and_never_wrap():
     ids = np.random.default_rng(0).integers(0, 50, 997).astype(np.int32)
     for x, y in _batches(ids, batch_size=3, seq_length=7):
         assert np.array_equal(x[:, 1:], y[:, :-1])
-    (_, only_targets), = _batches(ids, batch_size=1, seq_length=996)
+    ((_, only_targets),) = _batches(ids, batch_size=1, seq_length=996)
     assert np.array_equal(only_targets[0], ids[1:997])  # ends on the corpus's last id, not ids[0]
 
 
@@ -49,7 +49,7 @@ def test_offset_and_start_batch():
     # (100 - 1 - 3) // 10 = 9 batches; streams of 45 start at 3 and 48.
     assert batches[0][0].tolist() == [[3, 4, 5, 6, 7], [48, 49, 50, 51, 52]]
     resumed = _batches(ids, 2, 5, offset=3, start_batch=2)
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches[2:], resumed))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches[2:], resumed, strict=True))
     assert len(resumed) == len(batches) - 2
 
 
@@ -75,7 +75,9 @@ def test_training_dataset_runs_epoch_after_epoch_and_resumes():
         assert x.numpy()[0].tolist() == list(range(start, start + 10))
         assert x.numpy()[1, 0] == offset + 90 + k.numpy() * 10  # stream 1 starts S = 90 ids later
         assert np.array_equal(y.numpy(), x.numpy() + 1)
-    resumed = list(data.training_dataset(ids, 2, 10, num_batches, 3, True, start_epoch=1, start_batch=7).take(3))
+    resumed = list(
+        data.training_dataset(ids, 2, 10, num_batches, 3, True, start_epoch=1, start_batch=7).take(3)
+    )
     assert [(int(e), int(k)) for e, k, _, _ in resumed] == [(1, 7), (1, 8), (2, 0)]
     assert np.array_equal(resumed[0][2], elements[16][2])
 
@@ -106,11 +108,14 @@ def test_id_cache_is_keyed_by_content(text_file, corpus_cache):
     assert len(os.listdir(os.path.join(corpus_cache, "encoded"))) == 2
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (None, "does not exist"),
-    (b"", "is empty"),
-    (b"ok\xff\xfeno", "not valid UTF-8 at byte 2"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"ok\xff\xfeno", "not valid UTF-8 at byte 2"),
+    ],
+)
 def test_bad_corpus_files(tmp_path, content, fragment):
     path = tmp_path / "corpus.txt"
     if content is not None:
@@ -149,6 +154,7 @@ def test_download_is_checked_and_cached(monkeypatch, corpus_cache):
 def test_offline_download_names_the_url_and_data_path(monkeypatch, corpus_cache):
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
+
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     with pytest.raises(UserError) as error:
         data.download_shakespeare(corpus_cache)

@@ -1,4 +1,5 @@
 """Property-based tests of the stream pipeline over random corpora, batch sizes, lengths and offsets."""
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -7,10 +8,16 @@ from tf_charrnn import data
 
 
 @settings(max_examples=60, deadline=None)
-@given(num_ids=st.integers(2, 3000), batch_size=st.integers(1, 6), seq_length=st.integers(1, 20),
-       offset_seed=st.integers(0, 10**6), random_offset=st.booleans())
-def test_stream_batches_shift_continue_and_lose_only_the_remainder(num_ids, batch_size, seq_length, offset_seed,
-                                                                    random_offset):
+@given(
+    num_ids=st.integers(2, 3000),
+    batch_size=st.integers(1, 6),
+    seq_length=st.integers(1, 20),
+    offset_seed=st.integers(0, 10**6),
+    random_offset=st.booleans(),
+)
+def test_stream_batches_shift_continue_and_lose_only_the_remainder(
+    num_ids, batch_size, seq_length, offset_seed, random_offset
+):
     positions = np.arange(num_ids, dtype=np.int32)  # a corpus whose id is its own position
     num_batches = data.num_stream_batches(num_ids, batch_size, seq_length, random_offset)
     if num_batches == 0:

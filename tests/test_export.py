@@ -1,4 +1,5 @@
 """SavedModel export: loads and generates in a process that cannot import tf_charrnn."""
+
 import json
 import os
 import shutil
@@ -42,8 +43,10 @@ def run_dir(tmp_path_factory):
     config = RunConfig(
         data=DataConfig(data_path=str(corpus), cache_dir=str(root / "cache"), batch_size=4, seq_length=12),
         model=ModelConfig(embedding_dim=8, rnn_units=24, num_layers=2, dropout=0.0),
-        train=TrainConfig(train_dir=str(root / "run"), max_steps=40, learning_rate=0.01, eval_every=40,
-                          sample_length=0))
+        train=TrainConfig(
+            train_dir=str(root / "run"), max_steps=40, learning_rate=0.01, eval_every=40, sample_length=0
+        ),
+    )
     train.train(config)
     return str(root / "run")
 
@@ -55,14 +58,25 @@ def exported(run_dir):
 
 def _in_process_text(run_dir):
     sampler, vocab = sampling.load_sampler(run_dir)
-    return sampler.generate(vocab, SETTINGS["prime"], SETTINGS["length"], seed=SETTINGS["seed"],
-                            temperature=SETTINGS["temperature"])[0]
+    return sampler.generate(
+        vocab,
+        SETTINGS["prime"],
+        SETTINGS["length"],
+        seed=SETTINGS["seed"],
+        temperature=SETTINGS["temperature"],
+    )[0]
 
 
 def test_saved_model_in_a_fresh_process_matches_in_process_text(run_dir, exported, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", LOAD_ELSEWHERE, exported, json.dumps(SETTINGS)],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_ELSEWHERE, exported, json.dumps(SETTINGS)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     text = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(text) == SETTINGS["length"]
@@ -82,27 +96,52 @@ def test_step_and_initial_state_signatures_drive_generation(run_dir, exported):
     expected_logits, _ = sampling.feed_prime(sampler.step_model, tf.constant([vocab.encode("Will")] * 3))
     np.testing.assert_allclose(out["logits"].numpy(), expected_logits.numpy(), rtol=1e-5, atol=1e-5)
     top_k = loaded.signatures["generate_top_k"](
-        prime=tf.constant("W"), length=tf.constant(30), temperature=tf.constant(1.0),
-        seed=tf.constant(1, tf.int64), top_k=tf.constant(1), top_p=tf.constant(1.0))["text"]
+        prime=tf.constant("W"),
+        length=tf.constant(30),
+        temperature=tf.constant(1.0),
+        seed=tf.constant(1, tf.int64),
+        top_k=tf.constant(1),
+        top_p=tf.constant(1.0),
+    )["text"]
     assert top_k.numpy().decode() == sampler.generate(vocab, "W", 30, mode="greedy")[0]
 
 
 def test_unknown_prime_characters_fail_inside_the_saved_model(exported):
     loaded = tf.saved_model.load(exported)
     with pytest.raises(tf.errors.InvalidArgumentError, match="outside the vocabulary"):
-        loaded.signatures["serving_default"](prime=tf.constant("Zzz"), length=tf.constant(5),
-                                             temperature=tf.constant(1.0), seed=tf.constant(1, tf.int64))
+        loaded.signatures["serving_default"](
+            prime=tf.constant("Zzz"),
+            length=tf.constant(5),
+            temperature=tf.constant(1.0),
+            seed=tf.constant(1, tf.int64),
+        )
 
 
 def test_saved_model_cli_shows_and_runs(exported):
     cli = shutil.which("saved_model_cli") or pytest.skip("saved_model_cli is not on PATH")
-    shown = subprocess.run([cli, "show", "--dir", exported, "--all"], capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [cli, "show", "--dir", exported, "--all"], capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stderr
     for name in ("serving_default", "generate_top_k", "step", "initial_state"):
         assert f"signature_def['{name}']" in shown.stdout
-    run = subprocess.run([cli, "run", "--dir", exported, "--tag_set", "serve", "--signature_def", "serving_default",
-                          "--input_exprs", 'prime="Knowing";length=40;temperature=0.8;seed=7'],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            cli,
+            "run",
+            "--dir",
+            exported,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--input_exprs",
+            'prime="Knowing";length=40;temperature=0.8;seed=7',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "Result for output key text" in run.stdout
 

@@ -12,8 +12,9 @@ def _log_softmax(x):
 
 
 def test_sequence_loss_equals_hand_computation():
-    logits = np.array([[[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]],
-                       [[2.0, -1.0, 0.0], [1.0, 1.0, 1.0]]], dtype=np.float32)
+    logits = np.array(
+        [[[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], [[2.0, -1.0, 0.0], [1.0, 1.0, 1.0]]], dtype=np.float32
+    )
     targets = np.array([[1, 2], [0, 1]])
     log_probs = _log_softmax(logits)
     expected = -np.mean([log_probs[b, t, targets[b, t]] for b in range(2) for t in range(2)])

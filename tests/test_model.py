@@ -42,9 +42,21 @@ def test_weights_moved_to_batch_one_give_row_zero():
 
 
 def test_layers_are_named_and_dropout_between_layers():
-    model = model_lib.build_model(ModelConfig(vocab_size=5, num_layers=3, rnn_units=4, cell="gru"), batch_size=1)
+    model = model_lib.build_model(
+        ModelConfig(vocab_size=5, num_layers=3, rnn_units=4, cell="gru"), batch_size=1
+    )
     names = [layer.name for layer in model.layers]
-    assert names == ["ids", "embedding", "gru_1", "dropout_1", "gru_2", "dropout_2", "gru_3", "dropout_3", "logits"]
+    assert names == [
+        "ids",
+        "embedding",
+        "gru_1",
+        "dropout_1",
+        "gru_2",
+        "dropout_2",
+        "gru_3",
+        "dropout_3",
+        "logits",
+    ]
 
 
 def test_lstm_keeps_cudnn_eligible_settings():

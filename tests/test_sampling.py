@@ -11,7 +11,9 @@ LOGITS = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype=np.float32))
 
 
 def test_temperature_scales_logits():
-    np.testing.assert_allclose(sampling.filter_logits(LOGITS, temperature=0.5).numpy(), LOGITS / 0.5, rtol=1e-6)
+    np.testing.assert_allclose(
+        sampling.filter_logits(LOGITS, temperature=0.5).numpy(), LOGITS / 0.5, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("top_k, kept", [(0, 4), (1, 1), (2, 2), (3, 3), (9, 4)])
@@ -84,7 +86,7 @@ def sampler():
 def test_compiled_and_streamed_give_the_same_text(sampler, mode):
     options = dict(num_samples=3, seed=11, mode=mode, temperature=0.9, top_k=5, top_p=0.95)
     compiled = sampler.generate(VOCAB, "ab c", 60, **options)
-    streamed = ["".join(column) for column in zip(*sampler.stream(VOCAB, "ab c", 60, **options))]
+    streamed = ["".join(column) for column in zip(*sampler.stream(VOCAB, "ab c", 60, **options), strict=True)]
     assert compiled == streamed
     assert compiled == sampler.generate(VOCAB, "ab c", 60, **options)
     assert all(len(text) == 60 for text in compiled)
@@ -119,8 +121,10 @@ def test_korean_prime_on_a_korean_run(text_file, corpus_cache, tmp_path):
     config = RunConfig(
         data=DataConfig(data_path=text_file(text), cache_dir=corpus_cache, batch_size=2, seq_length=16),
         model=ModelConfig(embedding_dim=8, rnn_units=32, num_layers=1, dropout=0.0),
-        train=TrainConfig(train_dir=str(tmp_path / "run"), max_steps=30, learning_rate=0.01, eval_every=30,
-                          sample_length=10))
+        train=TrainConfig(
+            train_dir=str(tmp_path / "run"), max_steps=30, learning_rate=0.01, eval_every=30, sample_length=10
+        ),
+    )
     train.train(config)
     korean_sampler, vocab = sampling.load_sampler(str(tmp_path / "run"))
     texts = korean_sampler.generate(vocab, "서울은", 30, num_samples=2, seed=1)

@@ -1,4 +1,5 @@
 """End-to-end: the real scripts in subprocesses, with the shipped smoke config."""
+
 import json
 import os
 import signal
@@ -12,12 +13,22 @@ from conftest import QUOTE, REPO_ROOT
 
 def _run_script(name, args, cache, **kwargs):
     env = {**os.environ, "TF_CHARRNN_CACHE": cache, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", name), *args],
-                          capture_output=True, text=True, env=env, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "scripts", name), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def _smoke_args(train_dir, *extra):
-    return [f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}", f"--train_dir={train_dir}", *extra]
+    return [
+        f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}",
+        f"--train_dir={train_dir}",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -44,10 +55,22 @@ def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache,
     train_dir = tmp_path / "run"
     env = {**os.environ, "TF_CHARRNN_CACHE": corpus_cache}
     process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
-         *_smoke_args(train_dir, f"--data_path={text_file(QUOTE * 200)}", "--max_steps=100000",
-                      "--log_every=1", "--ckpt_every=100000", "--eval_every=100000")],
-        stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "scripts", "train.py"),
+            *_smoke_args(
+                train_dir,
+                f"--data_path={text_file(QUOTE * 200)}",
+                "--max_steps=100000",
+                "--log_every=1",
+                "--ckpt_every=100000",
+                "--eval_every=100000",
+            ),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         for line in process.stderr:
             if "step 3/" in line:
@@ -60,10 +83,13 @@ def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache,
     assert "re-run the same command to resume" in rest
     saved = [f for f in os.listdir(train_dir / "checkpoints") if f.endswith(".index")]
     assert len(saved) == 1
-    stopped_at = int(saved[0][len("ckpt-"):-len(".index")])
+    stopped_at = int(saved[0][len("ckpt-") : -len(".index")])
     assert stopped_at >= 3
-    resumed = _run_script("train.py", _smoke_args(train_dir, f"--data_path={text_file(QUOTE * 200)}",
-                                                  f"--max_steps={stopped_at + 2}"), corpus_cache)
+    resumed = _run_script(
+        "train.py",
+        _smoke_args(train_dir, f"--data_path={text_file(QUOTE * 200)}", f"--max_steps={stopped_at + 2}"),
+        corpus_cache,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"from step {stopped_at}" in resumed.stderr
     assert (train_dir / "checkpoints" / f"ckpt-{stopped_at + 2}.index").exists()
@@ -74,14 +100,21 @@ def trained_run(tmp_path_factory):
     """A small run trained through the library (the script path is covered above)."""
     from tf_charrnn import train
     from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
     root = tmp_path_factory.mktemp("scripts")
     corpus = root / "corpus.txt"
     corpus.write_text((QUOTE + "\n") * 10, encoding="utf-8")
-    train.train(RunConfig(
-        data=DataConfig(data_path=str(corpus), cache_dir=str(root / "cache"), batch_size=4, seq_length=12),
-        model=ModelConfig(embedding_dim=8, rnn_units=24, num_layers=2, dropout=0.0),
-        train=TrainConfig(train_dir=str(root / "run"), max_steps=30, learning_rate=0.01, eval_every=15,
-                          sample_length=0)))
+    train.train(
+        RunConfig(
+            data=DataConfig(
+                data_path=str(corpus), cache_dir=str(root / "cache"), batch_size=4, seq_length=12
+            ),
+            model=ModelConfig(embedding_dim=8, rnn_units=24, num_layers=2, dropout=0.0),
+            train=TrainConfig(
+                train_dir=str(root / "run"), max_steps=30, learning_rate=0.01, eval_every=15, sample_length=0
+            ),
+        )
+    )
     return str(root / "run"), str(root / "cache")
 
 
@@ -94,36 +127,75 @@ def test_sample_streamed_compiled_and_saved_model_print_the_same_text(trained_ru
     assert compiled.stdout == streamed.stdout
     assert compiled.stdout.startswith("Willing") and len(compiled.stdout) == len("Willing") + 60 + 1
 
-    exported = _run_script("export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache)
+    exported = _run_script(
+        "export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache
+    )
     assert exported.returncode == 0, exported.stderr
     import tensorflow as tf
-    text = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"](
-        prime=tf.constant("Willing"), length=tf.constant(60), temperature=tf.constant(0.8),
-        seed=tf.constant(7, tf.int64))["text"].numpy().decode("utf-8")
+
+    text = (
+        tf.saved_model.load(str(tmp_path / "model"))
+        .signatures["serving_default"](
+            prime=tf.constant("Willing"),
+            length=tf.constant(60),
+            temperature=tf.constant(0.8),
+            seed=tf.constant(7, tf.int64),
+        )["text"]
+        .numpy()
+        .decode("utf-8")
+    )
     assert compiled.stdout == "Willing" + text + "\n"
 
-    again = _run_script("export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache)
+    again = _run_script(
+        "export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache
+    )
     assert again.returncode != 0 and "--overwrite" in again.stderr.strip().splitlines()[-1]
 
 
 def test_sample_several_at_once_with_every_mode(trained_run):
     train_dir, cache = trained_run
     for mode in ("greedy", "sample", "sample_at_space"):
-        result = _run_script("sample.py", [f"--train_dir={train_dir}", "--num_samples=3", "--length=20",
-                                           f"--sampling={mode}", "--top_k=5", "--top_p=0.9", "--best"], cache)
+        result = _run_script(
+            "sample.py",
+            [
+                f"--train_dir={train_dir}",
+                "--num_samples=3",
+                "--length=20",
+                f"--sampling={mode}",
+                "--top_k=5",
+                "--top_p=0.9",
+                "--best",
+            ],
+            cache,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("--- sample ") == 3
 
 
 def test_benchmark_prints_one_json_line_per_measurement(corpus_cache):
-    result = _run_script("benchmark.py", ["--preset=small", "--rnn_units=8", "--embedding_dim=4", "--batch_size=3",
-                                          "--seq_length=5", "--steps=2", "--length=10",
-                                          "--sample_batch_sizes=1,2"], corpus_cache)
+    result = _run_script(
+        "benchmark.py",
+        [
+            "--preset=small",
+            "--rnn_units=8",
+            "--embedding_dim=4",
+            "--batch_size=3",
+            "--seq_length=5",
+            "--steps=2",
+            "--length=10",
+            "--sample_batch_sizes=1,2",
+        ],
+        corpus_cache,
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [(line["task"], line["batch_size"], line.get("mode")) for line in lines] == [
-        ("train", 3, None), ("sample", 1, "compiled"), ("sample", 1, "streamed"),
-        ("sample", 2, "compiled"), ("sample", 2, "streamed")]
+        ("train", 3, None),
+        ("sample", 1, "compiled"),
+        ("sample", 1, "streamed"),
+        ("sample", 2, "compiled"),
+        ("sample", 2, "streamed"),
+    ]
     for line in lines:
         assert line["preset"] == "small" and line["rnn_units"] == 8
         assert line["chars_per_sec"] > 0 and line["peak_rss_mb"] > 0

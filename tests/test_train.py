@@ -8,18 +8,30 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from conftest import QUOTE
-from tf_charrnn import run_directory, sampling, train
 from tf_charrnn import model as model_lib
+from tf_charrnn import run_directory, sampling, train
 from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
 
 
 def _config(corpus, cache, train_dir, data=None, model=None, **train_values):
     return RunConfig(
         data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=2, seq_length=8, **(data or {})),
-        model=ModelConfig(**{"embedding_dim": 8, "rnn_units": 16, "num_layers": 2, "dropout": 0.0, **(model or {})}),
-        train=TrainConfig(train_dir=str(train_dir), **{
-            "max_steps": 12, "eval_every": 5, "ckpt_every": 5, "log_every": 3, "sample_length": 20,
-            "learning_rate": 0.01, **train_values}))
+        model=ModelConfig(
+            **{"embedding_dim": 8, "rnn_units": 16, "num_layers": 2, "dropout": 0.0, **(model or {})}
+        ),
+        train=TrainConfig(
+            train_dir=str(train_dir),
+            **{
+                "max_steps": 12,
+                "eval_every": 5,
+                "ckpt_every": 5,
+                "log_every": 3,
+                "sample_length": 20,
+                "learning_rate": 0.01,
+                **train_values,
+            },
+        ),
+    )
 
 
 def _with(config, **train_values):
@@ -34,11 +46,23 @@ def corpus(text_file):
 def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache, tmp_path):
     config = RunConfig(
         # One window over the whole quote: telling "apply" from "do" needs context from 30+ characters back.
-        data=DataConfig(data_path=text_file(QUOTE), cache_dir=corpus_cache, batch_size=1,
-                        seq_length=len(QUOTE) - 1, val_fraction=0.0),
+        data=DataConfig(
+            data_path=text_file(QUOTE),
+            cache_dir=corpus_cache,
+            batch_size=1,
+            seq_length=len(QUOTE) - 1,
+            val_fraction=0.0,
+        ),
         model=ModelConfig(embedding_dim=16, rnn_units=64, num_layers=1, dropout=0.0),
-        train=TrainConfig(train_dir=str(tmp_path / "run"), learning_rate=0.01, lr_schedule="cosine",
-                          max_steps=200, log_every=50, sample_length=0))
+        train=TrainConfig(
+            train_dir=str(tmp_path / "run"),
+            learning_rate=0.01,
+            lr_schedule="cosine",
+            max_steps=200,
+            log_every=50,
+            sample_length=0,
+        ),
+    )
     result = train.train(config)
     assert np.mean(result.losses[-3:]) < 0.01
     sampler, vocab = sampling.load_sampler(config.train.train_dir)
@@ -46,8 +70,17 @@ def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache,
 
 
 def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path):
-    whole = _config(corpus, corpus_cache, tmp_path / "whole", data={"random_offset": True},
-                    model={"dropout": 0.3}, max_steps=60, deterministic=True, ckpt_every=1000, eval_every=7)
+    whole = _config(
+        corpus,
+        corpus_cache,
+        tmp_path / "whole",
+        data={"random_offset": True},
+        model={"dropout": 0.3},
+        max_steps=60,
+        deterministic=True,
+        ckpt_every=1000,
+        eval_every=7,
+    )
     expected = train.train(whole).losses
     assert len(expected) == 60  # crosses two epoch boundaries (24 batches per epoch with offsets)
     parts = _with(whole, train_dir=str(tmp_path / "parts"), max_steps=31)
@@ -66,8 +99,11 @@ def _scalars(log_dir):
     """Reads a TensorBoard log folder with tensorboard's own reader: ({tag: [values]}, accumulator)."""
     accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
-    scalars = {tag: [float(tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
-               for tag in accumulator.Tags()["tensors"] if tag != "sample" and not tag.startswith("_hparams_")}
+    scalars = {
+        tag: [float(tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
+        for tag in accumulator.Tags()["tensors"]
+        if tag != "sample" and not tag.startswith("_hparams_")
+    }
     return scalars, accumulator
 
 
@@ -77,10 +113,14 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
     train_dir = config.train.train_dir
     saved = json.load(open(os.path.join(train_dir, "config.json")))
     assert saved["model"]["vocab_size"] == len(set(QUOTE + " ")) and saved["data"]["batch_size"] == 2
-    assert "".join(json.load(open(os.path.join(train_dir, "vocab.json")))["chars"]) == "".join(sorted(set(QUOTE + " ")))
+    assert "".join(json.load(open(os.path.join(train_dir, "vocab.json")))["chars"]) == "".join(
+        sorted(set(QUOTE + " "))
+    )
     assert result.last_checkpoint.endswith("ckpt-12")
     assert sorted(f for f in os.listdir(run_directory.checkpoint_dir(train_dir)) if f.endswith(".index")) == [
-        "ckpt-10.index", "ckpt-12.index"]  # keep=2
+        "ckpt-10.index",
+        "ckpt-12.index",
+    ]  # keep=2
     assert run_directory.find_checkpoint(train_dir, best=True).split("-")[-1] in {"5", "10", "12"}
 
     train_scalars, _ = _scalars(run_directory.log_dir(train_dir, "train"))
@@ -88,7 +128,9 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
     assert len(train_scalars["loss"]) == 4  # steps 3, 6, 9, 12
     val_scalars, val_events = _scalars(run_directory.log_dir(train_dir, "val"))
     assert len(val_scalars["loss"]) == 3  # steps 5, 10, 12
-    np.testing.assert_allclose(val_scalars["bits_per_char"], np.array(val_scalars["loss"]) / np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(
+        val_scalars["bits_per_char"], np.array(val_scalars["loss"]) / np.log(2), rtol=1e-6
+    )
     np.testing.assert_allclose(val_scalars["perplexity"], np.exp(val_scalars["loss"]), rtol=1e-5)
     assert min(val_scalars["loss"]) == pytest.approx(result.best_val_loss, rel=1e-6)
     sample = val_events.Tensors("sample")[-1].tensor_proto.string_val[0].decode("utf-8")
@@ -102,8 +144,12 @@ def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file
     other_model = dataclasses.replace(config, model=dataclasses.replace(config.model, rnn_units=32))
     with pytest.raises(UserError, match=r"rnn_units 16 -> 32.*--init_from"):
         train.train(other_model)
-    other_corpus = dataclasses.replace(config, data=dataclasses.replace(
-        config.data, data_path=text_file("completely different text! " * 30, "other.txt")))
+    other_corpus = dataclasses.replace(
+        config,
+        data=dataclasses.replace(
+            config.data, data_path=text_file("completely different text! " * 30, "other.txt")
+        ),
+    )
     with pytest.raises(UserError, match="vocabulary"):
         train.train(other_corpus)
     assert open(run_directory.config_path(config.train.train_dir)).read() == before
@@ -120,13 +166,26 @@ def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_ca
     source = _config(corpus, corpus_cache, tmp_path / "source", max_steps=20, eval_every=1000)
     source_losses = train.train(source).losses
     # A learning rate so small that one step leaves the weights as they were loaded.
-    warm = train.train(_config(corpus, corpus_cache, tmp_path / "warm", max_steps=1, learning_rate=1e-12,
-                               init_from=str(tmp_path / "source")))
-    for loaded, expected in zip(_weights(str(tmp_path / "warm")), _weights(str(tmp_path / "source"))):
+    warm = train.train(
+        _config(
+            corpus,
+            corpus_cache,
+            tmp_path / "warm",
+            max_steps=1,
+            learning_rate=1e-12,
+            init_from=str(tmp_path / "source"),
+        )
+    )
+    warm_weights, source_weights = _weights(str(tmp_path / "warm")), _weights(str(tmp_path / "source"))
+    for loaded, expected in zip(warm_weights, source_weights, strict=True):
         np.testing.assert_allclose(loaded, expected, atol=1e-6)
     assert warm.losses[0] < source_losses[0]  # starts where the source ended, not from scratch
-    other_vocab = _config(text_file("zzzz yyyy " * 60, "other.txt"), corpus_cache, tmp_path / "bad",
-                          init_from=str(tmp_path / "source"))
+    other_vocab = _config(
+        text_file("zzzz yyyy " * 60, "other.txt"),
+        corpus_cache,
+        tmp_path / "bad",
+        init_from=str(tmp_path / "source"),
+    )
     with pytest.raises(UserError, match="another vocabulary"):
         train.train(other_vocab)
 
@@ -171,8 +230,15 @@ def _garble_index(path):
 
 @pytest.mark.parametrize("damage", [_truncate_data, _garble_index])
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, corpus, corpus_cache, tmp_path, caplog):
-    whole = _config(corpus, corpus_cache, tmp_path / "whole", max_steps=8, deterministic=True,
-                    model={"dropout": 0.2}, eval_every=1000)
+    whole = _config(
+        corpus,
+        corpus_cache,
+        tmp_path / "whole",
+        max_steps=8,
+        deterministic=True,
+        model={"dropout": 0.2},
+        eval_every=1000,
+    )
     expected = train.train(whole).losses
     parts = _with(whole, train_dir=str(tmp_path / "parts"), max_steps=6, ckpt_every=2)
     train.train(parts)

@@ -1,4 +1,5 @@
 """Throughput measurements on synthetic ids, through the same train step and sampler the scripts use."""
+
 import dataclasses
 import resource
 import tempfile
@@ -35,8 +36,9 @@ def measure_train(config, steps=8, warmup=2):
     data = config.data
     ids = synthetic_ids(data.batch_size * data.seq_length * (steps + warmup) + 1, config.model.vocab_size)
     with tempfile.TemporaryDirectory() as train_dir:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, train_dir=train_dir,
-                                                                       sample_length=0))
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, train_dir=train_dir, sample_length=0)
+        )
         trainer = train_lib.Trainer(config, None, ids, ids[:0])
         batches = data_lib.stream_dataset(ids, data.batch_size, data.seq_length, steps + warmup)
         times = []

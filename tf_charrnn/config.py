@@ -2,6 +2,7 @@
 
 Field names are the flag names, the config.json keys and the TensorBoard hparam names.
 """
+
 import dataclasses
 import math
 
@@ -33,17 +34,22 @@ def _check_positive_ints(config, names):
 class DataConfig:
     """Where the corpus comes from and how it is cut into batches."""
 
-    data_path: str = _field("", "UTF-8 text file to train on; empty: tiny-shakespeare, downloaded and cached on first use")
-    cache_dir: str = _field("", "cache folder for downloads and encoded ids; empty: $TF_CHARRNN_CACHE or ~/.cache/tf_charrnn")
+    data_path: str = _field(
+        "", "UTF-8 text file to train on; empty: tiny-shakespeare, downloaded and cached on first use"
+    )
+    cache_dir: str = _field(
+        "", "cache folder for downloads and encoded ids; empty: $TF_CHARRNN_CACHE or ~/.cache/tf_charrnn"
+    )
     val_fraction: float = _field(0.1, "fraction of the corpus, at its end, held out for validation")
     batch_size: int = _field(64, "parallel streams per batch (the global batch)")
     seq_length: int = _field(100, "characters per stream per step (truncated BPTT length)")
-    random_offset: bool = _field(False, "shift window boundaries by a seeded offset in [0, seq_length) each epoch")
+    random_offset: bool = _field(
+        False, "shift window boundaries by a seeded offset in [0, seq_length) each epoch"
+    )
 
     def __post_init__(self):
         _check_positive_ints(self, ("batch_size", "seq_length"))
-        _require(0.0 <= self.val_fraction < 1.0,
-                 f"--val_fraction must be in [0, 1), got {self.val_fraction}")
+        _require(0.0 <= self.val_fraction < 1.0, f"--val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +65,10 @@ class ModelConfig:
 
     def __post_init__(self):
         _check_positive_ints(self, ("embedding_dim", "rnn_units", "num_layers"))
-        _require(isinstance(self.vocab_size, int) and self.vocab_size >= 0,
-                 f"vocab_size must be >= 0, got {self.vocab_size!r}")
+        _require(
+            isinstance(self.vocab_size, int) and self.vocab_size >= 0,
+            f"vocab_size must be >= 0, got {self.vocab_size!r}",
+        )
         _require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         _require(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
 
@@ -71,8 +79,12 @@ class TrainConfig:
 
     train_dir: str = _field("runs/default", "run directory: config, vocab, checkpoints, TensorBoard logs")
     learning_rate: float = _field(2e-3, "Adam learning rate (peak rate for the cosine schedule)")
-    lr_schedule: str = _field("exponential", "exponential: per-epoch decay; cosine: linear warmup then cosine decay")
-    decay_rate: float = _field(0.97, "exponential schedule: multiply the rate by this each epoch after decay_after epochs")
+    lr_schedule: str = _field(
+        "exponential", "exponential: per-epoch decay; cosine: linear warmup then cosine decay"
+    )
+    decay_rate: float = _field(
+        0.97, "exponential schedule: multiply the rate by this each epoch after decay_after epochs"
+    )
     decay_after: int = _field(10, "exponential schedule: epochs at the full rate")
     warmup_steps: int = _field(0, "cosine schedule: linear warmup steps")
     min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
@@ -84,25 +96,39 @@ class TrainConfig:
     log_every: int = _field(50, "steps between progress lines and train summaries")
     keep: int = _field(3, "recent checkpoints kept (the best-validation one is kept besides)")
     seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
-    deterministic: bool = _field(False, "enable TensorFlow op determinism (bitwise-reproducible runs, slower on GPU)")
+    deterministic: bool = _field(
+        False, "enable TensorFlow op determinism (bitwise-reproducible runs, slower on GPU)"
+    )
     jit_compile: bool = _field(False, "compile the train and eval steps with XLA")
-    init_from: str = _field("", "start a new run from this run directory's latest weights (same vocabulary and model)")
+    init_from: str = _field(
+        "", "start a new run from this run directory's latest weights (same vocabulary and model)"
+    )
     sample_length: int = _field(200, "characters of the sample written to TensorBoard at each eval; 0: none")
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")
-        _require(math.isfinite(self.learning_rate) and self.learning_rate > 0,
-                 f"--learning_rate must be > 0, got {self.learning_rate}")
-        _require(self.lr_schedule in LR_SCHEDULES,
-                 f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        _require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            f"--learning_rate must be > 0, got {self.learning_rate}",
+        )
+        _require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+        )
         _require(0.0 < self.decay_rate <= 1.0, f"--decay_rate must be in (0, 1], got {self.decay_rate}")
-        _require(0.0 <= self.min_learning_rate <= self.learning_rate,
-                 f"--min_learning_rate must be in [0, learning_rate], got {self.min_learning_rate}")
-        _require(math.isfinite(self.grad_clip) and self.grad_clip > 0,
-                 f"--grad_clip must be > 0, got {self.grad_clip}")
+        _require(
+            0.0 <= self.min_learning_rate <= self.learning_rate,
+            f"--min_learning_rate must be in [0, learning_rate], got {self.min_learning_rate}",
+        )
+        _require(
+            math.isfinite(self.grad_clip) and self.grad_clip > 0,
+            f"--grad_clip must be > 0, got {self.grad_clip}",
+        )
         for name in ("decay_after", "warmup_steps", "max_steps", "num_epochs", "sample_length"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 0, f"--{name} must be an integer >= 0, got {value!r}")
+            _require(
+                isinstance(value, int) and value >= 0, f"--{name} must be an integer >= 0, got {value!r}"
+            )
         _check_positive_ints(self, ("eval_every", "ckpt_every", "log_every", "keep"))
         _require(self.max_steps > 0 or self.num_epochs > 0, "set --num_epochs or --max_steps above 0")
 
@@ -151,19 +177,27 @@ class SampleConfig:
     temperature: float = _field(1.0, "divide logits by this; < 1 is more conservative")
     top_k: int = _field(0, "sample among the k most likely characters; 0: all")
     top_p: float = _field(1.0, "sample among the most likely characters holding this probability mass")
-    sampling: str = _field("sample", "sample: weighted random; greedy: argmax; sample_at_space: random only after a space")
+    sampling: str = _field(
+        "sample", "sample: weighted random; greedy: argmax; sample_at_space: random only after a space"
+    )
     stream: bool = _field(False, "print characters as they are generated (one step per call)")
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")
-        _require(isinstance(self.length, int) and self.length >= 0, f"--length must be >= 0, got {self.length}")
+        _require(
+            isinstance(self.length, int) and self.length >= 0, f"--length must be >= 0, got {self.length}"
+        )
         _check_positive_ints(self, ("num_samples",))
-        _require(math.isfinite(self.temperature) and self.temperature > 0,
-                 f"--temperature must be > 0, got {self.temperature}")
+        _require(
+            math.isfinite(self.temperature) and self.temperature > 0,
+            f"--temperature must be > 0, got {self.temperature}",
+        )
         _require(isinstance(self.top_k, int) and self.top_k >= 0, f"--top_k must be >= 0, got {self.top_k}")
         _require(0.0 < self.top_p <= 1.0, f"--top_p must be in (0, 1], got {self.top_p}")
-        _require(self.sampling in SAMPLING_MODES,
-                 f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}")
+        _require(
+            self.sampling in SAMPLING_MODES,
+            f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

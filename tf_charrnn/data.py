@@ -3,6 +3,7 @@
 Training uses the char-rnn stream layout: the split is cut into `batch_size` contiguous streams, and
 row i of batch k+1 continues row i of batch k, so a stateful model carries its state across batches.
 """
+
 import io
 import os
 import urllib.error
@@ -22,8 +23,11 @@ SHAKESPEARE_CACHE_PATH = os.path.join("data", "tinyshakespeare", "input.txt")
 
 def cache_dir(configured=""):
     """The cache folder: `configured`, else $TF_CHARRNN_CACHE, else ~/.cache/tf_charrnn."""
-    return configured or os.environ.get("TF_CHARRNN_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "tf_charrnn")
+    return (
+        configured
+        or os.environ.get("TF_CHARRNN_CACHE")
+        or os.path.join(os.path.expanduser("~"), ".cache", "tf_charrnn")
+    )
 
 
 def download_shakespeare(cache):
@@ -35,11 +39,15 @@ def download_shakespeare(cache):
         with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response:
             data = response.read()
     except (urllib.error.URLError, OSError) as e:
-        raise UserError(f"could not download the tiny-shakespeare corpus from {SHAKESPEARE_URL} ({e}); "
-                        f"download it by hand, or pass --data_path=FILE with any UTF-8 text") from None
+        raise UserError(
+            f"could not download the tiny-shakespeare corpus from {SHAKESPEARE_URL} ({e}); "
+            f"download it by hand, or pass --data_path=FILE with any UTF-8 text"
+        ) from None
     if files.sha256_hex(data) != SHAKESPEARE_SHA256:
-        raise UserError(f"the file downloaded from {SHAKESPEARE_URL} does not match sha256 "
-                        f"{SHAKESPEARE_SHA256}; retry, or pass --data_path=FILE")
+        raise UserError(
+            f"the file downloaded from {SHAKESPEARE_URL} does not match sha256 "
+            f"{SHAKESPEARE_SHA256}; retry, or pass --data_path=FILE"
+        )
     files.write_atomic(path, data)
     return path
 
@@ -64,8 +72,10 @@ def read_text(path):
         return data.decode("utf-8"), data
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise UserError(f"--data_path {path} is not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
-                        f"convert it, e.g. iconv -f LATIN1 -t UTF-8") from None
+        raise UserError(
+            f"--data_path {path} is not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
+            f"convert it, e.g. iconv -f LATIN1 -t UTF-8"
+        ) from None
 
 
 def load_corpus(data_config):
@@ -116,8 +126,12 @@ def epoch_offset(seed, epoch, seq_length, random_offset):
     """
     if not random_offset:
         return tf.constant(0, tf.int64)
-    return tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]),
-                                       maxval=seq_length, dtype=tf.int64)
+    return tf.random.stateless_uniform(
+        [],
+        seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]),
+        maxval=seq_length,
+        dtype=tf.int64,
+    )
 
 
 def _stream_windows(ids, batch_size, seq_length, num_batches, offset):
@@ -162,12 +176,15 @@ def stream_dataset(ids, batch_size, seq_length, num_batches, offset=0, start_bat
       A tf.data.Dataset of (inputs, targets), each int32 [B, T].
     """
     _check_length(ids, batch_size, seq_length, num_batches, offset)
-    batch = _stream_windows(tf.convert_to_tensor(ids, tf.int32), batch_size, seq_length, num_batches,
-                            tf.cast(offset, tf.int64))
+    batch = _stream_windows(
+        tf.convert_to_tensor(ids, tf.int32), batch_size, seq_length, num_batches, tf.cast(offset, tf.int64)
+    )
     return _without_autotune(tf.data.Dataset.range(start_batch, num_batches).map(batch))
 
 
-def training_dataset(ids, batch_size, seq_length, num_batches, seed, random_offset, start_epoch=0, start_batch=0):
+def training_dataset(
+    ids, batch_size, seq_length, num_batches, seed, random_offset, start_epoch=0, start_batch=0
+):
     """Endless training batches, epoch after epoch, each epoch in the stream layout at its own offset.
 
     Args:
@@ -183,8 +200,9 @@ def training_dataset(ids, batch_size, seq_length, num_batches, seed, random_offs
     ids = tf.convert_to_tensor(ids, tf.int32)
 
     def epoch_batches(epoch):
-        batch = _stream_windows(ids, batch_size, seq_length, num_batches,
-                                epoch_offset(seed, epoch, seq_length, random_offset))
+        batch = _stream_windows(
+            ids, batch_size, seq_length, num_batches, epoch_offset(seed, epoch, seq_length, random_offset)
+        )
         first = tf.where(epoch == start_epoch, tf.constant(start_batch, tf.int64), 0)
         return tf.data.Dataset.range(first, num_batches).map(lambda k: (epoch, k, *batch(k)))
 
@@ -200,4 +218,5 @@ def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False)
             f"the {name} split has {num_ids} characters, fewer than one batch needs "
             f"(batch_size * seq_length + 1 = {batch_size * seq_length + 1 + reserved}); "
             f"lower --batch_size or --seq_length, or use a longer corpus"
-            + (" or a larger --val_fraction" if name == "validation" else ""))
+            + (" or a larger --val_fraction" if name == "validation" else "")
+        )

@@ -3,6 +3,7 @@
 The vocabulary travels inside the model as lookup tables; the recurrent state is an input and an
 output of the `step` signature (a stateful Keras model cannot be served that way).
 """
+
 import os
 import shutil
 import tempfile
@@ -25,11 +26,19 @@ class CharRNNModule(tf.Module):
         self.chars = tf.constant(vocab.chars)
         self.char_to_id = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(self.chars, tf.range(len(vocab.chars), dtype=tf.int32)),
-            default_value=-1)
+            default_value=-1,
+        )
         self.space_id = tf.constant(vocab.chars.index(" ") if " " in vocab.chars else -1, tf.int32)
-        state_shape = [len(self.step_model.cells), self.step_model.states_per_layer, None, self.step_model.units]
-        self.step = tf.function(self._step, input_signature=[tf.TensorSpec([None], tf.int32),
-                                                             tf.TensorSpec(state_shape, tf.float32)])
+        state_shape = [
+            len(self.step_model.cells),
+            self.step_model.states_per_layer,
+            None,
+            self.step_model.units,
+        ]
+        self.step = tf.function(
+            self._step,
+            input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec(state_shape, tf.float32)],
+        )
 
     def _generate(self, prime, length, temperature, seed, top_k, top_p):
         prime_ids = self.char_to_id.lookup(tf.strings.unicode_split(prime, "UTF-8"))
@@ -37,18 +46,41 @@ class CharRNNModule(tf.Module):
         tf.debugging.assert_non_negative(prime_ids, message="prime has characters outside the vocabulary")
         tf.debugging.assert_non_negative(length, message="length must be >= 0")
         tf.debugging.assert_positive(temperature, message="temperature must be > 0")
-        ids = sampling.generate_ids(self.step_model, prime_ids[None, :], length, tf.cast(seed, tf.int64),
-                                    "sample", self.space_id, temperature, top_k, top_p)
+        ids = sampling.generate_ids(
+            self.step_model,
+            prime_ids[None, :],
+            length,
+            tf.cast(seed, tf.int64),
+            "sample",
+            self.space_id,
+            temperature,
+            top_k,
+            top_p,
+        )
         return {"text": tf.strings.reduce_join(tf.gather(self.chars, ids[0]))}
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string), _SCALAR_INT, _SCALAR_FLOAT,
-                                  tf.TensorSpec([], tf.int64)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([], tf.string),
+            _SCALAR_INT,
+            _SCALAR_FLOAT,
+            tf.TensorSpec([], tf.int64),
+        ]
+    )
     def generate(self, prime, length, temperature, seed):
         """prime string, length int32, temperature float32, seed int64 -> {"text": string}."""
         return self._generate(prime, length, temperature, seed, 0, 1.0)
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string), _SCALAR_INT, _SCALAR_FLOAT,
-                                  tf.TensorSpec([], tf.int64), _SCALAR_INT, _SCALAR_FLOAT])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([], tf.string),
+            _SCALAR_INT,
+            _SCALAR_FLOAT,
+            tf.TensorSpec([], tf.int64),
+            _SCALAR_INT,
+            _SCALAR_FLOAT,
+        ]
+    )
     def generate_top_k(self, prime, length, temperature, seed, top_k, top_p):
         """As `generate`, sampling among the top_k (0: all) ids holding top_p (1: all) of the mass."""
         return self._generate(prime, length, temperature, seed, top_k, top_p)
@@ -79,17 +111,27 @@ def export_run(train_dir, export_dir="", checkpoint=None, best=False, overwrite=
     """
     export_dir = os.path.abspath(export_dir or os.path.join(train_dir, "export"))
     if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise UserError(f"--export_dir {export_dir} is not empty; pass --overwrite to replace it "
-                        f"or choose another --export_dir")
+        raise UserError(
+            f"--export_dir {export_dir} is not empty; pass --overwrite to replace it "
+            f"or choose another --export_dir"
+        )
     sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best)
     module = CharRNNModule(sampler, vocab)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=".export-")
     try:
-        tf.saved_model.save(module, staging, signatures={
-            "serving_default": module.generate, "generate_top_k": module.generate_top_k,
-            "step": module.step, "initial_state": module.initial_state, "encode": module.encode})
+        tf.saved_model.save(
+            module,
+            staging,
+            signatures={
+                "serving_default": module.generate,
+                "generate_top_k": module.generate_top_k,
+                "step": module.step,
+                "initial_state": module.initial_state,
+                "encode": module.encode,
+            },
+        )
         if os.path.exists(export_dir):
             old = tempfile.mkdtemp(dir=parent, prefix=".replaced-")
             os.replace(export_dir, os.path.join(old, "model"))

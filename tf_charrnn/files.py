@@ -1,4 +1,5 @@
 """Atomic file writes and content hashing: a crash never leaves a half-written file behind."""
+
 import hashlib
 import os
 import tempfile

@@ -1,4 +1,5 @@
-"""The sequence loss (mean next-character cross-entropy from logits) and its readings in bits and perplexity."""
+"""The sequence loss (mean next-character cross-entropy from logits), in nats, bits and perplexity."""
+
 import math
 from sys import float_info
 
@@ -17,7 +18,8 @@ def sequence_loss(targets, logits, weights=None):
       float32 scalar, nats per character.
     """
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(targets, tf.int32), logits=tf.cast(logits, tf.float32))
+        labels=tf.cast(targets, tf.int32), logits=tf.cast(logits, tf.float32)
+    )
     if weights is None:
         return tf.reduce_mean(losses)
     weights = tf.cast(weights, tf.float32)

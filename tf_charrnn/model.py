@@ -4,6 +4,7 @@ Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layer
   ids int32 [B, T] -> Embedding [B, T, E] -> L x stateful RNN [B, T, H] (dropout after each)
   -> Dense logits float32 [B, T, V].
 """
+
 import keras
 
 _RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
@@ -29,7 +30,9 @@ def build_model(config, batch_size, seed=None):
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
     x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(ids)
     for layer in range(1, config.num_layers + 1):
-        x = rnn_layer(config.rnn_units, return_sequences=True, stateful=True, name=f"{config.cell}_{layer}")(x)
+        x = rnn_layer(config.rnn_units, return_sequences=True, stateful=True, name=f"{config.cell}_{layer}")(
+            x
+        )
         layer_seed = None if seed is None else seed + layer
         x = keras.layers.Dropout(config.dropout, seed=layer_seed, name=f"dropout_{layer}")(x)
     logits = keras.layers.Dense(config.vocab_size, name="logits")(x)

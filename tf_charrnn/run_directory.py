@@ -2,6 +2,7 @@
 
 Everything needed to rebuild a run lives here, so sampling and export need only the directory.
 """
+
 import dataclasses
 import json
 import os
@@ -47,8 +48,10 @@ def load_run(train_dir):
       UserError: train_dir holds no run.
     """
     if not has_run(train_dir):
-        raise UserError(f"{train_dir} holds no run (no config.json); train one with scripts/train.py "
-                        f"--train_dir={train_dir}")
+        raise UserError(
+            f"{train_dir} holds no run (no config.json); train one with scripts/train.py "
+            f"--train_dir={train_dir}"
+        )
     with open(config_path(train_dir), encoding="utf-8") as f:
         config = RunConfig.from_dict(json.load(f))
     return config, Vocab.load(vocab_path(train_dir))
@@ -62,8 +65,11 @@ def save_run(config, vocab):
 
 
 def _differences(old, new, names):
-    return [f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
-            for name in names if getattr(old, name) != getattr(new, name)]
+    return [
+        f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}"
+        for name in names
+        if getattr(old, name) != getattr(new, name)
+    ]
 
 
 def check_resumable(config, vocab):
@@ -71,14 +77,19 @@ def check_resumable(config, vocab):
     train_dir = config.train.train_dir
     old_config, old_vocab = load_run(train_dir)
     if old_vocab != vocab:
-        raise UserError(f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
-                        f"{train_dir} ({len(old_vocab)}); use the run's corpus or a new --train_dir")
+        raise UserError(
+            f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
+            f"{train_dir} ({len(old_vocab)}); use the run's corpus or a new --train_dir"
+        )
     model_fields = [f.name for f in dataclasses.fields(old_config.model)]
-    changed = (_differences(old_config.model, config.model, model_fields)
-               + _differences(old_config.data, config.data, _LAYOUT_FIELDS))
+    changed = _differences(old_config.model, config.model, model_fields) + _differences(
+        old_config.data, config.data, _LAYOUT_FIELDS
+    )
     if changed:
-        raise UserError(f"{train_dir} holds a run with another config ({'; '.join(changed)}); use a new "
-                        f"--train_dir, or --init_from={train_dir} to start from its weights")
+        raise UserError(
+            f"{train_dir} holds a run with another config ({'; '.join(changed)}); use a new "
+            f"--train_dir, or --init_from={train_dir} to start from its weights"
+        )
 
 
 def make_checkpoint(model, optimizer=None, **variables):
@@ -102,7 +113,9 @@ def find_checkpoint(train_dir, checkpoint=None, best=False):
     path = tf.train.latest_checkpoint(checkpoint_dir(train_dir, best))
     if path is None:
         kind = "best-validation checkpoint" if best else "checkpoint"
-        raise UserError(f"{train_dir} holds no {kind} yet; train it first (scripts/train.py --train_dir={train_dir})")
+        raise UserError(
+            f"{train_dir} holds no {kind} yet; train it first (scripts/train.py --train_dir={train_dir})"
+        )
     return path
 
 

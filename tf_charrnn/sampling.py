@@ -2,6 +2,7 @@
 
 Random draws use stateless ops keyed by (seed, step), so the same seed gives the same text.
 """
+
 import functools
 
 import keras
@@ -39,8 +40,9 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     return tf.where((top_p < 1.0) & (logits < lowest_kept), neg_inf, logits)
 
 
-def choose_next(logits, seed, step, mode="sample", previous_ids=None, space_id=-1,
-                temperature=1.0, top_k=0, top_p=1.0):
+def choose_next(
+    logits, seed, step, mode="sample", previous_ids=None, space_id=-1, temperature=1.0, top_k=0, top_p=1.0
+):
     """Picks the next id of every row.
 
     Args:
@@ -127,8 +129,9 @@ def feed_prime(step_model, prime_ids):
     return logits, states
 
 
-def generate_ids(step_model, prime_ids, length, seed, mode="sample", space_id=-1,
-                 temperature=1.0, top_k=0, top_p=1.0):
+def generate_ids(
+    step_model, prime_ids, length, seed, mode="sample", space_id=-1, temperature=1.0, top_k=0, top_p=1.0
+):
     """Feeds the prime, then samples `length` ids; traceable, so one tf.function runs it all.
 
     Args:
@@ -172,31 +175,42 @@ class Sampler:
     def _arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p):
         unknown = vocab.unknown_chars(prime)
         if unknown:
-            raise UserError(f"--prime has characters outside the run's vocabulary: {unknown!r}; "
-                            f"remove them or train on a corpus that has them")
+            raise UserError(
+                f"--prime has characters outside the run's vocabulary: {unknown!r}; "
+                f"remove them or train on a corpus that has them"
+            )
         if not prime:
             raise UserError("--prime must hold at least one character (the default is a newline)")
         prime_ids = tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
         space_id = vocab.chars.index(" ") if " " in vocab.chars else -1
-        return prime_ids, dict(seed=tf.constant(seed, tf.int64), mode=mode, space_id=tf.constant(space_id),
-                               temperature=tf.constant(temperature, tf.float32),
-                               top_k=tf.constant(top_k, tf.int32), top_p=tf.constant(top_p, tf.float32))
+        return prime_ids, dict(
+            seed=tf.constant(seed, tf.int64),
+            mode=mode,
+            space_id=tf.constant(space_id),
+            temperature=tf.constant(temperature, tf.float32),
+            top_k=tf.constant(top_k, tf.int32),
+            top_p=tf.constant(top_p, tf.float32),
+        )
 
-    def generate(self, vocab, prime, length, num_samples=1, seed=0, mode="sample",
-                 temperature=1.0, top_k=0, top_p=1.0):
+    def generate(
+        self, vocab, prime, length, num_samples=1, seed=0, mode="sample", temperature=1.0, top_k=0, top_p=1.0
+    ):
         """Generates `num_samples` continuations of `prime` in one compiled call; a list of strings."""
         prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
         ids = self._compiled_generate(prime_ids, tf.constant(length, tf.int32), **options)
         return [vocab.decode(row) for row in ids.numpy()]
 
-    def stream(self, vocab, prime, length, num_samples=1, seed=0, mode="sample",
-               temperature=1.0, top_k=0, top_p=1.0):
+    def stream(
+        self, vocab, prime, length, num_samples=1, seed=0, mode="sample", temperature=1.0, top_k=0, top_p=1.0
+    ):
         """Yields the generated characters one step at a time: a list of `num_samples` strings per step."""
         prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
         logits, states = self._compiled_prime(prime_ids)
         previous = prime_ids[:, -1]
         for step in range(length):
-            previous, logits, states = self._compiled_step(logits, states, previous, tf.constant(step), **options)
+            previous, logits, states = self._compiled_step(
+                logits, states, previous, tf.constant(step), **options
+            )
             yield [vocab.chars[i] for i in previous.numpy()]
 
 

@@ -1,4 +1,5 @@
 """Learning-rate schedules: char-rnn's per-epoch exponential decay, or linear warmup then cosine decay."""
+
 import math
 
 

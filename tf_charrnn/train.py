@@ -1,4 +1,5 @@
 """The training loop: compiled steps over stream batches, evaluation, checkpoints and resume, summaries."""
+
 import dataclasses
 import math
 import signal
@@ -12,11 +13,8 @@ from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
 from tf_charrnn import data as data_lib
-from tf_charrnn import losses
+from tf_charrnn import losses, run_directory, sampling, schedules
 from tf_charrnn import model as model_lib
-from tf_charrnn import run_directory
-from tf_charrnn import sampling
-from tf_charrnn import schedules
 from tf_charrnn.config import UserError
 
 
@@ -39,8 +37,9 @@ def prepare_data(config):
     """
     vocab, ids = data_lib.load_corpus(config.data)
     train_ids, val_ids = data_lib.split_ids(ids, config.data.val_fraction)
-    data_lib.check_split_size("training", len(train_ids), config.data.batch_size, config.data.seq_length,
-                              config.data.random_offset)
+    data_lib.check_split_size(
+        "training", len(train_ids), config.data.batch_size, config.data.seq_length, config.data.random_offset
+    )
     if config.data.val_fraction > 0:
         data_lib.check_split_size("validation", len(val_ids), config.data.batch_size, config.data.seq_length)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=len(vocab)))
@@ -54,11 +53,17 @@ def _prepare_run_dir(config, vocab):
     if config.train.init_from:
         init_config, init_vocab = run_directory.load_run(config.train.init_from)
         if init_vocab != vocab:
-            raise UserError(f"--init_from {config.train.init_from} has another vocabulary ({len(init_vocab)} "
-                            f"characters, this corpus {len(vocab)}); train on its corpus or drop --init_from")
-        if dataclasses.replace(init_config.model, dropout=0.0) != dataclasses.replace(config.model, dropout=0.0):
-            raise UserError(f"--init_from {config.train.init_from} has another model shape; use the same "
-                            f"--rnn_units, --num_layers, --embedding_dim and --cell as that run")
+            raise UserError(
+                f"--init_from {config.train.init_from} has another vocabulary ({len(init_vocab)} "
+                f"characters, this corpus {len(vocab)}); train on its corpus or drop --init_from"
+            )
+        if dataclasses.replace(init_config.model, dropout=0.0) != dataclasses.replace(
+            config.model, dropout=0.0
+        ):
+            raise UserError(
+                f"--init_from {config.train.init_from} has another model shape; use the same "
+                f"--rnn_units, --num_layers, --embedding_dim and --cell as that run"
+            )
     run_directory.save_run(config, vocab)
 
 
@@ -83,20 +88,35 @@ class Trainer:
         self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
         self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
         self.checkpoint = run_directory.make_checkpoint(
-            self.model, self.optimizer, step=self.step, epoch=self.epoch,
-            batch_in_epoch=self.batch_in_epoch, best_val_loss=self.best_val_loss)
+            self.model,
+            self.optimizer,
+            step=self.step,
+            epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
+            best_val_loss=self.best_val_loss,
+        )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, run_directory.checkpoint_dir(train.train_dir), max_to_keep=train.keep,
-            step_counter=self.step)
+            self.checkpoint,
+            run_directory.checkpoint_dir(train.train_dir),
+            max_to_keep=train.keep,
+            step_counter=self.step,
+        )
         self.best_manager = tf.train.CheckpointManager(
-            self.checkpoint, run_directory.checkpoint_dir(train.train_dir, best=True), max_to_keep=1,
-            step_counter=self.step)
+            self.checkpoint,
+            run_directory.checkpoint_dir(train.train_dir, best=True),
+            max_to_keep=1,
+            step_counter=self.step,
+        )
         self.train_ids = tf.constant(train_ids, dtype=tf.int32)
         self.val_ids = tf.constant(val_ids, dtype=tf.int32)
         self.steps_per_epoch = data_lib.num_stream_batches(
-            len(train_ids), data.batch_size, data.seq_length, data.random_offset)
-        self.val_batches = (data_lib.num_stream_batches(len(val_ids), data.batch_size, data.seq_length)
-                            if data.val_fraction > 0 else 0)
+            len(train_ids), data.batch_size, data.seq_length, data.random_offset
+        )
+        self.val_batches = (
+            data_lib.num_stream_batches(len(val_ids), data.batch_size, data.seq_length)
+            if data.val_fraction > 0
+            else 0
+        )
         self.total_steps = train.max_steps or train.num_epochs * self.steps_per_epoch
         self.sampler = sampling.Sampler(config.model) if train.sample_length else None
         self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
@@ -124,15 +144,25 @@ class Trainer:
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except Exception as error:  # noqa: BLE001 - readers fail in many ways (OpError, IndexError, ...)
-                logging.warning("Checkpoint %s is unreadable (%s); trying the one before it",
-                                path, str(error).strip().splitlines()[0])
+                logging.warning(
+                    "Checkpoint %s is unreadable (%s); trying the one before it",
+                    path,
+                    str(error).strip().splitlines()[0],
+                )
                 continue
-            logging.info("Resumed %s at step %d (epoch %d, batch %d)", path, int(self.step), int(self.epoch),
-                         int(self.batch_in_epoch))
+            logging.info(
+                "Resumed %s at step %d (epoch %d, batch %d)",
+                path,
+                int(self.step),
+                int(self.epoch),
+                int(self.batch_in_epoch),
+            )
             return
         if self.manager.checkpoints:
-            raise UserError(f"no checkpoint in {run_directory.checkpoint_dir(train.train_dir)} is readable; "
-                            f"move that folder away to start over, or use a new --train_dir")
+            raise UserError(
+                f"no checkpoint in {run_directory.checkpoint_dir(train.train_dir)} is readable; "
+                f"move that folder away to start over, or use a new --train_dir"
+            )
         if train.init_from:
             path = run_directory.restore_weights(train.init_from, self.model)
             logging.info("Initialized weights from %s", path)
@@ -144,10 +174,11 @@ class Trainer:
         model_lib.reset_states(self.model)
         data = self.config.data
         total = 0.0
-        for inputs, targets in data_lib.stream_dataset(self.val_ids, data.batch_size, data.seq_length,
-                                                       self.val_batches):
+        for inputs, targets in data_lib.stream_dataset(
+            self.val_ids, data.batch_size, data.seq_length, self.val_batches
+        ):
             total += float(self.eval_step(inputs, targets))
-        for variable, value in zip(states, saved):
+        for variable, value in zip(states, saved, strict=True):
             variable.assign(value)
         return total / self.val_batches
 
@@ -155,8 +186,9 @@ class Trainer:
         """A short seeded sample from the current weights, for TensorBoard."""
         model_lib.copy_weights(self.model, self.sampler.model)
         prime = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
-        return self.sampler.generate(self.vocab, prime, self.config.train.sample_length,
-                                     seed=self.config.train.seed, temperature=0.8)[0]
+        return self.sampler.generate(
+            self.vocab, prime, self.config.train.sample_length, seed=self.config.train.seed, temperature=0.8
+        )[0]
 
     def save(self):
         """Saves a checkpoint of the current step unless the latest already is one."""
@@ -230,11 +262,23 @@ def _run_loop(trainer, stop):
     val_loss = math.nan
     start_step = int(trainer.step)
     train_seconds = window_seconds = 0.0  # time spent in training steps only, not eval or saving
-    logging.info("Training %d steps (%d per epoch) from step %d in %s", trainer.total_steps,
-                 trainer.steps_per_epoch, start_step, train.train_dir)
-    batches = data_lib.training_dataset(trainer.train_ids, data.batch_size, data.seq_length,
-                                        trainer.steps_per_epoch, train.seed, data.random_offset,
-                                        int(trainer.epoch), int(trainer.batch_in_epoch))
+    logging.info(
+        "Training %d steps (%d per epoch) from step %d in %s",
+        trainer.total_steps,
+        trainer.steps_per_epoch,
+        start_step,
+        train.train_dir,
+    )
+    batches = data_lib.training_dataset(
+        trainer.train_ids,
+        data.batch_size,
+        data.seq_length,
+        trainer.steps_per_epoch,
+        train.seed,
+        data.random_offset,
+        int(trainer.epoch),
+        int(trainer.batch_in_epoch),
+    )
     for epoch, batch_index, inputs, targets in batches:
         step, epoch, batch_index = int(trainer.step), int(epoch), int(batch_index)
         if step >= trainer.total_steps or stop.signal is not None:
@@ -248,8 +292,10 @@ def _run_loop(trainer, stop):
         loss, grad_norm = float(loss), float(grad_norm)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             # Raised before anything is saved: the newest checkpoint on disk stays the last good one.
-            raise UserError(f"training diverged at step {step + 1} (loss {loss}, gradient norm {grad_norm}); "
-                            f"the last good checkpoint is kept: lower --learning_rate or --grad_clip and re-run")
+            raise UserError(
+                f"training diverged at step {step + 1} (loss {loss}, gradient norm {grad_norm}); "
+                f"the last good checkpoint is kept: lower --learning_rate or --grad_clip and re-run"
+            )
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         window_seconds += elapsed
@@ -275,10 +321,17 @@ def _run_loop(trainer, stop):
                 tf.summary.scalar("grad_norm", float(np.mean(window_norms)))
                 tf.summary.scalar("chars_per_sec", chars_per_sec)
             eta = (trainer.total_steps - step) * train_seconds / (step - start_step)
-            logging.info("step %d/%d | epoch %d (%.2f) | loss %.4f | val %s | %s chars/s | ETA %s",
-                         step, trainer.total_steps, epoch + 1, step / trainer.steps_per_epoch, mean_loss,
-                         "-" if math.isnan(val_loss) else f"{val_loss:.4f}", f"{chars_per_sec:,.0f}",
-                         _format_duration(eta))
+            logging.info(
+                "step %d/%d | epoch %d (%.2f) | loss %.4f | val %s | %s chars/s | ETA %s",
+                step,
+                trainer.total_steps,
+                epoch + 1,
+                step / trainer.steps_per_epoch,
+                mean_loss,
+                "-" if math.isnan(val_loss) else f"{val_loss:.4f}",
+                f"{chars_per_sec:,.0f}",
+                _format_duration(eta),
+            )
             window_losses, window_norms, window_seconds = [], [], 0.0
         if trainer.val_batches and (step % train.eval_every == 0 or step == trainer.total_steps):
             val_loss = _evaluate_and_log(trainer, val_writer, step)
@@ -287,13 +340,21 @@ def _run_loop(trainer, stop):
         if step >= trainer.total_steps or stop.signal is not None:
             break
     if stop.signal is not None:
-        logging.warning("Stopped by signal %d at step %d; re-run the same command to resume",
-                        stop.signal, int(trainer.step))
+        logging.warning(
+            "Stopped by signal %d at step %d; re-run the same command to resume",
+            stop.signal,
+            int(trainer.step),
+        )
     last_checkpoint = trainer.save()
     train_writer.flush()
     val_writer.flush()
-    return TrainResult(step=int(trainer.step), losses=step_losses, best_val_loss=float(trainer.best_val_loss),
-                       last_checkpoint=last_checkpoint, stopped_by_signal=stop.signal)
+    return TrainResult(
+        step=int(trainer.step),
+        losses=step_losses,
+        best_val_loss=float(trainer.best_val_loss),
+        last_checkpoint=last_checkpoint,
+        stopped_by_signal=stop.signal,
+    )
 
 
 def _evaluate_and_log(trainer, writer, step):
@@ -306,8 +367,13 @@ def _evaluate_and_log(trainer, writer, step):
         if trainer.sampler is not None:
             tf.summary.text("sample", trainer.sample_text())
     writer.flush()
-    logging.info("step %d | val loss %.4f nats/char | %.4f bits/char | perplexity %.3f",
-                 step, val_loss, losses.bits_per_char(val_loss), losses.perplexity(val_loss))
+    logging.info(
+        "step %d | val loss %.4f nats/char | %.4f bits/char | perplexity %.3f",
+        step,
+        val_loss,
+        losses.bits_per_char(val_loss),
+        losses.perplexity(val_loss),
+    )
     if val_loss < float(trainer.best_val_loss):
         trainer.best_val_loss.assign(val_loss)
         trainer.best_manager.save(checkpoint_number=step)

@@ -1,4 +1,5 @@
 """The character vocabulary: Unicode code points of a corpus, ids in sorted order, JSON on disk."""
+
 import json
 
 import numpy as np

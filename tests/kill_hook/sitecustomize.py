@@ -1,6 +1,7 @@
 """Loaded by test subprocesses through PYTHONPATH: with TF_CHARRNN_KILL_IN_SAVE=N, the process SIGKILLs
 itself in the middle of saving checkpoint N, after its files are written and before the
 CheckpointManager records it."""
+
 import os
 import signal
 
