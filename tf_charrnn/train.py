@@ -108,7 +108,6 @@ class Trainer:
             step_counter=self.step,
         )
         self.train_ids = tf.constant(train_ids, dtype=tf.int32)
-        self.val_ids = tf.constant(val_ids, dtype=tf.int32)
         self.steps_per_epoch = data_lib.num_stream_batches(
             len(train_ids), data.batch_size, data.seq_length, data.random_offset
         )
@@ -116,6 +115,11 @@ class Trainer:
             data_lib.num_stream_batches(len(val_ids), data.batch_size, data.seq_length)
             if data.val_fraction > 0
             else 0
+        )
+        self.val_dataset = (
+            data_lib.stream_dataset(val_ids, data.batch_size, data.seq_length, self.val_batches)
+            if self.val_batches
+            else None
         )
         self.total_steps = train.max_steps or train.num_epochs * self.steps_per_epoch
         self.sampler = sampling.Sampler(config.model) if train.sample_length else None
@@ -172,11 +176,8 @@ class Trainer:
         states = model_lib.state_variables(self.model)
         saved = [tf.identity(v) for v in states]
         model_lib.reset_states(self.model)
-        data = self.config.data
         total = 0.0
-        for inputs, targets in data_lib.stream_dataset(
-            self.val_ids, data.batch_size, data.seq_length, self.val_batches
-        ):
+        for inputs, targets in self.val_dataset:
             total += float(self.eval_step(inputs, targets))
         for variable, value in zip(states, saved, strict=True):
             variable.assign(value)
