@@ -15,14 +15,22 @@ _DEFINE = {
     float: flags.DEFINE_float,
     str: flags.DEFINE_string,
 }
-flags.DEFINE_bool("verbose", False, "show the Python traceback of an error, not only its one-line message")
+flags.DEFINE_bool(
+    "verbose",
+    False,
+    "show the Python traceback of an error, not only its one-line message",
+    module_name=sys.argv[0],
+)
 
 
 def define_flags(config_class, skip=()):
     """Defines one flag per field of `config_class` (name, default and help from the field)."""
     for field in dataclasses.fields(config_class):
         if field.name not in skip:
-            _DEFINE[field.type](field.name, field.default, field.metadata.get("help", ""))
+            # Registered to the main script, so that --helpshort lists them.
+            _DEFINE[field.type](
+                field.name, field.default, field.metadata.get("help", ""), module_name=sys.argv[0]
+            )
 
 
 def config_from_flags(config_class, skip=()):
@@ -40,7 +48,7 @@ def _parse_flags(argv):
         remaining = flags.FLAGS(argv)
     except flags.Error as error:
         message = re.sub(r"^ERROR:+\s*", "", " ".join(str(error).split()))
-        sys.exit(f"error: {message}; see --helpfull for the flags")
+        sys.exit(f"error: {message}; see --helpshort for the flags")
     if len(remaining) > 1:
         sys.exit(f"error: unexpected arguments {remaining[1:]}; flags take the form --name=value")
     return remaining
