@@ -213,10 +213,15 @@ def training_dataset(
 def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False):
     """Raises UserError when a split is too short for one batch of the stream layout."""
     if num_stream_batches(num_ids, batch_size, seq_length, random_offset) < 1:
-        reserved = seq_length - 1 if random_offset else 0
+        formula = (
+            "batch_size * seq_length + seq_length with --random_offset"
+            if random_offset
+            else ("batch_size * seq_length + 1")
+        )
+        needed = batch_size * seq_length + (seq_length if random_offset else 1)
         raise UserError(
             f"the {name} split has {num_ids} characters, fewer than one batch needs "
-            f"(batch_size * seq_length + 1 = {batch_size * seq_length + 1 + reserved}); "
+            f"({formula} = {needed}); "
             f"lower --batch_size or --seq_length, or use a longer corpus"
             + (" or a larger --val_fraction" if name == "validation" else "")
         )

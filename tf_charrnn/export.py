@@ -15,6 +15,8 @@ from tf_charrnn.config import UserError
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
 _SCALAR_FLOAT = tf.TensorSpec([], tf.float32)
+# prime, length, temperature, seed
+_GENERATE_SPEC = [tf.TensorSpec([], tf.string), _SCALAR_INT, _SCALAR_FLOAT, tf.TensorSpec([], tf.int64)]
 
 
 class CharRNNModule(tf.Module):
@@ -59,28 +61,12 @@ class CharRNNModule(tf.Module):
         )
         return {"text": tf.strings.reduce_join(tf.gather(self.chars, ids[0]))}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([], tf.string),
-            _SCALAR_INT,
-            _SCALAR_FLOAT,
-            tf.TensorSpec([], tf.int64),
-        ]
-    )
+    @tf.function(input_signature=_GENERATE_SPEC)
     def generate(self, prime, length, temperature, seed):
         """prime string, length int32, temperature float32, seed int64 -> {"text": string}."""
         return self._generate(prime, length, temperature, seed, 0, 1.0)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([], tf.string),
-            _SCALAR_INT,
-            _SCALAR_FLOAT,
-            tf.TensorSpec([], tf.int64),
-            _SCALAR_INT,
-            _SCALAR_FLOAT,
-        ]
-    )
+    @tf.function(input_signature=[*_GENERATE_SPEC, _SCALAR_INT, _SCALAR_FLOAT])
     def generate_top_k(self, prime, length, temperature, seed, top_k, top_p):
         """As `generate`, sampling among the top_k (0: all) ids holding top_p (1: all) of the mass."""
         return self._generate(prime, length, temperature, seed, top_k, top_p)
