@@ -12,6 +12,15 @@ SHARED_CORPUS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "tiny
 QUOTE = "Knowing is not enough; we must apply. Willing is not enough; we must do."
 
 
+def pytest_configure(config):
+    """Splits the CPU into two logical devices, so MirroredStrategy has two replicas to test."""
+    del config
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
 @pytest.fixture
 def corpus_cache(tmp_path):
     """An empty cache directory, isolated from the user's."""

@@ -8,6 +8,8 @@ import math
 
 CELLS = ("lstm", "gru", "rnn")
 LR_SCHEDULES = ("exponential", "cosine")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+MIXED_PRECISION = ("none", "bfloat16", "float16")
 
 
 def _field(default, help_text):
@@ -100,6 +102,15 @@ class TrainConfig:
         False, "enable TensorFlow op determinism (bitwise-reproducible runs, slower on GPU)"
     )
     jit_compile: bool = _field(False, "compile the train and eval steps with XLA")
+    strategy: str = _field(
+        "auto",
+        "tf.distribute strategy: auto (mirrored when several GPUs are visible, else default), default, "
+        "mirrored, multi_worker (set by TF_CONFIG) or tpu",
+    )
+    tpu: str = _field("", "with --strategy=tpu: the TPU name or grpc:// address; empty: the local TPU VM")
+    mixed_precision: str = _field(
+        "none", "Keras mixed precision: none, bfloat16 or float16 (with loss scaling); logits stay float32"
+    )
     init_from: str = _field(
         "", "start a new run from this run directory's latest weights (same vocabulary and model)"
     )
@@ -130,6 +141,14 @@ class TrainConfig:
                 isinstance(value, int) and value >= 0, f"--{name} must be an integer >= 0, got {value!r}"
             )
         _check_positive_ints(self, ("eval_every", "ckpt_every", "log_every", "keep"))
+        _require(
+            self.strategy in STRATEGIES,
+            f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
+        )
+        _require(
+            self.mixed_precision in MIXED_PRECISION,
+            f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}",
+        )
         _require(self.max_steps > 0 or self.num_epochs > 0, "set --num_epochs or --max_steps above 0")
 
 

@@ -134,9 +134,10 @@ def epoch_offset(seed, epoch, seq_length, random_offset):
     )
 
 
-def _stream_windows(ids, batch_size, seq_length, num_batches, offset):
-    """A function k -> (inputs, targets) of batch k of the stream layout starting at `offset`."""
-    stream_starts = offset + tf.range(batch_size, dtype=tf.int64) * (num_batches * seq_length)
+def _stream_windows(ids, seq_length, num_batches, offset, rows):
+    """A function k -> (inputs, targets) of batch k of the stream layout starting at `offset`, for the
+    streams numbered `rows` (int64 [R])."""
+    stream_starts = offset + rows * (num_batches * seq_length)
     window = tf.range(seq_length + 1, dtype=tf.int64)
 
     def batch(k):
@@ -159,7 +160,16 @@ def _without_autotune(dataset):
     return dataset.prefetch(2).with_options(options)
 
 
-def stream_dataset(ids, batch_size, seq_length, num_batches, offset=0, start_batch=0):
+def _rows(batch_size, first_row, num_rows):
+    num_rows = batch_size - first_row if num_rows is None else num_rows
+    if not 0 <= first_row < first_row + num_rows <= batch_size:
+        raise ValueError(f"rows [{first_row}, {first_row + num_rows}) are not within the {batch_size} streams")
+    return tf.range(first_row, first_row + num_rows, dtype=tf.int64)
+
+
+def stream_dataset(
+    ids, batch_size, seq_length, num_batches, offset=0, start_batch=0, first_row=0, num_rows=None
+):
     """Shifted (inputs, targets) batches in the stream layout, one pass.
 
     Stream i holds ids[offset + i*S : offset + (i+1)*S] with S = num_batches * seq_length; batch k
@@ -171,19 +181,34 @@ def stream_dataset(ids, batch_size, seq_length, num_batches, offset=0, start_bat
       batch_size, seq_length, num_batches: the layout.
       offset: ids skipped at the start.
       start_batch: first batch to yield (resuming mid-epoch).
+      first_row, num_rows: yield only streams [first_row, first_row + num_rows) (one replica's or
+        one worker's share); num_rows None: up to the last stream.
 
     Returns:
-      A tf.data.Dataset of (inputs, targets), each int32 [B, T].
+      A tf.data.Dataset of (inputs, targets), each int32 [num_rows, T].
     """
     _check_length(ids, batch_size, seq_length, num_batches, offset)
     batch = _stream_windows(
-        tf.convert_to_tensor(ids, tf.int32), batch_size, seq_length, num_batches, tf.cast(offset, tf.int64)
+        tf.convert_to_tensor(ids, tf.int32),
+        seq_length,
+        num_batches,
+        tf.cast(offset, tf.int64),
+        _rows(batch_size, first_row, num_rows),
     )
     return _without_autotune(tf.data.Dataset.range(start_batch, num_batches).map(batch))
 
 
 def training_dataset(
-    ids, batch_size, seq_length, num_batches, seed, random_offset, start_epoch=0, start_batch=0
+    ids,
+    batch_size,
+    seq_length,
+    num_batches,
+    seed,
+    random_offset,
+    start_epoch=0,
+    start_batch=0,
+    first_row=0,
+    num_rows=None,
 ):
     """Endless training batches, epoch after epoch, each epoch in the stream layout at its own offset.
 
@@ -192,16 +217,18 @@ def training_dataset(
       batch_size, seq_length, num_batches: the layout (num_batches per epoch, from `num_stream_batches`).
       seed, random_offset: see `epoch_offset`.
       start_epoch, start_batch: where to start (resuming).
+      first_row, num_rows: see `stream_dataset`.
 
     Returns:
-      A tf.data.Dataset of (epoch int64, batch int64, inputs int32 [B, T], targets int32 [B, T]).
+      A tf.data.Dataset of (epoch int64, batch int64, inputs int32 [R, T], targets int32 [R, T]).
     """
     _check_length(ids, batch_size, seq_length, num_batches, seq_length - 1 if random_offset else 0)
     ids = tf.convert_to_tensor(ids, tf.int32)
+    rows = _rows(batch_size, first_row, num_rows)
 
     def epoch_batches(epoch):
         batch = _stream_windows(
-            ids, batch_size, seq_length, num_batches, epoch_offset(seed, epoch, seq_length, random_offset)
+            ids, seq_length, num_batches, epoch_offset(seed, epoch, seq_length, random_offset), rows
         )
         first = tf.where(epoch == start_epoch, tf.constant(start_batch, tf.int64), 0)
         return tf.data.Dataset.range(first, num_batches).map(lambda k: (epoch, k, *batch(k)))

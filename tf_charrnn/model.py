@@ -10,7 +10,7 @@ import keras
 _RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
 
-def build_model(config, batch_size, seed=None):
+def build_model(config, batch_size, seed=None, dtype_policy=None):
     """Builds the stateful Char-RNN.
 
     The recurrent layers keep Keras defaults (tanh/sigmoid, no recurrent dropout, unroll=False) so
@@ -18,8 +18,10 @@ def build_model(config, batch_size, seed=None):
 
     Args:
       config: ModelConfig with vocab_size set.
-      batch_size: the static batch size stateful layers need.
+      batch_size: the static batch size stateful layers need (per replica under a strategy).
       seed: int seed for the dropout layers' generators; None draws from Keras' global seed.
+      dtype_policy: Keras dtype policy of every layer but the logits (e.g. mixed_bfloat16); the
+        weights stay float32 and the logits are computed in float32.
 
     Returns:
       A keras.Model mapping int32 [B, T] ids to float32 [B, T, V] logits.
@@ -28,14 +30,20 @@ def build_model(config, batch_size, seed=None):
         raise ValueError("ModelConfig.vocab_size must be set (>= 1) before building the model")
     rnn_layer = _RNN_LAYERS[config.cell]
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
-    x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(ids)
+    x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, dtype=dtype_policy, name="embedding")(
+        ids
+    )
     for layer in range(1, config.num_layers + 1):
-        x = rnn_layer(config.rnn_units, return_sequences=True, stateful=True, name=f"{config.cell}_{layer}")(
-            x
-        )
+        x = rnn_layer(
+            config.rnn_units,
+            return_sequences=True,
+            stateful=True,
+            dtype=dtype_policy,
+            name=f"{config.cell}_{layer}",
+        )(x)
         layer_seed = None if seed is None else seed + layer
-        x = keras.layers.Dropout(config.dropout, seed=layer_seed, name=f"dropout_{layer}")(x)
-    logits = keras.layers.Dense(config.vocab_size, name="logits")(x)
+        x = keras.layers.Dropout(config.dropout, seed=layer_seed, dtype=dtype_policy, name=f"dropout_{layer}")(x)
+    logits = keras.layers.Dense(config.vocab_size, dtype="float32", name="logits")(x)
     return keras.Model(ids, logits, name="char_rnn")
 
 

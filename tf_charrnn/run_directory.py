@@ -10,12 +10,13 @@ import os
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn import model as model_lib
 from tf_charrnn.config import RunConfig, UserError
 from tf_charrnn.vocab import Vocab
 
 # Data fields that fix the meaning of a checkpoint's state and data position.
 _LAYOUT_FIELDS = ("batch_size", "seq_length", "val_fraction", "random_offset")
+# Train fields that fix the structure of a checkpoint's optimizer (float16 adds loss scaling).
+_OPTIMIZER_FIELDS = ("mixed_precision",)
 
 
 def config_path(train_dir):
@@ -82,8 +83,10 @@ def check_resumable(config, vocab):
             f"{train_dir} ({len(old_vocab)}); use the run's corpus or a new --train_dir"
         )
     model_fields = [f.name for f in dataclasses.fields(old_config.model)]
-    changed = _differences(old_config.model, config.model, model_fields) + _differences(
-        old_config.data, config.data, _LAYOUT_FIELDS
+    changed = (
+        _differences(old_config.model, config.model, model_fields)
+        + _differences(old_config.data, config.data, _LAYOUT_FIELDS)
+        + _differences(old_config.train, config.train, _OPTIMIZER_FIELDS)
     )
     if changed:
         raise UserError(
@@ -93,12 +96,15 @@ def check_resumable(config, vocab):
 
 
 def make_checkpoint(model, optimizer=None, **variables):
-    """A tf.train.Checkpoint of the model, its dropout RNG state, the optimizer and extra variables.
+    """A tf.train.Checkpoint of the model's weights, its dropout RNG state, the optimizer and extra
+    variables.
 
-    Keras dropout seed generators live in model.non_trainable_variables, which tf.train.Checkpoint
-    does not track through the model: without them a resumed run draws other dropout masks.
+    The weights are tracked as a list rather than through the model so that the checkpoint does not
+    hold the recurrent state, which is shaped for one batch size (per replica under a strategy); the
+    trainer saves that state itself, gathered over replicas. Keras dropout seed generators live in
+    model.non_trainable_variables: without them a resumed run draws other dropout masks.
     """
-    tracked = dict(model=model, rng_state=list(model.non_trainable_variables), **variables)
+    tracked = dict(weights=list(model.weights), rng_state=list(model.non_trainable_variables), **variables)
     if optimizer is not None:
         tracked["optimizer"] = optimizer
     return tf.train.Checkpoint(**tracked)
@@ -122,15 +128,10 @@ def find_checkpoint(train_dir, checkpoint=None, best=False):
 def restore_weights(train_dir, target, checkpoint=None, best=False):
     """Loads a run's learned weights into `target`, a model of the same config and any batch size.
 
-    The checkpoint holds recurrent state shaped for the run's batch size, so it is restored into a
-    model of that size first and the weights are copied across.
-
     Returns:
       The checkpoint prefix that was loaded.
     """
-    config, _ = load_run(train_dir)
+    load_run(train_dir)
     path = find_checkpoint(train_dir, checkpoint, best)
-    source = model_lib.build_model(config.model, config.data.batch_size)
-    make_checkpoint(source).restore(path).expect_partial()
-    model_lib.copy_weights(source, target)
+    tf.train.Checkpoint(weights=list(target.weights)).restore(path).expect_partial().assert_existing_objects_matched()
     return path

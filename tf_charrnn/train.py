@@ -2,7 +2,10 @@
 
 import dataclasses
 import math
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 
@@ -13,7 +16,7 @@ from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
 from tf_charrnn import data as data_lib
-from tf_charrnn import losses, run_directory, sampling, schedules
+from tf_charrnn import distribute, losses, run_directory, sampling, schedules
 from tf_charrnn import model as model_lib
 from tf_charrnn.config import UserError
 
@@ -74,15 +77,38 @@ def _format_duration(seconds):
 
 
 class Trainer:
-    """Holds the model, optimizer, compiled steps and run state of one training call."""
+    """Holds the strategy, model, optimizer, compiled steps and run state of one training call.
 
-    def __init__(self, config, vocab, train_ids, val_ids):
+    Under a tf.distribute strategy each replica holds config.data.batch_size / replicas contiguous
+    streams (see `distribute`); the model and optimizer live in the strategy's scope, the step
+    counters and the [B, H] global copy of the recurrent state outside it.
+    """
+
+    def __init__(self, config, vocab, train_ids, val_ids, strategy):
         self.config = config
         self.vocab = vocab
+        self.strategy = strategy
+        self.is_chief = distribute.is_chief(strategy)
         data, train = config.data, config.train
-        self.model = model_lib.build_model(config.model, data.batch_size, seed=train.seed)
-        self.optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
-        self.optimizer.build(self.model.trainable_variables)
+        self.replicas = strategy.num_replicas_in_sync
+        replica_batch = distribute.replica_batch_size(strategy, data.batch_size)
+        with strategy.scope():
+            self.model = model_lib.build_model(
+                config.model,
+                replica_batch,
+                seed=train.seed,
+                dtype_policy=distribute.dtype_policy(train.mixed_precision),
+            )
+            self.optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+            if train.mixed_precision == "float16":
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+        self.states = model_lib.state_variables(self.model)
+        # The recurrent state of all B streams, as checkpoints hold it.
+        self.global_states = [
+            tf.Variable(tf.zeros([data.batch_size, *state.shape[1:]], state.dtype), trainable=False)
+            for state in self.states
+        ]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
@@ -90,23 +116,16 @@ class Trainer:
         self.checkpoint = run_directory.make_checkpoint(
             self.model,
             self.optimizer,
+            recurrent_state=self.global_states,
             step=self.step,
             epoch=self.epoch,
             batch_in_epoch=self.batch_in_epoch,
             best_val_loss=self.best_val_loss,
         )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            run_directory.checkpoint_dir(train.train_dir),
-            max_to_keep=train.keep,
-            step_counter=self.step,
-        )
-        self.best_manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            run_directory.checkpoint_dir(train.train_dir, best=True),
-            max_to_keep=1,
-            step_counter=self.step,
-        )
+        # Every worker saves (saving may need collectives), but only the chief into the run directory.
+        self._scratch_dir = None if self.is_chief else tempfile.mkdtemp(prefix="tf_charrnn_worker_")
+        self.manager = self._checkpoint_manager(best=False, max_to_keep=train.keep)
+        self.best_manager = self._checkpoint_manager(best=True, max_to_keep=1)
         self.train_ids = tf.constant(train_ids, dtype=tf.int32)
         self.steps_per_epoch = data_lib.num_stream_batches(
             len(train_ids), data.batch_size, data.seq_length, data.random_offset
@@ -117,26 +136,105 @@ class Trainer:
             else 0
         )
         self.val_dataset = (
-            data_lib.stream_dataset(val_ids, data.batch_size, data.seq_length, self.val_batches)
+            distribute.distribute_streams(
+                strategy,
+                data.batch_size,
+                lambda first_row, num_rows: data_lib.stream_dataset(
+                    val_ids,
+                    data.batch_size,
+                    data.seq_length,
+                    self.val_batches,
+                    first_row=first_row,
+                    num_rows=num_rows,
+                ),
+            )
             if self.val_batches
             else None
         )
         self.total_steps = train.max_steps or train.num_epochs * self.steps_per_epoch
-        self.sampler = sampling.Sampler(config.model) if train.sample_length else None
-        self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
-        self.eval_step = tf.function(self._eval_step, jit_compile=train.jit_compile)
+        self.sampler = sampling.Sampler(config.model) if train.sample_length and self.is_chief else None
+        # XLA compiles the whole step on one device; across devices, each replica's forward/backward.
+        single_device = distribute.is_default(strategy)
+        self._replica_gradients = tf.function(
+            self._gradients, jit_compile=train.jit_compile and not single_device
+        )
+        self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile and single_device)
+        self.eval_step = tf.function(self._eval_step, jit_compile=train.jit_compile and single_device)
+        self._gather_states = tf.function(
+            lambda: distribute.gather_states(strategy, self.states, self.global_states)
+        )
+        self._scatter_states = tf.function(
+            lambda: distribute.scatter_states(strategy, self.states, self.global_states)
+        )
 
-    def _train_step(self, inputs, targets):
+    def _checkpoint_manager(self, best, max_to_keep):
+        directory = run_directory.checkpoint_dir(self.config.train.train_dir, best)
+        if not self.is_chief:
+            directory = os.path.join(self._scratch_dir, os.path.relpath(directory, self.config.train.train_dir))
+        return tf.train.CheckpointManager(
+            self.checkpoint, directory, max_to_keep=max_to_keep, step_counter=self.step
+        )
+
+    def training_batches(self):
+        """The distributed training batches from the current data position, epoch after epoch."""
+        data = self.config.data
+        return distribute.distribute_streams(
+            self.strategy,
+            data.batch_size,
+            lambda first_row, num_rows: data_lib.training_dataset(
+                self.train_ids,
+                data.batch_size,
+                data.seq_length,
+                self.steps_per_epoch,
+                self.config.train.seed,
+                data.random_offset,
+                int(self.epoch),
+                int(self.batch_in_epoch),
+                first_row=first_row,
+                num_rows=num_rows,
+            ),
+        )
+
+    def _loss_scale(self):
+        return self.optimizer.dynamic_scale if self.config.train.mixed_precision == "float16" else 1.0
+
+    def _gradients(self, inputs, targets):
+        """This replica's share of the global mean loss, and its (loss-scaled) gradients."""
         with tf.GradientTape() as tape:
             logits = self.model(inputs, training=True)
-            loss = losses.sequence_loss(targets, logits)
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        grads, grad_norm = tf.clip_by_global_norm(grads, self.config.train.grad_clip)
+            loss = losses.sequence_loss(targets, logits) / self.replicas
+            scaled_loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled_loss, self.model.trainable_variables)
+        # The embedding's gradient comes as IndexedSlices with repeated rows; Adam's sparse update
+        # squares each slice before summing them, so its result would depend on how the batch is split
+        # over replicas. Dense, the update is Adam's and the same on any number of replicas.
+        return loss, [tf.convert_to_tensor(grad) for grad in grads]
+
+    def _replica_train_step(self, inputs, targets):
+        context = tf.distribute.get_replica_context()
+        loss, grads = self._replica_gradients(inputs, targets)
+        # Clip the global gradient, as one device would; the optimizer then sums over replicas again.
+        loss, grads = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads))
+        scale = self._loss_scale()
+        grads, grad_norm = tf.clip_by_global_norm(grads, self.config.train.grad_clip * scale)
+        grads = [tf.math.scalar_mul(1.0 / self.replicas, grad) for grad in grads]
         self.optimizer.apply(grads, self.model.trainable_variables)
-        return loss, grad_norm
+        return loss, grad_norm / scale
+
+    def _train_step(self, inputs, targets):
+        loss, grad_norm = self.strategy.run(self._replica_train_step, args=(inputs, targets))
+        return self.first_replica(loss), self.first_replica(grad_norm)
+
+    def _replica_eval_step(self, inputs, targets):
+        loss = losses.sequence_loss(targets, self.model(inputs, training=False)) / self.replicas
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, loss)
 
     def _eval_step(self, inputs, targets):
-        return losses.sequence_loss(targets, self.model(inputs, training=False))
+        return self.first_replica(self.strategy.run(self._replica_eval_step, args=(inputs, targets)))
+
+    def first_replica(self, value):
+        """The value every replica holds after an all-reduce, from the first local one."""
+        return self.strategy.experimental_local_results(value)[0]
 
     def restore_or_initialize(self):
         """Resumes from the newest readable checkpoint, or loads --init_from weights into a fresh run.
@@ -144,7 +242,10 @@ class Trainer:
         An unreadable checkpoint (truncated, corrupted) is skipped with a warning for the one before it.
         """
         train = self.config.train
-        for path in reversed(self.manager.checkpoints):
+        directory = run_directory.checkpoint_dir(train.train_dir)
+        state = tf.train.get_checkpoint_state(directory)
+        checkpoints = list(state.all_model_checkpoint_paths) if state else []
+        for path in reversed(checkpoints):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except Exception as error:  # noqa: BLE001 - readers fail in many ways (OpError, IndexError, ...)
@@ -154,6 +255,7 @@ class Trainer:
                     str(error).strip().splitlines()[0],
                 )
                 continue
+            self._scatter_states()
             logging.info(
                 "Resumed %s at step %d (epoch %d, batch %d)",
                 path,
@@ -162,9 +264,9 @@ class Trainer:
                 int(self.batch_in_epoch),
             )
             return
-        if self.manager.checkpoints:
+        if checkpoints:
             raise UserError(
-                f"no checkpoint in {run_directory.checkpoint_dir(train.train_dir)} is readable; "
+                f"no checkpoint in {directory} is readable; "
                 f"move that folder away to start over, or use a new --train_dir"
             )
         if train.init_from:
@@ -173,14 +275,12 @@ class Trainer:
 
     def evaluate(self):
         """Mean validation nats/char over the stream layout, leaving the training state untouched."""
-        states = model_lib.state_variables(self.model)
-        saved = [tf.identity(v) for v in states]
+        self._gather_states()
         model_lib.reset_states(self.model)
         total = 0.0
         for inputs, targets in self.val_dataset:
             total += float(self.eval_step(inputs, targets))
-        for variable, value in zip(states, saved, strict=True):
-            variable.assign(value)
+        self._scatter_states()
         return total / self.val_batches
 
     def sample_text(self):
@@ -191,11 +291,19 @@ class Trainer:
             self.vocab, prime, self.config.train.sample_length, seed=self.config.train.seed, temperature=0.8
         )[0]
 
-    def save(self):
-        """Saves a checkpoint of the current step unless the latest already is one."""
-        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
-            return self.manager.latest_checkpoint
-        return self.manager.save(checkpoint_number=self.step)
+    def save(self, best=False):
+        """Saves a checkpoint of the current step (into checkpoints/best/ with `best`) unless the
+        latest already is one; returns its path (on a non-chief worker, a scratch path)."""
+        manager = self.best_manager if best else self.manager
+        if manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
+            return manager.latest_checkpoint
+        self._gather_states()
+        return manager.save(checkpoint_number=self.step)
+
+    def close(self):
+        """Removes a non-chief worker's scratch checkpoints."""
+        if self._scratch_dir:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
 
 
 def train(config):
@@ -210,15 +318,20 @@ def train(config):
     Returns:
       TrainResult.
     """
+    strategy = distribute.make_strategy(config.train.strategy, config.train.tpu)  # before any other op
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     vocab, train_ids, val_ids, config = prepare_data(config)
-    _prepare_run_dir(config, vocab)
-    trainer = Trainer(config, vocab, train_ids, val_ids)
-    trainer.restore_or_initialize()
-    with _StopOnSignal() as stop:
-        return _run_loop(trainer, stop)
+    if distribute.is_chief(strategy):
+        _prepare_run_dir(config, vocab)
+    trainer = Trainer(config, vocab, train_ids, val_ids, strategy)
+    try:
+        trainer.restore_or_initialize()
+        with _StopOnSignal() as stop:
+            return _run_loop(trainer, stop)
+    finally:
+        trainer.close()
 
 
 class _StopOnSignal:
@@ -254,8 +367,11 @@ def _write_hparams(config, writer):
 def _run_loop(trainer, stop):
     config = trainer.config
     data, train = config.data, config.train
-    train_writer = tf.summary.create_file_writer(run_directory.log_dir(train.train_dir, "train"))
-    val_writer = tf.summary.create_file_writer(run_directory.log_dir(train.train_dir, "val"))
+    if trainer.is_chief:
+        train_writer = tf.summary.create_file_writer(run_directory.log_dir(train.train_dir, "train"))
+        val_writer = tf.summary.create_file_writer(run_directory.log_dir(train.train_dir, "val"))
+    else:
+        train_writer = val_writer = tf.summary.create_noop_writer()
     if int(trainer.step) == 0:
         _write_hparams(config, train_writer)
     chars_per_step = data.batch_size * data.seq_length
@@ -270,18 +386,9 @@ def _run_loop(trainer, stop):
         start_step,
         train.train_dir,
     )
-    batches = data_lib.training_dataset(
-        trainer.train_ids,
-        data.batch_size,
-        data.seq_length,
-        trainer.steps_per_epoch,
-        train.seed,
-        data.random_offset,
-        int(trainer.epoch),
-        int(trainer.batch_in_epoch),
-    )
-    for epoch, batch_index, inputs, targets in batches:
-        step, epoch, batch_index = int(trainer.step), int(epoch), int(batch_index)
+    for epoch, batch_index, inputs, targets in trainer.training_batches():
+        step = int(trainer.step)
+        epoch, batch_index = (int(trainer.first_replica(value)) for value in (epoch, batch_index))
         if step >= trainer.total_steps or stop.signal is not None:
             break
         if batch_index == 0:
@@ -291,7 +398,8 @@ def _run_loop(trainer, stop):
         trainer.optimizer.learning_rate.assign(lr)
         loss, grad_norm = trainer.train_step(inputs, targets)
         loss, grad_norm = float(loss), float(grad_norm)
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        # With float16 loss scaling an overflowing gradient is expected: the optimizer skips that step.
+        if not (math.isfinite(loss) and (math.isfinite(grad_norm) or train.mixed_precision == "float16")):
             # Raised before anything is saved: the newest checkpoint on disk stays the last good one.
             raise UserError(
                 f"training diverged at step {step + 1} (loss {loss}, gradient norm {grad_norm}); "
@@ -377,5 +485,5 @@ def _evaluate_and_log(trainer, writer, step):
     )
     if val_loss < float(trainer.best_val_loss):
         trainer.best_val_loss.assign(val_loss)
-        trainer.best_manager.save(checkpoint_number=step)
+        trainer.save(best=True)
     return val_loss

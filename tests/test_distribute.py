@@ -1,0 +1,136 @@
+"""Training under tf.distribute: MirroredStrategy on two logical CPUs (see conftest), mixed precision."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import QUOTE
+from tf_charrnn import data as data_lib
+from tf_charrnn import distribute, train
+from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
+
+
+def _config(corpus, cache, train_dir, **train_values):
+    return RunConfig(
+        data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=4, seq_length=8, random_offset=True),
+        model=ModelConfig(embedding_dim=8, rnn_units=16, num_layers=2, dropout=0.0),
+        train=TrainConfig(
+            train_dir=str(train_dir),
+            **{
+                "max_steps": 8,
+                "eval_every": 3,
+                "ckpt_every": 4,
+                "log_every": 1,
+                "sample_length": 0,
+                "learning_rate": 0.01,
+                **train_values,
+            },
+        ),
+    )
+
+
+def _with(config, **train_values):
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train_values))
+
+
+def _recurrent_state(checkpoint):
+    reader = tf.train.load_checkpoint(checkpoint)
+    names = sorted(name for name in reader.get_variable_to_shape_map() if name.startswith("recurrent_state/"))
+    return [reader.get_tensor(name) for name in names]
+
+
+@pytest.fixture
+def corpus(text_file):
+    return text_file((QUOTE + " ") * 12)  # 876 chars: 24 batches of 4 x 8 per epoch at 0.1 val
+
+
+def test_the_test_session_has_two_logical_cpus():
+    strategy = distribute.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+
+
+def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tmp_path):
+    single = train.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default"))
+    mirrored = train.train(_config(corpus, corpus_cache, tmp_path / "mirrored", strategy="mirrored"))
+    assert len(mirrored.losses) == 8
+    np.testing.assert_allclose(mirrored.losses, single.losses, rtol=0, atol=1e-5)
+    assert mirrored.best_val_loss == pytest.approx(single.best_val_loss, abs=1e-5)
+    # Each replica continued its own two streams: the gathered [4, H] states match one device's.
+    assert mirrored.last_checkpoint.endswith("ckpt-8")
+    states = _recurrent_state(mirrored.last_checkpoint)
+    assert len(states) == 4 and states[0].shape == (4, 16)
+    for got, want in zip(states, _recurrent_state(single.last_checkpoint), strict=True):
+        assert np.abs(want[:2] - want[2:]).max() > 1e-3  # the two halves hold different streams
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_a_mirrored_run_resumes_on_one_device(corpus, corpus_cache, tmp_path):
+    uninterrupted = train.train(_config(corpus, corpus_cache, tmp_path / "one", strategy="default"))
+    config = _config(corpus, corpus_cache, tmp_path / "moved", strategy="mirrored")
+    first = train.train(_with(config, max_steps=5))  # stops mid-epoch, after an evaluation
+    second = train.train(_with(config, strategy="default"))
+    np.testing.assert_allclose(first.losses + second.losses, uninterrupted.losses, rtol=0, atol=1e-5)
+
+
+def test_replicas_must_divide_the_global_batch(corpus, corpus_cache, tmp_path):
+    config = dataclasses.replace(
+        _config(corpus, corpus_cache, tmp_path / "odd", strategy="mirrored"),
+        data=DataConfig(data_path=corpus, cache_dir=corpus_cache, batch_size=3, seq_length=8),
+    )
+    with pytest.raises(UserError, match="--batch_size 3 does not divide among 2 replicas; use a multiple of 2"):
+        train.train(config)
+
+
+def test_each_replica_receives_its_own_contiguous_streams():
+    ids = np.arange(200, dtype=np.int32)
+    strategy = distribute.make_strategy("mirrored")
+    layout = data_lib.stream_dataset(ids, 4, 5, 3)
+    distributed = distribute.distribute_streams(
+        strategy,
+        4,
+        lambda first_row, num_rows: data_lib.stream_dataset(ids, 4, 5, 3, first_row=first_row, num_rows=num_rows),
+    )
+    batches = 0
+    for (inputs, targets), (replica_inputs, replica_targets) in zip(layout, distributed, strict=True):
+        local_inputs = strategy.experimental_local_results(replica_inputs)
+        local_targets = strategy.experimental_local_results(replica_targets)
+        np.testing.assert_array_equal(np.concatenate(local_inputs), inputs)
+        np.testing.assert_array_equal(np.concatenate(local_targets), targets)
+        batches += 1
+    assert batches == 3
+
+
+@pytest.mark.parametrize("mixed_precision", ["bfloat16", "float16"])
+def test_mixed_precision_training_learns(mixed_precision, corpus, corpus_cache, tmp_path):
+    config = _config(
+        corpus,
+        corpus_cache,
+        tmp_path / mixed_precision,
+        mixed_precision=mixed_precision,
+        max_steps=60,
+        learning_rate=0.02,
+    )
+    result = train.train(config)
+    assert np.isfinite(result.losses).all()
+    # float32 goes from 2.99 to 1.79 here; the vocabulary's uniform loss is log(21) = 3.04.
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) - 0.9
+    # The weights stay float32 and load into a float32 model for sampling.
+    assert all(value.dtype == np.float32 for value in _recurrent_state(result.last_checkpoint))
+
+
+def test_mixed_precision_is_part_of_the_run(corpus, corpus_cache, tmp_path):
+    config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
+    train.train(config)
+    with pytest.raises(UserError, match="mixed_precision 'none' -> 'float16'"):
+        train.train(_with(config, mixed_precision="float16", max_steps=4))
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(UserError, match="--strategy=multi_worker needs TF_CONFIG"):
+        distribute.make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(UserError, match="TF_CONFIG is not valid JSON"):
+        distribute.make_strategy("multi_worker")

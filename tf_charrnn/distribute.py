@@ -1,0 +1,166 @@
+"""Distribution: choosing a tf.distribute strategy, handing each replica its streams, moving its state.
+
+Stateful TBPTT under a strategy: the global batch of B streams is cut into R replicas of B/R
+contiguous streams each (replica r holds rows [r*B/R, (r+1)*B/R) of the stream layout). Each replica's
+stateful layers keep their own [B/R, H] state across steps; `gather_states` and `scatter_states`
+move it to and from [B, H] global tensors, which is what checkpoints hold, so a run resumes on any
+number of replicas that divides B.
+"""
+
+import functools
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from tf_charrnn.config import UserError
+
+MIXED_PRECISION_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+@functools.cache
+def make_strategy(name, tpu=""):
+    """The tf.distribute strategy named by --strategy.
+
+    auto: MirroredStrategy over the visible GPUs when there are several, else the default strategy.
+    mirrored: MirroredStrategy over the visible GPUs, or over the logical CPU devices when there is
+    no GPU (one unless tf.config.set_logical_device_configuration split the CPU).
+    multi_worker: MultiWorkerMirroredStrategy configured by the TF_CONFIG environment variable; it
+    must be created before TensorFlow runs any op, so call this first.
+    tpu: TPUStrategy on the TPU named by `tpu` ("" for a local or Cloud TPU VM).
+
+    One strategy per name and process: a second MirroredStrategy would reuse the first one's
+    collective keys.
+    """
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        if tf.config.list_physical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+    if name == "multi_worker":
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(
+                f"--strategy=tpu found no TPU ({first_line}); run on a TPU VM or pass --tpu=NAME_OR_GRPC_ADDRESS"
+            ) from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def _check_tf_config():
+    raw = os.environ.get("TF_CONFIG", "")
+    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    try:
+        tf_config = json.loads(raw) if raw else None
+    except json.JSONDecodeError as error:
+        raise UserError(f"TF_CONFIG is not valid JSON ({error}); set it like {example}") from None
+    if not tf_config or "cluster" not in tf_config or "task" not in tf_config:
+        raise UserError(
+            f"--strategy=multi_worker needs TF_CONFIG with a cluster and this worker's task; set it like {example}"
+        )
+
+
+def is_default(strategy):
+    """True for TensorFlow's default (single-device, no-op) strategy."""
+    return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes checkpoints, logs and exports: always, except a non-chief worker."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if resolver.task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def worker_id(strategy):
+    """A name for this process among the workers ('chief', 'worker-1', ...)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return "chief"
+    return f"{resolver.task_type}-{resolver.task_id}"
+
+
+def replica_batch_size(strategy, global_batch_size):
+    """The streams each replica holds; raises UserError unless the replicas divide the global batch."""
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise UserError(
+            f"--batch_size {global_batch_size} does not divide among {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
+    return global_batch_size // replicas
+
+
+def dtype_policy(mixed_precision):
+    """The Keras dtype policy for --mixed_precision (None for float32)."""
+    name = MIXED_PRECISION_POLICIES[mixed_precision]
+    return None if name is None else keras.DTypePolicy(name)
+
+
+def distribute_streams(strategy, global_batch_size, make_dataset):
+    """Distributes a stream-layout dataset so that each replica receives its own contiguous rows.
+
+    Args:
+      strategy: the tf.distribute strategy.
+      global_batch_size: B, the streams of the whole layout.
+      make_dataset: (first_row, num_rows) -> tf.data.Dataset whose elements are tuples of tensors,
+        the batched ones [num_rows, ...] and the rest scalars shared by every row.
+
+    Returns:
+      A distributed dataset whose per-replica elements hold rows [r*b, (r+1)*b) of the layout,
+      b = B / replicas, for replica r.
+    """
+    replica_batch = replica_batch_size(strategy, global_batch_size)
+
+    def dataset_fn(context):
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        first_row = context.input_pipeline_id * local_replicas * replica_batch
+        dataset = make_dataset(first_row, local_replicas * replica_batch)
+
+        def per_replica(*parts):
+            return tuple(
+                tf.reshape(part, [local_replicas, replica_batch, *part.shape[1:]])
+                if part.shape.rank
+                else tf.fill([local_replicas], part)
+                for part in parts
+            )
+
+        # Consecutive elements go to consecutive local replicas.
+        return dataset.map(per_replica).unbatch()
+
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+    return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+def gather_states(strategy, states, global_states):
+    """Copies every replica's [b, H] state into its rows of the [B, H] `global_states` (a collective)."""
+    per_replica = strategy.run(lambda: [tf.identity(state) for state in states])
+    for value, target in zip(per_replica, global_states, strict=True):
+        target.assign(strategy.gather(value, axis=0))
+
+
+def scatter_states(strategy, states, global_states):
+    """Sets every replica's [b, H] state from its rows of the [B, H] `global_states`."""
+
+    def assign():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        for state, value in zip(states, global_states, strict=True):
+            rows = state.shape[0]
+            state.assign(value[replica * rows : (replica + 1) * rows])
+
+    strategy.run(assign)
