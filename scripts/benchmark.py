@@ -22,7 +22,14 @@ PRESETS = {
 flags.DEFINE_enum(
     "preset", "large", list(PRESETS), "large: 2x512, batch 64, seq 100; small: 2x128, batch 50, seq 50"
 )
-flags.DEFINE_enum("task", "all", ["train", "sample", "all"], "what to measure")
+flags.DEFINE_enum(
+    "task",
+    "all",
+    ["train", "sample", "all", "memory"],
+    "what to measure; all: train and sample; memory: peak RSS of a short real run on a synthetic "
+    "corpus of --corpus_mb (run it alone: the peak covers the whole process)",
+)
+flags.DEFINE_float("corpus_mb", 100.0, "--task=memory: synthetic corpus size in MiB")
 flags.DEFINE_string("cell", "lstm", "recurrent cell")
 flags.DEFINE_integer("vocab_size", 65, "synthetic vocabulary size (tiny-shakespeare has 65)")
 flags.DEFINE_float("dropout", 0.2, "dropout, as in training")
@@ -55,6 +62,10 @@ def main(argv):
         train=TrainConfig(jit_compile=FLAGS.jit_compile),
     )
     common = {"preset": FLAGS.preset, "cell": FLAGS.cell, **sizes}
+    if FLAGS.task == "memory":
+        result = benchmark.measure_memory(config, FLAGS.corpus_mb)
+        print(json.dumps({"task": "memory", **common, **result}), flush=True)
+        return
     if FLAGS.task in ("train", "all"):
         result = benchmark.measure_train(config, steps=FLAGS.steps)
         print(

@@ -41,6 +41,7 @@ def world(tmp_path_factory):
     (root / "latin1.txt").write_bytes("Café au lait\n".encode("utf-8") * 5 + "crème".encode("latin-1"))
     cache = str(root / "cache")
     env = {**os.environ, "TF_CHARRNN_CACHE": cache}
+    env.pop("TF_CONFIG", None)
     for run, extra in (("run", []), ("other_run", [f"--data_path={root / 'other_vocab.txt'}"])):
         trained = subprocess.run(
             [
@@ -114,6 +115,23 @@ CASES = [
         "train",
         ["--train_dir={root}/new", "--init_from={root}/other_run"],
         "error: --init_from {root}/other_run has another vocabulary",
+    ),
+    (
+        "train",
+        ["--strategy=horovod"],
+        "error: --strategy must be one of auto, default, mirrored, multi_worker, tpu, got 'horovod'",
+    ),
+    (
+        "train",
+        ["--mixed_precision=float8"],
+        "error: --mixed_precision must be one of none, bfloat16, float16, got 'float8'",
+    ),
+    ("train", ["--strategy=multi_worker"], "error: --strategy=multi_worker needs TF_CONFIG"),
+    ("train", ["--strategy=tpu"], "error: --strategy=tpu found no TPU"),
+    (
+        "train",
+        ["--train_dir={root}/run", "--mixed_precision=float16"],
+        "error: {root}/run holds a run with another config (mixed_precision 'none' -> 'float16')",
     ),
     ("sample", ["--train_dir={root}/run", "--temperature=0"], "error: --temperature must be > 0, got 0.0"),
     ("sample", ["--train_dir={root}/run", "--top_k=-1"], "error: --top_k must be >= 0, got -1"),

@@ -199,3 +199,24 @@ def test_benchmark_prints_one_json_line_per_measurement(corpus_cache):
     for line in lines:
         assert line["preset"] == "small" and line["rnn_units"] == 8
         assert line["chars_per_sec"] > 0 and line["peak_rss_mb"] > 0
+
+
+def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
+    result = _run_script(
+        "benchmark.py",
+        [
+            "--task=memory",
+            "--corpus_mb=2",
+            "--preset=small",
+            "--rnn_units=8",
+            "--embedding_dim=4",
+            "--batch_size=3",
+            "--seq_length=5",
+        ],
+        corpus_cache,
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert line["task"] == "memory" and line["corpus_mb"] == 2.0
+    assert line["ids_mb"] == 2.0  # one byte per character: 65 distinct characters fit uint8
+    assert line["peak_rss_mb"] > line["ids_mb"]

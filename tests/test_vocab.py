@@ -41,3 +41,20 @@ def test_rejects_empty_or_duplicate():
         Vocab([])
     with pytest.raises(ValueError):
         Vocab(["a", "a"])
+
+
+def test_corpus_ids_use_the_smallest_type_and_chunks_do_not_change_them():
+    text = "the quick brown fox\n" * 50
+    vocab = Vocab.from_text(text)
+    assert vocab.id_dtype == np.uint8
+    compact = vocab.encode(text, dtype=vocab.id_dtype, chunk_size=7)
+    assert compact.dtype == np.uint8
+    np.testing.assert_array_equal(compact, vocab.encode(text))
+    assert Vocab([chr(0x4E00 + i) for i in range(300)]).id_dtype == np.uint16
+    assert Vocab([chr(0x4E00 + i) for i in range(70000)]).id_dtype == np.int32
+
+
+def test_an_unknown_character_in_a_later_chunk_is_named():
+    vocab = Vocab.from_text("abc")
+    with pytest.raises(ValueError, match=r"\['x'\]"):
+        vocab.encode("abcabcabcx", chunk_size=3)

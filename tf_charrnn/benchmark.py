@@ -1,13 +1,16 @@
 """Throughput measurements on synthetic ids, through the same train step and sampler the scripts use."""
 
 import dataclasses
+import os
 import resource
 import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from tf_charrnn import data as data_lib
+from tf_charrnn import distribute
 from tf_charrnn import train as train_lib
 from tf_charrnn.sampling import Sampler
 from tf_charrnn.vocab import Vocab
@@ -39,12 +42,13 @@ def measure_train(config, steps=8, warmup=2):
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, train_dir=train_dir, sample_length=0)
         )
-        trainer = train_lib.Trainer(config, None, ids, ids[:0])
+        trainer = train_lib.Trainer(config, None, ids, ids[:0], distribute.make_strategy("default"))
         batches = data_lib.stream_dataset(ids, data.batch_size, data.seq_length, steps + warmup)
+        keep_going = tf.constant(0.0)
         times = []
         for inputs, targets in batches:
             started = time.perf_counter()
-            loss, _ = trainer.train_step(inputs, targets)
+            loss, _, _ = trainer.train_step(inputs, targets, keep_going)
             float(loss)
             times.append(time.perf_counter() - started)
     seconds = float(np.median(times[warmup:]))
@@ -72,3 +76,38 @@ def measure_sample(model_config, batch_size, length, streamed):
     started = time.perf_counter()
     run(length)
     return {"chars_per_sec": batch_size * length / (time.perf_counter() - started)}
+
+
+def write_synthetic_corpus(path, num_chars, alphabet, seed=0, chunk_size=1 << 24):
+    """Writes `num_chars` random characters of `alphabet` (single-byte characters) to `path`."""
+    rng = np.random.default_rng(seed)
+    table = np.frombuffer(alphabet.encode("ascii"), dtype=np.uint8)
+    with open(path, "wb") as f:
+        for start in range(0, num_chars, chunk_size):
+            f.write(table[rng.integers(0, len(table), min(chunk_size, num_chars - start))].tobytes())
+
+
+def measure_memory(config, corpus_mb, steps=2):
+    """Peak RSS of a real training run (`train.train`) of `steps` steps on a synthetic corpus.
+
+    Run it in a fresh process: the peak covers everything the process did before.
+
+    Returns:
+      dict with corpus_mb, ids_mb (the training ids as the trainer holds them) and peak_rss_mb.
+    """
+    alphabet = "".join(chr(c) for c in range(33, 33 + config.model.vocab_size))
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = os.path.join(folder, "corpus.txt")
+        write_synthetic_corpus(corpus, int(corpus_mb * 2**20), alphabet)
+        config = dataclasses.replace(
+            config,
+            data=dataclasses.replace(config.data, data_path=corpus, cache_dir=folder, val_fraction=0.0),
+            train=dataclasses.replace(
+                config.train, train_dir=os.path.join(folder, "run"), max_steps=steps, sample_length=0
+            ),
+        )
+        vocab, ids = data_lib.load_corpus(config.data)
+        ids_mb = ids.nbytes / 2**20
+        del vocab, ids
+        train_lib.train(config)
+    return {"corpus_mb": corpus_mb, "ids_mb": ids_mb, "peak_rss_mb": peak_rss_mb()}

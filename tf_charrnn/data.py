@@ -84,7 +84,8 @@ def load_corpus(data_config):
     The cache is keyed by the SHA-256 of the corpus bytes, so a changed corpus is never served stale.
 
     Returns:
-      (vocab, ids): the corpus vocabulary and int32 [N] ids of the whole corpus.
+      (vocab, ids): the corpus vocabulary and [N] ids of the whole corpus, in `vocab.id_dtype`
+      (one byte per character for up to 256 distinct characters).
     """
     cache = cache_dir(data_config.cache_dir)
     path = data_config.data_path or download_shakespeare(cache)
@@ -94,7 +95,7 @@ def load_corpus(data_config):
         with np.load(cache_path) as cached:
             return Vocab(list(cached["chars"])), cached["ids"]
     vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
+    ids = vocab.encode(text, dtype=vocab.id_dtype)
     buffer = io.BytesIO()
     np.savez(buffer, ids=ids, chars=np.array(vocab.chars))
     files.write_atomic(cache_path, buffer.getvalue())
@@ -141,7 +142,7 @@ def _stream_windows(ids, seq_length, num_batches, offset, rows):
     window = tf.range(seq_length + 1, dtype=tf.int64)
 
     def batch(k):
-        rows = tf.gather(ids, stream_starts[:, None] + k * seq_length + window[None, :])
+        rows = tf.cast(tf.gather(ids, stream_starts[:, None] + k * seq_length + window[None, :]), tf.int32)
         return rows[:, :-1], rows[:, 1:]
 
     return batch
@@ -177,7 +178,7 @@ def stream_dataset(
     one id; the last target of each stream is the id that follows it in the corpus (never a wrap-around).
 
     Args:
-      ids: int [N] ids (numpy or tensor) with N >= offset + batch_size * S + 1.
+      ids: integer [N] ids (numpy or tensor, any integer type) with N >= offset + batch_size * S + 1.
       batch_size, seq_length, num_batches: the layout.
       offset: ids skipped at the start.
       start_batch: first batch to yield (resuming mid-epoch).
@@ -189,7 +190,7 @@ def stream_dataset(
     """
     _check_length(ids, batch_size, seq_length, num_batches, offset)
     batch = _stream_windows(
-        tf.convert_to_tensor(ids, tf.int32),
+        tf.convert_to_tensor(ids),
         seq_length,
         num_batches,
         tf.cast(offset, tf.int64),
@@ -213,7 +214,7 @@ def training_dataset(
     """Endless training batches, epoch after epoch, each epoch in the stream layout at its own offset.
 
     Args:
-      ids: int [N] training ids.
+      ids: integer [N] training ids (kept in their type; batches are int32).
       batch_size, seq_length, num_batches: the layout (num_batches per epoch, from `num_stream_batches`).
       seed, random_offset: see `epoch_offset`.
       start_epoch, start_batch: where to start (resuming).
@@ -223,7 +224,7 @@ def training_dataset(
       A tf.data.Dataset of (epoch int64, batch int64, inputs int32 [R, T], targets int32 [R, T]).
     """
     _check_length(ids, batch_size, seq_length, num_batches, seq_length - 1 if random_offset else 0)
-    ids = tf.convert_to_tensor(ids, tf.int32)
+    ids = tf.convert_to_tensor(ids)
     rows = _rows(batch_size, first_row, num_rows)
 
     def epoch_batches(epoch):

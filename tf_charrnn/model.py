@@ -10,11 +10,11 @@ import keras
 _RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
 
-def build_model(config, batch_size, seed=None, dtype_policy=None):
+def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False):
     """Builds the stateful Char-RNN.
 
-    The recurrent layers keep Keras defaults (tanh/sigmoid, no recurrent dropout, unroll=False) so
-    that LSTM and GRU run on cuDNN on a GPU.
+    The recurrent layers keep Keras defaults (tanh/sigmoid, no recurrent dropout) so that LSTM and
+    GRU run on cuDNN on a GPU; `unroll` (which rules cuDNN out) is for CPUs.
 
     Args:
       config: ModelConfig with vocab_size set.
@@ -22,6 +22,8 @@ def build_model(config, batch_size, seed=None, dtype_policy=None):
       seed: int seed for the dropout layers' generators; None draws from Keras' global seed.
       dtype_policy: Keras dtype policy of every layer but the logits (e.g. mixed_bfloat16); the
         weights stay float32 and the logits are computed in float32.
+      unroll: unroll the time loop when it is traced (the time length must then be static, as
+        it is in training); on a CPU this saves the loop's per-step overhead. Same weights, same math.
 
     Returns:
       A keras.Model mapping int32 [B, T] ids to float32 [B, T, V] logits.
@@ -38,6 +40,7 @@ def build_model(config, batch_size, seed=None, dtype_policy=None):
             config.rnn_units,
             return_sequences=True,
             stateful=True,
+            unroll=unroll,
             dtype=dtype_policy,
             name=f"{config.cell}_{layer}",
         )(x)

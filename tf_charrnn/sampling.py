@@ -104,12 +104,28 @@ class StepModel(tf.Module):
         Returns:
           (logits float32 [B, V] for the next character, new states float32 [L, S, B, H]).
         """
+        if self.states_per_layer == 2:
+            return self._lstm_step(ids, states)
         x = self.embedding(ids)
         new_states = []
         for layer, cell in enumerate(self.cells):
             x, layer_states = cell(x, tf.unstack(states[layer], num=self.states_per_layer), training=False)
             new_states.append(tf.stack(tf.nest.flatten(layer_states)))
         return self.head(x), tf.stack(new_states)
+
+    def _lstm_step(self, ids, states):
+        """The LSTM step on the raw weights: Keras LSTMCell's arithmetic, in the same order, without
+        its per-call bookkeeping (a batch-1 step is mostly per-op overhead and weight reads)."""
+        x = tf.gather(self.embedding.embeddings, ids)
+        new_states = []
+        for layer, cell in enumerate(self.cells):
+            h, c = states[layer, 0], states[layer, 1]
+            z = tf.matmul(x, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
+            input_gate, forget_gate, candidate, output_gate = tf.split(z, 4, axis=-1)
+            c = tf.sigmoid(forget_gate) * c + tf.sigmoid(input_gate) * tf.tanh(candidate)
+            x = tf.sigmoid(output_gate) * tf.tanh(c)
+            new_states.append(tf.stack([x, c]))
+        return tf.matmul(x, self.head.kernel) + self.head.bias, tf.stack(new_states)
 
 
 def feed_prime(step_model, prime_ids):

@@ -76,6 +76,17 @@ def _format_duration(seconds):
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+# Longer windows unroll into graphs that take too long to trace.
+MAX_UNROLLED_SEQ_LENGTH = 256
+
+
+def _unroll_on_this_machine(strategy, seq_length):
+    """Unroll the recurrence on CPUs (where the loop's per-step overhead is a large part of a step),
+    never where cuDNN or a TPU compiler does better with the loop."""
+    on_cpu = not tf.config.list_physical_devices("GPU") and not isinstance(strategy, tf.distribute.TPUStrategy)
+    return on_cpu and seq_length <= MAX_UNROLLED_SEQ_LENGTH
+
+
 class Trainer:
     """Holds the strategy, model, optimizer, compiled steps and run state of one training call.
 
@@ -98,6 +109,7 @@ class Trainer:
                 replica_batch,
                 seed=train.seed,
                 dtype_policy=distribute.dtype_policy(train.mixed_precision),
+                unroll=_unroll_on_this_machine(strategy, data.seq_length),
             )
             self.optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
             if train.mixed_precision == "float16":
@@ -126,7 +138,7 @@ class Trainer:
         self._scratch_dir = None if self.is_chief else tempfile.mkdtemp(prefix="tf_charrnn_worker_")
         self.manager = self._checkpoint_manager(best=False, max_to_keep=train.keep)
         self.best_manager = self._checkpoint_manager(best=True, max_to_keep=1)
-        self.train_ids = tf.constant(train_ids, dtype=tf.int32)
+        self.train_ids = tf.constant(train_ids)  # compact ids (uint8 for most corpora); batches are int32
         self.steps_per_epoch = data_lib.num_stream_batches(
             len(train_ids), data.batch_size, data.seq_length, data.random_offset
         )
@@ -210,20 +222,31 @@ class Trainer:
         # over replicas. Dense, the update is Adam's and the same on any number of replicas.
         return loss, [tf.convert_to_tensor(grad) for grad in grads]
 
-    def _replica_train_step(self, inputs, targets):
+    def _replica_train_step(self, inputs, targets, stop):
         context = tf.distribute.get_replica_context()
         loss, grads = self._replica_gradients(inputs, targets)
         # Clip the global gradient, as one device would; the optimizer then sums over replicas again.
-        loss, grads = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads))
+        # `stop` rides along, so a signal to any worker stops every worker after the same step.
+        stop = tf.identity(stop)  # a value of this replica's, as all_reduce needs
+        loss, grads, stop = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads, stop))
         scale = self._loss_scale()
         grads, grad_norm = tf.clip_by_global_norm(grads, self.config.train.grad_clip * scale)
         grads = [tf.math.scalar_mul(1.0 / self.replicas, grad) for grad in grads]
         self.optimizer.apply(grads, self.model.trainable_variables)
-        return loss, grad_norm / scale
+        return loss, grad_norm / scale, stop
 
-    def _train_step(self, inputs, targets):
-        loss, grad_norm = self.strategy.run(self._replica_train_step, args=(inputs, targets))
-        return self.first_replica(loss), self.first_replica(grad_norm)
+    def _train_step(self, inputs, targets, stop):
+        """One step on every replica.
+
+        Args:
+          inputs, targets: distributed int32 batches.
+          stop: float32 scalar, > 0 when this worker was asked to stop.
+
+        Returns:
+          (loss, gradient norm, stop summed over all replicas), the same on every worker.
+        """
+        results = self.strategy.run(self._replica_train_step, args=(inputs, targets, stop))
+        return tuple(self.first_replica(value) for value in results)
 
     def _replica_eval_step(self, inputs, targets):
         loss = losses.sequence_loss(targets, self.model(inputs, training=False)) / self.replicas
@@ -380,24 +403,34 @@ def _run_loop(trainer, stop):
     start_step = int(trainer.step)
     train_seconds = window_seconds = 0.0  # time spent in training steps only, not eval or saving
     logging.info(
-        "Training %d steps (%d per epoch) from step %d in %s",
+        "Training %d steps (%d per epoch) from step %d in %s on %d replicas (--strategy=%s)",
         trainer.total_steps,
         trainer.steps_per_epoch,
         start_step,
         train.train_dir,
+        trainer.replicas,
+        train.strategy,
     )
     for epoch, batch_index, inputs, targets in trainer.training_batches():
         step = int(trainer.step)
         epoch, batch_index = (int(trainer.first_replica(value)) for value in (epoch, batch_index))
-        if step >= trainer.total_steps or stop.signal is not None:
+        if step >= trainer.total_steps:
             break
         if batch_index == 0:
             model_lib.reset_states(trainer.model)
         started = time.perf_counter()
         lr = schedules.learning_rate(train, step, epoch, trainer.total_steps)
         trainer.optimizer.learning_rate.assign(lr)
-        loss, grad_norm = trainer.train_step(inputs, targets)
+        loss, grad_norm, stop_votes = trainer.train_step(
+            inputs, targets, tf.constant(0.0 if stop.signal is None else 1.0)
+        )
         loss, grad_norm = float(loss), float(grad_norm)
+        # Every worker sees the same votes, so all of them stop after this step (a signal received
+        # later is voted on at the next step).
+        stopping = float(stop_votes) > 0
+        if stopping and stop.signal is None:
+            logging.warning("Another worker was stopped by a signal; stopping with it")
+            stop.signal = signal.SIGTERM
         # With float16 loss scaling an overflowing gradient is expected: the optimizer skips that step.
         if not (math.isfinite(loss) and (math.isfinite(grad_norm) or train.mixed_precision == "float16")):
             # Raised before anything is saved: the newest checkpoint on disk stays the last good one.
@@ -446,7 +479,7 @@ def _run_loop(trainer, stop):
             val_loss = _evaluate_and_log(trainer, val_writer, step)
         if step % train.ckpt_every == 0:
             trainer.save()
-        if step >= trainer.total_steps or stop.signal is not None:
+        if step >= trainer.total_steps or stopping:
             break
     if stop.signal is not None:
         logging.warning(

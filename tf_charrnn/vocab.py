@@ -24,8 +24,15 @@ class Vocab:
     @classmethod
     def from_text(cls, text):
         """The characters of `text`, sorted by code point."""
-        code_points = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
-        return cls([chr(c) for c in code_points])
+        return cls(sorted(set(text)))
+
+    @property
+    def id_dtype(self):
+        """The smallest numpy integer type that holds every id (uint8 up to 256 characters)."""
+        for dtype in (np.uint8, np.uint16):
+            if len(self.chars) <= np.iinfo(dtype).max + 1:
+                return np.dtype(dtype)
+        return np.dtype(np.int32)
 
     def __len__(self):
         return len(self.chars)
@@ -38,20 +45,29 @@ class Vocab:
         known = set(self.chars)
         return list(dict.fromkeys(c for c in text if c not in known))
 
-    def encode(self, text):
-        """Encodes a string.
+    def encode(self, text, dtype=np.int32, chunk_size=1 << 22):
+        """Encodes a string, `chunk_size` characters at a time so that a large corpus needs little
+        memory beyond its ids.
+
+        Args:
+          text: the string.
+          dtype: numpy integer type of the ids (`id_dtype` is the most compact).
 
         Returns:
-          int32 [len(text)] ids.
+          [len(text)] ids of type `dtype`.
         Raises:
           ValueError: `text` holds characters outside the vocabulary (named in the message).
         """
-        code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        positions = np.searchsorted(self._sorted_code_points, code_points)
-        positions = np.minimum(positions, len(self.chars) - 1)
-        if not np.array_equal(self._sorted_code_points[positions], code_points):
-            raise ValueError(f"characters not in the vocabulary: {self.unknown_chars(text)!r}")
-        return self._order[positions].astype(np.int32)
+        ids = np.empty(len(text), dtype=dtype)
+        for start in range(0, len(text), chunk_size):
+            piece = text[start : start + chunk_size]
+            code_points = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+            positions = np.searchsorted(self._sorted_code_points, code_points)
+            positions = np.minimum(positions, len(self.chars) - 1)
+            if not np.array_equal(self._sorted_code_points[positions], code_points):
+                raise ValueError(f"characters not in the vocabulary: {self.unknown_chars(text)!r}")
+            ids[start : start + len(piece)] = self._order[positions]
+        return ids
 
     def decode(self, ids):
         """Decodes a sequence of ids to a string."""

@@ -1,0 +1,140 @@
+"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1, configured by TF_CONFIG."""
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import QUOTE, REPO_ROOT
+from test_crash_resume import _step_losses
+
+TIMEOUT = 240  # seconds any one process may take
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _command(train_dir, corpus, *extra):
+    return [
+        sys.executable,
+        os.path.join(REPO_ROOT, "scripts", "train.py"),
+        f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}",
+        f"--train_dir={train_dir}",
+        f"--data_path={corpus}",
+        "--dropout=0",
+        "--ckpt_every=3",
+        "--eval_every=3",
+        "--log_every=1",
+        "--random_offset",
+        *extra,
+    ]
+
+
+def _run(command, env):
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _start_workers(train_dir, corpus, env, *extra):
+    """Starts two workers on 127.0.0.1 and returns them, each with a queue of its stderr lines."""
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        process = subprocess.Popen(
+            _command(train_dir, corpus, "--strategy=multi_worker", *extra),
+            env={**env, "TF_CONFIG": json.dumps(tf_config)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = queue.Queue()
+        threading.Thread(target=lambda p=process, q=lines: [q.put(line) for line in p.stderr], daemon=True).start()
+        workers.append((process, lines))
+    return workers
+
+
+def _drain(lines):
+    text = []
+    while not lines.empty():
+        text.append(lines.get())
+    return "".join(text)
+
+
+@pytest.fixture
+def env(corpus_cache):
+    env = {**os.environ, "TF_CHARRNN_CACHE": corpus_cache, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_after_the_same_step(text_file, env, tmp_path):
+    corpus = text_file((QUOTE + " ") * 12)
+    workers = _start_workers(tmp_path / "run", corpus, env, "--max_steps=1000")
+    try:
+        chief, chief_lines = workers[0]
+        while "step 3/1000" not in chief_lines.get(timeout=TIMEOUT):
+            pass
+        workers[1][0].send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=TIMEOUT) for process, _ in workers]
+    finally:
+        for process, _ in workers:
+            process.kill()
+            process.wait()
+    assert codes == [128 + signal.SIGTERM] * 2, [_drain(lines)[-2000:] for _, lines in workers]
+    chief_log = _drain(chief_lines)
+    assert "Another worker was stopped by a signal" in chief_log
+    stopped_at = int(re.search(r"Stopped by signal 15 at step (\d+)", chief_log).group(1))
+    assert f"Stopped by signal 15 at step {stopped_at}" in _drain(workers[1][1])
+    with open(tmp_path / "run" / "checkpoints" / "checkpoint") as state:
+        assert f'model_checkpoint_path: "ckpt-{stopped_at}"' in state.read()
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_and_the_chief_checkpoint_resumes_alone(text_file, env, tmp_path):
+    corpus = text_file((QUOTE + " ") * 12)
+    shared_dir = tmp_path / "two_workers"
+    workers = _start_workers(shared_dir, corpus, env, "--max_steps=6")
+    try:
+        codes = [process.wait(timeout=TIMEOUT) for process, _ in workers]
+    finally:
+        for process, _ in workers:
+            process.kill()
+            process.wait()
+    outputs = [_drain(lines) for _, lines in workers]
+    assert codes == [0, 0], [output[-3000:] for output in outputs]
+    assert "on 2 replicas (--strategy=multi_worker)" in outputs[0]
+    # Only the chief wrote the run; the other worker's scratch checkpoints are gone.
+    assert sorted(os.listdir(shared_dir / "checkpoints")) == [
+        "best",
+        "checkpoint",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+        "ckpt-6.data-00000-of-00001",
+        "ckpt-6.index",
+    ]
+    # The chief's checkpoint resumes on one worker and continues exactly as one worker from the start.
+    _run(_command(shared_dir, corpus, "--strategy=default", "--max_steps=9"), env)
+    alone_dir = tmp_path / "one_worker"
+    _run(_command(alone_dir, corpus, "--strategy=default", "--max_steps=9"), env)
+    together = _step_losses(shared_dir)
+    assert len(together) == 9
+    np.testing.assert_allclose(together, _step_losses(alone_dir), rtol=0, atol=1e-5)
