@@ -1,11 +1,13 @@
 """Measures training and sampling throughput on synthetic ids: python scripts/benchmark.py --preset=large.
 
-Prints one JSON line per measurement. Compare against ../shared/peers/torch_charlstm.py run in the
-same sitting (peer, project, peer): absolute times drift on shared machines.
+Prints one JSON line per measurement. With --peer_python (a Python that has torch), each measurement
+is bracketed by the same measurement of ../shared/peers/torch_charlstm.py (peer, project, peer) and a
+line with the ratio to the peers' mean follows: absolute times drift on shared machines.
 """
 
 import json
 import os
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,7 +41,67 @@ flags.DEFINE_integer("steps", 8, "timed training steps (after 2 warm-up steps)")
 flags.DEFINE_integer("length", 2000, "characters generated per sampling measurement")
 flags.DEFINE_list("sample_batch_sizes", ["1", "64"], "sampling batch sizes")
 flags.DEFINE_bool("jit_compile", False, "compile the train step with XLA")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"], "training precision policy")
+flags.DEFINE_string("peer_python", "", "a Python with torch: bracket each measurement by the torch peer's")
+flags.DEFINE_string(
+    "peer_script",
+    os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "..",
+        "shared",
+        "peers",
+        "torch_charlstm.py",
+    ),
+    "the peer script",
+)
 FLAGS = flags.FLAGS
+
+
+def _peer(mode, sizes, batch_size):
+    """Runs the torch peer's measurement of the same work; its parsed JSON line."""
+    command = [
+        FLAGS.peer_python,
+        FLAGS.peer_script,
+        mode,
+        f"--vocab={FLAGS.vocab_size}",
+        f"--embed={sizes['embedding_dim']}",
+        f"--units={sizes['rnn_units']}",
+        f"--layers={sizes['num_layers']}",
+        f"--dropout={FLAGS.dropout}",
+        f"--batch={batch_size}",
+    ]
+    command += (
+        [f"--seq={sizes['seq_length']}", f"--steps={FLAGS.steps}"]
+        if mode == "train"
+        else [f"--length={FLAGS.length}"]
+    )
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _measure(record, measure, peer_mode=None, sizes=None, batch_size=None):
+    """Prints the measurement's JSON line; with a peer, brackets it and prints the ratio."""
+    bracket = bool(FLAGS.peer_python) and peer_mode is not None
+    peers = []
+    if bracket:
+        peers.append(_peer(peer_mode, sizes, batch_size))
+        print(json.dumps(peers[-1]), flush=True)
+    result = {**record, **measure(), "peak_rss_mb": benchmark.peak_rss_mb()}
+    print(json.dumps(result), flush=True)
+    if bracket:
+        peers.append(_peer(peer_mode, sizes, batch_size))
+        print(json.dumps(peers[-1]), flush=True)
+        peer_mean = sum(peer["chars_per_sec"] for peer in peers) / len(peers)
+        print(
+            json.dumps(
+                {
+                    **record,
+                    "ratio_vs_peer": result["chars_per_sec"] / peer_mean,
+                    "peer_chars_per_sec": [peer["chars_per_sec"] for peer in peers],
+                }
+            ),
+            flush=True,
+        )
 
 
 def main(argv):
@@ -59,7 +121,7 @@ def main(argv):
     config = RunConfig(
         data=DataConfig(batch_size=sizes["batch_size"], seq_length=sizes["seq_length"]),
         model=model,
-        train=TrainConfig(jit_compile=FLAGS.jit_compile),
+        train=TrainConfig(jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision),
     )
     common = {"preset": FLAGS.preset, "cell": FLAGS.cell, **sizes}
     if FLAGS.task == "memory":
@@ -67,28 +129,28 @@ def main(argv):
         print(json.dumps({"task": "memory", **common, **result}), flush=True)
         return
     if FLAGS.task in ("train", "all"):
-        result = benchmark.measure_train(config, steps=FLAGS.steps)
-        print(
-            json.dumps({"task": "train", **common, **result, "peak_rss_mb": benchmark.peak_rss_mb()}),
-            flush=True,
+        _measure(
+            {"task": "train", **common, "mixed_precision": FLAGS.mixed_precision},
+            lambda: benchmark.measure_train(config, steps=FLAGS.steps),
+            "train",
+            sizes,
+            sizes["batch_size"],
         )
     if FLAGS.task in ("sample", "all"):
         for batch_size in map(int, FLAGS.sample_batch_sizes):
             for streamed in (False, True):
-                result = benchmark.measure_sample(model, batch_size, FLAGS.length, streamed)
-                print(
-                    json.dumps(
-                        {
-                            "task": "sample",
-                            **common,
-                            "batch_size": batch_size,
-                            "length": FLAGS.length,
-                            "mode": "streamed" if streamed else "compiled",
-                            **result,
-                            "peak_rss_mb": benchmark.peak_rss_mb(),
-                        }
-                    ),
-                    flush=True,
+                _measure(
+                    {
+                        **common,
+                        "task": "sample",
+                        "batch_size": batch_size,
+                        "length": FLAGS.length,
+                        "mode": "streamed" if streamed else "compiled",
+                    },
+                    lambda b=batch_size, s=streamed: benchmark.measure_sample(model, b, FLAGS.length, s),
+                    None if streamed else "sample",  # the peer's best loop, against our compiled one
+                    sizes,
+                    batch_size,
                 )
 
 

@@ -79,7 +79,9 @@ def test_replicas_must_divide_the_global_batch(corpus, corpus_cache, tmp_path):
         _config(corpus, corpus_cache, tmp_path / "odd", strategy="mirrored"),
         data=DataConfig(data_path=corpus, cache_dir=corpus_cache, batch_size=3, seq_length=8),
     )
-    with pytest.raises(UserError, match="--batch_size 3 does not divide among 2 replicas; use a multiple of 2"):
+    with pytest.raises(
+        UserError, match="--batch_size 3 does not divide among 2 replicas; use a multiple of 2"
+    ):
         train.train(config)
 
 
@@ -90,7 +92,9 @@ def test_each_replica_receives_its_own_contiguous_streams():
     distributed = distribute.distribute_streams(
         strategy,
         4,
-        lambda first_row, num_rows: data_lib.stream_dataset(ids, 4, 5, 3, first_row=first_row, num_rows=num_rows),
+        lambda first_row, num_rows: data_lib.stream_dataset(
+            ids, 4, 5, 3, first_row=first_row, num_rows=num_rows
+        ),
     )
     batches = 0
     for (inputs, targets), (replica_inputs, replica_targets) in zip(layout, distributed, strict=True):
@@ -134,3 +138,11 @@ def test_multi_worker_needs_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(UserError, match="TF_CONFIG is not valid JSON"):
         distribute.make_strategy("multi_worker")
+
+
+def test_xla_compiles_each_replica_step_under_mirrored(corpus, corpus_cache, tmp_path):
+    single = train.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default", max_steps=4))
+    compiled = train.train(
+        _config(corpus, corpus_cache, tmp_path / "xla", strategy="mirrored", jit_compile=True, max_steps=4)
+    )
+    np.testing.assert_allclose(compiled.losses, single.losses, rtol=0, atol=1e-4)

@@ -89,6 +89,8 @@ def test_unrolled_model_matches_the_loop_in_outputs_state_and_gradients(cell):
         got_logits, got_grads = outputs_and_gradients(unrolled)
         np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
         for got, want in zip(got_grads, want_grads, strict=True):
-            np.testing.assert_allclose(tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5)
+            np.testing.assert_allclose(
+                tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5
+            )
     for got, want in zip(model_lib.state_variables(unrolled), model_lib.state_variables(looped), strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)

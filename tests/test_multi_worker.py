@@ -12,9 +12,9 @@ import threading
 
 import numpy as np
 import pytest
+from test_crash_resume import _step_losses
 
 from conftest import QUOTE, REPO_ROOT
-from test_crash_resume import _step_losses
 
 TIMEOUT = 240  # seconds any one process may take
 
@@ -66,7 +66,9 @@ def _start_workers(train_dir, corpus, env, *extra):
             text=True,
         )
         lines = queue.Queue()
-        threading.Thread(target=lambda p=process, q=lines: [q.put(line) for line in p.stderr], daemon=True).start()
+        threading.Thread(
+            target=lambda p=process, q=lines: [q.put(line) for line in p.stderr], daemon=True
+        ).start()
         workers.append((process, lines))
     return workers
 

@@ -164,7 +164,9 @@ def _without_autotune(dataset):
 def _rows(batch_size, first_row, num_rows):
     num_rows = batch_size - first_row if num_rows is None else num_rows
     if not 0 <= first_row < first_row + num_rows <= batch_size:
-        raise ValueError(f"rows [{first_row}, {first_row + num_rows}) are not within the {batch_size} streams")
+        raise ValueError(
+            f"rows [{first_row}, {first_row + num_rows}) are not within the {batch_size} streams"
+        )
     return tf.range(first_row, first_row + num_rows, dtype=tf.int64)
 
 

@@ -40,7 +40,9 @@ def make_strategy(name, tpu=""):
     if name == "mirrored":
         if tf.config.list_physical_devices("GPU"):
             return tf.distribute.MirroredStrategy()
-        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy(
+            [device.name for device in tf.config.list_logical_devices("CPU")]
+        )
     if name == "multi_worker":
         _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -52,7 +54,8 @@ def make_strategy(name, tpu=""):
         except (ValueError, tf.errors.OpError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(
-                f"--strategy=tpu found no TPU ({first_line}); run on a TPU VM or pass --tpu=NAME_OR_GRPC_ADDRESS"
+                f"--strategy=tpu found no TPU ({first_line}); "
+                f"run on a TPU VM or pass --tpu=NAME_OR_GRPC_ADDRESS"
             ) from None
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}")
@@ -60,14 +63,17 @@ def make_strategy(name, tpu=""):
 
 def _check_tf_config():
     raw = os.environ.get("TF_CONFIG", "")
-    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    example = (
+        '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    )
     try:
         tf_config = json.loads(raw) if raw else None
     except json.JSONDecodeError as error:
         raise UserError(f"TF_CONFIG is not valid JSON ({error}); set it like {example}") from None
     if not tf_config or "cluster" not in tf_config or "task" not in tf_config:
         raise UserError(
-            f"--strategy=multi_worker needs TF_CONFIG with a cluster and this worker's task; set it like {example}"
+            f"--strategy=multi_worker needs TF_CONFIG with a cluster and this worker's task; "
+            f"set it like {example}"
         )
 
 

@@ -45,7 +45,9 @@ def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False):
             name=f"{config.cell}_{layer}",
         )(x)
         layer_seed = None if seed is None else seed + layer
-        x = keras.layers.Dropout(config.dropout, seed=layer_seed, dtype=dtype_policy, name=f"dropout_{layer}")(x)
+        x = keras.layers.Dropout(
+            config.dropout, seed=layer_seed, dtype=dtype_policy, name=f"dropout_{layer}"
+        )(x)
     logits = keras.layers.Dense(config.vocab_size, dtype="float32", name="logits")(x)
     return keras.Model(ids, logits, name="char_rnn")
 

@@ -133,5 +133,7 @@ def restore_weights(train_dir, target, checkpoint=None, best=False):
     """
     load_run(train_dir)
     path = find_checkpoint(train_dir, checkpoint, best)
-    tf.train.Checkpoint(weights=list(target.weights)).restore(path).expect_partial().assert_existing_objects_matched()
+    tf.train.Checkpoint(weights=list(target.weights)).restore(
+        path
+    ).expect_partial().assert_existing_objects_matched()
     return path

@@ -61,7 +61,12 @@ def choose_next(
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     if mode == "greedy":
         return greedy
-    filtered = filter_logits(logits, temperature, top_k, top_p)
+    # Most draws filter nothing; skipping the sorts then leaves the same logits at a fraction of the cost.
+    filtered = tf.cond(
+        (tf.convert_to_tensor(top_k) > 0) | (tf.convert_to_tensor(top_p) < 1.0),
+        lambda: filter_logits(logits, temperature, top_k, top_p),
+        lambda: tf.cast(logits, tf.float32) / temperature,
+    )
     draw_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
     sampled = tf.cast(tf.random.stateless_categorical(filtered, 1, seed=draw_seed)[:, 0], tf.int32)
     if mode == "sample":
@@ -94,18 +99,34 @@ class StepModel(tf.Module):
         """Zero states, float32 [L, S, B, H]."""
         return tf.zeros([len(self.cells), self.states_per_layer, batch_size, self.units])
 
-    def __call__(self, ids, states):
+    def read_weights(self):
+        """The LSTM weights as tensors, to read once before a loop of steps: a variable read inside a
+        while loop happens at every step, and at batch 1 those reads cost as much as the matmuls.
+        None for GRU and RNN, whose Keras cells read their own variables."""
+        if self.states_per_layer != 2:
+            return None
+        return {
+            "embedding": tf.convert_to_tensor(self.embedding.embeddings),
+            "kernels": [tf.convert_to_tensor(cell.kernel) for cell in self.cells],
+            "recurrent_kernels": [tf.convert_to_tensor(cell.recurrent_kernel) for cell in self.cells],
+            "biases": [tf.convert_to_tensor(cell.bias) for cell in self.cells],
+            "head_kernel": tf.convert_to_tensor(self.head.kernel),
+            "head_bias": tf.convert_to_tensor(self.head.bias),
+        }
+
+    def __call__(self, ids, states, weights=None):
         """Advances every row by one character.
 
         Args:
           ids: int32 [B] current characters.
           states: float32 [L, S, B, H].
+          weights: `read_weights()`, read once outside a loop; None reads them here.
 
         Returns:
           (logits float32 [B, V] for the next character, new states float32 [L, S, B, H]).
         """
         if self.states_per_layer == 2:
-            return self._lstm_step(ids, states)
+            return self._lstm_step(ids, states, weights or self.read_weights())
         x = self.embedding(ids)
         new_states = []
         for layer, cell in enumerate(self.cells):
@@ -113,35 +134,41 @@ class StepModel(tf.Module):
             new_states.append(tf.stack(tf.nest.flatten(layer_states)))
         return self.head(x), tf.stack(new_states)
 
-    def _lstm_step(self, ids, states):
-        """The LSTM step on the raw weights: Keras LSTMCell's arithmetic, in the same order, without
+    def _lstm_step(self, ids, states, weights):
+        """The LSTM step on weight tensors: Keras LSTMCell's arithmetic, in the same order, without
         its per-call bookkeeping (a batch-1 step is mostly per-op overhead and weight reads)."""
-        x = tf.gather(self.embedding.embeddings, ids)
+        x = tf.gather(weights["embedding"], ids)
         new_states = []
-        for layer, cell in enumerate(self.cells):
+        for layer in range(len(self.cells)):
             h, c = states[layer, 0], states[layer, 1]
-            z = tf.matmul(x, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
+            z = (
+                tf.matmul(x, weights["kernels"][layer])
+                + tf.matmul(h, weights["recurrent_kernels"][layer])
+                + weights["biases"][layer]
+            )
             input_gate, forget_gate, candidate, output_gate = tf.split(z, 4, axis=-1)
             c = tf.sigmoid(forget_gate) * c + tf.sigmoid(input_gate) * tf.tanh(candidate)
             x = tf.sigmoid(output_gate) * tf.tanh(c)
             new_states.append(tf.stack([x, c]))
-        return tf.matmul(x, self.head.kernel) + self.head.bias, tf.stack(new_states)
+        return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_states)
 
 
-def feed_prime(step_model, prime_ids):
+def feed_prime(step_model, prime_ids, weights=None):
     """Runs the prime through the model from a zero state; traceable.
 
     Args:
       step_model: StepModel.
       prime_ids: int32 [B, P], P >= 1.
+      weights: `step_model.read_weights()`; None reads them here.
 
     Returns:
       (logits float32 [B, V] after the last prime character, states float32 [L, S, B, H]).
     """
+    weights = weights or step_model.read_weights()
     states = step_model.initial_state(tf.shape(prime_ids)[0])
-    logits, states = step_model(prime_ids[:, 0], states)
+    logits, states = step_model(prime_ids[:, 0], states, weights)
     for position in tf.range(1, tf.shape(prime_ids)[1]):
-        logits, states = step_model(prime_ids[:, position], states)
+        logits, states = step_model(prime_ids[:, position], states, weights)
     return logits, states
 
 
@@ -159,13 +186,14 @@ def generate_ids(
     Returns:
       int32 [B, length].
     """
-    logits, states = feed_prime(step_model, prime_ids)
+    weights = step_model.read_weights()
+    logits, states = feed_prime(step_model, prime_ids, weights)
     previous = prime_ids[:, -1]
     generated = tf.TensorArray(tf.int32, size=length)
     for step in tf.range(length):
         previous = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
         generated = generated.write(step, previous)
-        logits, states = step_model(previous, states)
+        logits, states = step_model(previous, states, weights)
     return tf.transpose(generated.stack())
 
 

@@ -83,7 +83,9 @@ MAX_UNROLLED_SEQ_LENGTH = 256
 def _unroll_on_this_machine(strategy, seq_length):
     """Unroll the recurrence on CPUs (where the loop's per-step overhead is a large part of a step),
     never where cuDNN or a TPU compiler does better with the loop."""
-    on_cpu = not tf.config.list_physical_devices("GPU") and not isinstance(strategy, tf.distribute.TPUStrategy)
+    on_cpu = not tf.config.list_physical_devices("GPU") and not isinstance(
+        strategy, tf.distribute.TPUStrategy
+    )
     return on_cpu and seq_length <= MAX_UNROLLED_SEQ_LENGTH
 
 
@@ -182,7 +184,9 @@ class Trainer:
     def _checkpoint_manager(self, best, max_to_keep):
         directory = run_directory.checkpoint_dir(self.config.train.train_dir, best)
         if not self.is_chief:
-            directory = os.path.join(self._scratch_dir, os.path.relpath(directory, self.config.train.train_dir))
+            directory = os.path.join(
+                self._scratch_dir, os.path.relpath(directory, self.config.train.train_dir)
+            )
         return tf.train.CheckpointManager(
             self.checkpoint, directory, max_to_keep=max_to_keep, step_counter=self.step
         )
