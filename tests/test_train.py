@@ -56,7 +56,7 @@ def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache,
         model=ModelConfig(embedding_dim=16, rnn_units=64, num_layers=1, dropout=0.0),
         train=TrainConfig(
             train_dir=str(tmp_path / "run"),
-            learning_rate=0.02,
+            learning_rate=0.01,
             lr_schedule="cosine",
             max_steps=200,
             log_every=50,

@@ -220,11 +220,7 @@ class Trainer:
             logits = self.model(inputs, training=True)
             loss = losses.sequence_loss(targets, logits) / self.replicas
             scaled_loss = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled_loss, self.model.trainable_variables)
-        # The embedding's gradient comes as IndexedSlices with repeated rows; Adam's sparse update
-        # squares each slice before summing them, so its result would depend on how the batch is split
-        # over replicas. Dense, the update is Adam's and the same on any number of replicas.
-        return loss, [tf.convert_to_tensor(grad) for grad in grads]
+        return loss, tape.gradient(scaled_loss, self.model.trainable_variables)
 
     def _replica_train_step(self, inputs, targets, stop):
         context = tf.distribute.get_replica_context()
@@ -235,7 +231,11 @@ class Trainer:
         loss, grads, stop = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads, stop))
         scale = self._loss_scale()
         grads, grad_norm = tf.clip_by_global_norm(grads, self.config.train.grad_clip * scale)
-        grads = [tf.math.scalar_mul(1.0 / self.replicas, grad) for grad in grads]
+        # The optimizer sums the gradients over replicas once more; only the first replica's count.
+        # (Zeroing rather than dividing by the replicas keeps the embedding's IndexedSlices, whose
+        # per-slice squares Adam sums, the same as on one device.)
+        first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float32)
+        grads = [tf.math.scalar_mul(first, grad) for grad in grads]
         self.optimizer.apply(grads, self.model.trainable_variables)
         return loss, grad_norm / scale, stop
 
