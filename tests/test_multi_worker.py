@@ -123,7 +123,7 @@ def test_two_workers_train_together_and_the_chief_checkpoint_resumes_alone(text_
             process.wait()
     outputs = [_drain(lines) for _, lines in workers]
     assert codes == [0, 0], [output[-3000:] for output in outputs]
-    assert "on 2 replicas (--strategy=multi_worker)" in outputs[0]
+    assert "with 2 replica(s) (--strategy=multi_worker)" in outputs[0]
     # Only the chief wrote the run; the other worker's scratch checkpoints are gone.
     assert sorted(os.listdir(shared_dir / "checkpoints")) == [
         "best",

@@ -407,7 +407,7 @@ def _run_loop(trainer, stop):
     start_step = int(trainer.step)
     train_seconds = window_seconds = 0.0  # time spent in training steps only, not eval or saving
     logging.info(
-        "Training %d steps (%d per epoch) from step %d in %s on %d replicas (--strategy=%s)",
+        "Training %d steps (%d per epoch) from step %d in %s with %d replica(s) (--strategy=%s)",
         trainer.total_steps,
         trainer.steps_per_epoch,
         start_step,
