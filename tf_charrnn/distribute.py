@@ -93,14 +93,6 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def worker_id(strategy):
-    """A name for this process among the workers ('chief', 'worker-1', ...)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type is None:
-        return "chief"
-    return f"{resolver.task_type}-{resolver.task_id}"
-
-
 def replica_batch_size(strategy, global_batch_size):
     """The streams each replica holds; raises UserError unless the replicas divide the global batch."""
     replicas = strategy.num_replicas_in_sync
