@@ -124,6 +124,8 @@ def test_two_workers_train_together_and_the_chief_checkpoint_resumes_alone(text_
     outputs = [_drain(lines) for _, lines in workers]
     assert codes == [0, 0], [output[-3000:] for output in outputs]
     assert "with 2 replica(s) (--strategy=multi_worker)" in outputs[0]
+    for output in outputs:  # both name the checkpoint in the run directory
+        assert f"checkpoint {shared_dir}/checkpoints/ckpt-6" in output
     # Only the chief wrote the run; the other worker's scratch checkpoints are gone.
     assert sorted(os.listdir(shared_dir / "checkpoints")) == [
         "best",

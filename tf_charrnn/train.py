@@ -320,12 +320,13 @@ class Trainer:
 
     def save(self, best=False):
         """Saves a checkpoint of the current step (into checkpoints/best/ with `best`) unless the
-        latest already is one; returns its path (on a non-chief worker, a scratch path)."""
+        latest already is one; returns its path in the run directory (which the chief writes)."""
         manager = self.best_manager if best else self.manager
-        if manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
-            return manager.latest_checkpoint
-        self._gather_states()
-        return manager.save(checkpoint_number=self.step)
+        if not (manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{int(self.step)}")):
+            self._gather_states()
+            manager.save(checkpoint_number=self.step)
+        directory = run_directory.checkpoint_dir(self.config.train.train_dir, best)
+        return os.path.join(directory, os.path.basename(manager.latest_checkpoint))
 
     def close(self):
         """Removes a non-chief worker's scratch checkpoints."""
