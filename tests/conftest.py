@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,3 +51,30 @@ def text_file(tmp_path):
         return str(path)
 
     return write
+
+
+def smoke_train_command(train_dir, corpus, *flags):
+    """The command line of scripts/train.py with configs/smoke.cfg on `corpus`, then `flags`."""
+    return [
+        sys.executable,
+        os.path.join(REPO_ROOT, "scripts", "train.py"),
+        f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}",
+        f"--train_dir={train_dir}",
+        f"--data_path={corpus}",
+        *flags,
+    ]
+
+
+def step_losses(train_dir):
+    """The last logged training loss of every step, read back from the run's TensorBoard events."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(train_dir, "logs", "train"), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    losses = {}
+    for event in accumulator.Tensors("loss"):
+        losses[event.step] = float(tensor_util.make_ndarray(event.tensor_proto))
+    return [losses[step] for step in sorted(losses)]

@@ -4,26 +4,20 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
-from conftest import QUOTE, REPO_ROOT
+from conftest import QUOTE, smoke_train_command, step_losses
 
 KILL_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_hook")
 
 
 def _command(train_dir, corpus):
-    return [
-        sys.executable,
-        os.path.join(REPO_ROOT, "scripts", "train.py"),
-        f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}",
-        f"--train_dir={train_dir}",
-        f"--data_path={corpus}",
+    return smoke_train_command(
+        train_dir,
+        corpus,
         "--max_steps=16",
         "--ckpt_every=4",
         "--log_every=1",
@@ -31,7 +25,7 @@ def _command(train_dir, corpus):
         "--dropout=0.2",
         "--random_offset",
         "--deterministic",
-    ]
+    )
 
 
 def _env(cache, **extra):
@@ -55,18 +49,6 @@ def _run_until(command, env, line_fragment, timeout=180):
         process.wait()
 
 
-def _step_losses(train_dir):
-    """The last logged loss of every step, read back from the TensorBoard events."""
-    accumulator = event_accumulator.EventAccumulator(
-        os.path.join(train_dir, "logs", "train"), size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    losses = {}
-    for event in accumulator.Tensors("loss"):
-        losses[event.step] = float(tensor_util.make_ndarray(event.tensor_proto))
-    return [losses[step] for step in sorted(losses)]
-
-
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, corpus_cache, tmp_path):
     corpus = text_file(QUOTE * 200)
@@ -78,7 +60,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, 
         timeout=300,
     )
     assert whole.returncode == 0, whole.stderr
-    expected = _step_losses(str(tmp_path / "whole"))
+    expected = step_losses(str(tmp_path / "whole"))
     assert len(expected) == 16
 
     killed = tmp_path / "killed"
@@ -99,5 +81,5 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, 
     final = subprocess.run(command, env=_env(corpus_cache), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert "Resumed" in final.stderr and "ckpt-8 at step 8" in final.stderr
-    assert _step_losses(str(killed)) == expected  # bit for bit
+    assert step_losses(str(killed)) == expected  # bit for bit
     assert np.isfinite(expected).all()

@@ -7,14 +7,12 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
-from test_crash_resume import _step_losses
 
-from conftest import QUOTE, REPO_ROOT
+from conftest import QUOTE, smoke_train_command, step_losses
 
 TIMEOUT = 240  # seconds any one process may take
 
@@ -31,19 +29,16 @@ def _free_ports(count):
 
 
 def _command(train_dir, corpus, *extra):
-    return [
-        sys.executable,
-        os.path.join(REPO_ROOT, "scripts", "train.py"),
-        f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}",
-        f"--train_dir={train_dir}",
-        f"--data_path={corpus}",
+    return smoke_train_command(
+        train_dir,
+        corpus,
         "--dropout=0",
         "--ckpt_every=3",
         "--eval_every=3",
         "--log_every=1",
         "--random_offset",
         *extra,
-    ]
+    )
 
 
 def _run(command, env):
@@ -139,6 +134,6 @@ def test_two_workers_train_together_and_the_chief_checkpoint_resumes_alone(text_
     _run(_command(shared_dir, corpus, "--strategy=default", "--max_steps=9"), env)
     alone_dir = tmp_path / "one_worker"
     _run(_command(alone_dir, corpus, "--strategy=default", "--max_steps=9"), env)
-    together = _step_losses(shared_dir)
+    together = step_losses(shared_dir)
     assert len(together) == 9
-    np.testing.assert_allclose(together, _step_losses(alone_dir), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(together, step_losses(alone_dir), rtol=0, atol=1e-5)

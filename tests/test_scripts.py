@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import QUOTE, REPO_ROOT
+from conftest import QUOTE, REPO_ROOT, smoke_train_command
 
 
 def _run_script(name, args, cache, **kwargs):
@@ -55,18 +55,14 @@ def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache,
     train_dir = tmp_path / "run"
     env = {**os.environ, "TF_CHARRNN_CACHE": corpus_cache}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(REPO_ROOT, "scripts", "train.py"),
-            *_smoke_args(
-                train_dir,
-                f"--data_path={text_file(QUOTE * 200)}",
-                "--max_steps=100000",
-                "--log_every=1",
-                "--ckpt_every=100000",
-                "--eval_every=100000",
-            ),
-        ],
+        smoke_train_command(
+            train_dir,
+            text_file(QUOTE * 200),
+            "--max_steps=100000",
+            "--log_every=1",
+            "--ckpt_every=100000",
+            "--eval_every=100000",
+        ),
         stderr=subprocess.PIPE,
         text=True,
         env=env,

@@ -231,11 +231,12 @@ class Trainer:
         loss, grads, stop = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads, stop))
         scale = self._loss_scale()
         grads, grad_norm = tf.clip_by_global_norm(grads, self.config.train.grad_clip * scale)
-        # The optimizer sums the gradients over replicas once more; only the first replica's count.
-        # (Zeroing rather than dividing by the replicas keeps the embedding's IndexedSlices, whose
-        # per-slice squares Adam sums, the same as on one device.)
-        first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float32)
-        grads = [tf.math.scalar_mul(first, grad) for grad in grads]
+        if self.replicas > 1:
+            # The optimizer sums the gradients over replicas once more; only the first replica's count.
+            # (Zeroing rather than dividing by the replicas keeps the embedding's IndexedSlices, whose
+            # per-slice squares Adam sums, the same as on one device.)
+            first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float32)
+            grads = [tf.math.scalar_mul(first, grad) for grad in grads]
         self.optimizer.apply(grads, self.model.trainable_variables)
         return loss, grad_norm / scale, stop
 
