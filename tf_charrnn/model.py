@@ -7,10 +7,12 @@ Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layer
 
 import keras
 
-_RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+from tf_charrnn.fused_lstm import FusedLSTM
+
+_RNN_LAYERS = {"lstm": FusedLSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
 
-def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False):
+def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False, fused_kernels=True):
     """Builds the stateful Char-RNN.
 
     The recurrent layers keep Keras defaults (tanh/sigmoid, no recurrent dropout) so that LSTM and
@@ -24,6 +26,8 @@ def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False):
         weights stay float32 and the logits are computed in float32.
       unroll: unroll the time loop when it is traced (the time length must then be static, as
         it is in training); on a CPU this saves the loop's per-step overhead. Same weights, same math.
+      fused_kernels: run LSTM layers on the fused C++ kernels where they apply (see fused_lstm.py;
+        they take precedence over `unroll`); False for XLA, which cannot compile them.
 
     Returns:
       A keras.Model mapping int32 [B, T] ids to float32 [B, T, V] logits.
@@ -35,6 +39,7 @@ def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False):
     x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, dtype=dtype_policy, name="embedding")(
         ids
     )
+    options = {"use_kernels": fused_kernels} if config.cell == "lstm" else {}
     for layer in range(1, config.num_layers + 1):
         x = rnn_layer(
             config.rnn_units,
@@ -43,6 +48,7 @@ def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False):
             unroll=unroll,
             dtype=dtype_policy,
             name=f"{config.cell}_{layer}",
+            **options,
         )(x)
         layer_seed = None if seed is None else seed + layer
         x = keras.layers.Dropout(

@@ -112,6 +112,7 @@ class Trainer:
                 seed=train.seed,
                 dtype_policy=distribute.dtype_policy(train.mixed_precision),
                 unroll=_unroll_on_this_machine(strategy, data.seq_length),
+                fused_kernels=not train.jit_compile,
             )
             self.optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
             if train.mixed_precision == "float16":

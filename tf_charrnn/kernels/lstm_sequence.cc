@@ -1,0 +1,334 @@
+// CharRnnLstmSequence / CharRnnLstmSequenceGrad: the time loop of one LSTM layer over a whole
+// sequence, forward and backward, for training on a CPU.
+//
+// TensorFlow runs each time step as a dozen small ops around a [B, H] x [H, 4H] matmul, so the loop
+// costs more than its arithmetic. These kernels run the loop in C++: each step is one pass over the
+// recurrent weights (packed per call into blocks that stay in L2), with the gate nonlinearities and
+// the state update applied in registers, the units split across TensorFlow's intra-op threads. The
+// input projection x W + b and the weight gradients are single large matmuls, left to TensorFlow
+// (see tf_charrnn/fused_lstm.py). Arithmetic is Keras LSTMCell's: gates i, f, c~, o from
+// z = x W + h U + b; c' = sigmoid(f) c + sigmoid(i) tanh(c~); h' = sigmoid(o) tanh(c').
+//
+// Layouts are batch-major as Keras has them: xw, gates, dz [B, T, 4H]; h, c [B, T, H].
+#include <Eigen/Core>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace {
+
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+namespace errors = ::tensorflow::errors;
+
+constexpr int kLanes = 16;        // floats per vector
+constexpr int kMaxRows = 6;       // batch rows per register tile
+constexpr int kVectors = 4;       // vectors per register tile: 4 gates of 16 units, or 64 units
+constexpr int kWidth = kLanes * kVectors;
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
+using Lanes = Eigen::Array<float, kLanes, 1>;
+using Map = Eigen::Map<Lanes>;
+using ConstMap = Eigen::Map<const Lanes>;
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
+inline void Store(float* p, const Vec& v) { *reinterpret_cast<Vec*>(p) = v; }
+
+// acc[r][v] += sum_k a[r * lda + k] * w[k * kWidth + v * kLanes ...]: a Rows x kWidth tile.
+template <int Rows>
+inline void MultiplyTile(const float* a, int64_t lda, int depth, const float* w, Vec (&acc)[kMaxRows][kVectors]) {
+  for (int k = 0; k < depth; ++k) {
+    const float* wk = w + static_cast<int64_t>(k) * kWidth;
+    const Vec w0 = Load(wk), w1 = Load(wk + kLanes), w2 = Load(wk + 2 * kLanes), w3 = Load(wk + 3 * kLanes);
+#pragma GCC unroll 6
+    for (int r = 0; r < Rows; ++r) {
+      const float x = a[r * lda + k];
+      acc[r][0] += x * w0;
+      acc[r][1] += x * w1;
+      acc[r][2] += x * w2;
+      acc[r][3] += x * w3;
+    }
+  }
+}
+
+// Rows of a [B, ?] matrix with a row stride, from row `row` on.
+struct Rows {
+  const float* data;
+  int64_t stride;
+  const float* at(int row) const { return data + row * stride; }
+};
+struct MutableRows {
+  float* data;
+  int64_t stride;
+  float* at(int row) const { return data + row * stride; }
+};
+
+// One forward step for units [u0, u0 + 16) of `Rows` batch rows starting at `row`.
+struct ForwardStep {
+  Rows xw, h_prev, c_prev;
+  MutableRows gates, h, c;
+  const float* packed;  // [H / 16][H][4][16]
+  int units;
+
+  template <int Count>
+  void Tile(int row, int block) const {
+    const int u0 = block * kLanes;
+    Vec acc[kMaxRows][kVectors];
+    for (int r = 0; r < Count; ++r)
+      for (int g = 0; g < 4; ++g) acc[r][g] = Load(xw.at(row + r) + g * units + u0);
+    MultiplyTile<Count>(h_prev.at(row), h_prev.stride, units,
+                        packed + static_cast<int64_t>(block) * units * kWidth, acc);
+    for (int r = 0; r < Count; ++r) {
+      alignas(64) float z[4][kLanes];
+      for (int g = 0; g < 4; ++g) Store(z[g], acc[r][g]);
+      const Lanes i = ConstMap(z[0]).logistic(), f = ConstMap(z[1]).logistic();
+      const Lanes candidate = ConstMap(z[2]).tanh(), o = ConstMap(z[3]).logistic();
+      const Lanes c_new = f * ConstMap(c_prev.at(row + r) + u0) + i * candidate;
+      float* g_out = gates.at(row + r) + u0;
+      Map{g_out} = i;
+      Map{g_out + units} = f;
+      Map{g_out + 2 * units} = candidate;
+      Map{g_out + 3 * units} = o;
+      Map{c.at(row + r) + u0} = c_new;
+      Map{h.at(row + r) + u0} = o * c_new.tanh();
+    }
+  }
+};
+
+// One backward step for units [u0, u0 + 64): dh = dz_next U^T (+ upstream), then the gate gradients.
+struct BackwardStep {
+  Rows dz_next;          // dz of step t + 1 (unused when first)
+  bool first;            // t = T - 1: no dz_next
+  Rows dh_up, dc_up;     // upstream gradients of h_t and c_t
+  Rows gates, c, c_prev;
+  MutableRows dz;        // dz of step t (written)
+  MutableRows dc_carry;  // [B, H] dc flowing to step t - 1, read then overwritten
+  const float* packed;   // [H / 64][4H][64]: U^T in blocks of 64 units
+  int units;
+
+  template <int Count>
+  void Tile(int row, int block) const {
+    const int u0 = block * kWidth;
+    Vec acc[kMaxRows][kVectors] = {};
+    if (!first)
+      MultiplyTile<Count>(dz_next.at(row), dz_next.stride, 4 * units,
+                          packed + static_cast<int64_t>(block) * 4 * units * kWidth, acc);
+    for (int r = 0; r < Count; ++r) {
+      for (int v = 0; v < kVectors; ++v) {
+        const int u = u0 + v * kLanes;
+        alignas(64) float dh_rec[kLanes];
+        Store(dh_rec, acc[r][v]);
+        const float* g = gates.at(row + r) + u;
+        const Lanes i = ConstMap(g), f = ConstMap(g + units), candidate = ConstMap(g + 2 * units),
+                    o = ConstMap(g + 3 * units);
+        const Lanes dh = ConstMap(dh_rec) + ConstMap(dh_up.at(row + r) + u);
+        const Lanes tanh_c = ConstMap(c.at(row + r) + u).tanh();
+        float* carry = dc_carry.at(row + r) + u;
+        const Lanes dc = ConstMap(carry) + ConstMap(dc_up.at(row + r) + u) + dh * o * (1.0f - tanh_c.square());
+        float* out = dz.at(row + r) + u;
+        Map{out} = dc * candidate * i * (1.0f - i);
+        Map{out + units} = dc * ConstMap(c_prev.at(row + r) + u) * f * (1.0f - f);
+        Map{out + 2 * units} = dc * i * (1.0f - candidate.square());
+        Map{out + 3 * units} = dh * tanh_c * o * (1.0f - o);
+        Map{carry} = dc * f;
+      }
+    }
+  }
+};
+
+// dh0 = dz_0 U^T for units [u0, u0 + 64).
+struct InitialStateGrad {
+  Rows dz0;
+  MutableRows dh0;
+  const float* packed;
+  int units;
+
+  template <int Count>
+  void Tile(int row, int block) const {
+    Vec acc[kMaxRows][kVectors] = {};
+    MultiplyTile<Count>(dz0.at(row), dz0.stride, 4 * units,
+                        packed + static_cast<int64_t>(block) * 4 * units * kWidth, acc);
+    for (int r = 0; r < Count; ++r)
+      for (int v = 0; v < kVectors; ++v) Store(dh0.at(row + r) + block * kWidth + v * kLanes, acc[r][v]);
+  }
+};
+
+// Runs `step.Tile` over all batch rows and unit blocks, blocks split across the intra-op threads.
+template <typename Step>
+void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block) {
+  auto work = [&step, batch](int64_t first, int64_t last) {
+    for (int block = first; block < last; ++block) {
+      int row = 0;
+      for (; row + kMaxRows <= batch; row += kMaxRows) step.template Tile<kMaxRows>(row, block);
+      switch (batch - row) {
+        case 5: step.template Tile<5>(row, block); break;
+        case 4: step.template Tile<4>(row, block); break;
+        case 3: step.template Tile<3>(row, block); break;
+        case 2: step.template Tile<2>(row, block); break;
+        case 1: step.template Tile<1>(row, block); break;
+        default: break;
+      }
+    }
+  };
+  context->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, flops_per_block, work);
+}
+
+// U must be [H, 4H] with H a positive multiple of 64; sets *units.
+::tensorflow::Status CheckRecurrentKernel(const Tensor& kernel, int* units) {
+  *units = kernel.dims() == 2 ? kernel.dim_size(0) : 0;
+  if (kernel.dims() != 2 || kernel.dim_size(1) != 4 * *units)
+    return errors::InvalidArgument("recurrent_kernel must be [units, 4 * units], got ", kernel.shape().DebugString());
+  if (*units % kWidth != 0 || *units == 0)
+    return errors::InvalidArgument("units must be a positive multiple of ", kWidth, ", got ", *units);
+  return ::tensorflow::OkStatus();
+}
+
+::tensorflow::Status CheckShape(const char* name, const Tensor& tensor, const TensorShape& shape) {
+  if (tensor.shape() != shape)
+    return errors::InvalidArgument(name, " must be ", shape.DebugString(), ", got ", tensor.shape().DebugString());
+  return ::tensorflow::OkStatus();
+}
+
+class LstmSequenceOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &xw = context->input(0), &h0 = context->input(1), &c0 = context->input(2),
+                 &kernel = context->input(3);
+    int units;
+    OP_REQUIRES_OK(context, CheckRecurrentKernel(kernel, &units));
+    OP_REQUIRES(context, xw.dims() == 3 && xw.dim_size(2) == 4 * units && xw.dim_size(1) > 0,
+                errors::InvalidArgument("xw must be [batch, time > 0, 4 * units], got ", xw.shape().DebugString()));
+    const int batch = xw.dim_size(0), time = xw.dim_size(1);
+    OP_REQUIRES_OK(context, CheckShape("h0", h0, TensorShape({batch, units})));
+    OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
+
+    Tensor *gates, *h, *c, packed;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({batch, time, units}), &h));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, time, units}), &c));
+    OP_REQUIRES_OK(context, context->allocate_output(2, xw.shape(), &gates));
+    OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_FLOAT, kernel.shape(), &packed));
+    const float* u = kernel.flat<float>().data();
+    float* p = packed.flat<float>().data();
+    for (int block = 0; block < units / kLanes; ++block)       // [H / 16][H][4][16]
+      for (int k = 0; k < units; ++k)
+        for (int g = 0; g < 4; ++g)
+          for (int lane = 0; lane < kLanes; ++lane)
+            *p++ = u[static_cast<int64_t>(k) * 4 * units + g * units + block * kLanes + lane];
+
+    const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
+    ForwardStep step;
+    step.packed = packed.flat<float>().data();
+    step.units = units;
+    for (int t = 0; t < time; ++t) {
+      step.xw = {xw.flat<float>().data() + t * 4 * units, seq_z};
+      step.h_prev = t == 0 ? Rows{h0.flat<float>().data(), units} : Rows{h->flat<float>().data() + (t - 1) * units, seq_h};
+      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c->flat<float>().data() + (t - 1) * units, seq_h};
+      step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
+      step.h = {h->flat<float>().data() + t * units, seq_h};
+      step.c = {c->flat<float>().data() + t * units, seq_h};
+      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth);
+    }
+  }
+};
+
+class LstmSequenceGradOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &dh = context->input(0), &dc = context->input(1), &gates = context->input(2),
+                 &c = context->input(3), &c0 = context->input(4), &kernel = context->input(5);
+    int units;
+    OP_REQUIRES_OK(context, CheckRecurrentKernel(kernel, &units));
+    OP_REQUIRES(context, c.dims() == 3 && c.dim_size(2) == units && c.dim_size(1) > 0,
+                errors::InvalidArgument("c must be [batch, time > 0, units], got ", c.shape().DebugString()));
+    const int batch = c.dim_size(0), time = c.dim_size(1);
+    OP_REQUIRES_OK(context, CheckShape("dh", dh, c.shape()));
+    OP_REQUIRES_OK(context, CheckShape("dc", dc, c.shape()));
+    OP_REQUIRES_OK(context, CheckShape("gates", gates, TensorShape({batch, time, 4 * units})));
+    OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
+
+    Tensor *dz, *dh0, *dc0, packed;
+    OP_REQUIRES_OK(context, context->allocate_output(0, gates.shape(), &dz));
+    OP_REQUIRES_OK(context, context->allocate_output(1, c0.shape(), &dh0));
+    OP_REQUIRES_OK(context, context->allocate_output(2, c0.shape(), &dc0));
+    OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_FLOAT, kernel.shape(), &packed));
+    const float* u = kernel.flat<float>().data();
+    float* p = packed.flat<float>().data();
+    for (int block = 0; block < units / kWidth; ++block)       // [H / 64][4H][64] = blocks of U^T
+      for (int k = 0; k < 4 * units; ++k)
+        for (int lane = 0; lane < kWidth; ++lane)
+          *p++ = u[static_cast<int64_t>(block * kWidth + lane) * 4 * units + k];
+
+    float* carry = dc0->flat<float>().data();  // dc flowing back; ends as dc0
+    std::fill(carry, carry + static_cast<int64_t>(batch) * units, 0.0f);
+    const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
+    const float* dz_data = dz->flat<float>().data();
+    BackwardStep step;
+    step.dc_carry = {carry, units};
+    step.packed = packed.flat<float>().data();
+    step.units = units;
+    for (int t = time - 1; t >= 0; --t) {
+      step.first = t == time - 1;
+      step.dz_next = {dz_data + (t + 1) * 4 * units, seq_z};
+      step.dh_up = {dh.flat<float>().data() + t * units, seq_h};
+      step.dc_up = {dc.flat<float>().data() + t * units, seq_h};
+      step.gates = {gates.flat<float>().data() + t * 4 * units, seq_z};
+      step.c = {c.flat<float>().data() + t * units, seq_h};
+      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
+      step.dz = {dz->flat<float>().data() + t * 4 * units, seq_z};
+      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth);
+    }
+    InitialStateGrad initial{{dz_data, seq_z}, {dh0->flat<float>().data(), units}, packed.flat<float>().data(), units};
+    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth);
+  }
+};
+
+}  // namespace
+
+REGISTER_OP("CharRnnLstmSequence")
+    .Input("xw: float")
+    .Input("h0: float")
+    .Input("c0: float")
+    .Input("recurrent_kernel: float")
+    .Output("h: float")
+    .Output("c: float")
+    .Output("gates: float")
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* context) {
+      auto xw = context->input(0);
+      ::tensorflow::shape_inference::ShapeHandle h;
+      TF_RETURN_IF_ERROR(context->ReplaceDim(xw, 2, context->Dim(context->input(1), 1), &h));
+      context->set_output(0, h);
+      context->set_output(1, h);
+      context->set_output(2, xw);
+      return ::tensorflow::OkStatus();
+    })
+    .Doc("LSTM layer over a sequence: xw = x W + b [B, T, 4H], h0, c0 [B, H], U [H, 4H] -> h, c [B, T, H] "
+         "and the activated gates [B, T, 4H] the gradient needs.");
+
+REGISTER_OP("CharRnnLstmSequenceGrad")
+    .Input("dh: float")
+    .Input("dc: float")
+    .Input("gates: float")
+    .Input("c: float")
+    .Input("c0: float")
+    .Input("recurrent_kernel: float")
+    .Output("dz: float")
+    .Output("dh0: float")
+    .Output("dc0: float")
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* context) {
+      context->set_output(0, context->input(2));
+      context->set_output(1, context->input(4));
+      context->set_output(2, context->input(4));
+      return ::tensorflow::OkStatus();
+    })
+    .Doc("Backward of CharRnnLstmSequence: upstream dh, dc [B, T, H] -> pre-activation gate gradients dz "
+         "[B, T, 4H] and the initial states' gradients dh0, dc0 [B, H].");
+
+REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequence").Device(::tensorflow::DEVICE_CPU), LstmSequenceOp);
+REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceGrad").Device(::tensorflow::DEVICE_CPU), LstmSequenceGradOp);

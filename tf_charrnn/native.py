@@ -1,0 +1,118 @@
+"""The fused C++ kernels (tf_charrnn/kernels/*.cc): built from source against the installed TensorFlow
+on first use, cached, loaded.
+
+They are compiled for this machine's CPU (-march=native) with the compile and link flags TensorFlow
+reports, into $TF_CHARRNN_CACHE/native/ under a name keyed by the sources, TensorFlow's version and
+the CPU, so a changed source or another machine gets its own build. Where they cannot be built or
+loaded (no C++ compiler, an incompatible TensorFlow) `load()` logs why once and returns None, and
+callers keep TensorFlow's own ops; TF_CHARRNN_NATIVE=0 turns them off. The compiler is $CXX, else g++.
+
+    python -m tf_charrnn.native    # builds now (as .ci/run does) and prints the library's path
+"""
+
+import functools
+import glob
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+
+import tensorflow as tf
+from absl import logging
+
+from tf_charrnn import data
+
+SOURCES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "*.cc")))
+_FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations"]
+
+
+class NativeBuildError(RuntimeError):
+    """The kernels could not be compiled or loaded here."""
+
+
+def _compiler():
+    return shlex.split(os.environ.get("CXX", "g++"))
+
+
+def _cpu_signature():
+    """The CPU model and instruction-set flags, where the OS tells them (a build uses them all)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def library_path(cache=""):
+    """Where the library for these sources, this TensorFlow and this CPU lives."""
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        with open(source, "rb") as f:
+            digest.update(f.read())
+    for part in [tf.__version__, _cpu_signature(), *_compiler(), *_FLAGS, *tf.sysconfig.get_compile_flags()]:
+        digest.update(part.encode())
+    return os.path.join(data.cache_dir(cache), "native", f"tf_charrnn_kernels-{digest.hexdigest()[:16]}.so")
+
+
+def build(path):
+    """Compiles the kernels to `path` (through a temporary file, so a failed or concurrent build never
+    leaves a broken library there). Raises NativeBuildError with the compiler's last lines."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".so")
+    os.close(fd)
+    command = [
+        *_compiler(),
+        *_FLAGS,
+        *SOURCES,
+        "-o",
+        tmp_path,
+        *tf.sysconfig.get_compile_flags(),
+        *tf.sysconfig.get_link_flags(),
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+            raise NativeBuildError(f"compiling the fused kernels failed ({shlex.join(command[:1])}):\n{tail}")
+        os.replace(tmp_path, path)
+    except FileNotFoundError as error:
+        raise NativeBuildError(f"no C++ compiler: {error}") from error
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def build_and_load(cache=""):
+    """The loaded kernel module, building it first where this machine has none. Raises NativeBuildError."""
+    path = library_path(cache)
+    if not os.path.exists(path):
+        build(path)
+    try:
+        return tf.load_op_library(path)
+    except (tf.errors.NotFoundError, OSError) as error:
+        raise NativeBuildError(f"loading {path} failed: {error}") from error
+
+
+@functools.cache
+def load():
+    """The kernel module (ops char_rnn_lstm_sequence, ...), or None where TF_CHARRNN_NATIVE=0 or it
+    cannot be built here (logged once)."""
+    if os.environ.get("TF_CHARRNN_NATIVE", "1") == "0":
+        return None
+    try:
+        return build_and_load()
+    except NativeBuildError as error:
+        logging.warning("fused LSTM kernels unavailable, using TensorFlow's ops: %s", error)
+        return None
+
+
+if __name__ == "__main__":
+    try:
+        build_and_load()
+    except NativeBuildError as error:
+        sys.exit(f"error: {error}")
+    print(library_path())
