@@ -104,7 +104,7 @@ CASES = [
     (
         "train",
         ["--train_dir={root}/run", "--rnn_units=32"],
-        "error: {root}/run holds a run with another config (rnn_units 16 -> 32)",
+        "error: {root}/run holds a run with another config (rnn_units 64 -> 32)",
     ),
     (
         "train",

@@ -15,7 +15,7 @@ from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, U
 def _config(corpus, cache, train_dir, **train_values):
     return RunConfig(
         data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=4, seq_length=8, random_offset=True),
-        model=ModelConfig(embedding_dim=8, rnn_units=16, num_layers=2, dropout=0.0),
+        model=ModelConfig(embedding_dim=8, rnn_units=64, num_layers=2, dropout=0.0),
         train=TrainConfig(
             train_dir=str(train_dir),
             **{

@@ -17,7 +17,7 @@ def _config(corpus, cache, train_dir, data=None, model=None, **train_values):
     return RunConfig(
         data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=2, seq_length=8, **(data or {})),
         model=ModelConfig(
-            **{"embedding_dim": 8, "rnn_units": 16, "num_layers": 2, "dropout": 0.0, **(model or {})}
+            **{"embedding_dim": 8, "rnn_units": 64, "num_layers": 2, "dropout": 0.0, **(model or {})}
         ),
         train=TrainConfig(
             train_dir=str(train_dir),
@@ -142,7 +142,7 @@ def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file
     train.train(config)
     before = open(run_directory.config_path(config.train.train_dir)).read()
     other_model = dataclasses.replace(config, model=dataclasses.replace(config.model, rnn_units=32))
-    with pytest.raises(UserError, match=r"rnn_units 16 -> 32.*--init_from"):
+    with pytest.raises(UserError, match=r"rnn_units 64 -> 32.*--init_from"):
         train.train(other_model)
     other_corpus = dataclasses.replace(
         config,

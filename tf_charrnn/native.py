@@ -105,7 +105,7 @@ def load():
         return None
     try:
         return build_and_load()
-    except NativeBuildError as error:
+    except (NativeBuildError, OSError) as error:
         logging.warning("fused LSTM kernels unavailable, using TensorFlow's ops: %s", error)
         return None
 
