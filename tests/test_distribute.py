@@ -60,7 +60,7 @@ def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tm
     # Each replica continued its own two streams: the gathered [4, H] states match one device's.
     assert mirrored.last_checkpoint.endswith("ckpt-8")
     states = _recurrent_state(mirrored.last_checkpoint)
-    assert len(states) == 4 and states[0].shape == (4, 16)
+    assert len(states) == 4 and states[0].shape == (4, 64)
     for got, want in zip(states, _recurrent_state(single.last_checkpoint), strict=True):
         assert np.abs(want[:2] - want[2:]).max() > 1e-3  # the two halves hold different streams
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
