@@ -137,5 +137,5 @@ def test_failed_build_raises_a_clear_error_and_leaves_no_file(monkeypatch, tmp_p
 def test_kernel_rejects_inconsistent_shapes(xw_shape, h0_shape, kernel_shape, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         native.load().char_rnn_lstm_sequence(
-            tf.zeros(xw_shape), tf.zeros(h0_shape), tf.zeros(h0_shape), tf.zeros(kernel_shape)
+            tf.zeros(xw_shape), tf.zeros(h0_shape), tf.zeros(h0_shape), tf.zeros(kernel_shape), tf.zeros([256])
         )

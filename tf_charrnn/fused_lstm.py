@@ -1,9 +1,10 @@
 """An LSTM layer whose CPU time loop runs in the fused C++ kernels: the same weights, math and state as
 keras.layers.LSTM, about twice as fast per layer on a CPU.
 
-The input projection x W + b is one large matmul; the kernel CharRnnLstmSequence runs the recurrence
+The input projection x W is one large matmul; the kernel CharRnnLstmSequence runs the recurrence
 (tf_charrnn/kernels/lstm_sequence.cc); the gradient runs the recurrence backwards in
-CharRnnLstmSequenceGrad and forms the weight gradients as three large matmuls. Where the kernels do
+CharRnnLstmSequenceGrad (which also sums the bias gradient) and forms the other weight and input
+gradients as three large matmuls. Where the kernels do
 not apply (a GPU, where cuDNN is faster; a mask, dropout inside the cell, a non-float32 compute
 dtype, units not a multiple of 64, kernels not built) the layer is keras.layers.LSTM.
 """
@@ -32,11 +33,11 @@ def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
     def forward(inputs, h0, c0, kernel, recurrent_kernel, bias):
         batch, time, features = tf.unstack(tf.shape(inputs))
         flat_inputs = tf.reshape(inputs, [-1, features])
-        xw = tf.reshape(tf.matmul(flat_inputs, kernel) + bias, [batch, time, -1])
-        h, c, gates = kernels.char_rnn_lstm_sequence(xw, h0, c0, recurrent_kernel)
+        xw = tf.reshape(tf.matmul(flat_inputs, kernel), [batch, time, -1])
+        h, c, gates = kernels.char_rnn_lstm_sequence(xw, h0, c0, recurrent_kernel, bias)
 
         def gradient(dh, dc):
-            dz, dh0, dc0 = kernels.char_rnn_lstm_sequence_grad(dh, dc, gates, c, c0, recurrent_kernel)
+            dz, dh0, dc0, dbias = kernels.char_rnn_lstm_sequence_grad(dh, dc, gates, c, c0, recurrent_kernel)
             flat_dz = tf.reshape(dz, [batch * time, -1])
             h_before = tf.reshape(tf.concat([h0[:, None], h[:, :-1]], axis=1), [batch * time, -1])
             return (
@@ -45,7 +46,7 @@ def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
                 dc0,
                 tf.matmul(flat_inputs, flat_dz, transpose_a=True),
                 tf.matmul(h_before, flat_dz, transpose_a=True),
-                tf.reduce_sum(flat_dz, axis=0),
+                dbias,
             )
 
         return (h, c), gradient

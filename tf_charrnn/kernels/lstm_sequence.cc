@@ -5,12 +5,13 @@
 // costs more than its arithmetic. These kernels run the loop in C++: each step is one pass over the
 // recurrent weights (packed per call into blocks that stay in L2), with the gate nonlinearities and
 // the state update applied in registers, the units split across TensorFlow's intra-op threads. The
-// input projection x W + b and the weight gradients are single large matmuls, left to TensorFlow
+// input projection x W and the weight gradients are single large matmuls, left to TensorFlow
 // (see tf_charrnn/fused_lstm.py). Arithmetic is Keras LSTMCell's: gates i, f, c~, o from
 // z = x W + h U + b; c' = sigmoid(f) c + sigmoid(i) tanh(c~); h' = sigmoid(o) tanh(c').
 //
 // Layouts are batch-major as Keras has them: xw, gates, dz [B, T, 4H]; h, c [B, T, H].
 #include <Eigen/Core>
+#include <algorithm>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -69,6 +70,7 @@ struct MutableRows {
 // One forward step for units [u0, u0 + 16) of `Rows` batch rows starting at `row`.
 struct ForwardStep {
   Rows xw, h_prev, c_prev;
+  const float* bias;  // [4H]
   MutableRows gates, h, c;
   const float* packed;  // [H / 16][H][4][16]
   int units;
@@ -78,7 +80,7 @@ struct ForwardStep {
     const int u0 = block * kLanes;
     Vec acc[kMaxRows][kVectors];
     for (int r = 0; r < Count; ++r)
-      for (int g = 0; g < 4; ++g) acc[r][g] = Load(xw.at(row + r) + g * units + u0);
+      for (int g = 0; g < 4; ++g) acc[r][g] = Load(xw.at(row + r) + g * units + u0) + Load(bias + g * units + u0);
     MultiplyTile<Count>(h_prev.at(row), h_prev.stride, units,
                         packed + static_cast<int64_t>(block) * units * kWidth, acc);
     for (int r = 0; r < Count; ++r) {
@@ -106,6 +108,7 @@ struct BackwardStep {
   Rows gates, c, c_prev;
   MutableRows dz;        // dz of step t (written)
   MutableRows dc_carry;  // [B, H] dc flowing to step t - 1, read then overwritten
+  float* dbias;          // [4H] sum of dz over rows and steps, accumulated
   const float* packed;   // [H / 64][4H][64]: U^T in blocks of 64 units
   int units;
 
@@ -128,11 +131,13 @@ struct BackwardStep {
         const Lanes tanh_c = ConstMap(c.at(row + r) + u).tanh();
         float* carry = dc_carry.at(row + r) + u;
         const Lanes dc = ConstMap(carry) + ConstMap(dc_up.at(row + r) + u) + dh * o * (1.0f - tanh_c.square());
-        float* out = dz.at(row + r) + u;
-        Map{out} = dc * candidate * i * (1.0f - i);
-        Map{out + units} = dc * ConstMap(c_prev.at(row + r) + u) * f * (1.0f - f);
-        Map{out + 2 * units} = dc * i * (1.0f - candidate.square());
-        Map{out + 3 * units} = dh * tanh_c * o * (1.0f - o);
+        const Lanes dz_gates[4] = {dc * candidate * i * (1.0f - i),
+                                   dc * ConstMap(c_prev.at(row + r) + u) * f * (1.0f - f),
+                                   dc * i * (1.0f - candidate.square()), dh * tanh_c * o * (1.0f - o)};
+        for (int gate = 0; gate < 4; ++gate) {
+          Map{dz.at(row + r) + gate * units + u} = dz_gates[gate];
+          Map{dbias + gate * units + u} += dz_gates[gate];
+        }
         Map{carry} = dc * f;
       }
     }
@@ -156,7 +161,8 @@ struct InitialStateGrad {
   }
 };
 
-// Runs `step.Tile` over all batch rows and unit blocks, blocks split across the intra-op threads.
+// Runs `step.Tile` over all batch rows and unit blocks: the blocks in one contiguous shard per
+// intra-op thread (the calling thread runs one), or inline when a step is too small to split.
 template <typename Step>
 void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block) {
   auto work = [&step, batch](int64_t first, int64_t last) {
@@ -173,7 +179,13 @@ void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks
       }
     }
   };
-  context->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, flops_per_block, work);
+  constexpr int64_t kMinFlopsPerShard = 1 << 20;  // below this, waking a thread costs more than it saves
+  auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
+  const int64_t shards = std::min<int64_t>(
+      {threads->NumThreads(), blocks, std::max<int64_t>(1, flops_per_block * blocks / kMinFlopsPerShard)});
+  if (shards <= 1) return work(0, blocks);
+  threads->ParallelFor(blocks, ::tsl::thread::ThreadPool::SchedulingParams::Fixed((blocks + shards - 1) / shards),
+                       work);
 }
 
 // U must be [H, 4H] with H a positive multiple of 64; sets *units.
@@ -198,7 +210,7 @@ class LstmSequenceOp : public OpKernel {
 
   void Compute(OpKernelContext* context) override {
     const Tensor &xw = context->input(0), &h0 = context->input(1), &c0 = context->input(2),
-                 &kernel = context->input(3);
+                 &kernel = context->input(3), &bias = context->input(4);
     int units;
     OP_REQUIRES_OK(context, CheckRecurrentKernel(kernel, &units));
     OP_REQUIRES(context, xw.dims() == 3 && xw.dim_size(2) == 4 * units && xw.dim_size(1) > 0,
@@ -206,6 +218,7 @@ class LstmSequenceOp : public OpKernel {
     const int batch = xw.dim_size(0), time = xw.dim_size(1);
     OP_REQUIRES_OK(context, CheckShape("h0", h0, TensorShape({batch, units})));
     OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
+    OP_REQUIRES_OK(context, CheckShape("bias", bias, TensorShape({4 * units})));
 
     Tensor *gates, *h, *c, packed;
     OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({batch, time, units}), &h));
@@ -222,6 +235,7 @@ class LstmSequenceOp : public OpKernel {
 
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
     ForwardStep step;
+    step.bias = bias.flat<float>().data();
     step.packed = packed.flat<float>().data();
     step.units = units;
     for (int t = 0; t < time; ++t) {
@@ -253,10 +267,12 @@ class LstmSequenceGradOp : public OpKernel {
     OP_REQUIRES_OK(context, CheckShape("gates", gates, TensorShape({batch, time, 4 * units})));
     OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
 
-    Tensor *dz, *dh0, *dc0, packed;
+    Tensor *dz, *dh0, *dc0, *dbias, packed;
     OP_REQUIRES_OK(context, context->allocate_output(0, gates.shape(), &dz));
     OP_REQUIRES_OK(context, context->allocate_output(1, c0.shape(), &dh0));
     OP_REQUIRES_OK(context, context->allocate_output(2, c0.shape(), &dc0));
+    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({4 * units}), &dbias));
+    dbias->flat<float>().setZero();
     OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_FLOAT, kernel.shape(), &packed));
     const float* u = kernel.flat<float>().data();
     float* p = packed.flat<float>().data();
@@ -271,6 +287,7 @@ class LstmSequenceGradOp : public OpKernel {
     const float* dz_data = dz->flat<float>().data();
     BackwardStep step;
     step.dc_carry = {carry, units};
+    step.dbias = dbias->flat<float>().data();
     step.packed = packed.flat<float>().data();
     step.units = units;
     for (int t = time - 1; t >= 0; --t) {
@@ -296,6 +313,7 @@ REGISTER_OP("CharRnnLstmSequence")
     .Input("h0: float")
     .Input("c0: float")
     .Input("recurrent_kernel: float")
+    .Input("bias: float")
     .Output("h: float")
     .Output("c: float")
     .Output("gates: float")
@@ -308,7 +326,7 @@ REGISTER_OP("CharRnnLstmSequence")
       context->set_output(2, xw);
       return ::tensorflow::OkStatus();
     })
-    .Doc("LSTM layer over a sequence: xw = x W + b [B, T, 4H], h0, c0 [B, H], U [H, 4H] -> h, c [B, T, H] "
+    .Doc("LSTM layer over a sequence: xw = x W [B, T, 4H], h0, c0 [B, H], U [H, 4H], b [4H] -> h, c [B, T, H] "
          "and the activated gates [B, T, 4H] the gradient needs.");
 
 REGISTER_OP("CharRnnLstmSequenceGrad")
@@ -321,14 +339,16 @@ REGISTER_OP("CharRnnLstmSequenceGrad")
     .Output("dz: float")
     .Output("dh0: float")
     .Output("dc0: float")
+    .Output("dbias: float")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* context) {
       context->set_output(0, context->input(2));
       context->set_output(1, context->input(4));
       context->set_output(2, context->input(4));
+      context->set_output(3, context->Vector(context->Dim(context->input(2), 2)));
       return ::tensorflow::OkStatus();
     })
     .Doc("Backward of CharRnnLstmSequence: upstream dh, dc [B, T, H] -> pre-activation gate gradients dz "
-         "[B, T, 4H] and the initial states' gradients dh0, dc0 [B, H].");
+         "[B, T, 4H], the initial states' gradients dh0, dc0 [B, H] and the bias gradient [4H].");
 
 REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequence").Device(::tensorflow::DEVICE_CPU), LstmSequenceOp);
 REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceGrad").Device(::tensorflow::DEVICE_CPU), LstmSequenceGradOp);
