@@ -62,7 +62,9 @@ def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_si
             np.testing.assert_allclose(g, w, rtol=0, atol=1e-5, err_msg=f"call {call}: {name}")
         for name, g, w in zip(["inputs", "kernel", "recurrent_kernel", "bias"], got[3], want[3], strict=True):
             scale = max(1.0, float(np.abs(w).max()))
-            np.testing.assert_allclose(g / scale, w / scale, rtol=0, atol=1e-5, err_msg=f"call {call}: d{name}")
+            np.testing.assert_allclose(
+                g / scale, w / scale, rtol=0, atol=1e-5, err_msg=f"call {call}: d{name}"
+            )
     for g, w in zip(fused.states, reference.states, strict=True):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=0, atol=1e-5)
 
@@ -88,7 +90,9 @@ def test_model_on_kernels_matches_the_keras_model_and_shares_its_weights():
         want_logits, want_grads = logits_and_gradients(plain)
         np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
         for got, want in zip(got_grads, want_grads, strict=True):
-            np.testing.assert_allclose(tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5)
+            np.testing.assert_allclose(
+                tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5
+            )
 
 
 @needs_kernels
@@ -137,5 +141,9 @@ def test_failed_build_raises_a_clear_error_and_leaves_no_file(monkeypatch, tmp_p
 def test_kernel_rejects_inconsistent_shapes(xw_shape, h0_shape, kernel_shape, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         native.load().char_rnn_lstm_sequence(
-            tf.zeros(xw_shape), tf.zeros(h0_shape), tf.zeros(h0_shape), tf.zeros(kernel_shape), tf.zeros([256])
+            tf.zeros(xw_shape),
+            tf.zeros(h0_shape),
+            tf.zeros(h0_shape),
+            tf.zeros(kernel_shape),
+            tf.zeros([256]),
         )
