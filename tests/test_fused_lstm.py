@@ -1,5 +1,6 @@
-"""The fused C++ LSTM kernels: they build here, match keras.layers.LSTM, and the layer falls back cleanly."""
+"""The fused C++ LSTM kernels: they build here, match Keras and TensorFlow ops, and fall back cleanly."""
 
+import dataclasses
 import os
 import shutil
 
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_charrnn import fused_lstm, native
+from tf_charrnn import fused_lstm, native, sampling
 from tf_charrnn import model as model_lib
 from tf_charrnn.config import ModelConfig
+from tf_charrnn.vocab import Vocab
 
 needs_kernels = pytest.mark.skipif(native.load() is None, reason="the fused kernels cannot be built here")
 
@@ -146,4 +148,62 @@ def test_kernel_rejects_inconsistent_shapes(xw_shape, h0_shape, kernel_shape, me
             tf.zeros(h0_shape),
             tf.zeros(kernel_shape),
             tf.zeros([256]),
+        )
+
+
+def _step_models(units, num_layers=2):
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=units, num_layers=num_layers, dropout=0.0)
+    model = model_lib.build_model(config, batch_size=1, seed=3)
+    return sampling.StepModel(model, native.load()), sampling.StepModel(model)
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch_size, units", [(1, 32), (5, 16), (7, 64)])
+def test_step_kernel_matches_the_tensorflow_step(batch_size, units):
+    fused, plain = _step_models(units)
+    assert "packed" in fused.read_weights() and "packed" not in plain.read_weights()
+    rng = np.random.default_rng(4)
+    ids = tf.constant(rng.integers(0, 9, batch_size), tf.int32)
+    states = tf.constant(rng.normal(size=(2, 2, batch_size, units)), tf.float32)
+    for _ in range(3):  # chained: each step starts from the last one's states
+        (got_logits, got_states), (want_logits, want_states) = fused(ids, states), plain(ids, states)
+        np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got_states, want_states, rtol=0, atol=1e-5)
+        states, ids = want_states, tf.argmax(want_logits, axis=-1, output_type=tf.int32)
+
+
+@needs_kernels
+def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=2, dropout=0.0)
+    fused, plain = sampling.Sampler(config), sampling.Sampler(config, fused_kernels=False)
+    rng = np.random.default_rng(5)
+    plain.model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in plain.model.get_weights()])
+    model_lib.copy_weights(plain.model, fused.model)
+    assert "packed" in fused.fast_step_model.read_weights()
+    vocab = Vocab("abcdefgh\n")
+    for mode in ["greedy", "sample"]:
+        want = plain.generate(vocab, "ab", 200, num_samples=2, seed=7, mode=mode)
+        assert fused.generate(vocab, "ab", 200, num_samples=2, seed=7, mode=mode) == want
+        steps = list(fused.stream(vocab, "ab", 200, num_samples=2, seed=7, mode=mode))
+        streamed = ["".join(chars) for chars in zip(*steps, strict=True)]
+        assert streamed == want
+
+
+def test_step_kernel_is_skipped_where_it_does_not_apply():
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=24, num_layers=1, dropout=0.0)
+    model = model_lib.build_model(config, batch_size=1)
+    assert "packed" not in sampling.StepModel(model, native.load()).read_weights()  # 24 units: not 16k
+    gru = model_lib.build_model(dataclasses.replace(config, cell="gru", rnn_units=32), batch_size=1)
+    assert sampling.StepModel(gru, native.load()).read_weights() is None  # GRU cells read their own
+
+
+@needs_kernels
+def test_step_kernel_rejects_inconsistent_shapes():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="packed_weights must be"):
+        native.load().char_rnn_lstm_step(
+            tf.zeros([1, 5]), tf.zeros([1, 16]), tf.zeros([1, 16]), tf.zeros([1, 20, 60]), tf.zeros(64)
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="units must be a positive multiple of 16"):
+        native.load().char_rnn_lstm_step(
+            tf.zeros([1, 5]), tf.zeros([1, 8]), tf.zeros([1, 8]), tf.zeros([1, 13, 64]), tf.zeros(32)
         )

@@ -1,4 +1,4 @@
-"""The fused C++ kernels (tf_charrnn/kernels/*.cc): built from source against the installed TensorFlow
+"""The fused C++ kernels (tf_charrnn/kernels/): built from source against the installed TensorFlow
 on first use, cached, loaded.
 
 They are compiled for this machine's CPU (-march=native) with the compile and link flags TensorFlow
@@ -25,7 +25,8 @@ from absl import logging
 
 from tf_charrnn import data
 
-SOURCES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "*.cc")))
+KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
 _FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations"]
 
 
@@ -50,7 +51,7 @@ def _cpu_signature():
 def library_path(cache=""):
     """Where the library for these sources, this TensorFlow and this CPU lives."""
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in sorted(glob.glob(os.path.join(KERNELS_DIR, "*"))):  # sources and headers
         with open(source, "rb") as f:
             digest.update(f.read())
     for part in [tf.__version__, _cpu_signature(), *_compiler(), *_FLAGS, *tf.sysconfig.get_compile_flags()]:

@@ -9,8 +9,11 @@ import keras
 import tensorflow as tf
 
 from tf_charrnn import model as model_lib
-from tf_charrnn import run_directory
+from tf_charrnn import native, run_directory
 from tf_charrnn.config import SAMPLING_MODES, UserError
+
+# CharRnnLstmStep works on blocks of this many units.
+STEP_KERNEL_UNITS_MULTIPLE = 16
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -82,15 +85,21 @@ class StepModel(tf.Module):
     States are one float32 tensor [L, S, B, H] (S = 2 for LSTM's h and c, 1 for GRU and RNN), the
     form a serving runtime can carry between calls. The cells have no batch size, so one StepModel
     serves any batch.
+
+    With `kernels` (the module `native.load()` returns) an LSTM's layers run as one CharRnnLstmStep
+    op each, on weights packed once per `read_weights()`; without, as TensorFlow ops only (what a
+    SavedModel must hold).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, kernels=None):
         super().__init__(name="step_model")
         self.embedding = model.get_layer("embedding")
         self.cells = [layer.cell for layer in model_lib.recurrent_layers(model)]
         self.head = model.get_layer("logits")
         self.states_per_layer = 2 if isinstance(self.cells[0], keras.layers.LSTMCell) else 1
         self.units = self.cells[0].units
+        step_kernel_applies = self.states_per_layer == 2 and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0
+        self._kernels = kernels if step_kernel_applies else None
         # The raw tf.Variables behind the Keras variables, tracked so that a SavedModel carries them
         # where graph-mode tools (saved_model_cli run) look for them.
         self.raw_variables = [variable.value for variable in model.trainable_variables]
@@ -105,6 +114,14 @@ class StepModel(tf.Module):
         None for GRU and RNN, whose Keras cells read their own variables."""
         if self.states_per_layer != 2:
             return None
+        if self._kernels is not None:
+            return {
+                "embedding": tf.convert_to_tensor(self.embedding.embeddings),
+                "packed": [_pack_lstm_weights(cell, self.units) for cell in self.cells],
+                "biases": [tf.convert_to_tensor(cell.bias) for cell in self.cells],
+                "head_kernel": tf.convert_to_tensor(self.head.kernel),
+                "head_bias": tf.convert_to_tensor(self.head.bias),
+            }
         return {
             "embedding": tf.convert_to_tensor(self.embedding.embeddings),
             "kernels": [tf.convert_to_tensor(cell.kernel) for cell in self.cells],
@@ -141,6 +158,12 @@ class StepModel(tf.Module):
         new_states = []
         for layer in range(len(self.cells)):
             h, c = states[layer, 0], states[layer, 1]
+            if "packed" in weights:
+                x, c = self._kernels.char_rnn_lstm_step(
+                    x, h, c, weights["packed"][layer], weights["biases"][layer]
+                )
+                new_states.append(tf.stack([x, c]))
+                continue
             z = (
                 tf.matmul(x, weights["kernels"][layer])
                 + tf.matmul(h, weights["recurrent_kernels"][layer])
@@ -151,6 +174,15 @@ class StepModel(tf.Module):
             x = tf.sigmoid(output_gate) * tf.tanh(c)
             new_states.append(tf.stack([x, c]))
         return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_states)
+
+
+def _pack_lstm_weights(cell, units):
+    """[W; U] of an LSTMCell as CharRnnLstmStep reads it: float32 [H / 16, in + H, 4 * 16], for each
+    block of 16 units the 4 gates' 16 columns side by side."""
+    stacked = tf.concat([tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)], 0)
+    blocks = units // STEP_KERNEL_UNITS_MULTIPLE
+    packed = tf.transpose(tf.reshape(stacked, [-1, 4, blocks, STEP_KERNEL_UNITS_MULTIPLE]), [2, 0, 1, 3])
+    return tf.reshape(packed, [blocks, -1, 4 * STEP_KERNEL_UNITS_MULTIPLE])
 
 
 def feed_prime(step_model, prime_ids, weights=None):
@@ -200,19 +232,26 @@ def generate_ids(
 class Sampler:
     """Generates text from a Char-RNN's weights: one compiled loop, or streamed a character at a time.
 
-    Both paths run the same StepModel and the same seeded draws, so they give the same text.
+    Both paths run the same step model and the same seeded draws, so they give the same text.
+
+    Args:
+      model_config: ModelConfig of the weights to load into `self.model`.
+      fused_kernels: step an LSTM with the fused CharRnnLstmStep kernel where it can be built.
     """
 
-    def __init__(self, model_config):
+    def __init__(self, model_config, fused_kernels=True):
         self.model = model_lib.build_model(model_config, batch_size=1)
+        # TensorFlow ops only, for a SavedModel; generation runs `fast_step_model`, the same weights.
         self.step_model = StepModel(self.model)
-        self._compiled_generate = tf.function(functools.partial(generate_ids, self.step_model))
-        self._compiled_prime = tf.function(functools.partial(feed_prime, self.step_model))
+        self.fast_step_model = StepModel(self.model, native.load() if fused_kernels else None)
+        self._compiled_generate = tf.function(functools.partial(generate_ids, self.fast_step_model))
+        self._compiled_prime = tf.function(functools.partial(feed_prime, self.fast_step_model))
+        self._compiled_read_weights = tf.function(self.fast_step_model.read_weights)
         self._compiled_step = tf.function(self._step)
 
-    def _step(self, logits, states, previous, step, seed, mode, space_id, temperature, top_k, top_p):
+    def _step(self, logits, states, previous, step, weights, seed, mode, space_id, temperature, top_k, top_p):
         ids = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
-        logits, states = self.step_model(ids, states)
+        logits, states = self.fast_step_model(ids, states, weights)
         return ids, logits, states
 
     @staticmethod
@@ -249,11 +288,12 @@ class Sampler:
     ):
         """Yields the generated characters one step at a time: a list of `num_samples` strings per step."""
         prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
-        logits, states = self._compiled_prime(prime_ids)
+        weights = self._compiled_read_weights()
+        logits, states = self._compiled_prime(prime_ids, weights)
         previous = prime_ids[:, -1]
         for step in range(length):
             previous, logits, states = self._compiled_step(
-                logits, states, previous, tf.constant(step), **options
+                logits, states, previous, tf.constant(step), weights, **options
             )
             yield [vocab.chars[i] for i in previous.numpy()]
 

@@ -10,13 +10,11 @@
 // z = x W + h U + b; c' = sigmoid(f) c + sigmoid(i) tanh(c~); h' = sigmoid(o) tanh(c').
 //
 // Layouts are batch-major as Keras has them: xw, gates, dz [B, T, 4H]; h, c [B, T, H].
-#include <Eigen/Core>
-#include <algorithm>
-
+#include "lstm.h"
 #include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
+namespace tf_charrnn {
 namespace {
 
 using ::tensorflow::OpKernel;
@@ -25,80 +23,6 @@ using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 namespace errors = ::tensorflow::errors;
-
-constexpr int kLanes = 16;        // floats per vector
-constexpr int kMaxRows = 6;       // batch rows per register tile
-constexpr int kVectors = 4;       // vectors per register tile: 4 gates of 16 units, or 64 units
-constexpr int kWidth = kLanes * kVectors;
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
-using Lanes = Eigen::Array<float, kLanes, 1>;
-using Map = Eigen::Map<Lanes>;
-using ConstMap = Eigen::Map<const Lanes>;
-
-inline Vec Load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
-inline void Store(float* p, const Vec& v) { *reinterpret_cast<Vec*>(p) = v; }
-
-// acc[r][v] += sum_k a[r * lda + k] * w[k * kWidth + v * kLanes ...]: a Rows x kWidth tile.
-template <int Rows>
-inline void MultiplyTile(const float* a, int64_t lda, int depth, const float* w, Vec (&acc)[kMaxRows][kVectors]) {
-  for (int k = 0; k < depth; ++k) {
-    const float* wk = w + static_cast<int64_t>(k) * kWidth;
-    const Vec w0 = Load(wk), w1 = Load(wk + kLanes), w2 = Load(wk + 2 * kLanes), w3 = Load(wk + 3 * kLanes);
-#pragma GCC unroll 6
-    for (int r = 0; r < Rows; ++r) {
-      const float x = a[r * lda + k];
-      acc[r][0] += x * w0;
-      acc[r][1] += x * w1;
-      acc[r][2] += x * w2;
-      acc[r][3] += x * w3;
-    }
-  }
-}
-
-// Rows of a [B, ?] matrix with a row stride, from row `row` on.
-struct Rows {
-  const float* data;
-  int64_t stride;
-  const float* at(int row) const { return data + row * stride; }
-};
-struct MutableRows {
-  float* data;
-  int64_t stride;
-  float* at(int row) const { return data + row * stride; }
-};
-
-// One forward step for units [u0, u0 + 16) of `Rows` batch rows starting at `row`.
-struct ForwardStep {
-  Rows xw, h_prev, c_prev;
-  const float* bias;  // [4H]
-  MutableRows gates, h, c;
-  const float* packed;  // [H / 16][H][4][16]
-  int units;
-
-  template <int Count>
-  void Tile(int row, int block) const {
-    const int u0 = block * kLanes;
-    Vec acc[kMaxRows][kVectors];
-    for (int r = 0; r < Count; ++r)
-      for (int g = 0; g < 4; ++g) acc[r][g] = Load(xw.at(row + r) + g * units + u0) + Load(bias + g * units + u0);
-    MultiplyTile<Count>(h_prev.at(row), h_prev.stride, units,
-                        packed + static_cast<int64_t>(block) * units * kWidth, acc);
-    for (int r = 0; r < Count; ++r) {
-      alignas(64) float z[4][kLanes];
-      for (int g = 0; g < 4; ++g) Store(z[g], acc[r][g]);
-      const Lanes i = ConstMap(z[0]).logistic(), f = ConstMap(z[1]).logistic();
-      const Lanes candidate = ConstMap(z[2]).tanh(), o = ConstMap(z[3]).logistic();
-      const Lanes c_new = f * ConstMap(c_prev.at(row + r) + u0) + i * candidate;
-      float* g_out = gates.at(row + r) + u0;
-      Map{g_out} = i;
-      Map{g_out + units} = f;
-      Map{g_out + 2 * units} = candidate;
-      Map{g_out + 3 * units} = o;
-      Map{c.at(row + r) + u0} = c_new;
-      Map{h.at(row + r) + u0} = o * c_new.tanh();
-    }
-  }
-};
 
 // One backward step for units [u0, u0 + 64): dh = dz_next U^T (+ upstream), then the gate gradients.
 struct BackwardStep {
@@ -160,33 +84,6 @@ struct InitialStateGrad {
       for (int v = 0; v < kVectors; ++v) Store(dh0.at(row + r) + block * kWidth + v * kLanes, acc[r][v]);
   }
 };
-
-// Runs `step.Tile` over all batch rows and unit blocks: the blocks in one contiguous shard per
-// intra-op thread (the calling thread runs one), or inline when a step is too small to split.
-template <typename Step>
-void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block) {
-  auto work = [&step, batch](int64_t first, int64_t last) {
-    for (int block = first; block < last; ++block) {
-      int row = 0;
-      for (; row + kMaxRows <= batch; row += kMaxRows) step.template Tile<kMaxRows>(row, block);
-      switch (batch - row) {
-        case 5: step.template Tile<5>(row, block); break;
-        case 4: step.template Tile<4>(row, block); break;
-        case 3: step.template Tile<3>(row, block); break;
-        case 2: step.template Tile<2>(row, block); break;
-        case 1: step.template Tile<1>(row, block); break;
-        default: break;
-      }
-    }
-  };
-  constexpr int64_t kMinFlopsPerShard = 1 << 20;  // below this, waking a thread costs more than it saves
-  auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
-  const int64_t shards = std::min<int64_t>(
-      {threads->NumThreads(), blocks, std::max<int64_t>(1, flops_per_block * blocks / kMinFlopsPerShard)});
-  if (shards <= 1) return work(0, blocks);
-  threads->ParallelFor(blocks, ::tsl::thread::ThreadPool::SchedulingParams::Fixed((blocks + shards - 1) / shards),
-                       work);
-}
 
 // U must be [H, 4H] with H a positive multiple of 64; sets *units.
 ::tensorflow::Status CheckRecurrentKernel(const Tensor& kernel, int* units) {
@@ -307,6 +204,7 @@ class LstmSequenceGradOp : public OpKernel {
 };
 
 }  // namespace
+}  // namespace tf_charrnn
 
 REGISTER_OP("CharRnnLstmSequence")
     .Input("xw: float")
@@ -350,5 +248,5 @@ REGISTER_OP("CharRnnLstmSequenceGrad")
     .Doc("Backward of CharRnnLstmSequence: upstream dh, dc [B, T, H] -> pre-activation gate gradients dz "
          "[B, T, 4H], the initial states' gradients dh0, dc0 [B, H] and the bias gradient [4H].");
 
-REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequence").Device(::tensorflow::DEVICE_CPU), LstmSequenceOp);
-REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceGrad").Device(::tensorflow::DEVICE_CPU), LstmSequenceGradOp);
+REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequence").Device(::tensorflow::DEVICE_CPU), tf_charrnn::LstmSequenceOp);
+REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceGrad").Device(::tensorflow::DEVICE_CPU), tf_charrnn::LstmSequenceGradOp);
