@@ -97,9 +97,11 @@ struct ForwardStep {
 };
 
 // Runs `step.Tile` over all batch rows and unit blocks: the blocks in one contiguous shard per
-// intra-op thread (the calling thread runs one), or inline when a step is too small to split.
+// intra-op thread (the calling thread runs one), with no shard under `min_flops_per_shard`: handing
+// work to a thread costs more the longer it has been idle.
 template <typename Step>
-void RunBlocks(::tensorflow::OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block) {
+void RunBlocks(::tensorflow::OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block,
+               int64_t min_flops_per_shard) {
   auto work = [&step, batch](int64_t first, int64_t last) {
     for (int block = first; block < last; ++block) {
       int row = 0;
@@ -114,10 +116,9 @@ void RunBlocks(::tensorflow::OpKernelContext* context, const Step& step, int bat
       }
     }
   };
-  constexpr int64_t kMinFlopsPerShard = 1 << 24;  // below this, waking a thread costs more than it saves
   auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
   const int64_t shards = std::min<int64_t>(
-      {threads->NumThreads(), blocks, std::max<int64_t>(1, flops_per_block * blocks / kMinFlopsPerShard)});
+      {threads->NumThreads(), blocks, std::max<int64_t>(1, flops_per_block * blocks / min_flops_per_shard)});
   if (shards <= 1) return work(0, blocks);
   threads->ParallelFor(blocks, ::tsl::thread::ThreadPool::SchedulingParams::Fixed((blocks + shards - 1) / shards),
                        work);

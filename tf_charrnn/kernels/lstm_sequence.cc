@@ -24,6 +24,10 @@ using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 namespace errors = ::tensorflow::errors;
 
+// The time steps of one op call follow each other within microseconds, while the pool's threads
+// are still awake: worth splitting from 1 MFLOP on.
+constexpr int64_t kMinFlopsPerShard = 1 << 20;
+
 // One backward step for units [u0, u0 + 64): dh = dz_next U^T (+ upstream), then the gate gradients.
 struct BackwardStep {
   Rows dz_next;          // dz of step t + 1 (unused when first)
@@ -142,7 +146,7 @@ class LstmSequenceOp : public OpKernel {
       step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
       step.h = {h->flat<float>().data() + t * units, seq_h};
       step.c = {c->flat<float>().data() + t * units, seq_h};
-      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth);
+      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinFlopsPerShard);
     }
   }
 };
@@ -196,10 +200,10 @@ class LstmSequenceGradOp : public OpKernel {
       step.c = {c.flat<float>().data() + t * units, seq_h};
       step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
       step.dz = {dz->flat<float>().data() + t * 4 * units, seq_z};
-      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth);
+      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
     }
     InitialStateGrad initial{{dz_data, seq_z}, {dh0->flat<float>().data(), units}, packed.flat<float>().data(), units};
-    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth);
+    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
   }
 };
 
