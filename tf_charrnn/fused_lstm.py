@@ -4,9 +4,9 @@ keras.layers.LSTM, about twice as fast per layer on a CPU.
 The input projection x W is one large matmul; the kernel CharRnnLstmSequence runs the recurrence
 (tf_charrnn/kernels/lstm_sequence.cc); the gradient runs the recurrence backwards in
 CharRnnLstmSequenceGrad (which also sums the bias gradient) and forms the other weight and input
-gradients as three large matmuls. Where the kernels do
-not apply (a GPU, where cuDNN is faster; a mask, dropout inside the cell, a non-float32 compute
-dtype, units not a multiple of 64, kernels not built) the layer is keras.layers.LSTM.
+gradients as three large matmuls. Where the kernels do not apply (a GPU, where cuDNN is faster; a
+mask, dropout inside the cell, a non-float32 compute dtype, units not a multiple of 64, kernels not
+built) the layer is keras.layers.LSTM.
 """
 
 import keras
@@ -37,6 +37,9 @@ def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
         h, c, gates = kernels.char_rnn_lstm_sequence(xw, h0, c0, recurrent_kernel, bias)
 
         def gradient(dh, dc):
+            # An output nothing depended on (e.g. c, which only feeds the state variables) has no gradient.
+            dh = tf.zeros_like(h) if dh is None else dh
+            dc = tf.zeros_like(c) if dc is None else dc
             dz, dh0, dc0, dbias = kernels.char_rnn_lstm_sequence_grad(dh, dc, gates, c, c0, recurrent_kernel)
             flat_dz = tf.reshape(dz, [batch * time, -1])
             h_before = tf.reshape(tf.concat([h0[:, None], h[:, :-1]], axis=1), [batch * time, -1])
