@@ -146,3 +146,17 @@ def test_xla_compiles_each_replica_step_under_mirrored(corpus, corpus_cache, tmp
         _config(corpus, corpus_cache, tmp_path / "xla", strategy="mirrored", jit_compile=True, max_steps=4)
     )
     np.testing.assert_allclose(compiled.losses, single.losses, rtol=0, atol=1e-4)
+
+
+def test_xla_compiles_the_whole_step_on_one_device_where_the_kernels_step_aside(
+    corpus, corpus_cache, tmp_path
+):
+    # The default run steps its LSTMs on the fused kernels, which XLA cannot compile: with
+    # --jit_compile the layers fall back to Keras' LSTM and train to the same losses.
+    on_kernels = train.train(
+        _config(corpus, corpus_cache, tmp_path / "kernels", strategy="default", max_steps=4)
+    )
+    compiled = train.train(
+        _config(corpus, corpus_cache, tmp_path / "xla", strategy="default", jit_compile=True, max_steps=4)
+    )
+    np.testing.assert_allclose(compiled.losses, on_kernels.losses, rtol=0, atol=1e-4)

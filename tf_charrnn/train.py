@@ -89,6 +89,12 @@ def _unroll_on_this_machine(strategy, seq_length):
     return on_cpu and seq_length <= MAX_UNROLLED_SEQ_LENGTH
 
 
+def _fused_kernels_on_this_machine(strategy, jit_compile):
+    """The fused C++ LSTM kernels run on CPUs, and neither XLA nor a TPU can run custom ops (on a GPU
+    the layer picks cuDNN by itself)."""
+    return not jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy)
+
+
 class Trainer:
     """Holds the strategy, model, optimizer, compiled steps and run state of one training call.
 
@@ -112,7 +118,7 @@ class Trainer:
                 seed=train.seed,
                 dtype_policy=distribute.dtype_policy(train.mixed_precision),
                 unroll=_unroll_on_this_machine(strategy, data.seq_length),
-                fused_kernels=not train.jit_compile,
+                fused_kernels=_fused_kernels_on_this_machine(strategy, train.jit_compile),
             )
             self.optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
             if train.mixed_precision == "float16":
