@@ -140,15 +140,7 @@ def test_multi_worker_needs_tf_config(monkeypatch):
         distribute.make_strategy("multi_worker")
 
 
-def test_xla_compiles_each_replica_step_under_mirrored(corpus, corpus_cache, tmp_path):
-    single = train.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default", max_steps=4))
-    compiled = train.train(
-        _config(corpus, corpus_cache, tmp_path / "xla", strategy="mirrored", jit_compile=True, max_steps=4)
-    )
-    np.testing.assert_allclose(compiled.losses, single.losses, rtol=0, atol=1e-4)
-
-
-def test_xla_compiles_the_whole_step_on_one_device_where_the_kernels_step_aside(
+def test_xla_compiles_the_whole_step_on_one_device_and_each_replica_step_under_mirrored(
     corpus, corpus_cache, tmp_path
 ):
     # The default run steps its LSTMs on the fused kernels, which XLA cannot compile: with
@@ -156,7 +148,15 @@ def test_xla_compiles_the_whole_step_on_one_device_where_the_kernels_step_aside(
     on_kernels = train.train(
         _config(corpus, corpus_cache, tmp_path / "kernels", strategy="default", max_steps=4)
     )
-    compiled = train.train(
-        _config(corpus, corpus_cache, tmp_path / "xla", strategy="default", jit_compile=True, max_steps=4)
-    )
-    np.testing.assert_allclose(compiled.losses, on_kernels.losses, rtol=0, atol=1e-4)
+    for strategy in ["default", "mirrored"]:
+        compiled = train.train(
+            _config(
+                corpus,
+                corpus_cache,
+                tmp_path / f"xla_{strategy}",
+                strategy=strategy,
+                jit_compile=True,
+                max_steps=4,
+            )
+        )
+        np.testing.assert_allclose(compiled.losses, on_kernels.losses, rtol=0, atol=1e-4, err_msg=strategy)
