@@ -78,3 +78,27 @@ def step_losses(train_dir):
     for event in accumulator.Tensors("loss"):
         losses[event.step] = float(tensor_util.make_ndarray(event.tensor_proto))
     return [losses[step] for step in sorted(losses)]
+
+
+def assert_models_agree(got_model, want_model, ids, calls=2):
+    """Calls two stateful Char-RNN models on the same ids `calls` times in a row (each call starts from
+    the state the last one left) and checks their logits and weight gradients agree to 1e-5. Traced,
+    so the time length is static, as in training."""
+    import numpy as np
+    import tensorflow as tf
+
+    @tf.function
+    def logits_and_gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model(ids)
+            loss = tf.reduce_mean(logits**2)
+        return logits, tape.gradient(loss, model.trainable_variables)
+
+    for _ in range(calls):
+        got_logits, got_grads = logits_and_gradients(got_model)
+        want_logits, want_grads = logits_and_gradients(want_model)
+        np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
+        for got, want in zip(got_grads, want_grads, strict=True):
+            np.testing.assert_allclose(
+                tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5
+            )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import assert_models_agree
 from tf_charrnn import fused_lstm, native, sampling
 from tf_charrnn import model as model_lib
 from tf_charrnn.config import ModelConfig
@@ -80,21 +81,7 @@ def test_model_on_kernels_matches_the_keras_model_and_shares_its_weights():
     model_lib.copy_weights(fused, plain)
     ids = tf.constant(np.random.default_rng(0).integers(0, 11, (4, 20)), tf.int32)
 
-    @tf.function
-    def logits_and_gradients(model):
-        with tf.GradientTape() as tape:
-            logits = model(ids)
-            loss = tf.reduce_mean(logits**2)
-        return logits, tape.gradient(loss, model.trainable_variables)
-
-    for _ in range(2):
-        got_logits, got_grads = logits_and_gradients(fused)
-        want_logits, want_grads = logits_and_gradients(plain)
-        np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
-        for got, want in zip(got_grads, want_grads, strict=True):
-            np.testing.assert_allclose(
-                tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5
-            )
+    assert_models_agree(fused, plain, ids)
 
 
 @needs_kernels

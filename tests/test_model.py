@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from conftest import assert_models_agree
 from tf_charrnn import model as model_lib
 from tf_charrnn.config import ModelConfig
 
@@ -75,22 +76,6 @@ def test_unrolled_model_matches_the_loop_in_outputs_state_and_gradients(cell):
     looped = model_lib.build_model(config, batch_size=3, seed=1)
     unrolled = model_lib.build_model(config, batch_size=3, seed=1, unroll=True)
     model_lib.copy_weights(looped, unrolled)
-    ids = tf.constant(_ids(3, 10))
-
-    @tf.function  # traced, so the time length is static, as in training
-    def outputs_and_gradients(model):
-        with tf.GradientTape() as tape:
-            logits = model(ids)
-            loss = tf.reduce_mean(logits**2)
-        return logits, tape.gradient(loss, model.trainable_variables)
-
-    for _ in range(2):  # the second call starts from the state the first left
-        want_logits, want_grads = outputs_and_gradients(looped)
-        got_logits, got_grads = outputs_and_gradients(unrolled)
-        np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
-        for got, want in zip(got_grads, want_grads, strict=True):
-            np.testing.assert_allclose(
-                tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5
-            )
+    assert_models_agree(unrolled, looped, tf.constant(_ids(3, 10)))
     for got, want in zip(model_lib.state_variables(unrolled), model_lib.state_variables(looped), strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)

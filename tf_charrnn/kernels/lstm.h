@@ -11,6 +11,12 @@
 
 namespace tf_charrnn {
 
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+namespace errors = ::tensorflow::errors;
+
 constexpr int kLanes = 16;        // floats per vector
 constexpr int kMaxRows = 6;       // batch rows per register tile
 constexpr int kVectors = 4;       // vectors per register tile: 4 gates of 16 units, or 64 units
@@ -100,7 +106,7 @@ struct ForwardStep {
 // intra-op thread (the calling thread runs one), with no shard under `min_flops_per_shard`: handing
 // work to a thread costs more the longer it has been idle.
 template <typename Step>
-void RunBlocks(::tensorflow::OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block,
+void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block,
                int64_t min_flops_per_shard) {
   auto work = [&step, batch](int64_t first, int64_t last) {
     for (int block = first; block < last; ++block) {

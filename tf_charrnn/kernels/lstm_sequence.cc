@@ -17,13 +17,6 @@
 namespace tf_charrnn {
 namespace {
 
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-namespace errors = ::tensorflow::errors;
-
 // The time steps of one op call follow each other within microseconds, while the pool's threads
 // are still awake: worth splitting from 1 MFLOP on.
 constexpr int64_t kMinFlopsPerShard = 1 << 20;

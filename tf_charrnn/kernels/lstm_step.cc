@@ -11,12 +11,6 @@
 namespace tf_charrnn {
 namespace {
 
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-namespace errors = ::tensorflow::errors;
-
 // Sampling steps come between other small ops, by which time the pool's threads are asleep: a
 // batch-1 step (a few MFLOP) runs faster on the calling thread alone.
 constexpr int64_t kMinFlopsPerShard = 1 << 24;
