@@ -13,9 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-import flag_config  # noqa: E402
 from tf_charrnn import benchmark  # noqa: E402
-from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tf_charrnn.cli import flags as cli_flags  # noqa: E402
+from tf_charrnn.config import CELLS, MIXED_PRECISION_POLICIES, RunConfig  # noqa: E402
 
 PRESETS = {
     "large": dict(rnn_units=512, num_layers=2, embedding_dim=64, batch_size=64, seq_length=100),
@@ -32,7 +32,7 @@ flags.DEFINE_enum(
     "corpus of --corpus_mb (run it alone: the peak covers the whole process)",
 )
 flags.DEFINE_float("corpus_mb", 100.0, "--task=memory: synthetic corpus size in MiB")
-flags.DEFINE_string("cell", "lstm", "recurrent cell")
+flags.DEFINE_enum("cell", "lstm", CELLS, "recurrent cell")
 flags.DEFINE_integer("vocab_size", 65, "synthetic vocabulary size (tiny-shakespeare has 65)")
 flags.DEFINE_float("dropout", 0.2, "dropout, as in training")
 for _name in PRESETS["large"]:
@@ -41,7 +41,7 @@ flags.DEFINE_integer("steps", 8, "timed training steps (after 2 warm-up steps)")
 flags.DEFINE_integer("length", 2000, "characters generated per sampling measurement")
 flags.DEFINE_list("sample_batch_sizes", ["1", "64"], "sampling batch sizes")
 flags.DEFINE_bool("jit_compile", False, "compile the train step with XLA")
-flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"], "training precision policy")
+flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION_POLICIES), "training precision policy")
 flags.DEFINE_string("peer_python", "", "a Python with torch: bracket each measurement by the torch peer's")
 flags.DEFINE_string(
     "peer_script",
@@ -105,24 +105,22 @@ def _measure(record, measure, peer_mode=None, sizes=None, batch_size=None):
 
 
 def main(argv):
-    del argv  # flag_config.run refuses positional arguments
+    del argv  # cli_flags.run refuses positional arguments
     sizes = {
         name: FLAGS[name].value if FLAGS[name].value is not None else value
         for name, value in PRESETS[FLAGS.preset].items()
     }
-    model = ModelConfig(
-        vocab_size=FLAGS.vocab_size,
-        embedding_dim=sizes["embedding_dim"],
-        rnn_units=sizes["rnn_units"],
-        num_layers=sizes["num_layers"],
-        dropout=FLAGS.dropout,
-        cell=FLAGS.cell,
+    config = RunConfig.from_flat(
+        dict(
+            sizes,
+            vocab_size=FLAGS.vocab_size,
+            dropout=FLAGS.dropout,
+            cell=FLAGS.cell,
+            jit_compile=FLAGS.jit_compile,
+            mixed_precision=FLAGS.mixed_precision,
+        )
     )
-    config = RunConfig(
-        data=DataConfig(batch_size=sizes["batch_size"], seq_length=sizes["seq_length"]),
-        model=model,
-        train=TrainConfig(jit_compile=FLAGS.jit_compile, mixed_precision=FLAGS.mixed_precision),
-    )
+    model = config.model
     common = {"preset": FLAGS.preset, "cell": FLAGS.cell, **sizes}
     if FLAGS.task == "memory":
         result = benchmark.measure_memory(config, FLAGS.corpus_mb)
@@ -155,4 +153,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flag_config.run(main)
+    cli_flags.run(main)

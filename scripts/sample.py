@@ -1,63 +1,9 @@
-"""Generates text from a trained run.
+"""Generates text from a trained run: scripts/sample.py --train_dir=runs/shakespeare_cpu --prime="ROMEO:".
 
-  python scripts/sample.py --train_dir=runs/shakespeare_cpu --prime="ROMEO:"
-
-Without --stream the whole text comes from one compiled call; with it, characters print as they come.
-The same --seed prints the same text either way.
+A thin wrapper over tf_charrnn.cli.sample (flags: --helpshort).
 """
 
-import os
-import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-import flag_config  # noqa: E402
-from tf_charrnn import config as config_lib  # noqa: E402
-from tf_charrnn import sampling  # noqa: E402
-
-flag_config.define_flags(config_lib.SampleConfig)
-
-
-def _stream(sampler, vocab, config, options):
-    """Prints a single sample as it is generated; collects several and returns them to print after."""
-    steps = sampler.stream(vocab, config.prime, config.length, **options)
-    if config.num_samples > 1:
-        columns = [[] for _ in range(config.num_samples)]
-        for chars in steps:
-            for column, char in zip(columns, chars, strict=True):
-                column.append(char)
-        return ["".join(column) for column in columns]
-    sys.stdout.write(config.prime)
-    for chars in steps:
-        sys.stdout.write(chars[0])
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    return []
-
-
-def main(argv):
-    del argv  # flag_config.run refuses positional arguments
-    config = flag_config.config_from_flags(config_lib.SampleConfig)
-    sampler, vocab = sampling.load_sampler(config.train_dir, config.checkpoint, config.best)
-    options = dict(
-        num_samples=config.num_samples,
-        seed=config.seed,
-        mode=config.sampling,
-        temperature=config.temperature,
-        top_k=config.top_k,
-        top_p=config.top_p,
-    )
-    if config.stream:
-        texts = _stream(sampler, vocab, config, options)
-    else:
-        texts = sampler.generate(vocab, config.prime, config.length, **options)
-    for index, text in enumerate(texts):
-        if config.num_samples > 1:
-            sys.stdout.write(f"--- sample {index + 1} ---\n")
-        sys.stdout.write(config.prime + text + "\n")
-    sys.stdout.flush()
-
+from tf_charrnn.cli import sample
 
 if __name__ == "__main__":
-    flag_config.run(main)
+    sample.run()

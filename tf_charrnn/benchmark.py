@@ -1,18 +1,17 @@
 """Throughput measurements on synthetic ids, through the same train step and sampler the scripts use."""
 
-import dataclasses
 import os
 import resource
 import tempfile
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from tf_charrnn import data as data_lib
-from tf_charrnn import distribute
+from tf_charrnn import runtime as runtime_lib
 from tf_charrnn import train as train_lib
 from tf_charrnn.sampling import Sampler
+from tf_charrnn.train_step import TrainStep
 from tf_charrnn.vocab import Vocab
 
 
@@ -36,23 +35,17 @@ def measure_train(config, steps=8, warmup=2):
     Returns:
       dict with chars_per_sec and sec_per_step.
     """
-    data = config.data
-    ids = synthetic_ids(data.batch_size * data.seq_length * (steps + warmup) + 1, config.model.vocab_size)
-    with tempfile.TemporaryDirectory() as train_dir:
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, train_dir=train_dir, sample_length=0)
-        )
-        trainer = train_lib.Trainer(config, None, ids, ids[:0], distribute.make_strategy("default"))
-        batches = data_lib.stream_dataset(ids, data.batch_size, data.seq_length, steps + warmup)
-        keep_going = tf.constant(0.0)
-        times = []
-        for inputs, targets in batches:
-            started = time.perf_counter()
-            loss, _, _ = trainer.train_step(inputs, targets, keep_going)
-            float(loss)
-            times.append(time.perf_counter() - started)
+    layout = config.layout
+    ids = synthetic_ids(layout.batch_size * layout.seq_length * (steps + warmup) + 1, config.model.vocab_size)
+    train_step = TrainStep(config, runtime_lib.resolve(config.replace(strategy="default")))
+    batches = data_lib.stream_dataset(ids, layout.batch_size, layout.seq_length, steps + warmup)
+    times = []
+    for inputs, targets in batches:
+        started = time.perf_counter()
+        float(train_step.train(inputs, targets, config.optimizer.learning_rate)["loss"])
+        times.append(time.perf_counter() - started)
     seconds = float(np.median(times[warmup:]))
-    return {"chars_per_sec": data.batch_size * data.seq_length / seconds, "sec_per_step": seconds}
+    return {"chars_per_sec": layout.batch_size * layout.seq_length / seconds, "sec_per_step": seconds}
 
 
 def measure_sample(model_config, batch_size, length, streamed):
@@ -62,7 +55,7 @@ def measure_sample(model_config, batch_size, length, streamed):
       dict with chars_per_sec.
     """
     vocab = Vocab([chr(0x4E00 + i) for i in range(model_config.vocab_size)])
-    sampler = Sampler(model_config)
+    sampler = Sampler(model_config, fused_kernels=runtime_lib.fused_kernels_apply())
     prime = vocab.chars[0]
 
     def run(chars):
@@ -99,12 +92,13 @@ def measure_memory(config, corpus_mb, steps=2):
     with tempfile.TemporaryDirectory() as folder:
         corpus = os.path.join(folder, "corpus.txt")
         write_synthetic_corpus(corpus, int(corpus_mb * 2**20), alphabet)
-        config = dataclasses.replace(
-            config,
-            data=dataclasses.replace(config.data, data_path=corpus, cache_dir=folder, val_fraction=0.0),
-            train=dataclasses.replace(
-                config.train, train_dir=os.path.join(folder, "run"), max_steps=steps, sample_length=0
-            ),
+        config = config.replace(
+            data_path=corpus,
+            cache_dir=folder,
+            val_fraction=0.0,
+            train_dir=os.path.join(folder, "run"),
+            max_steps=steps,
+            sample_length=0,
         )
         vocab, ids = data_lib.load_corpus(config.data)
         ids_mb = ids.nbytes / 2**20

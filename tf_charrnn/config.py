@@ -1,24 +1,29 @@
-"""Frozen run configuration: what the data, model, training and sampler are, validated on creation.
+"""Frozen run configuration in sections, validated on creation; no absl, no TensorFlow.
 
-Field names are the flag names, the config.json keys and the TensorBoard hparam names.
+Field names are the flag names, the config.json keys and the TensorBoard hparam names. A section says
+whether its fields must match when a run resumes (the model, the data layout, the precision: what a
+checkpoint's meaning depends on) or may change between sessions of one run.
 """
 
 import dataclasses
 import math
+from typing import ClassVar
+
+from tf_charrnn.errors import UserError
 
 CELLS = ("lstm", "gru", "rnn")
 LR_SCHEDULES = ("exponential", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-MIXED_PRECISION = ("none", "bfloat16", "float16")
+# --mixed_precision -> the Keras dtype policy of the embedding and recurrent layers (None: float32).
+MIXED_PRECISION_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+SAMPLING_MODES = ("sample", "greedy", "sample_at_space")
 
 
-def _field(default, help_text):
-    """A dataclass field whose help text the scripts show for the flag of the same name."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
-
-
-class UserError(ValueError):
-    """A problem with what the user asked for; its message names the problem and the fix."""
+def _field(default, help_text, choices=None, derived=False):
+    """A dataclass field with the help text (and, for choice flags, the choices) of the flag of the same
+    name; `derived` fields are computed by the library (e.g. from the corpus) and are no flags."""
+    metadata = {"help": help_text, "choices": choices, "derived": derived}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _require(condition, message):
@@ -32,9 +37,27 @@ def _check_positive_ints(config, names):
         _require(isinstance(value, int) and value >= 1, f"--{name} must be an integer >= 1, got {value!r}")
 
 
+def _check_non_negative_ints(config, names):
+    for name in names:
+        value = getattr(config, name)
+        _require(isinstance(value, int) and value >= 0, f"--{name} must be an integer >= 0, got {value!r}")
+
+
+def _check_choices(config):
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        _require(
+            choices is None or value in choices,
+            f"--{field.name} must be one of {', '.join(choices or ())}, got {value!r}",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the corpus comes from and how it is cut into batches."""
+    """Where the corpus comes from (may change on resume: the vocabulary is checked instead)."""
+
+    must_match_on_resume: ClassVar[bool] = False
 
     data_path: str = _field(
         "", "UTF-8 text file to train on; empty: tiny-shakespeare, downloaded and cached on first use"
@@ -42,9 +65,17 @@ class DataConfig:
     cache_dir: str = _field(
         "", "cache folder for downloads and encoded ids; empty: $TF_CHARRNN_CACHE or ~/.cache/tf_charrnn"
     )
-    val_fraction: float = _field(0.1, "fraction of the corpus, at its end, held out for validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutConfig:
+    """How the corpus is split and cut into batches: fixes a checkpoint's state and data position."""
+
+    must_match_on_resume: ClassVar[bool] = True
+
     batch_size: int = _field(64, "parallel streams per batch (the global batch)")
     seq_length: int = _field(100, "characters per stream per step (truncated BPTT length)")
+    val_fraction: float = _field(0.1, "fraction of the corpus, at its end, held out for validation")
     random_offset: bool = _field(
         False, "shift window boundaries by a seeded offset in [0, seq_length) each epoch"
     )
@@ -58,12 +89,14 @@ class DataConfig:
 class ModelConfig:
     """The network: Embedding -> num_layers stateful recurrent layers -> Dense logits."""
 
-    vocab_size: int = _field(0, "derived from the corpus")
+    must_match_on_resume: ClassVar[bool] = True
+
+    vocab_size: int = _field(0, "characters in the vocabulary", derived=True)
     embedding_dim: int = _field(64, "character embedding size")
     rnn_units: int = _field(512, "units of each recurrent layer")
     num_layers: int = _field(2, "stacked recurrent layers")
     dropout: float = _field(0.2, "dropout rate after each recurrent layer, in [0, 1)")
-    cell: str = _field("lstm", "recurrent cell: lstm, gru or rnn")
+    cell: str = _field("lstm", "recurrent cell", choices=CELLS)
 
     def __post_init__(self):
         _check_positive_ints(self, ("embedding_dim", "rnn_units", "num_layers"))
@@ -72,17 +105,36 @@ class ModelConfig:
             f"vocab_size must be >= 0, got {self.vocab_size!r}",
         )
         _require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
-        _require(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        _check_choices(self)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """The optimisation, its schedule, and what the run writes and when."""
+class PrecisionConfig:
+    """The compute precision: fixes the optimizer's structure (float16 adds loss scaling)."""
 
-    train_dir: str = _field("runs/default", "run directory: config, vocab, checkpoints, TensorBoard logs")
+    must_match_on_resume: ClassVar[bool] = True
+
+    mixed_precision: str = _field(
+        "none",
+        "Keras mixed precision (float16 with loss scaling); logits stay float32",
+        choices=tuple(MIXED_PRECISION_POLICIES),
+    )
+
+    def __post_init__(self):
+        _check_choices(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam, its learning-rate schedule and gradient clipping."""
+
+    must_match_on_resume: ClassVar[bool] = False
+
     learning_rate: float = _field(2e-3, "Adam learning rate (peak rate for the cosine schedule)")
     lr_schedule: str = _field(
-        "exponential", "exponential: per-epoch decay; cosine: linear warmup then cosine decay"
+        "exponential",
+        "exponential: per-epoch decay; cosine: linear warmup then cosine decay",
+        choices=LR_SCHEDULES,
     )
     decay_rate: float = _field(
         0.97, "exponential schedule: multiply the rate by this each epoch after decay_after epochs"
@@ -91,41 +143,13 @@ class TrainConfig:
     warmup_steps: int = _field(0, "cosine schedule: linear warmup steps")
     min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
-    num_epochs: int = _field(50, "epochs to train (when max_steps is 0)")
-    max_steps: int = _field(0, "steps to train; > 0 overrides num_epochs")
-    eval_every: int = _field(500, "steps between validation passes")
-    ckpt_every: int = _field(1000, "steps between checkpoints")
-    log_every: int = _field(50, "steps between progress lines and train summaries")
-    keep: int = _field(3, "recent checkpoints kept (the best-validation one is kept besides)")
-    seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
-    deterministic: bool = _field(
-        False, "enable TensorFlow op determinism (bitwise-reproducible runs, slower on GPU)"
-    )
-    jit_compile: bool = _field(False, "compile the train and eval steps with XLA")
-    strategy: str = _field(
-        "auto",
-        "tf.distribute strategy: auto (mirrored when several GPUs are visible, else default), default, "
-        "mirrored, multi_worker (set by TF_CONFIG) or tpu",
-    )
-    tpu: str = _field("", "with --strategy=tpu: the TPU name or grpc:// address; empty: the local TPU VM")
-    mixed_precision: str = _field(
-        "none", "Keras mixed precision: none, bfloat16 or float16 (with loss scaling); logits stay float32"
-    )
-    init_from: str = _field(
-        "", "start a new run from this run directory's latest weights (same vocabulary and model)"
-    )
-    sample_length: int = _field(200, "characters of the sample written to TensorBoard at each eval; 0: none")
 
     def __post_init__(self):
-        _require(bool(self.train_dir), "--train_dir must not be empty")
         _require(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"--learning_rate must be > 0, got {self.learning_rate}",
         )
-        _require(
-            self.lr_schedule in LR_SCHEDULES,
-            f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
-        )
+        _check_choices(self)
         _require(0.0 < self.decay_rate <= 1.0, f"--decay_rate must be in (0, 1], got {self.decay_rate}")
         _require(
             0.0 <= self.min_learning_rate <= self.learning_rate,
@@ -135,51 +159,132 @@ class TrainConfig:
             math.isfinite(self.grad_clip) and self.grad_clip > 0,
             f"--grad_clip must be > 0, got {self.grad_clip}",
         )
-        for name in ("decay_after", "warmup_steps", "max_steps", "num_epochs", "sample_length"):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, int) and value >= 0, f"--{name} must be an integer >= 0, got {value!r}"
-            )
-        _check_positive_ints(self, ("eval_every", "ckpt_every", "log_every", "keep"))
-        _require(
-            self.strategy in STRATEGIES,
-            f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
-        )
-        _require(
-            self.mixed_precision in MIXED_PRECISION,
-            f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}",
-        )
+        _check_non_negative_ints(self, ("decay_after", "warmup_steps"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthConfig:
+    """Which run directory, where its weights start, how long it trains and its seed."""
+
+    must_match_on_resume: ClassVar[bool] = False
+
+    train_dir: str = _field("runs/default", "run directory: config, vocab, checkpoints, TensorBoard logs")
+    init_from: str = _field(
+        "", "start a new run from this run directory's latest weights (same vocabulary and model)"
+    )
+    num_epochs: int = _field(50, "epochs to train (when max_steps is 0)")
+    max_steps: int = _field(0, "steps to train; > 0 overrides num_epochs")
+    seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
+
+    def __post_init__(self):
+        _require(bool(self.train_dir), "--train_dir must not be empty")
+        _check_non_negative_ints(self, ("max_steps", "num_epochs"))
         _require(self.max_steps > 0 or self.num_epochs > 0, "set --num_epochs or --max_steps above 0")
 
 
 @dataclasses.dataclass(frozen=True)
+class CadenceConfig:
+    """What the run writes, and how often."""
+
+    must_match_on_resume: ClassVar[bool] = False
+
+    eval_every: int = _field(500, "steps between validation passes")
+    ckpt_every: int = _field(1000, "steps between checkpoints")
+    log_every: int = _field(50, "steps between progress lines and train summaries")
+    keep: int = _field(3, "recent checkpoints kept (the best-validation one is kept besides)")
+    sample_length: int = _field(200, "characters of the sample written to TensorBoard at each eval; 0: none")
+
+    def __post_init__(self):
+        _check_positive_ints(self, ("eval_every", "ckpt_every", "log_every", "keep"))
+        _check_non_negative_ints(self, ("sample_length",))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the steps run (see runtime.py, which resolves it once at start)."""
+
+    must_match_on_resume: ClassVar[bool] = False
+
+    strategy: str = _field(
+        "auto",
+        "tf.distribute strategy: auto (mirrored when several GPUs are visible, else default), default, "
+        "mirrored, multi_worker (set by TF_CONFIG) or tpu",
+        choices=STRATEGIES,
+    )
+    tpu: str = _field("", "with --strategy=tpu: the TPU name or grpc:// address; empty: the local TPU VM")
+    jit_compile: bool = _field(False, "compile the train and eval steps with XLA")
+    deterministic: bool = _field(
+        False, "enable TensorFlow op determinism (bitwise-reproducible runs, slower on GPU)"
+    )
+
+    def __post_init__(self):
+        _check_choices(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything a run directory's config.json records."""
+    """Everything a run directory's config.json records, one section per concern."""
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    layout: LayoutConfig = dataclasses.field(default_factory=LayoutConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    precision: PrecisionConfig = dataclasses.field(default_factory=PrecisionConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    length: LengthConfig = dataclasses.field(default_factory=LengthConfig)
+    cadence: CadenceConfig = dataclasses.field(default_factory=CadenceConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    @classmethod
+    def sections(cls):
+        """{section name: section class}, in config.json order."""
+        return {field.name: field.type for field in dataclasses.fields(cls)}
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    def flat(self):
+        """{field name: value} over every section (field names are unique across sections)."""
+        return {name: value for section in self.to_dict().values() for name, value in section.items()}
+
     @classmethod
-    def from_dict(cls, values):
-        """Builds a RunConfig from `to_dict` output; unknown keys raise ValueError."""
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-        unknown = set(values) - set(sections)
-        _require(not unknown, f"unknown config sections {sorted(unknown)}")
+    def from_flat(cls, values):
+        """Builds a RunConfig from {field name: value}; unset fields keep their defaults.
+
+        Raises:
+          UserError: a name is no field of any section.
+        """
+        values = dict(values)
         parts = {}
-        for name, section in sections.items():
-            fields = {f.name for f in dataclasses.fields(section)}
-            given = values.get(name, {})
-            extra = set(given) - fields
-            _require(not extra, f"unknown {name} config keys {sorted(extra)}")
-            parts[name] = section(**given)
+        for name, section in cls.sections().items():
+            names = {field.name for field in dataclasses.fields(section)}
+            parts[name] = section(**{key: values.pop(key) for key in names & set(values)})
+        _require(not values, f"unknown config keys {sorted(values)}")
         return cls(**parts)
 
+    @classmethod
+    def from_dict(cls, values):
+        """Builds a RunConfig from `to_dict` output, or from the config.json of a run written before the
+        sections (data, model and train only); unknown sections or keys raise UserError."""
+        unknown = set(values) - set(cls.sections()) - {"train"}
+        _require(not unknown, f"unknown config sections {sorted(unknown)}")
+        return cls.from_flat({name: value for section in values.values() for name, value in section.items()})
 
-SAMPLING_MODES = ("sample", "greedy", "sample_at_space")
+    def replace(self, **values):
+        """A copy with the named fields (of any section) changed."""
+        return type(self).from_flat({**self.flat(), **values})
+
+    def differences_that_block_resume(self, other):
+        """'name old -> new' for each field of a must-match section where `other` differs."""
+        changed = []
+        for name, section in self.sections().items():
+            if section.must_match_on_resume:
+                mine, theirs = getattr(self, name), getattr(other, name)
+                changed += [
+                    f"{field.name} {getattr(mine, field.name)!r} -> {getattr(theirs, field.name)!r}"
+                    for field in dataclasses.fields(section)
+                    if getattr(mine, field.name) != getattr(theirs, field.name)
+                ]
+        return changed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +302,9 @@ class SampleConfig:
     top_k: int = _field(0, "sample among the k most likely characters; 0: all")
     top_p: float = _field(1.0, "sample among the most likely characters holding this probability mass")
     sampling: str = _field(
-        "sample", "sample: weighted random; greedy: argmax; sample_at_space: random only after a space"
+        "sample",
+        "sample: weighted random; greedy: argmax; sample_at_space: random only after a space",
+        choices=SAMPLING_MODES,
     )
     stream: bool = _field(False, "print characters as they are generated (one step per call)")
 
@@ -213,10 +320,7 @@ class SampleConfig:
         )
         _require(isinstance(self.top_k, int) and self.top_k >= 0, f"--top_k must be >= 0, got {self.top_k}")
         _require(0.0 < self.top_p <= 1.0, f"--top_p must be in (0, 1], got {self.top_p}")
-        _require(
-            self.sampling in SAMPLING_MODES,
-            f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}",
-        )
+        _check_choices(self)
 
 
 @dataclasses.dataclass(frozen=True)

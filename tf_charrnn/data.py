@@ -4,6 +4,7 @@ Training uses the char-rnn stream layout: the split is cut into `batch_size` con
 row i of batch k+1 continues row i of batch k, so a stateful model carries its state across batches.
 """
 
+import dataclasses
 import io
 import os
 import urllib.error
@@ -13,21 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn.config import UserError
+from tf_charrnn.errors import UserError
 from tf_charrnn.vocab import Vocab
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_CACHE_PATH = os.path.join("data", "tinyshakespeare", "input.txt")
-
-
-def cache_dir(configured=""):
-    """The cache folder: `configured`, else $TF_CHARRNN_CACHE, else ~/.cache/tf_charrnn."""
-    return (
-        configured
-        or os.environ.get("TF_CHARRNN_CACHE")
-        or os.path.join(os.path.expanduser("~"), ".cache", "tf_charrnn")
-    )
 
 
 def download_shakespeare(cache):
@@ -87,7 +79,7 @@ def load_corpus(data_config):
       (vocab, ids): the corpus vocabulary and [N] ids of the whole corpus, in `vocab.id_dtype`
       (one byte per character for up to 256 distinct characters).
     """
-    cache = cache_dir(data_config.cache_dir)
+    cache = files.cache_dir(data_config.cache_dir)
     path = data_config.data_path or download_shakespeare(cache)
     text, data = read_text(path)
     cache_path = os.path.join(cache, "encoded", files.sha256_hex(data) + ".npz")
@@ -255,3 +247,32 @@ def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False)
             f"lower --batch_size or --seq_length, or use a longer corpus"
             + (" or a larger --val_fraction" if name == "validation" else "")
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """A corpus ready for training: its vocabulary, and the training and validation ids."""
+
+    vocab: Vocab
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+
+
+def load_splits(data_config, layout):
+    """Loads the corpus, splits it and checks each split holds at least one batch of the layout.
+
+    Args:
+      data_config: DataConfig, where the corpus comes from.
+      layout: LayoutConfig.
+
+    Returns:
+      Splits.
+    Raises:
+      UserError: the corpus cannot be read, or a split is shorter than one batch.
+    """
+    vocab, ids = load_corpus(data_config)
+    train_ids, val_ids = split_ids(ids, layout.val_fraction)
+    check_split_size("training", len(train_ids), layout.batch_size, layout.seq_length, layout.random_offset)
+    if layout.val_fraction > 0:
+        check_split_size("validation", len(val_ids), layout.batch_size, layout.seq_length)
+    return Splits(vocab, train_ids, val_ids)

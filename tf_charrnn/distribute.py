@@ -11,12 +11,9 @@ import functools
 import json
 import os
 
-import keras
 import tensorflow as tf
 
-from tf_charrnn.config import UserError
-
-MIXED_PRECISION_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+from tf_charrnn.errors import UserError
 
 
 @functools.cache
@@ -104,12 +101,6 @@ def replica_batch_size(strategy, global_batch_size):
     return global_batch_size // replicas
 
 
-def dtype_policy(mixed_precision):
-    """The Keras dtype policy for --mixed_precision (None for float32)."""
-    name = MIXED_PRECISION_POLICIES[mixed_precision]
-    return None if name is None else keras.DTypePolicy(name)
-
-
 def distribute_streams(strategy, global_batch_size, make_dataset):
     """Distributes a stream-layout dataset so that each replica receives its own contiguous rows.
 
@@ -162,3 +153,22 @@ def scatter_states(strategy, states, global_states):
             state.assign(value[replica * rows : (replica + 1) * rows])
 
     strategy.run(assign)
+
+
+class GlobalState:
+    """The recurrent state of all B streams, as checkpoints hold it: one [B, H] variable per state
+    variable of the model, whose [b, H] per-replica copies the replicas carry.
+
+    Args:
+      strategy: the tf.distribute strategy.
+      states: the model's state variables, [b, H] each on every replica.
+      batch_size: B.
+    """
+
+    def __init__(self, strategy, states, batch_size):
+        self.variables = [
+            tf.Variable(tf.zeros([batch_size, *state.shape[1:]], state.dtype), trainable=False)
+            for state in states
+        ]
+        self.gather = tf.function(lambda: gather_states(strategy, states, self.variables))
+        self.scatter = tf.function(lambda: scatter_states(strategy, states, self.variables))

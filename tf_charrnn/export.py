@@ -11,7 +11,7 @@ import tempfile
 import tensorflow as tf
 
 from tf_charrnn import sampling
-from tf_charrnn.config import UserError
+from tf_charrnn.errors import UserError
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
 _SCALAR_FLOAT = tf.TensorSpec([], tf.float32)
@@ -20,23 +20,23 @@ _GENERATE_SPEC = [tf.TensorSpec([], tf.string), _SCALAR_INT, _SCALAR_FLOAT, tf.T
 
 
 class CharRNNModule(tf.Module):
-    """What the SavedModel holds: the step model, the vocabulary, and the signature functions."""
+    """What the SavedModel holds: the model (its `step` on TensorFlow ops only), the vocabulary, and the
+    signature functions."""
 
-    def __init__(self, sampler, vocab):
+    def __init__(self, model, vocab):
         super().__init__(name="char_rnn")
-        self.step_model = sampler.step_model
+        self.model = model
+        # The raw tf.Variables behind the Keras variables, tracked where graph-mode tools (saved_model_cli
+        # run) look for them.
+        self.raw_variables = [variable.value for variable in model.trainable_variables]
         self.chars = tf.constant(vocab.chars)
         self.char_to_id = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(self.chars, tf.range(len(vocab.chars), dtype=tf.int32)),
             default_value=-1,
         )
-        self.space_id = tf.constant(vocab.chars.index(" ") if " " in vocab.chars else -1, tf.int32)
-        state_shape = [
-            len(self.step_model.cells),
-            self.step_model.states_per_layer,
-            None,
-            self.step_model.units,
-        ]
+        self.space_id = tf.constant(vocab.space_id, tf.int32)
+        state_shape = model.initial_state(1).shape.as_list()
+        state_shape[2] = None  # any batch
         self.step = tf.function(
             self._step,
             input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec(state_shape, tf.float32)],
@@ -49,7 +49,7 @@ class CharRNNModule(tf.Module):
         tf.debugging.assert_non_negative(length, message="length must be >= 0")
         tf.debugging.assert_positive(temperature, message="temperature must be > 0")
         ids = sampling.generate_ids(
-            self.step_model,
+            self.model,
             prime_ids[None, :],
             length,
             tf.cast(seed, tf.int64),
@@ -73,13 +73,13 @@ class CharRNNModule(tf.Module):
 
     def _step(self, ids, states):
         """ids int32 [B], states float32 [L, S, B, H] -> {"logits": [B, V], "states": [L, S, B, H]}."""
-        logits, states = self.step_model(ids, states)
+        logits, states = self.model.step(ids, states)
         return {"logits": logits, "states": states}
 
     @tf.function(input_signature=[_SCALAR_INT])
     def initial_state(self, batch_size):
         """batch_size int32 -> {"states": zeros float32 [L, S, B, H]}."""
-        return {"states": self.step_model.initial_state(batch_size)}
+        return {"states": self.model.initial_state(batch_size)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def encode(self, chars):
@@ -101,8 +101,9 @@ def export_run(train_dir, export_dir="", checkpoint=None, best=False, overwrite=
             f"--export_dir {export_dir} is not empty; pass --overwrite to replace it "
             f"or choose another --export_dir"
         )
-    sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best)
-    module = CharRNNModule(sampler, vocab)
+    # Without the fused kernels: the SavedModel needs nothing but TensorFlow.
+    sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best, fused_kernels=False)
+    module = CharRNNModule(sampler.model, vocab)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=".export-")

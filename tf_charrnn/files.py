@@ -1,4 +1,4 @@
-"""Atomic file writes and content hashing: a crash never leaves a half-written file behind."""
+"""Atomic file writes, content hashing and the cache location: a crash never leaves a half-written file."""
 
 import hashlib
 import os
@@ -27,3 +27,12 @@ def write_atomic(path, data):
 def sha256_hex(data):
     """Hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def cache_dir(configured=""):
+    """The cache folder: `configured`, else $TF_CHARRNN_CACHE, else ~/.cache/tf_charrnn."""
+    return (
+        configured
+        or os.environ.get("TF_CHARRNN_CACHE")
+        or os.path.join(os.path.expanduser("~"), ".cache", "tf_charrnn")
+    )

@@ -7,6 +7,10 @@ CharRnnLstmSequenceGrad (which also sums the bias gradient) and forms the other 
 gradients as three large matmuls. Where the kernels do not apply (a GPU, where cuDNN is faster; a
 mask, dropout inside the cell, a non-float32 compute dtype, units not a multiple of 64, kernels not
 built) the layer is keras.layers.LSTM.
+
+The layer also steps one character with explicit state (`step`, for sampling and export): on the
+CharRnnLstmStep kernel (tf_charrnn/kernels/lstm_step.cc) where the kernels are on, else `lstm_cell_step`,
+Keras LSTMCell's arithmetic on weight tensors.
 """
 
 import keras
@@ -15,6 +19,8 @@ import tensorflow as tf
 from tf_charrnn import native
 
 KERNEL_UNITS_MULTIPLE = 64
+# CharRnnLstmStep works on blocks of this many units.
+STEP_KERNEL_UNITS_MULTIPLE = 16
 
 
 def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -62,11 +68,14 @@ class FusedLSTM(keras.layers.LSTM):
     """keras.layers.LSTM with the fused CPU kernels where they apply (see the module docstring).
 
     Args:
-      use_kernels: False keeps keras.layers.LSTM's loop (e.g. for XLA, which cannot compile custom ops).
+      use_kernels: run on the fused kernels where they apply; the runtime decides (False on a GPU, under
+        XLA or a TPU, which cannot run them).
       **kwargs: keras.layers.LSTM's.
     """
 
-    def __init__(self, units, use_kernels=True, **kwargs):
+    num_states = 2  # h and c
+
+    def __init__(self, units, use_kernels=False, **kwargs):
         super().__init__(units, **kwargs)
         self.use_kernels = use_kernels
 
@@ -87,7 +96,6 @@ class FusedLSTM(keras.layers.LSTM):
             and self.units % KERNEL_UNITS_MULTIPLE == 0
             and cell.activation is keras.activations.tanh
             and cell.recurrent_activation is keras.activations.sigmoid
-            and not tf.config.list_logical_devices("GPU")
         )
         return native.load() if applies else None
 
@@ -106,3 +114,56 @@ class FusedLSTM(keras.layers.LSTM):
             cell.bias.value,
         )
         return h[:, -1], h, [h[:, -1], c[:, -1]]
+
+    def step_weights(self):
+        """The weights `step` reads, as tensors to read once before a loop of steps: a variable read
+        inside a while loop happens at every step, and at batch 1 those reads cost as much as the
+        matmuls. Packed for CharRnnLstmStep where the step kernel runs."""
+        cell = self.cell
+        if self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None:
+            return {
+                "packed": pack_step_weights(cell.kernel, cell.recurrent_kernel),
+                "bias": tf.convert_to_tensor(cell.bias),
+            }
+        return {
+            "kernel": tf.convert_to_tensor(cell.kernel),
+            "recurrent_kernel": tf.convert_to_tensor(cell.recurrent_kernel),
+            "bias": tf.convert_to_tensor(cell.bias),
+        }
+
+    def step(self, inputs, states, weights):
+        """One step with explicit state.
+
+        Args:
+          inputs: float32 [B, I].
+          states: float32 [2, B, H], h and c.
+          weights: `step_weights()`.
+
+        Returns:
+          (h float32 [B, H], new states float32 [2, B, H]).
+        """
+        if "packed" in weights:
+            h, c = native.load().char_rnn_lstm_step(
+                inputs, states[0], states[1], weights["packed"], weights["bias"]
+            )
+        else:
+            h, c = lstm_cell_step(inputs, states[0], states[1], **weights)
+        return h, tf.stack([h, c])
+
+
+def lstm_cell_step(inputs, h, c, kernel, recurrent_kernel, bias):
+    """Keras LSTMCell's arithmetic, in the same order, on weight tensors (without the cell's per-call
+    bookkeeping: a batch-1 step is mostly per-op overhead). Returns (h, c), float32 [B, H] each."""
+    z = tf.matmul(inputs, kernel) + tf.matmul(h, recurrent_kernel) + bias
+    input_gate, forget_gate, candidate, output_gate = tf.split(z, 4, axis=-1)
+    c = tf.sigmoid(forget_gate) * c + tf.sigmoid(input_gate) * tf.tanh(candidate)
+    return tf.sigmoid(output_gate) * tf.tanh(c), c
+
+
+def pack_step_weights(kernel, recurrent_kernel):
+    """[W; U] of an LSTMCell as CharRnnLstmStep reads it: float32 [H / 16, I + H, 4 * 16], for each
+    block of 16 units the 4 gates' 16 columns side by side."""
+    stacked = tf.concat([tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel)], 0)
+    blocks = stacked.shape[1] // (4 * STEP_KERNEL_UNITS_MULTIPLE)
+    packed = tf.transpose(tf.reshape(stacked, [-1, 4, blocks, STEP_KERNEL_UNITS_MULTIPLE]), [2, 0, 1, 3])
+    return tf.reshape(packed, [blocks, -1, 4 * STEP_KERNEL_UNITS_MULTIPLE])

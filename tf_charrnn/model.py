@@ -1,82 +1,118 @@
-"""The Char-RNN Keras model, its recurrent state, and moving weights between batch sizes.
+"""The Char-RNN model: a sequence call for training on stateful layers, and a one-character step with
+explicit state for sampling and export.
 
-Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layers.
+Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layers, S state tensors per
+layer (2 for LSTM's h and c, 1 for GRU and RNN).
   ids int32 [B, T] -> Embedding [B, T, E] -> L x stateful RNN [B, T, H] (dropout after each)
   -> Dense logits float32 [B, T, V].
+  step: ids int32 [B], state float32 [L, S, B, H] -> logits float32 [B, V], state [L, S, B, H].
 """
 
 import keras
+import tensorflow as tf
 
-from tf_charrnn.fused_lstm import FusedLSTM
-
-_RNN_LAYERS = {"lstm": FusedLSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+from tf_charrnn import recurrent
 
 
-def build_model(config, batch_size, seed=None, dtype_policy=None, unroll=False, fused_kernels=True):
-    """Builds the stateful Char-RNN.
+class CharRNN(keras.Model):
+    """The stateful Char-RNN, its layers as attributes.
+
+    `model(ids)` runs a [B, T] window on the layers' own [B, H] state variables (training, evaluation);
+    `step(ids, state)` advances any batch by one character on a state it is given (sampling, export).
 
     The recurrent layers keep Keras defaults (tanh/sigmoid, no recurrent dropout) so that LSTM and
     GRU run on cuDNN on a GPU; `unroll` (which rules cuDNN out) is for CPUs.
 
     Args:
       config: ModelConfig with vocab_size set.
-      batch_size: the static batch size stateful layers need (per replica under a strategy).
+      batch_size: the static batch size the stateful layers need (per replica under a strategy).
       seed: int seed for the dropout layers' generators; None draws from Keras' global seed.
       dtype_policy: Keras dtype policy of every layer but the logits (e.g. mixed_bfloat16); the
         weights stay float32 and the logits are computed in float32.
       unroll: unroll the time loop when it is traced (the time length must then be static, as
         it is in training); on a CPU this saves the loop's per-step overhead. Same weights, same math.
-      fused_kernels: run LSTM layers on the fused C++ kernels where they apply (see fused_lstm.py;
-        they take precedence over `unroll`); False for XLA, which cannot compile them.
-
-    Returns:
-      A keras.Model mapping int32 [B, T] ids to float32 [B, T, V] logits.
+      fused_kernels: LSTM layers run on the fused C++ kernels where they apply (see fused_lstm.py;
+        they take precedence over `unroll`), in the sequence call and in `step`; the runtime decides.
     """
-    if config.vocab_size < 1:
-        raise ValueError("ModelConfig.vocab_size must be set (>= 1) before building the model")
-    rnn_layer = _RNN_LAYERS[config.cell]
-    ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
-    x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, dtype=dtype_policy, name="embedding")(
-        ids
-    )
-    options = {"use_kernels": fused_kernels} if config.cell == "lstm" else {}
-    for layer in range(1, config.num_layers + 1):
-        x = rnn_layer(
-            config.rnn_units,
-            return_sequences=True,
-            stateful=True,
-            unroll=unroll,
-            dtype=dtype_policy,
-            name=f"{config.cell}_{layer}",
-            **options,
-        )(x)
-        layer_seed = None if seed is None else seed + layer
-        x = keras.layers.Dropout(
-            config.dropout, seed=layer_seed, dtype=dtype_policy, name=f"dropout_{layer}"
-        )(x)
-    logits = keras.layers.Dense(config.vocab_size, dtype="float32", name="logits")(x)
-    return keras.Model(ids, logits, name="char_rnn")
 
+    def __init__(self, config, batch_size, seed=None, dtype_policy=None, unroll=False, fused_kernels=False):
+        if config.vocab_size < 1:
+            raise ValueError("ModelConfig.vocab_size must be set (>= 1) before building the model")
+        ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
+        embedding = keras.layers.Embedding(
+            config.vocab_size, config.embedding_dim, dtype=dtype_policy, name="embedding"
+        )
+        x = embedding(ids)
+        recurrent_layers = []
+        for layer in range(1, config.num_layers + 1):
+            rnn = recurrent.make_layer(
+                config.cell,
+                config.rnn_units,
+                use_kernels=fused_kernels,
+                return_sequences=True,
+                stateful=True,
+                unroll=unroll,
+                dtype=dtype_policy,
+                name=f"{config.cell}_{layer}",
+            )
+            x = rnn(x)
+            layer_seed = None if seed is None else seed + layer
+            x = keras.layers.Dropout(
+                config.dropout, seed=layer_seed, dtype=dtype_policy, name=f"dropout_{layer}"
+            )(x)
+            recurrent_layers.append(rnn)
+        head = keras.layers.Dense(config.vocab_size, dtype="float32", name="logits")
+        super().__init__(ids, head(x), name="char_rnn")
+        self.config = config
+        self.embedding = embedding
+        self.recurrent_layers = recurrent_layers
+        self.head = head
 
-def recurrent_layers(model):
-    """The model's stateful recurrent layers, bottom first."""
-    return [layer for layer in model.layers if getattr(layer, "stateful", False)]
+    @property
+    def state_variables(self):
+        """The variables of the sequence call's recurrent state: per layer, [h] or [h, c], each [B, H]."""
+        return [variable for layer in self.recurrent_layers for variable in layer.states]
 
+    def reset_state(self):
+        """Zeroes the sequence call's recurrent state (epoch start, new text)."""
+        for layer in self.recurrent_layers:
+            layer.reset_state()
 
-def reset_states(model):
-    """Zeroes the recurrent state of every layer (epoch start, new text)."""
-    for layer in recurrent_layers(model):
-        layer.reset_state()
+    def initial_state(self, batch_size):
+        """Zero state for `step`, float32 [L, S, B, H]."""
+        first = self.recurrent_layers[0]
+        return tf.zeros([len(self.recurrent_layers), first.num_states, batch_size, first.units])
 
+    def step_weights(self):
+        """The weights `step` reads, as tensors: read them once before a loop of steps (a variable read
+        inside a while loop happens at every step)."""
+        return {
+            "embedding": tf.convert_to_tensor(self.embedding.embeddings),
+            "layers": [layer.step_weights() for layer in self.recurrent_layers],
+            "head_kernel": tf.convert_to_tensor(self.head.kernel),
+            "head_bias": tf.convert_to_tensor(self.head.bias),
+        }
 
-def state_variables(model):
-    """The variables holding the recurrent state: per layer, [h] or [h, c], each float32 [B, H]."""
-    return [variable for layer in recurrent_layers(model) for variable in layer.states]
+    def step(self, ids, state, weights=None):
+        """Advances every row by one character; traceable, any batch size, no dropout.
 
+        Args:
+          ids: int32 [B] current characters.
+          state: float32 [L, S, B, H].
+          weights: `step_weights()`, read once outside a loop; None reads them here.
 
-def copy_weights(source, target):
-    """Copies the learned weights between models of the same config and any batch sizes.
+        Returns:
+          (logits float32 [B, V] for the next character, new state float32 [L, S, B, H]).
+        """
+        weights = weights or self.step_weights()
+        x = tf.gather(weights["embedding"], ids)
+        new_state = []
+        for index, layer in enumerate(self.recurrent_layers):
+            x, layer_state = layer.step(x, state[index], weights["layers"][index])
+            new_state.append(layer_state)
+        return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_state)
 
-    Recurrent state and dropout generator state are left alone: they belong to one batch size.
-    """
-    target.set_weights(source.get_weights())
+    def copy_weights_from(self, source):
+        """Copies the learned weights of a model of the same config and any batch size. Recurrent state
+        and dropout generator state are left alone: they belong to one batch size."""
+        self.set_weights(source.get_weights())

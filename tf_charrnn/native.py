@@ -23,7 +23,7 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
-from tf_charrnn import data
+from tf_charrnn import files
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
@@ -56,7 +56,7 @@ def library_path(cache=""):
             digest.update(f.read())
     for part in [tf.__version__, _cpu_signature(), *_compiler(), *_FLAGS, *tf.sysconfig.get_compile_flags()]:
         digest.update(part.encode())
-    return os.path.join(data.cache_dir(cache), "native", f"tf_charrnn_kernels-{digest.hexdigest()[:16]}.so")
+    return os.path.join(files.cache_dir(cache), "native", f"tf_charrnn_kernels-{digest.hexdigest()[:16]}.so")
 
 
 def build(path):

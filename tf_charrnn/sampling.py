@@ -1,19 +1,17 @@
-"""Text generation: pure, seeded sampling strategies on logits, and a stateful sampler compiled as one loop.
+"""Text generation: pure, seeded sampling strategies on logits, and the generation loop on the model's
+`step` (compiled as one loop, or streamed a character at a time).
 
 Random draws use stateless ops keyed by (seed, step), so the same seed gives the same text.
 """
 
 import functools
 
-import keras
 import tensorflow as tf
 
-from tf_charrnn import model as model_lib
-from tf_charrnn import native, run_directory
-from tf_charrnn.config import SAMPLING_MODES, UserError
-
-# CharRnnLstmStep works on blocks of this many units.
-STEP_KERNEL_UNITS_MULTIPLE = 16
+from tf_charrnn import run_directory
+from tf_charrnn.config import SAMPLING_MODES
+from tf_charrnn.errors import UserError
+from tf_charrnn.model import CharRNN
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -79,138 +77,32 @@ def choose_next(
     raise ValueError(f"unknown sampling mode {mode!r}; use one of {', '.join(SAMPLING_MODES)}")
 
 
-class StepModel(tf.Module):
-    """One step of a Char-RNN with explicit state, built from a Keras model's layers (weights shared).
-
-    States are one float32 tensor [L, S, B, H] (S = 2 for LSTM's h and c, 1 for GRU and RNN), the
-    form a serving runtime can carry between calls. The cells have no batch size, so one StepModel
-    serves any batch.
-
-    With `kernels` (the module `native.load()` returns) an LSTM's layers run as one CharRnnLstmStep
-    op each, on weights packed once per `read_weights()`; without, as TensorFlow ops only (what a
-    SavedModel must hold).
-    """
-
-    def __init__(self, model, kernels=None):
-        super().__init__(name="step_model")
-        self.embedding = model.get_layer("embedding")
-        self.cells = [layer.cell for layer in model_lib.recurrent_layers(model)]
-        self.head = model.get_layer("logits")
-        self.states_per_layer = 2 if isinstance(self.cells[0], keras.layers.LSTMCell) else 1
-        self.units = self.cells[0].units
-        step_kernel_applies = self.states_per_layer == 2 and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0
-        self._kernels = kernels if step_kernel_applies else None
-        # The raw tf.Variables behind the Keras variables, tracked so that a SavedModel carries them
-        # where graph-mode tools (saved_model_cli run) look for them.
-        self.raw_variables = [variable.value for variable in model.trainable_variables]
-
-    def initial_state(self, batch_size):
-        """Zero states, float32 [L, S, B, H]."""
-        return tf.zeros([len(self.cells), self.states_per_layer, batch_size, self.units])
-
-    def read_weights(self):
-        """The LSTM weights as tensors, to read once before a loop of steps: a variable read inside a
-        while loop happens at every step, and at batch 1 those reads cost as much as the matmuls.
-        None for GRU and RNN, whose Keras cells read their own variables."""
-        if self.states_per_layer != 2:
-            return None
-        if self._kernels is not None:
-            return {
-                "embedding": tf.convert_to_tensor(self.embedding.embeddings),
-                "packed": [_pack_lstm_weights(cell, self.units) for cell in self.cells],
-                "biases": [tf.convert_to_tensor(cell.bias) for cell in self.cells],
-                "head_kernel": tf.convert_to_tensor(self.head.kernel),
-                "head_bias": tf.convert_to_tensor(self.head.bias),
-            }
-        return {
-            "embedding": tf.convert_to_tensor(self.embedding.embeddings),
-            "kernels": [tf.convert_to_tensor(cell.kernel) for cell in self.cells],
-            "recurrent_kernels": [tf.convert_to_tensor(cell.recurrent_kernel) for cell in self.cells],
-            "biases": [tf.convert_to_tensor(cell.bias) for cell in self.cells],
-            "head_kernel": tf.convert_to_tensor(self.head.kernel),
-            "head_bias": tf.convert_to_tensor(self.head.bias),
-        }
-
-    def __call__(self, ids, states, weights=None):
-        """Advances every row by one character.
-
-        Args:
-          ids: int32 [B] current characters.
-          states: float32 [L, S, B, H].
-          weights: `read_weights()`, read once outside a loop; None reads them here.
-
-        Returns:
-          (logits float32 [B, V] for the next character, new states float32 [L, S, B, H]).
-        """
-        if self.states_per_layer == 2:
-            return self._lstm_step(ids, states, weights or self.read_weights())
-        x = self.embedding(ids)
-        new_states = []
-        for layer, cell in enumerate(self.cells):
-            x, layer_states = cell(x, tf.unstack(states[layer], num=self.states_per_layer), training=False)
-            new_states.append(tf.stack(tf.nest.flatten(layer_states)))
-        return self.head(x), tf.stack(new_states)
-
-    def _lstm_step(self, ids, states, weights):
-        """The LSTM step on weight tensors: Keras LSTMCell's arithmetic, in the same order, without
-        its per-call bookkeeping (a batch-1 step is mostly per-op overhead and weight reads)."""
-        x = tf.gather(weights["embedding"], ids)
-        new_states = []
-        for layer in range(len(self.cells)):
-            h, c = states[layer, 0], states[layer, 1]
-            if "packed" in weights:
-                x, c = self._kernels.char_rnn_lstm_step(
-                    x, h, c, weights["packed"][layer], weights["biases"][layer]
-                )
-                new_states.append(tf.stack([x, c]))
-                continue
-            z = (
-                tf.matmul(x, weights["kernels"][layer])
-                + tf.matmul(h, weights["recurrent_kernels"][layer])
-                + weights["biases"][layer]
-            )
-            input_gate, forget_gate, candidate, output_gate = tf.split(z, 4, axis=-1)
-            c = tf.sigmoid(forget_gate) * c + tf.sigmoid(input_gate) * tf.tanh(candidate)
-            x = tf.sigmoid(output_gate) * tf.tanh(c)
-            new_states.append(tf.stack([x, c]))
-        return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_states)
-
-
-def _pack_lstm_weights(cell, units):
-    """[W; U] of an LSTMCell as CharRnnLstmStep reads it: float32 [H / 16, in + H, 4 * 16], for each
-    block of 16 units the 4 gates' 16 columns side by side."""
-    stacked = tf.concat([tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)], 0)
-    blocks = units // STEP_KERNEL_UNITS_MULTIPLE
-    packed = tf.transpose(tf.reshape(stacked, [-1, 4, blocks, STEP_KERNEL_UNITS_MULTIPLE]), [2, 0, 1, 3])
-    return tf.reshape(packed, [blocks, -1, 4 * STEP_KERNEL_UNITS_MULTIPLE])
-
-
-def feed_prime(step_model, prime_ids, weights=None):
-    """Runs the prime through the model from a zero state; traceable.
+def feed_prime(model, prime_ids, weights=None):
+    """Runs the prime through the model's step from a zero state; traceable.
 
     Args:
-      step_model: StepModel.
+      model: CharRNN.
       prime_ids: int32 [B, P], P >= 1.
-      weights: `step_model.read_weights()`; None reads them here.
+      weights: `model.step_weights()`; None reads them here.
 
     Returns:
-      (logits float32 [B, V] after the last prime character, states float32 [L, S, B, H]).
+      (logits float32 [B, V] after the last prime character, state float32 [L, S, B, H]).
     """
-    weights = weights or step_model.read_weights()
-    states = step_model.initial_state(tf.shape(prime_ids)[0])
-    logits, states = step_model(prime_ids[:, 0], states, weights)
+    weights = weights or model.step_weights()
+    state = model.initial_state(tf.shape(prime_ids)[0])
+    logits, state = model.step(prime_ids[:, 0], state, weights)
     for position in tf.range(1, tf.shape(prime_ids)[1]):
-        logits, states = step_model(prime_ids[:, position], states, weights)
-    return logits, states
+        logits, state = model.step(prime_ids[:, position], state, weights)
+    return logits, state
 
 
 def generate_ids(
-    step_model, prime_ids, length, seed, mode="sample", space_id=-1, temperature=1.0, top_k=0, top_p=1.0
+    model, prime_ids, length, seed, mode="sample", space_id=-1, temperature=1.0, top_k=0, top_p=1.0
 ):
     """Feeds the prime, then samples `length` ids; traceable, so one tf.function runs it all.
 
     Args:
-      step_model: StepModel.
+      model: CharRNN.
       prime_ids: int32 [B, P], P >= 1.
       length: int32 scalar, characters to generate.
       seed, mode, space_id, temperature, top_k, top_p: see `choose_next`.
@@ -218,41 +110,38 @@ def generate_ids(
     Returns:
       int32 [B, length].
     """
-    weights = step_model.read_weights()
-    logits, states = feed_prime(step_model, prime_ids, weights)
+    weights = model.step_weights()
+    logits, state = feed_prime(model, prime_ids, weights)
     previous = prime_ids[:, -1]
     generated = tf.TensorArray(tf.int32, size=length)
     for step in tf.range(length):
         previous = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
         generated = generated.write(step, previous)
-        logits, states = step_model(previous, states, weights)
+        logits, state = model.step(previous, state, weights)
     return tf.transpose(generated.stack())
 
 
 class Sampler:
     """Generates text from a Char-RNN's weights: one compiled loop, or streamed a character at a time.
 
-    Both paths run the same step model and the same seeded draws, so they give the same text.
+    Both paths run the model's step and the same seeded draws, so they give the same text.
 
     Args:
-      model_config: ModelConfig of the weights to load into `self.model`.
-      fused_kernels: step an LSTM with the fused CharRnnLstmStep kernel where it can be built.
+      model_config: ModelConfig of the weights to load into `self.model` (batch 1; `step` takes any).
+      fused_kernels: the model steps its LSTM layers on the fused kernel (the runtime decides).
     """
 
-    def __init__(self, model_config, fused_kernels=True):
-        self.model = model_lib.build_model(model_config, batch_size=1)
-        # TensorFlow ops only, for a SavedModel; generation runs `fast_step_model`, the same weights.
-        self.step_model = StepModel(self.model)
-        self.fast_step_model = StepModel(self.model, native.load() if fused_kernels else None)
-        self._compiled_generate = tf.function(functools.partial(generate_ids, self.fast_step_model))
-        self._compiled_prime = tf.function(functools.partial(feed_prime, self.fast_step_model))
-        self._compiled_read_weights = tf.function(self.fast_step_model.read_weights)
+    def __init__(self, model_config, fused_kernels=False):
+        self.model = CharRNN(model_config, batch_size=1, fused_kernels=fused_kernels)
+        self._compiled_generate = tf.function(functools.partial(generate_ids, self.model))
+        self._compiled_prime = tf.function(functools.partial(feed_prime, self.model))
+        self._compiled_step_weights = tf.function(self.model.step_weights)
         self._compiled_step = tf.function(self._step)
 
-    def _step(self, logits, states, previous, step, weights, seed, mode, space_id, temperature, top_k, top_p):
+    def _step(self, logits, state, previous, step, weights, seed, mode, space_id, temperature, top_k, top_p):
         ids = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
-        logits, states = self.fast_step_model(ids, states, weights)
-        return ids, logits, states
+        logits, state = self.model.step(ids, state, weights)
+        return ids, logits, state
 
     @staticmethod
     def _arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p):
@@ -265,11 +154,10 @@ class Sampler:
         if not prime:
             raise UserError("--prime must hold at least one character (the default is a newline)")
         prime_ids = tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
-        space_id = vocab.chars.index(" ") if " " in vocab.chars else -1
         return prime_ids, dict(
             seed=tf.constant(seed, tf.int64),
             mode=mode,
-            space_id=tf.constant(space_id),
+            space_id=tf.constant(vocab.space_id),
             temperature=tf.constant(temperature, tf.float32),
             top_k=tf.constant(top_k, tf.int32),
             top_p=tf.constant(top_p, tf.float32),
@@ -288,23 +176,23 @@ class Sampler:
     ):
         """Yields the generated characters one step at a time: a list of `num_samples` strings per step."""
         prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
-        weights = self._compiled_read_weights()
-        logits, states = self._compiled_prime(prime_ids, weights)
+        weights = self._compiled_step_weights()
+        logits, state = self._compiled_prime(prime_ids, weights)
         previous = prime_ids[:, -1]
         for step in range(length):
-            previous, logits, states = self._compiled_step(
-                logits, states, previous, tf.constant(step), weights, **options
+            previous, logits, state = self._compiled_step(
+                logits, state, previous, tf.constant(step), weights, **options
             )
             yield [vocab.chars[i] for i in previous.numpy()]
 
 
-def load_sampler(train_dir, checkpoint=None, best=False):
+def load_sampler(train_dir, checkpoint=None, best=False, fused_kernels=False):
     """A Sampler holding a run's weights (its latest, best-validation or named checkpoint).
 
     Returns:
       (Sampler, Vocab).
     """
     config, vocab = run_directory.load_run(train_dir)
-    sampler = Sampler(config.model)
+    sampler = Sampler(config.model, fused_kernels)
     run_directory.restore_weights(train_dir, sampler.model, checkpoint, best)
     return sampler, vocab

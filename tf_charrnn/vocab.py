@@ -34,6 +34,11 @@ class Vocab:
                 return np.dtype(dtype)
         return np.dtype(np.int32)
 
+    @property
+    def space_id(self):
+        """The id of " ", -1 when the vocabulary has none (sample_at_space draws only after it)."""
+        return self.chars.index(" ") if " " in self.chars else -1
+
     def __len__(self):
         return len(self.chars)
 

@@ -1,0 +1,27 @@
+"""Exports a trained run as a SavedModel: scripts/export.py --train_dir=runs/shakespeare_cpu.
+
+The SavedModel needs only TensorFlow:
+  tf.saved_model.load(DIR).signatures["serving_default"](prime=tf.constant("ROMEO:"),
+      length=tf.constant(200), temperature=tf.constant(0.8), seed=tf.constant(7, tf.int64))
+"""
+
+from absl import logging
+
+from tf_charrnn import export
+from tf_charrnn.cli import flags
+from tf_charrnn.config import ExportConfig
+
+
+def main(argv):
+    del argv  # flags.run refuses positional arguments
+    config = flags.config_from_flags(ExportConfig)
+    path = export.export_run(
+        config.train_dir, config.export_dir, config.checkpoint, config.best, config.overwrite
+    )
+    logging.info("Exported %s", path)
+    print(path)
+
+
+def run():
+    flags.define_flags(ExportConfig)
+    flags.run(main)

@@ -1,0 +1,87 @@
+"""What the entry points share: config fields as absl flags, and one-line errors instead of tracebacks."""
+
+import dataclasses
+import functools
+import re
+import sys
+
+from absl import app, flags
+
+from tf_charrnn.errors import UserError
+
+_DEFINE = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
+_ENUM_ERROR = re.compile(r"flag --(\w+)=(.*): value should be one of <")
+
+
+def _user_fields(config_class):
+    """The fields of a config class (or of every section of a RunConfig) that are flags."""
+    sections = getattr(config_class, "sections", None)
+    classes = sections().values() if sections else [config_class]
+    return [
+        field for cls in classes for field in dataclasses.fields(cls) if not field.metadata.get("derived")
+    ]
+
+
+def define_flags(config_class):
+    """Defines one flag per field of `config_class`, or of every section of a RunConfig (name, default,
+    help and choices from the field; derived fields are no flags)."""
+    for field in _user_fields(config_class):
+        help_text = field.metadata.get("help", "")
+        # Registered to the main script, so that --helpshort lists them.
+        if field.metadata.get("choices"):
+            flags.DEFINE_enum(
+                field.name, field.default, field.metadata["choices"], help_text, module_name=sys.argv[0]
+            )
+        else:
+            _DEFINE[field.type](field.name, field.default, help_text, module_name=sys.argv[0])
+
+
+def config_from_flags(config_class):
+    """Builds `config_class` (a RunConfig: all its sections) from the flags `define_flags` defined."""
+    values = {field.name: flags.FLAGS[field.name].value for field in _user_fields(config_class)}
+    return config_class.from_flat(values) if hasattr(config_class, "from_flat") else config_class(**values)
+
+
+def _flag_error_message(error):
+    message = re.sub(r"^ERROR:+\s*", "", " ".join(str(error).split()))
+    enum_error = _ENUM_ERROR.match(message)
+    if enum_error:
+        name, value = enum_error.groups()
+        choices = ", ".join(flags.FLAGS[name].parser.enum_values)
+        return f"--{name} must be one of {choices}, got {value!r}"
+    return message
+
+
+def _parse_flags(argv):
+    try:
+        remaining = flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f"error: {_flag_error_message(error)}; see --helpshort for the flags")
+    if len(remaining) > 1:
+        sys.exit(f"error: unexpected arguments {remaining[1:]}; flags take the form --name=value")
+    return remaining
+
+
+def _one_line_errors(main, argv):
+    try:
+        return main(argv)
+    except UserError as error:
+        if flags.FLAGS.verbose:
+            raise
+        sys.exit(f"error: {error}")
+
+
+def run(main):
+    """Runs `main` as an absl app: bad flags and UserErrors end with one line on stderr and exit 1."""
+    flags.DEFINE_bool(
+        "verbose",
+        False,
+        "show the Python traceback of an error, not only its one-line message",
+        module_name=sys.argv[0],
+    )
+    app.run(functools.partial(_one_line_errors, main), flags_parser=_parse_flags)

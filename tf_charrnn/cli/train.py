@@ -1,0 +1,30 @@
+"""Trains a Char-RNN: scripts/train.py --flagfile=configs/shakespeare.cfg [--flag=value ...].
+
+Re-running the same command resumes from the run's latest checkpoint.
+"""
+
+import sys
+
+from absl import logging
+
+from tf_charrnn import train as train_lib
+from tf_charrnn.cli import flags
+from tf_charrnn.config import RunConfig
+
+
+def main(argv):
+    del argv  # flags.run refuses positional arguments
+    result = train_lib.train(flags.config_from_flags(RunConfig))
+    logging.info(
+        "Done at step %d; best val loss %.4f nats/char; checkpoint %s",
+        result.step,
+        result.best_val_loss,
+        result.last_checkpoint,
+    )
+    if result.stopped_by_signal:
+        sys.exit(128 + result.stopped_by_signal)
+
+
+def run():
+    flags.define_flags(RunConfig)
+    flags.run(main)

@@ -1,0 +1,72 @@
+"""What runs where, decided once at start: strategy and replicas, precision, XLA, unrolling, fused kernels.
+
+Layers, the sampler and the training loop take these decisions as arguments; none of them looks at the
+machine's devices itself.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tf_charrnn import distribute, native
+from tf_charrnn.config import MIXED_PRECISION_POLICIES
+
+# Longer windows unroll into graphs that take too long to trace.
+MAX_UNROLLED_SEQ_LENGTH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """The decisions, resolved once (see `resolve`)."""
+
+    strategy: tf.distribute.Strategy
+    replicas: int
+    replica_batch_size: int  # streams each replica holds
+    is_chief: bool  # writes checkpoints, logs and config.json
+    single_device: bool  # the default strategy: no replicas to reduce over
+    dtype_policy: keras.DTypePolicy | None  # of the embedding and recurrent layers; None: float32
+    loss_scaling: bool  # float16: Adam in a LossScaleOptimizer
+    jit_compile: bool
+    unroll: bool  # unroll the recurrent layers' time loop when traced (GRU, RNN, and LSTM off the kernels)
+    fused_kernels: bool  # LSTM layers run on the fused C++ kernels (training and sampling)
+
+
+def on_gpu():
+    """Whether TensorFlow sees a GPU (its layers then run there, the LSTM on cuDNN)."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def fused_kernels_apply(strategy=None, jit_compile=False):
+    """The fused C++ LSTM kernels run on CPUs, outside XLA and TPUs, where they can be built (this may
+    build them, once per machine)."""
+    return (
+        not on_gpu()
+        and not jit_compile
+        and not isinstance(strategy, tf.distribute.TPUStrategy)
+        and native.load() is not None
+    )
+
+
+def resolve(config):
+    """Creates the strategy (before any other op, as MultiWorkerMirroredStrategy needs) and decides the
+    rest for the run described by `config` (a RunConfig).
+
+    Raises:
+      UserError: no TPU or TF_CONFIG where the strategy needs one, or a batch the replicas do not divide.
+    """
+    strategy = distribute.make_strategy(config.runtime.strategy, config.runtime.tpu)
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    policy = MIXED_PRECISION_POLICIES[config.precision.mixed_precision]
+    return Runtime(
+        strategy=strategy,
+        replicas=strategy.num_replicas_in_sync,
+        replica_batch_size=distribute.replica_batch_size(strategy, config.layout.batch_size),
+        is_chief=distribute.is_chief(strategy),
+        single_device=distribute.is_default(strategy),
+        dtype_policy=None if policy is None else keras.DTypePolicy(policy),
+        loss_scaling=config.precision.mixed_precision == "float16",
+        jit_compile=config.runtime.jit_compile,
+        unroll=not on_gpu() and not on_tpu and config.layout.seq_length <= MAX_UNROLLED_SEQ_LENGTH,
+        fused_kernels=fused_kernels_apply(strategy, config.runtime.jit_compile),
+    )

@@ -1,0 +1,107 @@
+"""The compiled training and evaluation steps: the model and Adam in the strategy's scope, forward,
+sequence loss, backward, global-norm clipping and the update, on every replica.
+
+Under a tf.distribute strategy each replica holds batch_size / replicas contiguous streams (see
+`distribute`) and its own recurrent state; losses and gradients are summed over replicas.
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_charrnn import losses
+from tf_charrnn.model import CharRNN
+
+
+class TrainStep:
+    """The model, its optimizer and the compiled steps of one training run.
+
+    Args:
+      config: RunConfig with model.vocab_size set.
+      runtime: runtime.Runtime, the decisions of where and how the steps run.
+    """
+
+    def __init__(self, config, runtime):
+        self.runtime = runtime
+        self.grad_clip = config.optimizer.grad_clip
+        with runtime.strategy.scope():
+            self.model = CharRNN(
+                config.model,
+                runtime.replica_batch_size,
+                seed=config.length.seed,
+                dtype_policy=runtime.dtype_policy,
+                unroll=runtime.unroll,
+                fused_kernels=runtime.fused_kernels,
+            )
+            self.optimizer = keras.optimizers.Adam(learning_rate=config.optimizer.learning_rate)
+            if runtime.loss_scaling:
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+        # XLA compiles the whole step on one device; across devices, each replica's forward/backward.
+        per_replica_jit = runtime.jit_compile and not runtime.single_device
+        whole_step_jit = runtime.jit_compile and runtime.single_device
+        self._replica_gradients = tf.function(self._gradients, jit_compile=per_replica_jit)
+        self._train = tf.function(self._train_step, jit_compile=whole_step_jit)
+        self._evaluate = tf.function(self._eval_step, jit_compile=whole_step_jit)
+
+    def train(self, inputs, targets, learning_rate, stop=False):
+        """One training step on every replica.
+
+        Args:
+          inputs, targets: int32 batches (distributed under a strategy).
+          learning_rate: float, the rate of this step.
+          stop: whether this worker was asked to stop; voted on with every other worker's.
+
+        Returns:
+          {"loss": float32 scalar, "grad_norm": float32 scalar (before clipping, unscaled),
+           "stop_votes": float32 scalar, > 0 when any worker was asked to stop}, the same on every worker.
+        """
+        self.optimizer.learning_rate.assign(learning_rate)
+        return self._train(inputs, targets, tf.constant(1.0 if stop else 0.0))
+
+    def evaluate(self, inputs, targets):
+        """The mean loss of one batch on every replica, carrying the model's state: float32 scalar."""
+        return self._evaluate(inputs, targets)
+
+    def _loss_scale(self):
+        return self.optimizer.dynamic_scale if self.runtime.loss_scaling else 1.0
+
+    def _gradients(self, inputs, targets):
+        """This replica's share of the global mean loss, and its (loss-scaled) gradients."""
+        with tf.GradientTape() as tape:
+            logits = self.model(inputs, training=True)
+            loss = losses.sequence_loss(targets, logits) / self.runtime.replicas
+            scaled_loss = self.optimizer.scale_loss(loss)
+        return loss, tape.gradient(scaled_loss, self.model.trainable_variables)
+
+    def _replica_train_step(self, inputs, targets, stop):
+        context = tf.distribute.get_replica_context()
+        loss, grads = self._replica_gradients(inputs, targets)
+        # Clip the global gradient, as one device would; the optimizer then sums over replicas again.
+        # `stop` rides along, so a signal to any worker stops every worker after the same step.
+        stop = tf.identity(stop)  # a value of this replica's, as all_reduce needs
+        loss, grads, stop = context.all_reduce(tf.distribute.ReduceOp.SUM, (loss, grads, stop))
+        scale = self._loss_scale()
+        grads, grad_norm = tf.clip_by_global_norm(grads, self.grad_clip * scale)
+        if self.runtime.replicas > 1:
+            # The optimizer sums the gradients over replicas once more; only the first replica's count.
+            # (Zeroing rather than dividing by the replicas keeps the embedding's IndexedSlices, whose
+            # per-slice squares Adam sums, the same as on one device.)
+            first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float32)
+            grads = [tf.math.scalar_mul(first, grad) for grad in grads]
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return {"loss": loss, "grad_norm": grad_norm / scale, "stop_votes": stop}
+
+    def _train_step(self, inputs, targets, stop):
+        results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop))
+        return {name: self.first_replica(value) for name, value in results.items()}
+
+    def _replica_eval_step(self, inputs, targets):
+        loss = losses.sequence_loss(targets, self.model(inputs, training=False)) / self.runtime.replicas
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, loss)
+
+    def _eval_step(self, inputs, targets):
+        return self.first_replica(self.runtime.strategy.run(self._replica_eval_step, args=(inputs, targets)))
+
+    def first_replica(self, value):
+        """The value every replica holds after an all-reduce, from the first local one."""
+        return self.runtime.strategy.experimental_local_results(value)[0]
