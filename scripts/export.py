@@ -1,8 +1,11 @@
 """Exports a trained run as a SavedModel: scripts/export.py --train_dir=runs/shakespeare_cpu.
 
-A thin wrapper over tf_charrnn.cli.export (flags: --helpshort).
+The SavedModel needs only TensorFlow:
+  tf.saved_model.load(DIR).signatures["serving_default"](prime=tf.constant("ROMEO:"),
+      length=tf.constant(200), temperature=tf.constant(0.8), seed=tf.constant(7, tf.int64))
 """
 
+# The same main as the `tf_charrnn.cli.export` module: flags, config, one library call.
 from tf_charrnn.cli import export
 
 if __name__ == "__main__":

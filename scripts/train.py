@@ -1,8 +1,9 @@
 """Trains a Char-RNN: scripts/train.py --flagfile=configs/shakespeare.cfg [--flag=value ...].
 
-A thin wrapper over tf_charrnn.cli.train (flags: --helpshort).
+Re-running the same command resumes from the run's latest checkpoint.
 """
 
+# The same main as the `tf_charrnn.cli.train` module: flags, config, one library call.
 from tf_charrnn.cli import train
 
 if __name__ == "__main__":

@@ -3,14 +3,10 @@ and the run directory (and any export) left byte-identical. One table, the real 
 
 import hashlib
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import QUOTE, REPO_ROOT
-
-SMOKE = os.path.join(REPO_ROOT, "configs", "smoke.cfg")
+from helpers import QUOTE, run_command, script_command, script_env, smoke_train_command
 
 
 def _snapshot(root):
@@ -39,33 +35,13 @@ def world(tmp_path_factory):
     for name, text in files.items():
         (root / f"{name}.txt").write_text(text, encoding="utf-8")
     (root / "latin1.txt").write_bytes("Café au lait\n".encode("utf-8") * 5 + "crème".encode("latin-1"))
-    cache = str(root / "cache")
-    env = {**os.environ, "TF_CHARRNN_CACHE": cache}
-    env.pop("TF_CONFIG", None)
+    env = script_env(root / "cache")
     for run, extra in (("run", []), ("other_run", [f"--data_path={root / 'other_vocab.txt'}"])):
-        trained = subprocess.run(
-            [
-                sys.executable,
-                os.path.join(REPO_ROOT, "scripts", "train.py"),
-                f"--flagfile={SMOKE}",
-                f"--train_dir={root / run}",
-                f"--data_path={root / 'good.txt'}",
-                "--max_steps=4",
-                *extra,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        trained = run_command(
+            smoke_train_command(root / run, root / "good.txt", "--max_steps=4", *extra), env, timeout=300
         )
         assert trained.returncode == 0, trained.stderr
-    exported = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "scripts", "export.py"), f"--train_dir={root / 'run'}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    exported = run_command(script_command("export.py", f"--train_dir={root / 'run'}"), env, timeout=300)
     assert exported.returncode == 0, exported.stderr
     (root / "no_checkpoints").mkdir()
     for name in ("config.json", "vocab.json"):
@@ -174,11 +150,12 @@ CASES = [
 def test_bad_input_is_one_line_and_changes_nothing(world, script, arguments, message):
     root, env = world
     before = _snapshot(root)
-    command = [sys.executable, os.path.join(REPO_ROOT, "scripts", f"{script}.py")]
+    arguments = [argument.format(root=root) for argument in arguments]
     if script == "train":
-        command += [f"--flagfile={SMOKE}", f"--train_dir={root}/fresh", f"--data_path={root}/good.txt"]
-    command += [argument.format(root=root) for argument in arguments]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        command = smoke_train_command(f"{root}/fresh", f"{root}/good.txt", *arguments)
+    else:
+        command = script_command(f"{script}.py", *arguments)
+    result = run_command(command, env, timeout=300)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]

@@ -1,23 +1,30 @@
 import pytest
 
-from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
+from tf_charrnn.config import (
+    CadenceConfig,
+    LayoutConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+)
+from tf_charrnn.errors import UserError
 
 
 @pytest.mark.parametrize(
     "section, field, value, fragment",
     [
-        (DataConfig, "batch_size", 0, "--batch_size must be an integer >= 1"),
-        (DataConfig, "seq_length", -3, "--seq_length"),
-        (DataConfig, "val_fraction", 1.0, "--val_fraction must be in [0, 1)"),
+        (LayoutConfig, "batch_size", 0, "--batch_size must be an integer >= 1"),
+        (LayoutConfig, "seq_length", -3, "--seq_length"),
+        (LayoutConfig, "val_fraction", 1.0, "--val_fraction must be in [0, 1)"),
         (ModelConfig, "rnn_units", 0, "--rnn_units"),
         (ModelConfig, "num_layers", 0, "--num_layers"),
         (ModelConfig, "embedding_dim", 0, "--embedding_dim"),
         (ModelConfig, "dropout", 1.0, "--dropout must be in [0, 1)"),
         (ModelConfig, "cell", "transformer", "--cell must be one of lstm, gru, rnn"),
-        (TrainConfig, "learning_rate", 0.0, "--learning_rate must be > 0"),
-        (TrainConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),
-        (TrainConfig, "lr_schedule", "step", "--lr_schedule"),
-        (TrainConfig, "eval_every", 0, "--eval_every"),
+        (OptimizerConfig, "learning_rate", 0.0, "--learning_rate must be > 0"),
+        (OptimizerConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),
+        (OptimizerConfig, "lr_schedule", "step", "--lr_schedule"),
+        (CadenceConfig, "eval_every", 0, "--eval_every"),
     ],
 )
 def test_bad_values_name_the_flag(section, field, value, fragment):
@@ -33,3 +40,17 @@ def test_dict_round_trip_and_unknown_keys():
     values["model"]["units"] = 3
     with pytest.raises(UserError, match="units"):
         RunConfig.from_dict(values)
+
+
+def test_flat_values_reach_their_sections():
+    config = RunConfig.from_flat({"batch_size": 3, "rnn_units": 32, "max_steps": 7, "strategy": "default"})
+    assert (config.layout.batch_size, config.model.rnn_units, config.length.max_steps) == (3, 32, 7)
+    assert config.runtime.strategy == "default" and config.optimizer == RunConfig().optimizer
+    assert RunConfig.from_flat(config.flat()) == config
+    changed = config.replace(learning_rate=0.5, seq_length=9)
+    assert (changed.optimizer.learning_rate, changed.layout.seq_length) == (0.5, 9)
+    assert changed.replace(learning_rate=config.optimizer.learning_rate, seq_length=100) == config
+    with pytest.raises(UserError, match="units"):
+        RunConfig.from_flat({"units": 3})
+    with pytest.raises(UserError, match="--batch_size must be an integer >= 1"):
+        config.replace(batch_size=0)

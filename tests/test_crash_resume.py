@@ -1,15 +1,12 @@
 """Never lose a run: SIGKILL at several points, one of them inside a checkpoint save, then resume."""
 
 import os
-import queue
 import signal
-import subprocess
-import threading
 
 import numpy as np
 import pytest
 
-from conftest import QUOTE, smoke_train_command, step_losses
+from helpers import QUOTE, run_command, script_env, smoke_train_command, start_command, step_losses
 
 KILL_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_hook")
 
@@ -28,15 +25,9 @@ def _command(train_dir, corpus):
     )
 
 
-def _env(cache, **extra):
-    return {**os.environ, "TF_CHARRNN_CACHE": cache, **extra}
-
-
 def _run_until(command, env, line_fragment, timeout=180):
     """Starts training, SIGKILLs it once a stderr line holds `line_fragment`; returns the exit code."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    process, lines = start_command(command, env)
     try:
         while True:
             line = lines.get(timeout=timeout)
@@ -52,33 +43,24 @@ def _run_until(command, env, line_fragment, timeout=180):
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, corpus_cache, tmp_path):
     corpus = text_file(QUOTE * 200)
-    whole = subprocess.run(
-        _command(tmp_path / "whole", corpus),
-        env=_env(corpus_cache),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    whole = run_command(_command(tmp_path / "whole", corpus), script_env(corpus_cache), timeout=300)
     assert whole.returncode == 0, whole.stderr
     expected = step_losses(str(tmp_path / "whole"))
     assert len(expected) == 16
 
     killed = tmp_path / "killed"
     command = _command(killed, corpus)
-    assert _run_until(command, _env(corpus_cache), "step 3/16") == -signal.SIGKILL  # before any checkpoint
-    assert _run_until(command, _env(corpus_cache), "step 10/16") == -signal.SIGKILL  # after ckpt-8
-    in_save = subprocess.run(
-        command,
-        env=_env(corpus_cache, TF_CHARRNN_KILL_IN_SAVE="12", PYTHONPATH=KILL_HOOK),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    env = script_env(corpus_cache)
+    assert _run_until(command, env, "step 3/16") == -signal.SIGKILL  # before any checkpoint
+    assert _run_until(command, env, "step 10/16") == -signal.SIGKILL  # after ckpt-8
+    in_save = run_command(
+        command, script_env(corpus_cache, TF_CHARRNN_KILL_IN_SAVE="12", PYTHONPATH=KILL_HOOK), timeout=300
     )
     assert in_save.returncode == -signal.SIGKILL  # died while writing ckpt-12
     with open(killed / "checkpoints" / "checkpoint") as state:
         assert 'model_checkpoint_path: "ckpt-8"' in state.read()
 
-    final = subprocess.run(command, env=_env(corpus_cache), capture_output=True, text=True, timeout=300)
+    final = run_command(command, env, timeout=300)
     assert final.returncode == 0, final.stderr
     assert "Resumed" in final.stderr and "ckpt-8 at step 8" in final.stderr
     assert step_losses(str(killed)) == expected  # bit for bit

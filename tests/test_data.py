@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tf_charrnn import data
-from tf_charrnn.config import DataConfig, UserError
+from tf_charrnn.config import DataConfig
+from tf_charrnn.errors import UserError
 
 
 def _batches(ids, batch_size, seq_length, offset=0, start_batch=0, random_offset=False):

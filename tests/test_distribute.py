@@ -1,38 +1,33 @@
 """Training under tf.distribute: MirroredStrategy on two logical CPUs (see conftest), mixed precision."""
 
-import dataclasses
+import functools
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import QUOTE
+from helpers import QUOTE, make_config
 from tf_charrnn import data as data_lib
 from tf_charrnn import distribute, train
-from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
+from tf_charrnn.errors import UserError
 
-
-def _config(corpus, cache, train_dir, **train_values):
-    return RunConfig(
-        data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=4, seq_length=8, random_offset=True),
-        model=ModelConfig(embedding_dim=8, rnn_units=64, num_layers=2, dropout=0.0),
-        train=TrainConfig(
-            train_dir=str(train_dir),
-            **{
-                "max_steps": 8,
-                "eval_every": 3,
-                "ckpt_every": 4,
-                "log_every": 1,
-                "sample_length": 0,
-                "learning_rate": 0.01,
-                **train_values,
-            },
-        ),
-    )
-
-
-def _with(config, **train_values):
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train_values))
+# A small run on `corpus`: 4 streams of 8 characters (2 per replica under mirrored), random offsets.
+_config = functools.partial(
+    make_config,
+    batch_size=4,
+    seq_length=8,
+    random_offset=True,
+    embedding_dim=8,
+    rnn_units=64,
+    num_layers=2,
+    dropout=0.0,
+    max_steps=8,
+    eval_every=3,
+    ckpt_every=4,
+    log_every=1,
+    sample_length=0,
+    learning_rate=0.01,
+)
 
 
 def _recurrent_state(checkpoint):
@@ -69,15 +64,14 @@ def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tm
 def test_a_mirrored_run_resumes_on_one_device(corpus, corpus_cache, tmp_path):
     uninterrupted = train.train(_config(corpus, corpus_cache, tmp_path / "one", strategy="default"))
     config = _config(corpus, corpus_cache, tmp_path / "moved", strategy="mirrored")
-    first = train.train(_with(config, max_steps=5))  # stops mid-epoch, after an evaluation
-    second = train.train(_with(config, strategy="default"))
+    first = train.train(config.replace(max_steps=5))  # stops mid-epoch, after an evaluation
+    second = train.train(config.replace(strategy="default"))
     np.testing.assert_allclose(first.losses + second.losses, uninterrupted.losses, rtol=0, atol=1e-5)
 
 
 def test_replicas_must_divide_the_global_batch(corpus, corpus_cache, tmp_path):
-    config = dataclasses.replace(
-        _config(corpus, corpus_cache, tmp_path / "odd", strategy="mirrored"),
-        data=DataConfig(data_path=corpus, cache_dir=corpus_cache, batch_size=3, seq_length=8),
+    config = _config(
+        corpus, corpus_cache, tmp_path / "odd", strategy="mirrored", batch_size=3, random_offset=False
     )
     with pytest.raises(
         UserError, match="--batch_size 3 does not divide among 2 replicas; use a multiple of 2"
@@ -128,7 +122,7 @@ def test_mixed_precision_is_part_of_the_run(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
     train.train(config)
     with pytest.raises(UserError, match="mixed_precision 'none' -> 'float16'"):
-        train.train(_with(config, mixed_precision="float16", max_steps=4))
+        train.train(config.replace(mixed_precision="float16", max_steps=4))
 
 
 def test_multi_worker_needs_tf_config(monkeypatch):

@@ -3,16 +3,15 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import QUOTE
+from helpers import QUOTE, make_config, run_command
 from tf_charrnn import export, sampling, train
-from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
+from tf_charrnn.errors import UserError
 
 SETTINGS = dict(prime="Willing ", length=80, temperature=0.8, seed=7)
 
@@ -40,12 +39,20 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     corpus = root / "corpus.txt"
     corpus.write_text((QUOTE + " ") * 8, encoding="utf-8")
-    config = RunConfig(
-        data=DataConfig(data_path=str(corpus), cache_dir=str(root / "cache"), batch_size=4, seq_length=12),
-        model=ModelConfig(embedding_dim=8, rnn_units=24, num_layers=2, dropout=0.0),
-        train=TrainConfig(
-            train_dir=str(root / "run"), max_steps=40, learning_rate=0.01, eval_every=40, sample_length=0
-        ),
+    config = make_config(
+        corpus,
+        root / "cache",
+        root / "run",
+        batch_size=4,
+        seq_length=12,
+        embedding_dim=8,
+        rnn_units=24,
+        num_layers=2,
+        dropout=0.0,
+        max_steps=40,
+        learning_rate=0.01,
+        eval_every=40,
+        sample_length=0,
     )
     train.train(config)
     return str(root / "run")
@@ -57,7 +64,7 @@ def exported(run_dir):
 
 
 def _in_process_text(run_dir):
-    sampler, vocab = sampling.load_sampler(run_dir)
+    sampler, vocab = sampling.load_sampler(run_dir, fused_kernels=True)
     return sampler.generate(
         vocab,
         SETTINGS["prime"],
@@ -69,13 +76,8 @@ def _in_process_text(run_dir):
 
 def test_saved_model_in_a_fresh_process_matches_in_process_text(run_dir, exported, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_ELSEWHERE, exported, json.dumps(SETTINGS)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
+    result = run_command(
+        [sys.executable, "-c", LOAD_ELSEWHERE, exported, json.dumps(SETTINGS)], env, timeout=300, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     text = json.loads(result.stdout.strip().splitlines()[-1])
@@ -88,12 +90,17 @@ def test_step_and_initial_state_signatures_drive_generation(run_dir, exported):
     states = loaded.signatures["initial_state"](batch_size=tf.constant(3))["states"]
     assert states.shape == (2, 2, 3, 24)
     ids = loaded.signatures["encode"](chars=tf.constant(list("Will")))["ids"]
-    sampler, vocab = sampling.load_sampler(run_dir)
+    # The sampler's text comes from its step on the fused kernel where it applies; the SavedModel's
+    # logits from TensorFlow ops only, as a sampler without the kernels steps.
+    sampler, vocab = sampling.load_sampler(run_dir, fused_kernels=True)
+    tensorflow_sampler, _ = sampling.load_sampler(run_dir, fused_kernels=False)
     assert ids.numpy().tolist() == vocab.encode("Will").tolist()
     for position in range(4):
         out = loaded.signatures["step"](ids=tf.fill([3], ids[position]), states=states)
         states = out["states"]
-    expected_logits, _ = sampling.feed_prime(sampler.step_model, tf.constant([vocab.encode("Will")] * 3))
+    expected_logits, _ = sampling.feed_prime(
+        tensorflow_sampler.model, tf.constant([vocab.encode("Will")] * 3)
+    )
     np.testing.assert_allclose(out["logits"].numpy(), expected_logits.numpy(), rtol=1e-5, atol=1e-5)
     top_k = loaded.signatures["generate_top_k"](
         prime=tf.constant("W"),
@@ -119,13 +126,11 @@ def test_unknown_prime_characters_fail_inside_the_saved_model(exported):
 
 def test_saved_model_cli_shows_and_runs(exported):
     cli = shutil.which("saved_model_cli") or pytest.skip("saved_model_cli is not on PATH")
-    shown = subprocess.run(
-        [cli, "show", "--dir", exported, "--all"], capture_output=True, text=True, timeout=300
-    )
+    shown = run_command([cli, "show", "--dir", exported, "--all"], timeout=300)
     assert shown.returncode == 0, shown.stderr
     for name in ("serving_default", "generate_top_k", "step", "initial_state"):
         assert f"signature_def['{name}']" in shown.stdout
-    run = subprocess.run(
+    run = run_command(
         [
             cli,
             "run",
@@ -138,8 +143,6 @@ def test_saved_model_cli_shows_and_runs(exported):
             "--input_exprs",
             'prime="Knowing";length=40;temperature=0.8;seed=7',
         ],
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr

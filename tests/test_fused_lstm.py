@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_models_agree
+from helpers import assert_models_agree
 from tf_charrnn import fused_lstm, native, sampling
-from tf_charrnn import model as model_lib
 from tf_charrnn.config import ModelConfig
+from tf_charrnn.model import CharRNN
 from tf_charrnn.vocab import Vocab
 
 needs_kernels = pytest.mark.skipif(native.load() is None, reason="the fused kernels cannot be built here")
@@ -26,11 +26,10 @@ def test_kernels_build_wherever_there_is_a_compiler():
 
 
 def _layers(units, batch_size, seed=0):
-    """A FusedLSTM and a keras.layers.LSTM, both stateful, with the same random weights."""
-    layers = [
-        cls(units, return_sequences=True, return_state=True, stateful=True)
-        for cls in (fused_lstm.FusedLSTM, keras.layers.LSTM)
-    ]
+    """A FusedLSTM asked to use the kernels and a keras.layers.LSTM, both stateful, with the same random
+    weights."""
+    options = dict(return_sequences=True, return_state=True, stateful=True)
+    layers = [fused_lstm.FusedLSTM(units, use_kernels=True, **options), keras.layers.LSTM(units, **options)]
     for layer in layers:
         layer.build((batch_size, None, 5))
     rng = np.random.default_rng(seed)
@@ -75,10 +74,10 @@ def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_si
 @needs_kernels
 def test_model_on_kernels_matches_the_keras_model_and_shares_its_weights():
     config = ModelConfig(vocab_size=11, embedding_dim=6, rnn_units=64, num_layers=2, dropout=0.0)
-    fused = model_lib.build_model(config, batch_size=4, seed=1)
-    plain = model_lib.build_model(config, batch_size=4, seed=1, fused_kernels=False)
+    fused = CharRNN(config, batch_size=4, seed=1, fused_kernels=True)
+    plain = CharRNN(config, batch_size=4, seed=1, fused_kernels=False)
     assert [v.path for v in fused.weights] == [v.path for v in plain.weights]
-    model_lib.copy_weights(fused, plain)
+    plain.copy_weights_from(fused)
     ids = tf.constant(np.random.default_rng(0).integers(0, 11, (4, 20)), tf.int32)
 
     assert_models_agree(fused, plain, ids)
@@ -86,8 +85,8 @@ def test_model_on_kernels_matches_the_keras_model_and_shares_its_weights():
 
 @needs_kernels
 def test_kernels_are_used_only_where_they_apply():
-    def kernels_for(units=64, **kwargs):
-        layer = fused_lstm.FusedLSTM(units, return_sequences=True, **kwargs)
+    def kernels_for(units=64, use_kernels=True, **kwargs):
+        layer = fused_lstm.FusedLSTM(units, use_kernels=use_kernels, return_sequences=True, **kwargs)
         layer.build((2, None, 3))
         return layer._kernels(None)
 
@@ -139,21 +138,28 @@ def test_kernel_rejects_inconsistent_shapes(xw_shape, h0_shape, kernel_shape, me
 
 
 def _step_models(units, num_layers=2):
+    """Two models with the same weights: one steps its LSTMs on the fused kernel, one on TensorFlow ops."""
     config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=units, num_layers=num_layers, dropout=0.0)
-    model = model_lib.build_model(config, batch_size=1, seed=3)
-    return sampling.StepModel(model, native.load()), sampling.StepModel(model)
+    fused = CharRNN(config, batch_size=1, seed=3, fused_kernels=True)
+    plain = CharRNN(config, batch_size=1, seed=3, fused_kernels=False)
+    plain.copy_weights_from(fused)
+    return fused, plain
 
 
 @needs_kernels
 @pytest.mark.parametrize("batch_size, units", [(1, 32), (5, 16), (7, 64)])
 def test_step_kernel_matches_the_tensorflow_step(batch_size, units):
     fused, plain = _step_models(units)
-    assert "packed" in fused.read_weights() and "packed" not in plain.read_weights()
+    assert all("packed" in layer for layer in fused.step_weights()["layers"])
+    assert not any("packed" in layer for layer in plain.step_weights()["layers"])
     rng = np.random.default_rng(4)
     ids = tf.constant(rng.integers(0, 9, batch_size), tf.int32)
     states = tf.constant(rng.normal(size=(2, 2, batch_size, units)), tf.float32)
     for _ in range(3):  # chained: each step starts from the last one's states
-        (got_logits, got_states), (want_logits, want_states) = fused(ids, states), plain(ids, states)
+        (got_logits, got_states), (want_logits, want_states) = (
+            fused.step(ids, states),
+            plain.step(ids, states),
+        )
         np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
         np.testing.assert_allclose(got_states, want_states, rtol=0, atol=1e-5)
         states, ids = want_states, tf.argmax(want_logits, axis=-1, output_type=tf.int32)
@@ -162,11 +168,11 @@ def test_step_kernel_matches_the_tensorflow_step(batch_size, units):
 @needs_kernels
 def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
     config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=2, dropout=0.0)
-    fused, plain = sampling.Sampler(config), sampling.Sampler(config, fused_kernels=False)
+    fused, plain = sampling.Sampler(config, fused_kernels=True), sampling.Sampler(config, fused_kernels=False)
     rng = np.random.default_rng(5)
     plain.model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in plain.model.get_weights()])
-    model_lib.copy_weights(plain.model, fused.model)
-    assert "packed" in fused.fast_step_model.read_weights()
+    fused.model.copy_weights_from(plain.model)
+    assert all("packed" in layer for layer in fused.model.step_weights()["layers"])
     vocab = Vocab("abcdefgh\n")
     for mode in ["greedy", "sample"]:
         want = plain.generate(vocab, "ab", 200, num_samples=2, seed=7, mode=mode)
@@ -178,10 +184,10 @@ def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
 
 def test_step_kernel_is_skipped_where_it_does_not_apply():
     config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=24, num_layers=1, dropout=0.0)
-    model = model_lib.build_model(config, batch_size=1)
-    assert "packed" not in sampling.StepModel(model, native.load()).read_weights()  # 24 units: not 16k
-    gru = model_lib.build_model(dataclasses.replace(config, cell="gru", rnn_units=32), batch_size=1)
-    assert sampling.StepModel(gru, native.load()).read_weights() is None  # GRU cells read their own
+    model = CharRNN(config, batch_size=1, fused_kernels=True)
+    assert "packed" not in model.step_weights()["layers"][0]  # 24 units: not 16k
+    gru = CharRNN(dataclasses.replace(config, cell="gru", rnn_units=32), batch_size=1, fused_kernels=True)
+    assert gru.step_weights()["layers"][0] is None  # GRU cells read their own
 
 
 @needs_kernels

@@ -2,17 +2,14 @@
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import threading
 
 import numpy as np
 import pytest
 
-from conftest import QUOTE, smoke_train_command, step_losses
+from helpers import QUOTE, run_command, script_env, smoke_train_command, start_command, step_losses
 
 TIMEOUT = 240  # seconds any one process may take
 
@@ -42,7 +39,7 @@ def _command(train_dir, corpus, *extra):
 
 
 def _run(command, env):
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    result = run_command(command, env, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -53,18 +50,12 @@ def _start_workers(train_dir, corpus, env, *extra):
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        process = subprocess.Popen(
-            _command(train_dir, corpus, "--strategy=multi_worker", *extra),
-            env={**env, "TF_CONFIG": json.dumps(tf_config)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+        workers.append(
+            start_command(
+                _command(train_dir, corpus, "--strategy=multi_worker", *extra),
+                {**env, "TF_CONFIG": json.dumps(tf_config)},
+            )
         )
-        lines = queue.Queue()
-        threading.Thread(
-            target=lambda p=process, q=lines: [q.put(line) for line in p.stderr], daemon=True
-        ).start()
-        workers.append((process, lines))
     return workers
 
 
@@ -77,9 +68,7 @@ def _drain(lines):
 
 @pytest.fixture
 def env(corpus_cache):
-    env = {**os.environ, "TF_CHARRNN_CACHE": corpus_cache, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_CONFIG", None)
-    return env
+    return script_env(corpus_cache)
 
 
 @pytest.mark.slow

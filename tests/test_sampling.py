@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_charrnn import model as model_lib
+from helpers import make_config
 from tf_charrnn import sampling, train
-from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
+from tf_charrnn.config import ModelConfig
+from tf_charrnn.errors import UserError
+from tf_charrnn.model import CharRNN
 from tf_charrnn.vocab import Vocab
 
 LOGITS = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype=np.float32))
@@ -74,11 +76,11 @@ VOCAB = Vocab(list("abc d\n!"))
 
 @pytest.fixture(scope="module")
 def sampler():
-    sampler = sampling.Sampler(MODEL)
-    source = model_lib.build_model(MODEL, batch_size=3, seed=4)
+    sampler = sampling.Sampler(MODEL, fused_kernels=True)
+    source = CharRNN(MODEL, batch_size=3, seed=4, fused_kernels=True)
     # Larger random weights than the initialiser's, so the distributions are far from uniform.
     source.set_weights([w * 3.0 for w in source.get_weights()])
-    model_lib.copy_weights(source, sampler.model)
+    sampler.model.copy_weights_from(source)
     return sampler
 
 
@@ -97,8 +99,8 @@ def test_compiled_and_streamed_give_the_same_text(sampler, mode):
 
 
 def test_greedy_equals_the_argmax_chain_of_the_keras_model(sampler):
-    stateful = model_lib.build_model(MODEL, batch_size=1)
-    model_lib.copy_weights(sampler.model, stateful)
+    stateful = CharRNN(MODEL, batch_size=1, fused_kernels=True)
+    stateful.copy_weights_from(sampler.model)
     logits = stateful(VOCAB.encode("ab c")[None, :])[:, -1]
     expected = []
     for _ in range(40):
@@ -118,14 +120,22 @@ def test_prime_errors(sampler):
 
 def test_korean_prime_on_a_korean_run(text_file, corpus_cache, tmp_path):
     text = "서울은 한국의 수도이다. 부산은 항구 도시이다. 😀 " * 40
-    config = RunConfig(
-        data=DataConfig(data_path=text_file(text), cache_dir=corpus_cache, batch_size=2, seq_length=16),
-        model=ModelConfig(embedding_dim=8, rnn_units=32, num_layers=1, dropout=0.0),
-        train=TrainConfig(
-            train_dir=str(tmp_path / "run"), max_steps=30, learning_rate=0.01, eval_every=30, sample_length=10
-        ),
+    config = make_config(
+        text_file(text),
+        corpus_cache,
+        tmp_path / "run",
+        batch_size=2,
+        seq_length=16,
+        embedding_dim=8,
+        rnn_units=32,
+        num_layers=1,
+        dropout=0.0,
+        max_steps=30,
+        learning_rate=0.01,
+        eval_every=30,
+        sample_length=10,
     )
     train.train(config)
-    korean_sampler, vocab = sampling.load_sampler(str(tmp_path / "run"))
+    korean_sampler, vocab = sampling.load_sampler(str(tmp_path / "run"), fused_kernels=True)
     texts = korean_sampler.generate(vocab, "서울은", 30, num_samples=2, seed=1)
     assert all(len(t) == 30 and set(t) <= set(text) for t in texts)

@@ -4,47 +4,26 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
-from conftest import QUOTE, REPO_ROOT, smoke_train_command
-
-
-def _run_script(name, args, cache, **kwargs):
-    env = {**os.environ, "TF_CHARRNN_CACHE": cache, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "scripts", name), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        **kwargs,
-    )
-
-
-def _smoke_args(train_dir, *extra):
-    return [
-        f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'smoke.cfg')}",
-        f"--train_dir={train_dir}",
-        *extra,
-    ]
+from helpers import QUOTE, make_config, run_script, script_env, smoke_args, smoke_train_command
 
 
 @pytest.mark.slow
 def test_train_smoke_config_on_shakespeare_and_resume(shakespeare_cache, tmp_path):
     train_dir = tmp_path / "run"
-    first = _run_script("train.py", _smoke_args(train_dir, "--max_steps=10"), shakespeare_cache)
+    first = run_script("train.py", smoke_args(train_dir, "--max_steps=10"), shakespeare_cache)
     assert first.returncode == 0, first.stderr
     config = json.load(open(train_dir / "config.json"))
-    assert config["train"]["max_steps"] == 10  # the override wins over the flagfile's 20
-    assert config["data"]["batch_size"] == 4 and config["model"]["vocab_size"] == 65
+    assert config["length"]["max_steps"] == 10  # the override wins over the flagfile's 20
+    assert config["layout"]["batch_size"] == 4 and config["model"]["vocab_size"] == 65
     assert (train_dir / "checkpoints" / "ckpt-10.index").exists()
     assert (train_dir / "checkpoints" / "best" / "checkpoint").exists()
     assert os.listdir(train_dir / "logs" / "train") and os.listdir(train_dir / "logs" / "val")
     assert "val loss" in first.stderr and "chars/s" in first.stderr
 
-    second = _run_script("train.py", _smoke_args(train_dir), shakespeare_cache)  # max_steps 20 from the file
+    second = run_script("train.py", smoke_args(train_dir), shakespeare_cache)  # max_steps 20 from the file
     assert second.returncode == 0, second.stderr
     assert "Resumed" in second.stderr and "from step 10" in second.stderr
     assert (train_dir / "checkpoints" / "ckpt-20.index").exists()
@@ -53,7 +32,7 @@ def test_train_smoke_config_on_shakespeare_and_resume(shakespeare_cache, tmp_pat
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache, tmp_path):
     train_dir = tmp_path / "run"
-    env = {**os.environ, "TF_CHARRNN_CACHE": corpus_cache}
+    env = script_env(corpus_cache)
     process = subprocess.Popen(
         smoke_train_command(
             train_dir,
@@ -81,9 +60,9 @@ def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache,
     assert len(saved) == 1
     stopped_at = int(saved[0][len("ckpt-") : -len(".index")])
     assert stopped_at >= 3
-    resumed = _run_script(
+    resumed = run_script(
         "train.py",
-        _smoke_args(train_dir, f"--data_path={text_file(QUOTE * 200)}", f"--max_steps={stopped_at + 2}"),
+        smoke_args(train_dir, f"--data_path={text_file(QUOTE * 200)}", f"--max_steps={stopped_at + 2}"),
         corpus_cache,
     )
     assert resumed.returncode == 0, resumed.stderr
@@ -95,20 +74,25 @@ def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache,
 def trained_run(tmp_path_factory):
     """A small run trained through the library (the script path is covered above)."""
     from tf_charrnn import train
-    from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     root = tmp_path_factory.mktemp("scripts")
     corpus = root / "corpus.txt"
     corpus.write_text((QUOTE + "\n") * 10, encoding="utf-8")
     train.train(
-        RunConfig(
-            data=DataConfig(
-                data_path=str(corpus), cache_dir=str(root / "cache"), batch_size=4, seq_length=12
-            ),
-            model=ModelConfig(embedding_dim=8, rnn_units=24, num_layers=2, dropout=0.0),
-            train=TrainConfig(
-                train_dir=str(root / "run"), max_steps=30, learning_rate=0.01, eval_every=15, sample_length=0
-            ),
+        make_config(
+            corpus,
+            root / "cache",
+            root / "run",
+            batch_size=4,
+            seq_length=12,
+            embedding_dim=8,
+            rnn_units=24,
+            num_layers=2,
+            dropout=0.0,
+            max_steps=30,
+            learning_rate=0.01,
+            eval_every=15,
+            sample_length=0,
         )
     )
     return str(root / "run"), str(root / "cache")
@@ -117,13 +101,13 @@ def trained_run(tmp_path_factory):
 def test_sample_streamed_compiled_and_saved_model_print_the_same_text(trained_run, tmp_path):
     train_dir, cache = trained_run
     common = [f"--train_dir={train_dir}", "--prime=Willing", "--length=60", "--seed=7", "--temperature=0.8"]
-    compiled = _run_script("sample.py", common, cache)
-    streamed = _run_script("sample.py", [*common, "--stream"], cache)
+    compiled = run_script("sample.py", common, cache)
+    streamed = run_script("sample.py", [*common, "--stream"], cache)
     assert compiled.returncode == 0 and streamed.returncode == 0, compiled.stderr + streamed.stderr
     assert compiled.stdout == streamed.stdout
     assert compiled.stdout.startswith("Willing") and len(compiled.stdout) == len("Willing") + 60 + 1
 
-    exported = _run_script(
+    exported = run_script(
         "export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache
     )
     assert exported.returncode == 0, exported.stderr
@@ -142,16 +126,14 @@ def test_sample_streamed_compiled_and_saved_model_print_the_same_text(trained_ru
     )
     assert compiled.stdout == "Willing" + text + "\n"
 
-    again = _run_script(
-        "export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache
-    )
+    again = run_script("export.py", [f"--train_dir={train_dir}", f"--export_dir={tmp_path / 'model'}"], cache)
     assert again.returncode != 0 and "--overwrite" in again.stderr.strip().splitlines()[-1]
 
 
 def test_sample_several_at_once_with_every_mode(trained_run):
     train_dir, cache = trained_run
     for mode in ("greedy", "sample", "sample_at_space"):
-        result = _run_script(
+        result = run_script(
             "sample.py",
             [
                 f"--train_dir={train_dir}",
@@ -169,7 +151,7 @@ def test_sample_several_at_once_with_every_mode(trained_run):
 
 
 def test_benchmark_prints_one_json_line_per_measurement(corpus_cache):
-    result = _run_script(
+    result = run_script(
         "benchmark.py",
         [
             "--preset=small",
@@ -198,7 +180,7 @@ def test_benchmark_prints_one_json_line_per_measurement(corpus_cache):
 
 
 def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
-    result = _run_script(
+    result = run_script(
         "benchmark.py",
         [
             "--task=memory",

@@ -1,41 +1,31 @@
-import dataclasses
+import functools
 import json
 import os
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
-from conftest import QUOTE
-from tf_charrnn import model as model_lib
+from helpers import QUOTE, make_config, scalar_values, tensorboard_events
 from tf_charrnn import run_directory, sampling, train
-from tf_charrnn.config import DataConfig, ModelConfig, RunConfig, TrainConfig, UserError
+from tf_charrnn.errors import UserError
+from tf_charrnn.model import CharRNN
 
-
-def _config(corpus, cache, train_dir, data=None, model=None, **train_values):
-    return RunConfig(
-        data=DataConfig(data_path=corpus, cache_dir=cache, batch_size=2, seq_length=8, **(data or {})),
-        model=ModelConfig(
-            **{"embedding_dim": 8, "rnn_units": 64, "num_layers": 2, "dropout": 0.0, **(model or {})}
-        ),
-        train=TrainConfig(
-            train_dir=str(train_dir),
-            **{
-                "max_steps": 12,
-                "eval_every": 5,
-                "ckpt_every": 5,
-                "log_every": 3,
-                "sample_length": 20,
-                "learning_rate": 0.01,
-                **train_values,
-            },
-        ),
-    )
-
-
-def _with(config, **train_values):
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train_values))
+# A small run on `corpus`: 2 streams of 8 characters, two LSTM layers of 64 units (the fused kernels' size).
+_config = functools.partial(
+    make_config,
+    batch_size=2,
+    seq_length=8,
+    embedding_dim=8,
+    rnn_units=64,
+    num_layers=2,
+    dropout=0.0,
+    max_steps=12,
+    eval_every=5,
+    ckpt_every=5,
+    log_every=3,
+    sample_length=20,
+    learning_rate=0.01,
+)
 
 
 @pytest.fixture
@@ -44,28 +34,27 @@ def corpus(text_file):
 
 
 def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache, tmp_path):
-    config = RunConfig(
+    config = make_config(
+        text_file(QUOTE),
+        corpus_cache,
+        tmp_path / "run",
         # One window over the whole quote: telling "apply" from "do" needs context from 30+ characters back.
-        data=DataConfig(
-            data_path=text_file(QUOTE),
-            cache_dir=corpus_cache,
-            batch_size=1,
-            seq_length=len(QUOTE) - 1,
-            val_fraction=0.0,
-        ),
-        model=ModelConfig(embedding_dim=16, rnn_units=64, num_layers=1, dropout=0.0),
-        train=TrainConfig(
-            train_dir=str(tmp_path / "run"),
-            learning_rate=0.01,
-            lr_schedule="cosine",
-            max_steps=200,
-            log_every=50,
-            sample_length=0,
-        ),
+        batch_size=1,
+        seq_length=len(QUOTE) - 1,
+        val_fraction=0.0,
+        embedding_dim=16,
+        rnn_units=64,
+        num_layers=1,
+        dropout=0.0,
+        learning_rate=0.01,
+        lr_schedule="cosine",
+        max_steps=200,
+        log_every=50,
+        sample_length=0,
     )
     result = train.train(config)
     assert np.mean(result.losses[-3:]) < 0.01
-    sampler, vocab = sampling.load_sampler(config.train.train_dir)
+    sampler, vocab = sampling.load_sampler(config.length.train_dir, fused_kernels=True)
     assert sampler.generate(vocab, "K", len(QUOTE) - 1, mode="greedy")[0] == QUOTE[1:]
 
 
@@ -74,8 +63,8 @@ def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path):
         corpus,
         corpus_cache,
         tmp_path / "whole",
-        data={"random_offset": True},
-        model={"dropout": 0.3},
+        random_offset=True,
+        dropout=0.3,
         max_steps=60,
         deterministic=True,
         ckpt_every=1000,
@@ -83,9 +72,9 @@ def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path):
     )
     expected = train.train(whole).losses
     assert len(expected) == 60  # crosses two epoch boundaries (24 batches per epoch with offsets)
-    parts = _with(whole, train_dir=str(tmp_path / "parts"), max_steps=31)
+    parts = whole.replace(train_dir=str(tmp_path / "parts"), max_steps=31)
     first = train.train(parts).losses
-    rest = train.train(_with(parts, max_steps=60)).losses
+    rest = train.train(parts.replace(max_steps=60)).losses
     assert first + rest == expected
 
 
@@ -95,24 +84,12 @@ def test_evaluation_does_not_disturb_training(corpus, corpus_cache, tmp_path):
     assert train.train(often).losses == train.train(never).losses
 
 
-def _scalars(log_dir):
-    """Reads a TensorBoard log folder with tensorboard's own reader: ({tag: [values]}, accumulator)."""
-    accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
-    accumulator.Reload()
-    scalars = {
-        tag: [float(tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
-        for tag in accumulator.Tags()["tensors"]
-        if tag != "sample" and not tag.startswith("_hparams_")
-    }
-    return scalars, accumulator
-
-
 def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", keep=2)
     result = train.train(config)
-    train_dir = config.train.train_dir
+    train_dir = config.length.train_dir
     saved = json.load(open(os.path.join(train_dir, "config.json")))
-    assert saved["model"]["vocab_size"] == len(set(QUOTE + " ")) and saved["data"]["batch_size"] == 2
+    assert saved["model"]["vocab_size"] == len(set(QUOTE + " ")) and saved["layout"]["batch_size"] == 2
     assert "".join(json.load(open(os.path.join(train_dir, "vocab.json")))["chars"]) == "".join(
         sorted(set(QUOTE + " "))
     )
@@ -123,16 +100,17 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
     ]  # keep=2
     assert run_directory.find_checkpoint(train_dir, best=True).split("-")[-1] in {"5", "10", "12"}
 
-    train_scalars, _ = _scalars(run_directory.log_dir(train_dir, "train"))
+    train_scalars = scalar_values(run_directory.log_dir(train_dir, "train"))
     assert {"loss", "bits_per_char", "learning_rate", "grad_norm", "chars_per_sec"} <= set(train_scalars)
     assert len(train_scalars["loss"]) == 4  # steps 3, 6, 9, 12
-    val_scalars, val_events = _scalars(run_directory.log_dir(train_dir, "val"))
+    val_scalars = scalar_values(run_directory.log_dir(train_dir, "val"))
     assert len(val_scalars["loss"]) == 3  # steps 5, 10, 12
     np.testing.assert_allclose(
         val_scalars["bits_per_char"], np.array(val_scalars["loss"]) / np.log(2), rtol=1e-6
     )
     np.testing.assert_allclose(val_scalars["perplexity"], np.exp(val_scalars["loss"]), rtol=1e-5)
     assert min(val_scalars["loss"]) == pytest.approx(result.best_val_loss, rel=1e-6)
+    val_events = tensorboard_events(run_directory.log_dir(train_dir, "val"))
     sample = val_events.Tensors("sample")[-1].tensor_proto.string_val[0].decode("utf-8")
     assert len(sample) == 20
 
@@ -140,24 +118,19 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
 def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
     train.train(config)
-    before = open(run_directory.config_path(config.train.train_dir)).read()
-    other_model = dataclasses.replace(config, model=dataclasses.replace(config.model, rnn_units=32))
+    before = open(run_directory.config_path(config.length.train_dir)).read()
+    other_model = config.replace(rnn_units=32)
     with pytest.raises(UserError, match=r"rnn_units 64 -> 32.*--init_from"):
         train.train(other_model)
-    other_corpus = dataclasses.replace(
-        config,
-        data=dataclasses.replace(
-            config.data, data_path=text_file("completely different text! " * 30, "other.txt")
-        ),
-    )
+    other_corpus = config.replace(data_path=text_file("completely different text! " * 30, "other.txt"))
     with pytest.raises(UserError, match="vocabulary"):
         train.train(other_corpus)
-    assert open(run_directory.config_path(config.train.train_dir)).read() == before
+    assert open(run_directory.config_path(config.length.train_dir)).read() == before
 
 
 def _weights(train_dir):
     run_config, _ = run_directory.load_run(train_dir)
-    model = model_lib.build_model(run_config.model, batch_size=1)
+    model = CharRNN(run_config.model, batch_size=1, fused_kernels=True)
     run_directory.restore_weights(train_dir, model)
     return model.get_weights()
 
@@ -193,10 +166,10 @@ def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_ca
 def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=3)
     train.train(config)
-    run_config, _ = run_directory.load_run(config.train.train_dir)
+    run_config, _ = run_directory.load_run(config.length.train_dir)
     for batch_size in (1, 5):
-        model = model_lib.build_model(run_config.model, batch_size)
-        path = run_directory.restore_weights(config.train.train_dir, model)
+        model = CharRNN(run_config.model, batch_size, fused_kernels=True)
+        path = run_directory.restore_weights(config.length.train_dir, model)
         assert path.endswith("ckpt-3")
     with pytest.raises(UserError, match="holds no run"):
         run_directory.restore_weights(str(tmp_path / "nothing"), model)
@@ -205,12 +178,14 @@ def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
 def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=4, ckpt_every=2, eval_every=1000)
     train.train(config)
-    huge = _with(config, max_steps=40, learning_rate=1e38, grad_clip=1e30)
+    huge = config.replace(max_steps=40, learning_rate=1e38, grad_clip=1e30)
     with pytest.raises(UserError, match=r"training diverged at step \d+ .*lower --learning_rate"):
         train.train(huge)
-    latest = run_directory.find_checkpoint(config.train.train_dir)
-    model = model_lib.build_model(run_directory.load_run(config.train.train_dir)[0].model, batch_size=1)
-    run_directory.restore_weights(config.train.train_dir, model)
+    latest = run_directory.find_checkpoint(config.length.train_dir)
+    model = CharRNN(
+        run_directory.load_run(config.length.train_dir)[0].model, batch_size=1, fused_kernels=True
+    )
+    run_directory.restore_weights(config.length.train_dir, model)
     assert all(np.isfinite(w).all() for w in model.get_weights()), latest
 
 
@@ -236,14 +211,14 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, corpus, co
         tmp_path / "whole",
         max_steps=8,
         deterministic=True,
-        model={"dropout": 0.2},
+        dropout=0.2,
         eval_every=1000,
     )
     expected = train.train(whole).losses
-    parts = _with(whole, train_dir=str(tmp_path / "parts"), max_steps=6, ckpt_every=2)
+    parts = whole.replace(train_dir=str(tmp_path / "parts"), max_steps=6, ckpt_every=2)
     train.train(parts)
     damage(str(tmp_path / "parts" / "checkpoints" / "ckpt-6"))
     with caplog.at_level("WARNING"):
-        resumed = train.train(_with(parts, max_steps=8))
+        resumed = train.train(parts.replace(max_steps=8))
     assert "ckpt-6 is unreadable" in caplog.text
     assert resumed.losses == expected[4:]  # steps 5..8 again, from ckpt-4

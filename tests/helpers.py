@@ -1,0 +1,130 @@
+"""Plain helpers the tests share (fixtures and hooks live in conftest.py): paths, a short text, configs,
+running the scripts in subprocesses, reading TensorBoard logs, comparing two models.
+
+Imported as `from helpers import ...` (pytest puts tests/ on sys.path: tests/ is no package).
+"""
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_CORPUS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "tinyshakespeare", "input.txt")
+SMOKE_CONFIG = os.path.join(REPO_ROOT, "configs", "smoke.cfg")
+QUOTE = "Knowing is not enough; we must apply. Willing is not enough; we must do."
+
+
+def make_config(corpus, cache, train_dir, /, **flat_values):
+    """A RunConfig training on `corpus` with the id cache in `cache` into `train_dir`; every other field
+    from `flat_values` (flat field names of any section, e.g. a test file's defaults and a test's own
+    values) or its default."""
+    from tf_charrnn.config import RunConfig
+
+    return RunConfig.from_flat(
+        {**flat_values, "data_path": str(corpus), "cache_dir": str(cache), "train_dir": str(train_dir)}
+    )
+
+
+def script_command(name, *args):
+    """The command line of scripts/`name` with `args`, in this Python."""
+    return [sys.executable, os.path.join(REPO_ROOT, "scripts", name), *args]
+
+
+def smoke_args(train_dir, *flags):
+    """scripts/train.py's arguments for configs/smoke.cfg into `train_dir`, then `flags`."""
+    return [f"--flagfile={SMOKE_CONFIG}", f"--train_dir={train_dir}", *flags]
+
+
+def smoke_train_command(train_dir, corpus, *flags):
+    """The command line of scripts/train.py with configs/smoke.cfg on `corpus`, then `flags`."""
+    return script_command("train.py", *smoke_args(train_dir, f"--data_path={corpus}", *flags))
+
+
+def script_env(cache, **extra):
+    """The environment of a script under test: this one, with the corpus cache `cache`, TensorFlow's C++
+    logging quiet, no TF_CONFIG (a test that wants one sets it), then `extra`."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    return {**env, "TF_CHARRNN_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def run_command(command, env=None, timeout=600, **kwargs):
+    """Runs `command` to its end with `env` (None: this process's); the CompletedProcess, its stdout and
+    stderr as text."""
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def start_command(command, env):
+    """Starts `command` with `env`, its stdout discarded; returns (the process, a queue.Queue of its stderr
+    lines, which a thread fills as they come)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    return process, lines
+
+
+def run_script(name, args, cache, timeout=600, **kwargs):
+    """Runs scripts/`name` with `args` and the corpus cache `cache` (see `script_env`) to its end."""
+    return run_command(script_command(name, *args), script_env(cache), timeout, **kwargs)
+
+
+def tensorboard_events(log_dir):
+    """A TensorBoard log folder (e.g. a run's logs/val), loaded with tensorboard's own reader, every
+    event kept: an EventAccumulator (`.Tensors(tag)` holds each tag's events)."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def read_scalars(log_dir):
+    """The scalar summaries of a TensorBoard log folder: {tag: [(step, value), ...]} in the order they
+    were written (no text samples, no hyperparameters)."""
+    from tensorboard.util import tensor_util
+
+    accumulator = tensorboard_events(log_dir)
+    return {
+        tag: [
+            (event.step, float(tensor_util.make_ndarray(event.tensor_proto)))
+            for event in accumulator.Tensors(tag)
+        ]
+        for tag in accumulator.Tags()["tensors"]
+        if accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+    }
+
+
+def scalar_values(log_dir):
+    """{tag: [values]} of a TensorBoard log folder's scalar summaries, in the order they were written."""
+    return {tag: [value for _, value in events] for tag, events in read_scalars(log_dir).items()}
+
+
+def step_losses(train_dir):
+    """The last logged training loss of every step, read back from the run's TensorBoard events."""
+    losses = dict(read_scalars(os.path.join(train_dir, "logs", "train"))["loss"])
+    return [losses[step] for step in sorted(losses)]
+
+
+def assert_models_agree(got_model, want_model, ids, calls=2):
+    """Calls two stateful Char-RNN models on the same ids `calls` times in a row (each call starts from
+    the state the last one left) and checks their logits and weight gradients agree to 1e-5. Traced,
+    so the time length is static, as in training."""
+    import numpy as np
+    import tensorflow as tf
+
+    @tf.function
+    def logits_and_gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model(ids)
+            loss = tf.reduce_mean(logits**2)
+        return logits, tape.gradient(loss, model.trainable_variables)
+
+    for _ in range(calls):
+        got_logits, got_grads = logits_and_gradients(got_model)
+        want_logits, want_grads = logits_and_gradients(want_model)
+        np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-5)
+        for got, want in zip(got_grads, want_grads, strict=True):
+            np.testing.assert_allclose(
+                tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5
+            )
