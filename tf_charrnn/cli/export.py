@@ -7,7 +7,6 @@ The SavedModel needs only TensorFlow:
 
 from absl import logging
 
-from tf_charrnn import export
 from tf_charrnn.cli import flags
 from tf_charrnn.config import ExportConfig
 
@@ -15,6 +14,9 @@ from tf_charrnn.config import ExportConfig
 def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(ExportConfig)
+    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    from tf_charrnn import export
+
     path = export.export_run(
         config.train_dir, config.export_dir, config.checkpoint, config.best, config.overwrite
     )

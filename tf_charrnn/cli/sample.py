@@ -6,7 +6,6 @@ The same --seed prints the same text either way.
 
 import sys
 
-from tf_charrnn import runtime, sampling
 from tf_charrnn.cli import flags
 from tf_charrnn.config import SampleConfig
 
@@ -31,6 +30,9 @@ def _stream(sampler, vocab, config, options):
 def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(SampleConfig)
+    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    from tf_charrnn import runtime, sampling
+
     sampler, vocab = sampling.load_sampler(
         config.train_dir, config.checkpoint, config.best, fused_kernels=runtime.fused_kernels_apply()
     )

@@ -7,14 +7,17 @@ import sys
 
 from absl import logging
 
-from tf_charrnn import train as train_lib
 from tf_charrnn.cli import flags
 from tf_charrnn.config import RunConfig
 
 
 def main(argv):
     del argv  # flags.run refuses positional arguments
-    result = train_lib.train(flags.config_from_flags(RunConfig))
+    config = flags.config_from_flags(RunConfig)
+    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    from tf_charrnn import train as train_lib
+
+    result = train_lib.train(config)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",
         result.step,

@@ -1,0 +1,55 @@
+"""The runtime decisions, made once from the config and the machine, and handed to the layers."""
+
+import pytest
+
+from tf_charrnn import native, runtime
+from tf_charrnn.config import RunConfig
+from tf_charrnn.errors import UserError
+from tf_charrnn.model import CharRNN
+from tf_charrnn.sampling import Sampler
+
+needs_kernels = pytest.mark.skipif(native.load() is None, reason="the fused kernels cannot be built here")
+
+
+def _resolve(**values):
+    return runtime.resolve(RunConfig.from_flat({"strategy": "default", **values}))
+
+
+@needs_kernels
+def test_a_cpu_run_unrolls_and_runs_the_kernels():
+    decided = _resolve(seq_length=100)
+    assert (decided.replicas, decided.replica_batch_size, decided.single_device) == (1, 64, True)
+    assert decided.fused_kernels and decided.unroll and decided.is_chief
+    assert decided.dtype_policy is None and not decided.loss_scaling
+    assert not _resolve(seq_length=runtime.MAX_UNROLLED_SEQ_LENGTH + 1).unroll
+
+
+def test_xla_keeps_the_kernels_off_in_training_and_eval_samples():
+    decided = _resolve(jit_compile=True)
+    assert decided.jit_compile and not decided.fused_kernels
+    config = RunConfig.from_flat({"vocab_size": 5, "rnn_units": 64})
+    sampler = Sampler(config.model, decided.fused_kernels)
+    assert not any(layer.use_kernels for layer in sampler.model.recurrent_layers)
+    assert "packed" not in sampler.model.step_weights()["layers"][0]
+
+
+def test_on_a_gpu_nothing_builds_or_calls_the_kernels(monkeypatch):
+    monkeypatch.setattr(runtime, "on_gpu", lambda: True)
+    monkeypatch.setattr(native, "load", lambda: pytest.fail("the kernels were loaded on a GPU"))
+    decided = _resolve(seq_length=100)
+    assert not decided.fused_kernels and not decided.unroll  # cuDNN wants the loop
+    model = CharRNN(RunConfig.from_flat({"vocab_size": 5, "rnn_units": 64}).model, 2, fused_kernels=False)
+    assert model.step_weights()["layers"][0].keys() == {"kernel", "recurrent_kernel", "bias"}
+
+
+def test_precision_policies():
+    assert _resolve(mixed_precision="bfloat16").dtype_policy.name == "mixed_bfloat16"
+    float16 = _resolve(mixed_precision="float16")
+    assert float16.dtype_policy.name == "mixed_float16" and float16.loss_scaling
+
+
+def test_mirrored_replicas_split_the_batch():
+    decided = _resolve(strategy="mirrored", batch_size=4)  # two logical CPUs (conftest)
+    assert (decided.replicas, decided.replica_batch_size, decided.single_device) == (2, 2, False)
+    with pytest.raises(UserError, match="does not divide among 2 replicas"):
+        _resolve(strategy="mirrored", batch_size=3)
