@@ -4,7 +4,7 @@ from tf_charrnn.config import (
     CadenceConfig,
     LayoutConfig,
     ModelConfig,
-    OptimizerConfig,
+    OptimizationConfig,
     RunConfig,
 )
 from tf_charrnn.errors import UserError
@@ -21,9 +21,9 @@ from tf_charrnn.errors import UserError
         (ModelConfig, "embedding_dim", 0, "--embedding_dim"),
         (ModelConfig, "dropout", 1.0, "--dropout must be in [0, 1)"),
         (ModelConfig, "cell", "transformer", "--cell must be one of lstm, gru, rnn"),
-        (OptimizerConfig, "learning_rate", 0.0, "--learning_rate must be > 0"),
-        (OptimizerConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),
-        (OptimizerConfig, "lr_schedule", "step", "--lr_schedule"),
+        (OptimizationConfig, "learning_rate", 0.0, "--learning_rate must be > 0"),
+        (OptimizationConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),
+        (OptimizationConfig, "lr_schedule", "step", "--lr_schedule"),
         (CadenceConfig, "eval_every", 0, "--eval_every"),
     ],
 )
@@ -45,11 +45,11 @@ def test_dict_round_trip_and_unknown_keys():
 def test_flat_values_reach_their_sections():
     config = RunConfig.from_flat({"batch_size": 3, "rnn_units": 32, "max_steps": 7, "strategy": "default"})
     assert (config.layout.batch_size, config.model.rnn_units, config.length.max_steps) == (3, 32, 7)
-    assert config.runtime.strategy == "default" and config.optimizer == RunConfig().optimizer
+    assert config.runtime.strategy == "default" and config.optimization == RunConfig().optimization
     assert RunConfig.from_flat(config.flat()) == config
     changed = config.replace(learning_rate=0.5, seq_length=9)
-    assert (changed.optimizer.learning_rate, changed.layout.seq_length) == (0.5, 9)
-    assert changed.replace(learning_rate=config.optimizer.learning_rate, seq_length=100) == config
+    assert (changed.optimization.learning_rate, changed.layout.seq_length) == (0.5, 9)
+    assert changed.replace(learning_rate=config.optimization.learning_rate, seq_length=100) == config
     with pytest.raises(UserError, match="units"):
         RunConfig.from_flat({"units": 3})
     with pytest.raises(UserError, match="--batch_size must be an integer >= 1"):

@@ -1,17 +1,17 @@
 import pytest
 
-from tf_charrnn.config import OptimizerConfig
+from tf_charrnn.config import OptimizationConfig
 from tf_charrnn.schedules import learning_rate
 
 
 def test_exponential_decays_once_per_epoch_after_decay_after():
-    config = OptimizerConfig(learning_rate=1.0, decay_rate=0.5, decay_after=2)
+    config = OptimizationConfig(learning_rate=1.0, decay_rate=0.5, decay_after=2)
     rates = [learning_rate(config, step=0, epoch=epoch, total_steps=100) for epoch in range(5)]
     assert rates == [1.0, 1.0, 0.5, 0.25, 0.125]
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():
-    config = OptimizerConfig(learning_rate=1.0, lr_schedule="cosine", warmup_steps=4, min_learning_rate=0.1)
+    config = OptimizationConfig(learning_rate=1.0, lr_schedule="cosine", warmup_steps=4, min_learning_rate=0.1)
     assert [learning_rate(config, s, 0, 104) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert learning_rate(config, 4, 0, 104) == pytest.approx(1.0)
     assert learning_rate(config, 54, 0, 104) == pytest.approx(0.55)

@@ -42,7 +42,7 @@ def measure_train(config, steps=8, warmup=2):
     times = []
     for inputs, targets in batches:
         started = time.perf_counter()
-        float(train_step.train(inputs, targets, config.optimizer.learning_rate)["loss"])
+        float(train_step.train(inputs, targets, config.optimization.learning_rate)["loss"])
         times.append(time.perf_counter() - started)
     seconds = float(np.median(times[warmup:]))
     return {"chars_per_sec": layout.batch_size * layout.seq_length / seconds, "sec_per_step": seconds}

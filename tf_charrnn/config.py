@@ -1,8 +1,9 @@
 """Frozen run configuration in sections, validated on creation; no absl, no TensorFlow.
 
 Field names are the flag names, the config.json keys and the TensorBoard hparam names. A section says
-whether its fields must match when a run resumes (the model, the data layout, the precision: what a
-checkpoint's meaning depends on) or may change between sessions of one run.
+whether its fields must match when a run resumes (the data layout, the model, the precision, the
+optimisation: what a checkpoint's meaning depends on) or may change between sessions of one run (where
+the corpus is found, the run's length, its cadences, the runtime).
 """
 
 import dataclasses
@@ -125,10 +126,11 @@ class PrecisionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    """Adam, its learning-rate schedule and gradient clipping."""
+class OptimizationConfig:
+    """Adam, its learning-rate schedule, gradient clipping, and the seed of initialisation, dropout and
+    data offsets: a resumed run continues the same optimisation."""
 
-    must_match_on_resume: ClassVar[bool] = False
+    must_match_on_resume: ClassVar[bool] = True
 
     learning_rate: float = _field(2e-3, "Adam learning rate (peak rate for the cosine schedule)")
     lr_schedule: str = _field(
@@ -143,6 +145,7 @@ class OptimizerConfig:
     warmup_steps: int = _field(0, "cosine schedule: linear warmup steps")
     min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
+    seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
 
     def __post_init__(self):
         _require(
@@ -164,7 +167,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LengthConfig:
-    """Which run directory, where its weights start, how long it trains and its seed."""
+    """Which run directory, where its weights start, and how long it trains."""
 
     must_match_on_resume: ClassVar[bool] = False
 
@@ -174,7 +177,6 @@ class LengthConfig:
     )
     num_epochs: int = _field(50, "epochs to train (when max_steps is 0)")
     max_steps: int = _field(0, "steps to train; > 0 overrides num_epochs")
-    seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")
@@ -193,10 +195,13 @@ class CadenceConfig:
     log_every: int = _field(50, "steps between progress lines and train summaries")
     keep: int = _field(3, "recent checkpoints kept (the best-validation one is kept besides)")
     sample_length: int = _field(200, "characters of the sample written to TensorBoard at each eval; 0: none")
+    patience: int = _field(
+        0, "stop (with a checkpoint) after this many validations without a new best; 0: never stop early"
+    )
 
     def __post_init__(self):
         _check_positive_ints(self, ("eval_every", "ckpt_every", "log_every", "keep"))
-        _check_non_negative_ints(self, ("sample_length",))
+        _check_non_negative_ints(self, ("sample_length", "patience"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +234,7 @@ class RunConfig:
     layout: LayoutConfig = dataclasses.field(default_factory=LayoutConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     precision: PrecisionConfig = dataclasses.field(default_factory=PrecisionConfig)
-    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    optimization: OptimizationConfig = dataclasses.field(default_factory=OptimizationConfig)
     length: LengthConfig = dataclasses.field(default_factory=LengthConfig)
     cadence: CadenceConfig = dataclasses.field(default_factory=CadenceConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
@@ -332,3 +337,20 @@ class ExportConfig:
     checkpoint: str = _field("", "checkpoint prefix to export; empty: the latest (or the best with --best)")
     best: bool = _field(False, "export the best-validation checkpoint")
     overwrite: bool = _field(False, "replace a non-empty --export_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """Which run's checkpoint to score, and on which text."""
+
+    train_dir: str = _field("runs/default", "run directory to evaluate")
+    checkpoint: str = _field("", "checkpoint prefix to score; empty: the latest (or the best with --best)")
+    best: bool = _field(False, "score the best-validation checkpoint")
+    data_path: str = _field("", "UTF-8 text file to score; empty: the run's own validation split")
+    skip_unknown: bool = _field(
+        False, "leave out (and count) characters outside the run's vocabulary instead of refusing the text"
+    )
+    json: bool = _field(False, "print one JSON line instead of the human-readable line")
+
+    def __post_init__(self):
+        _require(bool(self.train_dir), "--train_dir must not be empty")

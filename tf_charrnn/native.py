@@ -1,11 +1,14 @@
 """The fused C++ kernels (tf_charrnn/kernels/): built from source against the installed TensorFlow
 on first use, cached, loaded.
 
-They are compiled for this machine's CPU (-march=native) with the compile and link flags TensorFlow
-reports, into $TF_CHARRNN_CACHE/native/ under a name keyed by the sources, TensorFlow's version and
-the CPU, so a changed source or another machine gets its own build. Where they cannot be built or
-loaded (no C++ compiler, an incompatible TensorFlow) `load()` logs why once and returns None, and
-callers keep TensorFlow's own ops; TF_CHARRNN_NATIVE=0 turns them off. The compiler is $CXX, else g++.
+The sources ship inside the package (wheel and sdist carry tf_charrnn/kernels/*.cc and *.h). They are
+compiled for this machine's CPU (-march=native) with the compile and link flags TensorFlow reports,
+into $TF_CHARRNN_CACHE/native/ under a name keyed by the sources, TensorFlow's version and the CPU, so
+a changed source or another machine gets its own build; the first build (about 15 s) logs one info
+line. A library is used only if it has every op the package calls (`OPS`). Where the kernels cannot be
+built or loaded (no C++ compiler, no sources, an incompatible TensorFlow, a library missing an op)
+`load()` logs why once and returns None, and callers keep TensorFlow's own ops; TF_CHARRNN_NATIVE=0
+turns them off. The compiler is $CXX, else g++.
 
     python -m tf_charrnn.native    # builds now (as .ci/run does) and prints the library's path
 """
@@ -27,6 +30,8 @@ from tf_charrnn import files
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
+# The ops the package calls (fused_lstm.py), as attributes of the loaded module.
+OPS = ("char_rnn_lstm_sequence", "char_rnn_lstm_sequence_grad", "char_rnn_lstm_step")
 _FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations"]
 
 
@@ -59,9 +64,18 @@ def library_path(cache=""):
     return os.path.join(files.cache_dir(cache), "native", f"tf_charrnn_kernels-{digest.hexdigest()[:16]}.so")
 
 
+def _check_sources():
+    if not SOURCES:
+        raise NativeBuildError(
+            f"no kernel sources (*.cc) in {KERNELS_DIR}: the package was installed without them"
+        )
+
+
 def build(path):
     """Compiles the kernels to `path` (through a temporary file, so a failed or concurrent build never
-    leaves a broken library there). Raises NativeBuildError with the compiler's last lines."""
+    leaves a broken library there). Raises NativeBuildError with the compiler's last lines, or where the
+    package holds no kernel sources."""
+    _check_sources()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".so")
     os.close(fd)
@@ -88,14 +102,27 @@ def build(path):
 
 
 def build_and_load(cache=""):
-    """The loaded kernel module, building it first where this machine has none. Raises NativeBuildError."""
+    """The loaded kernel module, building it first where this machine has none (one info line).
+
+    Raises:
+      NativeBuildError: no kernel sources, a failed build or load, or a library without one of `OPS`.
+    """
+    _check_sources()  # else a library built from nothing would load, without a single op
     path = library_path(cache)
     if not os.path.exists(path):
+        logging.info(
+            "Compiling the fused LSTM kernels once (about 15 s), cached in %s; TF_CHARRNN_NATIVE=0 skips it.",
+            path,
+        )
         build(path)
     try:
-        return tf.load_op_library(path)
+        module = tf.load_op_library(path)
     except (tf.errors.NotFoundError, OSError) as error:
         raise NativeBuildError(f"loading {path} failed: {error}") from error
+    missing = [op for op in OPS if not hasattr(module, op)]
+    if missing:
+        raise NativeBuildError(f"{path} lacks the ops {', '.join(missing)}")
+    return module
 
 
 @functools.cache

@@ -101,27 +101,33 @@ def check_init_from(config, vocab):
 
 def prepare(config, vocab):
     """Checks that `config` may resume the run in its train_dir (if any) and start from --init_from (if
-    set), then writes config.json and vocab.json."""
-    if has_run(config.length.train_dir):
+    set), then writes config.json and vocab.json.
+
+    Returns:
+      The RunConfig the run directory held before (None for a new run).
+    """
+    previous = load_run(config.length.train_dir)[0] if has_run(config.length.train_dir) else None
+    if previous is not None:
         check_resumable(config, vocab)
     if config.length.init_from:
         check_init_from(config, vocab)
     save_run(config, vocab)
+    return previous
 
 
-def make_checkpoint(model, optimizer=None, **variables):
-    """A tf.train.Checkpoint of the model's weights, its dropout RNG state, the optimizer and extra
-    variables.
+def checkpoint_contents(model, optimizer=None, **variables):
+    """What a training checkpoint holds, {name: trackable}: the model's weights, its dropout RNG state,
+    the optimizer and extra variables.
 
     The weights are tracked as a list rather than through the model so that the checkpoint does not
     hold the recurrent state, which is shaped for one batch size (per replica under a strategy); the
     trainer saves that state itself, gathered over replicas. Keras dropout seed generators live in
     model.non_trainable_variables: without them a resumed run draws other dropout masks.
     """
-    tracked = dict(weights=list(model.weights), rng_state=list(model.non_trainable_variables), **variables)
+    contents = dict(weights=list(model.weights), rng_state=list(model.non_trainable_variables), **variables)
     if optimizer is not None:
-        tracked["optimizer"] = optimizer
-    return tf.train.Checkpoint(**tracked)
+        contents["optimizer"] = optimizer
+    return contents
 
 
 def find_checkpoint(train_dir, checkpoint=None, best=False):
@@ -160,14 +166,18 @@ class Checkpoints:
     others into a scratch folder that `close` removes.
 
     Args:
-      checkpoint: the tf.train.Checkpoint to save and restore.
+      contents: {name: trackable} every checkpoint of the run holds (see `checkpoint_contents`).
       step: the int64 step variable, which numbers the checkpoints.
       train_dir, keep: the run directory, and the latest checkpoints kept there.
       is_chief: whether this worker writes into the run directory.
+      added: {name: variable} saved besides `checkpoint`'s, and restored where a checkpoint has them
+        (checkpoints written before they were added do not).
     """
 
-    def __init__(self, checkpoint, step, train_dir, keep, is_chief):
-        self.checkpoint = checkpoint
+    def __init__(self, contents, step, train_dir, keep, is_chief, added=None):
+        self._required = tf.train.Checkpoint(**contents)
+        self._added = tf.train.Checkpoint(**(added or {}))
+        self.checkpoint = tf.train.Checkpoint(**contents, **(added or {}))
         self.train_dir = train_dir
         self._step = step
         self._scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tf_charrnn_worker_")
@@ -195,7 +205,8 @@ class Checkpoints:
         paths = list(state.all_model_checkpoint_paths) if state else []
         for path in reversed(paths):
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self._required.restore(path).assert_existing_objects_matched()
+                self._added.restore(path).expect_partial()
                 return path
             except Exception as error:  # noqa: BLE001 - readers fail in many ways (OpError, IndexError, ...)
                 logging.warning(

@@ -30,6 +30,11 @@ class Runtime:
     jit_compile: bool
     unroll: bool  # unroll the recurrent layers' time loop when traced (GRU, RNN, and LSTM off the kernels)
     fused_kernels: bool  # LSTM layers run on the fused C++ kernels (training and sampling)
+    devices: str  # the kinds of device the replicas run on, e.g. "CPU" or "GPU"
+
+    def describe(self):
+        """E.g. '1 replica on CPU' or '2 replicas on GPU'."""
+        return f"{self.replicas} replica{'s' if self.replicas > 1 else ''} on {self.devices}"
 
 
 def on_gpu():
@@ -57,16 +62,23 @@ def resolve(config):
     """
     strategy = distribute.make_strategy(config.runtime.strategy, config.runtime.tpu)
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    single_device = distribute.is_default(strategy)
     policy = MIXED_PRECISION_POLICIES[config.precision.mixed_precision]
     return Runtime(
         strategy=strategy,
         replicas=strategy.num_replicas_in_sync,
         replica_batch_size=distribute.replica_batch_size(strategy, config.layout.batch_size),
         is_chief=distribute.is_chief(strategy),
-        single_device=distribute.is_default(strategy),
+        single_device=single_device,
         dtype_policy=None if policy is None else keras.DTypePolicy(policy),
         loss_scaling=config.precision.mixed_precision == "float16",
         jit_compile=config.runtime.jit_compile,
         unroll=not on_gpu() and not on_tpu and config.layout.seq_length <= MAX_UNROLLED_SEQ_LENGTH,
         fused_kernels=fused_kernels_apply(strategy, config.runtime.jit_compile),
+        devices=("GPU" if on_gpu() else "CPU") if single_device else _device_kinds(strategy),
     )
+
+
+def _device_kinds(strategy):
+    names = strategy.extended.worker_devices  # e.g. /job:localhost/replica:0/task:0/device:GPU:0
+    return ", ".join(sorted({name.split("device:")[-1].split(":")[0] for name in names}))

@@ -7,7 +7,7 @@ def learning_rate(config, step, epoch, total_steps):
     """The learning rate for a training step.
 
     Args:
-      config: OptimizerConfig.
+      config: OptimizationConfig.
       step: 0-based index of the step about to run.
       epoch: 0-based epoch that step belongs to.
       total_steps: steps in the whole run (cosine decays over them).

@@ -30,6 +30,7 @@ class TrainResult:
     best_val_loss: float  # best validation nats/char over the whole run (inf without validation)
     last_checkpoint: str
     stopped_by_signal: int = None  # the signal number that stopped training early, if any
+    stopped_early: bool = False  # --patience validations passed without a new best
 
 
 def train(config):
@@ -45,16 +46,27 @@ def train(config):
       TrainResult.
     """
     runtime = runtime_lib.resolve(config)  # creates the strategy, before any other op
-    keras.utils.set_random_seed(config.length.seed)
+    keras.utils.set_random_seed(config.optimization.seed)
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     splits = data_lib.load_splits(config.data, config.layout)
     config = config.replace(vocab_size=len(splits.vocab))
-    if runtime.is_chief:
-        run_directory.prepare(config, splits.vocab)
+    previous = run_directory.prepare(config, splits.vocab) if runtime.is_chief else None
     trainer = Trainer(config, splits, runtime)
+    logging.info(
+        "Model: %s parameters; %s (--strategy=%s); precision %s; recurrent layers on %s",
+        f"{trainer.model.count_params():,}",
+        runtime.describe(),
+        config.runtime.strategy,
+        config.precision.mixed_precision if config.precision.mixed_precision != "none" else "float32",
+        "the fused C++ kernels"
+        if runtime.fused_kernels and config.model.cell == "lstm"
+        else "TensorFlow's ops",
+    )
     try:
         trainer.restore_or_initialize()
+        if previous is not None:
+            trainer.log_schedule_change(previous)
         with _StopOnSignal() as stop:
             return trainer.run(stop)
     finally:
@@ -85,7 +97,9 @@ class Trainer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
         self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
-        checkpoint = run_directory.make_checkpoint(
+        # Validations since the best one, for --patience (checkpoints written before it lack it: 0).
+        self.evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="evals_since_best")
+        contents = run_directory.checkpoint_contents(
             self.model,
             self.steps.optimizer,
             recurrent_state=self.global_state.variables,
@@ -95,7 +109,12 @@ class Trainer:
             best_val_loss=self.best_val_loss,
         )
         self.checkpoints = run_directory.Checkpoints(
-            checkpoint, self.step, config.length.train_dir, config.cadence.keep, runtime.is_chief
+            contents,
+            self.step,
+            config.length.train_dir,
+            config.cadence.keep,
+            runtime.is_chief,
+            added={"evals_since_best": self.evals_since_best},
         )
         self.train_ids = tf.constant(splits.train_ids)  # compact ids (uint8 for most corpora)
         self.steps_per_epoch = data_lib.num_stream_batches(
@@ -133,8 +152,9 @@ class Trainer:
             self.runtime.replicas,
             self.config.runtime.strategy,
         )
+        stopped_early = self._out_of_patience()
         for epoch, batch_index, inputs, targets in self._training_batches():
-            if int(self.step) >= self.total_steps:
+            if int(self.step) >= self.total_steps or stopped_early:
                 break
             epoch, batch_index = (int(self.steps.first_replica(value)) for value in (epoch, batch_index))
             if batch_index == 0:
@@ -149,9 +169,10 @@ class Trainer:
                 self._log_progress(window.flush(), epoch, start_step)
             if self.val_batches and (step % cadence.eval_every == 0 or last):
                 self._evaluate_and_log()
+                stopped_early = self._out_of_patience()
             if step % cadence.ckpt_every == 0:
                 self.save()
-            if last or metrics["stopping"]:
+            if last or metrics["stopping"] or stopped_early:
                 break
         if stop.signal is not None:
             logging.warning(
@@ -167,6 +188,7 @@ class Trainer:
             best_val_loss=float(self.best_val_loss),
             last_checkpoint=last_checkpoint,
             stopped_by_signal=stop.signal,
+            stopped_early=stopped_early,
         )
 
     def _train_one(self, inputs, targets, epoch, stop):
@@ -178,7 +200,7 @@ class Trainer:
         """
         started = time.perf_counter()
         step = int(self.step)
-        learning_rate = schedules.learning_rate(self.config.optimizer, step, epoch, self.total_steps)
+        learning_rate = schedules.learning_rate(self.config.optimization, step, epoch, self.total_steps)
         metrics = self.steps.train(inputs, targets, learning_rate, stop=stop.signal is not None)
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
         # Every worker sees the same votes, so all of them stop after this step (a signal received
@@ -246,7 +268,53 @@ class Trainer:
         )
         if val_loss < float(self.best_val_loss):
             self.best_val_loss.assign(val_loss)
+            self.evals_since_best.assign(0)
             self.save(best=True)
+        else:
+            self.evals_since_best.assign_add(1)
+
+    def _out_of_patience(self):
+        """Whether --patience validations in a row brought no new best (logged once when so)."""
+        patience = self.config.cadence.patience
+        if not patience or int(self.evals_since_best) < patience:
+            return False
+        logging.info(
+            "Stopping early at step %d: %s without a new best (best val loss %.4f); "
+            "raise --patience, or set it to 0, to train on",
+            int(self.step),
+            f"{int(self.evals_since_best)} validation{'s' if int(self.evals_since_best) > 1 else ''}",
+            float(self.best_val_loss),
+        )
+        return True
+
+    def log_schedule_change(self, previous):
+        """Says what a changed run length does to the learning-rate schedule of a resumed run."""
+        steps_per_epoch = self.steps_per_epoch
+        old_total = previous.length.max_steps or previous.length.num_epochs * steps_per_epoch
+        step = int(self.step)
+        if old_total == self.total_steps or step == 0:
+            return
+        optimization = self.config.optimization
+        if optimization.lr_schedule == "cosine":
+            before = schedules.learning_rate(optimization, step, int(self.epoch), old_total)
+            after = schedules.learning_rate(optimization, step, int(self.epoch), self.total_steps)
+            logging.warning(
+                "The run now ends at step %d, not %d: the cosine schedule decays over the new length, "
+                "so the learning rate at step %d is %.3g (it was %.3g)",
+                self.total_steps,
+                old_total,
+                step,
+                after,
+                before,
+            )
+        else:
+            logging.info(
+                "The run now ends at step %d, not %d: the exponential schedule decays per epoch and "
+                "goes on from epoch %d unchanged",
+                self.total_steps,
+                old_total,
+                int(self.epoch) + 1,
+            )
 
     def _training_batches(self):
         """The distributed training batches from the current data position, epoch after epoch."""
@@ -259,7 +327,7 @@ class Trainer:
                 layout.batch_size,
                 layout.seq_length,
                 self.steps_per_epoch,
-                self.config.length.seed,
+                self.config.optimization.seed,
                 layout.random_offset,
                 int(self.epoch),
                 int(self.batch_in_epoch),
@@ -317,7 +385,7 @@ class Trainer:
             self.vocab,
             prime,
             self.config.cadence.sample_length,
-            seed=self.config.length.seed,
+            seed=self.config.optimization.seed,
             temperature=0.8,
         )[0]
 

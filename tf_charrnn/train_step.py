@@ -22,17 +22,17 @@ class TrainStep:
 
     def __init__(self, config, runtime):
         self.runtime = runtime
-        self.grad_clip = config.optimizer.grad_clip
+        self.grad_clip = config.optimization.grad_clip
         with runtime.strategy.scope():
             self.model = CharRNN(
                 config.model,
                 runtime.replica_batch_size,
-                seed=config.length.seed,
+                seed=config.optimization.seed,
                 dtype_policy=runtime.dtype_policy,
                 unroll=runtime.unroll,
                 fused_kernels=runtime.fused_kernels,
             )
-            self.optimizer = keras.optimizers.Adam(learning_rate=config.optimizer.learning_rate)
+            self.optimizer = keras.optimizers.Adam(learning_rate=config.optimization.learning_rate)
             if runtime.loss_scaling:
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)

@@ -47,6 +47,15 @@ def config_from_flags(config_class):
     return config_class.from_flat(values) if hasattr(config_class, "from_flat") else config_class(**values)
 
 
+def given_values(config_class):
+    """{name: value} of the flags of `config_class` given on the command line or in a flagfile."""
+    return {
+        field.name: flags.FLAGS[field.name].value
+        for field in _user_fields(config_class)
+        if flags.FLAGS[field.name].present
+    }
+
+
 def _flag_error_message(error):
     message = re.sub(r"^ERROR:+\s*", "", " ".join(str(error).split()))
     enum_error = _ENUM_ERROR.match(message)
@@ -78,6 +87,9 @@ def _one_line_errors(main, argv):
 
 def run(main):
     """Runs `main` as an absl app: bad flags and UserErrors end with one line on stderr and exit 1."""
+    launcher = sys.modules["__main__"]
+    if not launcher.__doc__:  # a console-script launcher: --help shows the entry point's usage instead
+        launcher.__doc__ = sys.modules[main.__module__].__doc__
     flags.DEFINE_bool(
         "verbose",
         False,

@@ -1,6 +1,8 @@
 """Trains a Char-RNN: scripts/train.py --flagfile=configs/shakespeare.cfg [--flag=value ...].
 
-Re-running the same command resumes from the run's latest checkpoint.
+Re-running the same command resumes from the run's latest checkpoint; so does --train_dir=DIR alone,
+with the run's own configuration. Flags given on resume may change the run's length, cadences and
+runtime; a different model, data layout, precision or optimisation is refused.
 """
 
 import sys
@@ -15,8 +17,13 @@ def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(RunConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    from tf_charrnn import run_directory
     from tf_charrnn import train as train_lib
 
+    if run_directory.has_run(config.length.train_dir):
+        # The run's own configuration, and the flags given now (train refuses those that must match).
+        stored, _ = run_directory.load_run(config.length.train_dir)
+        config = stored.replace(**{**flags.given_values(RunConfig), "train_dir": config.length.train_dir})
     result = train_lib.train(config)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",

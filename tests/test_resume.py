@@ -1,0 +1,139 @@
+"""Continuing a run from its directory alone; what may change on resume and what is refused; --patience."""
+
+import hashlib
+import logging
+import os
+
+import pytest
+
+from helpers import QUOTE, make_config, read_scalars, run_script, smoke_args
+from tf_charrnn import run_directory, train
+
+
+def _snapshot(root):
+    digests = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                digests[os.path.relpath(os.path.join(folder, name), root)] = hashlib.sha256(
+                    f.read()
+                ).hexdigest()
+    return digests
+
+
+@pytest.fixture(scope="module")
+def run_10_steps(tmp_path_factory):
+    """A smoke run of 10 steps, trained by the script: (run directory, cache)."""
+    root = tmp_path_factory.mktemp("resume")
+    corpus = root / "corpus.txt"
+    corpus.write_text((QUOTE + "\n") * 30, encoding="utf-8")
+    cache = str(root / "cache")
+    result = run_script(
+        "train.py", smoke_args(root / "run", f"--data_path={corpus}", "--max_steps=10"), cache
+    )
+    assert result.returncode == 0, result.stderr
+    assert "recurrent layers on the fused C++ kernels" in result.stderr or "TensorFlow's ops" in result.stderr
+    assert "Model: 53,318 parameters; 1 replica on CPU (--strategy=auto); precision float32" in result.stderr
+    return str(root / "run"), cache
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flag, difference",
+    [
+        ("--rnn_units=32", "rnn_units 64 -> 32"),
+        ("--learning_rate=0.5", "learning_rate 0.01 -> 0.5"),
+        ("--seed=7", "seed 42 -> 7"),
+        ("--seq_length=8", "seq_length 16 -> 8"),
+    ],
+)
+def test_a_flag_that_must_match_is_refused_and_nothing_changes(run_10_steps, flag, difference):
+    train_dir, cache = run_10_steps
+    before = _snapshot(train_dir)
+    result = run_script("train.py", [f"--train_dir={train_dir}", flag, "--max_steps=12"], cache)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {train_dir} holds a run with another config ({difference}); use a new --train_dir, "
+        f"or --init_from={train_dir} to start from its weights"
+    )
+    assert _snapshot(train_dir) == before
+
+
+@pytest.mark.slow
+def test_the_train_dir_alone_resumes_and_extends_with_the_flags_that_may_change(run_10_steps, tmp_path):
+    train_dir, cache = run_10_steps
+    args = [f"--train_dir={train_dir}", "--max_steps=14", "--log_every=1", "--keep=1", "--strategy=default"]
+    result = run_script("train.py", args, cache)
+    assert result.returncode == 0, result.stderr
+    assert f"Resumed {train_dir}/checkpoints/ckpt-10 at step 10" in result.stderr
+    assert "The run now ends at step 14, not 10: the exponential schedule decays per epoch" in result.stderr
+    logged_steps = [step for step, _ in read_scalars(os.path.join(train_dir, "logs", "train"))["loss"]]
+    assert logged_steps == [5, 10, 11, 12, 13, 14]  # --log_every 5 (smoke.cfg), then 1 as given
+    config, _ = run_directory.load_run(train_dir)
+    assert (config.length.max_steps, config.cadence.log_every, config.cadence.keep) == (14, 1, 1)
+    assert (
+        config.model.rnn_units == 64 and config.runtime.strategy == "default"
+    )  # the run's own, and the given
+    assert sorted(f for f in os.listdir(os.path.join(train_dir, "checkpoints")) if f.endswith(".index")) == [
+        "ckpt-14.index"
+    ]
+
+
+def _run_config(text_file, corpus_cache, tmp_path, **values):
+    return make_config(
+        text_file((QUOTE + " ") * 6),
+        corpus_cache,
+        tmp_path / "run",
+        **{
+            "batch_size": 2,
+            "seq_length": 8,
+            "embedding_dim": 8,
+            "rnn_units": 64,
+            "dropout": 0.0,
+            "learning_rate": 0.01,
+            "eval_every": 1,
+            "ckpt_every": 100,
+            "sample_length": 0,
+            **values,
+        },
+    )
+
+
+def _scripted_validation(monkeypatch, losses):
+    """Makes each validation return the next of `losses`."""
+    remaining = list(losses)
+    monkeypatch.setattr(train.Trainer, "evaluate", lambda self: remaining.pop(0))
+
+
+def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
+    text_file, corpus_cache, tmp_path, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO)
+    config = _run_config(text_file, corpus_cache, tmp_path, max_steps=20, patience=2, lr_schedule="cosine")
+    _scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.4])
+    result = train.train(config)
+    # Validation after every step: a new best at step 2, none at steps 3 and 4.
+    assert (result.step, result.stopped_early, result.best_val_loss) == (4, True, 2.0)
+    assert "Stopping early at step 4: 2 validations without a new best" in caplog.text
+    assert run_directory.find_checkpoint(config.length.train_dir).endswith("ckpt-4")
+    # Resumed with the same patience: the count was saved, so it stops before a step.
+    assert train.train(config).step == 4
+    # With more patience it trains on, and one more validation without a new best uses it up.
+    caplog.clear()
+    _scripted_validation(monkeypatch, [2.1])
+    result = train.train(config.replace(patience=3))
+    assert (result.step, result.stopped_early) == (5, True)
+    assert "The run now ends" not in caplog.text  # same length: no schedule change to report
+
+
+def test_a_longer_cosine_run_says_what_its_learning_rate_does(text_file, corpus_cache, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    config = _run_config(text_file, corpus_cache, tmp_path, max_steps=3, lr_schedule="cosine", eval_every=100)
+    train.train(config)
+    caplog.clear()
+    result = train.train(config.replace(max_steps=6))
+    assert result.step == 6
+    assert (
+        "The run now ends at step 6, not 3: the cosine schedule decays over the new length, so the "
+        "learning rate at step 3 is 0.005 (it was 0)"
+    ) in caplog.text
