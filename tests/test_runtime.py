@@ -53,3 +53,26 @@ def test_mirrored_replicas_split_the_batch():
     assert (decided.replicas, decided.replica_batch_size, decided.single_device) == (2, 2, False)
     with pytest.raises(UserError, match="does not divide among 2 replicas"):
         _resolve(strategy="mirrored", batch_size=3)
+
+
+def test_gpu_memory_grows_on_every_visible_gpu_before_the_strategy_starts(monkeypatch):
+    import tensorflow as tf
+
+    calls = []
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: ["GPU:0", "GPU:1"] if kind == "GPU" else []
+    )
+    monkeypatch.setattr(
+        tf.config.experimental, "set_memory_growth", lambda gpu, enable: calls.append(("grow", gpu, enable))
+    )
+    runtime.grow_gpu_memory()
+    assert calls == [("grow", "GPU:0", True), ("grow", "GPU:1", True)]
+    calls.clear()
+    monkeypatch.setattr(runtime.native, "load", lambda: None)
+    monkeypatch.setattr(
+        runtime.distribute,
+        "make_strategy",
+        lambda name, tpu: calls.append(("strategy",)) or tf.distribute.get_strategy(),
+    )
+    runtime.resolve(RunConfig.from_flat({"strategy": "default"}))
+    assert calls[:3] == [("grow", "GPU:0", True), ("grow", "GPU:1", True), ("strategy",)]

@@ -11,7 +11,9 @@ def test_exponential_decays_once_per_epoch_after_decay_after():
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():
-    config = OptimizationConfig(learning_rate=1.0, lr_schedule="cosine", warmup_steps=4, min_learning_rate=0.1)
+    config = OptimizationConfig(
+        learning_rate=1.0, lr_schedule="cosine", warmup_steps=4, min_learning_rate=0.1
+    )
     assert [learning_rate(config, s, 0, 104) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert learning_rate(config, 4, 0, 104) == pytest.approx(1.0)
     assert learning_rate(config, 54, 0, 104) == pytest.approx(0.55)

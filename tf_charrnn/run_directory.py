@@ -32,7 +32,8 @@ def checkpoint_dir(train_dir, best=False):
     return os.path.join(path, "best") if best else path
 
 
-def log_dir(train_dir, split):
+def log_dir(train_dir, split=""):
+    """logs/ (the HParams session), or its train or val folder."""
     return os.path.join(train_dir, "logs", split)
 
 

@@ -42,6 +42,14 @@ def on_gpu():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def grow_gpu_memory():
+    """Lets TensorFlow take GPU memory as it needs it rather than nearly all of it at start, so that a
+    sampler or an evaluation can run beside a training run on the same GPU. Call it before anything runs
+    on a GPU; without GPUs it does nothing. (CUDA_VISIBLE_DEVICES chooses the GPUs.)"""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
 def fused_kernels_apply(strategy=None, jit_compile=False):
     """The fused C++ LSTM kernels run on CPUs, outside XLA and TPUs, where they can be built (this may
     build them, once per machine)."""
@@ -60,6 +68,7 @@ def resolve(config):
     Raises:
       UserError: no TPU or TF_CONFIG where the strategy needs one, or a batch the replicas do not divide.
     """
+    grow_gpu_memory()
     strategy = distribute.make_strategy(config.runtime.strategy, config.runtime.tpu)
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     single_device = distribute.is_default(strategy)

@@ -258,7 +258,10 @@ class Trainer:
         step = int(self.step)
         val_loss = self.evaluate()
         self.last_val_loss = val_loss
-        self.summaries.val(step, val_loss, self.sample_text() if self.sampler is not None else None)
+        best_loss = min(val_loss, float(self.best_val_loss))
+        self.summaries.val(
+            step, val_loss, best_loss, self.sample_text() if self.sampler is not None else None
+        )
         logging.info(
             "step %d | val loss %.4f nats/char | %.4f bits/char | perplexity %.3f",
             step,

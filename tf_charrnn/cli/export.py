@@ -15,8 +15,9 @@ def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(ExportConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
-    from tf_charrnn import export
+    from tf_charrnn import export, runtime
 
+    runtime.grow_gpu_memory()
     path = export.export_run(
         config.train_dir, config.export_dir, config.checkpoint, config.best, config.overwrite
     )

@@ -33,6 +33,7 @@ def main(argv):
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     from tf_charrnn import runtime, sampling
 
+    runtime.grow_gpu_memory()
     sampler, vocab = sampling.load_sampler(
         config.train_dir, config.checkpoint, config.best, fused_kernels=runtime.fused_kernels_apply()
     )
