@@ -1,0 +1,237 @@
+"""scripts/evaluate.py and tf_charrnn.evaluate: a checkpoint scored on the validation split reproduces
+training's val loss; other texts in the stream layout (or fewer streams); unknown characters; bad input."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import QUOTE, make_config, read_scalars, run_script
+from tf_charrnn import evaluate, losses, native, run_directory, runtime, train
+from tf_charrnn.cli.evaluate import _human_line
+from tf_charrnn.errors import UserError
+from tf_charrnn.model import CharRNN
+
+# 3 streams of 8 characters; the corpus is 730 characters, its validation split 73: 3 batches, 72 scored.
+BATCH_SIZE, SEQ_LENGTH, VAL_CHARS = 3, 8, 72
+SETTINGS = dict(
+    batch_size=BATCH_SIZE,
+    seq_length=SEQ_LENGTH,
+    embedding_dim=8,
+    rnn_units=24,
+    num_layers=2,
+    dropout=0.0,
+    learning_rate=0.01,
+    sample_length=0,
+)
+JSON_KEYS = {"checkpoint", "characters", "nats_per_char", "bits_per_char", "perplexity", "skipped_characters"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run validated (and checkpointed) at steps 5 and 10, its TrainResult and its root folder."""
+    root = tmp_path_factory.mktemp("evaluate")
+    corpus = root / "corpus.txt"
+    corpus.write_text((QUOTE + " ") * 10, encoding="utf-8")
+    config = make_config(
+        corpus, root / "cache", root / "run", **SETTINGS, max_steps=10, eval_every=5, ckpt_every=5
+    )
+    return str(root / "run"), train.train(config), root
+
+
+def _reference_loss(train_dir, ids, streams, length):
+    """Mean loss of `streams` contiguous streams of `length` characters, each in one call from a zero
+    state: what the stream layout computes batch by batch."""
+    config, _ = run_directory.load_run(train_dir)
+    model = CharRNN(config.model, streams, fused_kernels=runtime.fused_kernels_apply())
+    run_directory.restore_weights(train_dir, model)
+    ids = np.asarray(ids[: streams * length + 1], np.int32)
+    inputs, targets = ids[:-1].reshape(streams, length), ids[1:].reshape(streams, length)
+    return float(losses.sequence_loss(targets, model(tf.constant(inputs), training=False)))
+
+
+def _snapshot(root):
+    """{relative path: sha256} of every file below root but the corpus cache."""
+    digests = {}
+    for folder, _, names in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == "cache":
+            continue
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                digests[os.path.relpath(os.path.join(folder, name), root)] = hashlib.sha256(
+                    f.read()
+                ).hexdigest()
+    return digests
+
+
+def test_validation_split_reproduces_the_val_loss_training_logged(trained):
+    train_dir, result, _ = trained
+    logged = dict(read_scalars(run_directory.log_dir(train_dir, "val"))["loss"])
+    assert sorted(logged) == [5, 10]
+    for step, val_loss in logged.items():
+        checkpoint = os.path.join(run_directory.checkpoint_dir(train_dir), f"ckpt-{step}")
+        scored = evaluate.evaluate_run(train_dir, checkpoint=checkpoint)
+        assert scored.checkpoint == checkpoint
+        assert scored.characters == VAL_CHARS and scored.skipped_characters == 0
+        assert scored.nats_per_char == pytest.approx(val_loss, abs=1e-4)
+        assert scored.bits_per_char == pytest.approx(scored.nats_per_char / np.log(2), rel=1e-9)
+        assert scored.perplexity == pytest.approx(np.exp(scored.nats_per_char), rel=1e-9)
+    best = evaluate.evaluate_run(train_dir, best=True)
+    assert os.path.dirname(best.checkpoint) == run_directory.checkpoint_dir(train_dir, best=True)
+    assert best.nats_per_char == pytest.approx(result.best_val_loss, abs=1e-4)
+    assert evaluate.evaluate_run(train_dir).checkpoint.endswith("ckpt-10")  # the latest by default
+
+
+def test_validation_split_reproduces_the_val_loss_under_bfloat16(text_file, corpus_cache, tmp_path):
+    config = make_config(
+        text_file((QUOTE + " ") * 10),
+        corpus_cache,
+        tmp_path / "run",
+        **SETTINGS,
+        mixed_precision="bfloat16",
+        max_steps=2,
+        eval_every=2,
+        ckpt_every=2,
+    )
+    result = train.train(config)
+    scored = evaluate.evaluate_run(config.length.train_dir, best=True)
+    assert scored.nats_per_char == pytest.approx(result.best_val_loss, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "num_ids, layout",
+    [(49, (3, 8, 2)), (50, (3, 8, 2)), (73, (3, 8, 3)), (25, (3, 8, 1)), (20, (2, 8, 1)), (9, (1, 8, 1))]
+    + [(5, (1, 4, 1)), (2, (1, 1, 1))],
+)
+def test_stream_layout_uses_the_runs_streams_or_fewer(num_ids, layout):
+    assert evaluate.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH) == layout
+
+
+@pytest.mark.parametrize("num_ids", [0, 1])
+def test_stream_layout_needs_two_characters(num_ids):
+    with pytest.raises(UserError, match="at least 2 are needed"):
+        evaluate.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH)
+
+
+@pytest.mark.parametrize(
+    "length, streams, seq_length, scored",
+    [
+        (49, 3, 16, 48),  # exactly 2 batches of 3 streams of 8: the state carries from batch to batch
+        (52, 3, 16, 48),  # the same, with a tail too short for a batch, left out as training does
+        (20, 2, 8, 16),  # too short for one batch of 3 streams: 2
+        (5, 1, 4, 4),  # too short for one stream of 8: one of 4
+    ],
+)
+def test_a_text_scores_in_streams(trained, text_file, length, streams, seq_length, scored):
+    train_dir = trained[0]
+    _, vocab = run_directory.load_run(train_dir)
+    text = ((QUOTE + " ") * 2)[:length]
+    result = evaluate.evaluate_run(train_dir, data_path=text_file(text, "text.txt"))
+    assert result.characters == scored and result.skipped_characters == 0
+    want = _reference_loss(train_dir, vocab.encode(text), streams, seq_length)
+    assert result.nats_per_char == pytest.approx(want, abs=1e-5)
+
+
+def test_a_single_character_is_refused(trained, text_file):
+    with pytest.raises(UserError, match="the text has 1 character"):
+        evaluate.evaluate_run(trained[0], data_path=text_file("K", "one.txt"))
+
+
+def test_unknown_characters_are_refused_or_left_out_and_counted(trained, text_file):
+    train_dir = trained[0]
+    clean = (QUOTE + " ") * 2
+    path = text_file("Z" + clean[:40] + "€" + clean[40:] + "ZZ", "unknown.txt")
+    with pytest.raises(UserError, match=r"outside the run's vocabulary: \['Z', '€'\]; pass --skip_unknown"):
+        evaluate.evaluate_run(train_dir, data_path=path)
+    skipped = evaluate.evaluate_run(train_dir, data_path=path, skip_unknown=True)
+    assert skipped.skipped_characters == 4
+    without = evaluate.evaluate_run(train_dir, data_path=text_file(clean, "clean.txt"))
+    assert (skipped.characters, skipped.nats_per_char) == (without.characters, without.nats_per_char)
+
+
+def test_the_human_line_names_what_was_left_out():
+    result = evaluate.Evaluation("runs/x/checkpoints/ckpt-60", 4096, 1.23451, 1.78103, 3.43687, 0)
+    line = "ckpt-60 | 4,096 characters | 1.2345 nats/char | 1.7810 bits/char | perplexity 3.437"
+    assert _human_line(result) == line
+    assert _human_line(dataclasses.replace(result, skipped_characters=1200)) == (
+        line + " | 1,200 characters left out"
+    )
+    assert _human_line(dataclasses.replace(result, skipped_characters=1)).endswith(" | 1 character left out")
+
+
+# The script runs of the tests below (arguments with {run} and {root}); each takes seconds to load TF.
+SCRIPT_RUNS = {
+    "human": ["--train_dir={run}"],
+    "json": ["--train_dir={run}", "--data_path={root}/some_unknown.txt", "--skip_unknown", "--json"],
+    "missing_data_path": ["--train_dir={run}", "--data_path={root}/missing.txt"],
+    "no_run": ["--train_dir={root}/nothing"],
+    "unknown_characters": ["--train_dir={run}", "--data_path={root}/some_unknown.txt"],
+}
+
+
+@pytest.fixture(scope="module")
+def script_runs(trained):
+    """{name: CompletedProcess} of SCRIPT_RUNS on the trained run, and snapshots of its root folder
+    before and after them."""
+    train_dir, _, root = trained
+    built = native.library_path()
+    if os.path.isfile(built):  # the scripts' cache gets this process's fused kernels: no 15 s compile
+        os.makedirs(os.path.dirname(native.library_path(str(root / "cache"))), exist_ok=True)
+        shutil.copy(built, native.library_path(str(root / "cache")))
+    (root / "some_unknown.txt").write_text("Z" + (QUOTE + " ") * 2, encoding="utf-8")
+    before = _snapshot(root)
+    results = {}
+    for name, arguments in SCRIPT_RUNS.items():
+        arguments = [argument.format(run=train_dir, root=root) for argument in arguments]
+        results[name] = run_script("evaluate.py", arguments, root / "cache", timeout=300)
+    return results, before, _snapshot(root)
+
+
+def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):
+    train_dir = trained[0]
+    results, before, after = script_runs
+    human = results["human"]
+    assert human.returncode == 0, human.stderr
+    pattern = r"ckpt-10 \| 72 characters \| (\S+) nats/char \| (\S+) bits/char \| perplexity (\S+)"
+    match = re.fullmatch(pattern, human.stdout.strip())
+    assert match, human.stdout
+    assert float(match[1]) == pytest.approx(evaluate.evaluate_run(train_dir).nats_per_char, abs=1e-4)
+
+    printed = results["json"]
+    assert printed.returncode == 0, printed.stderr
+    (line,) = printed.stdout.strip().splitlines()
+    values = json.loads(line)
+    assert set(values) == JSON_KEYS
+    assert values["skipped_characters"] == 1 and values["characters"] == 144
+    assert values["checkpoint"] == os.path.join(run_directory.checkpoint_dir(train_dir), "ckpt-10")
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing_data_path", "error: --data_path {root}/missing.txt does not exist"),
+        ("no_run", "error: {root}/nothing holds no run"),
+        (
+            "unknown_characters",
+            "error: --data_path {root}/some_unknown.txt has characters outside the run's vocabulary: ['Z']; "
+            "pass --skip_unknown",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(trained, script_runs, name, message):
+    root = trained[2]
+    results, before, after = script_runs
+    result = results[name]
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(message.format(root=root)), last_line
+    assert after == before
+    assert not os.path.exists(root / "nothing")

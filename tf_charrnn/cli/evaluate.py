@@ -1,0 +1,48 @@
+"""Scores a trained run's checkpoint on a text: scripts/evaluate.py --train_dir=runs/shakespeare_cpu.
+
+Without --data_path it scores the run's own validation split; prints nats, bits and perplexity per
+character on one line (one JSON line with --json).
+"""
+
+import dataclasses
+import json
+import os
+
+from tf_charrnn.cli import flags
+from tf_charrnn.config import EvaluateConfig
+
+
+def _characters(count):
+    return f"{count:,} character" + ("" if count == 1 else "s")
+
+
+def _human_line(result):
+    line = (
+        f"{os.path.basename(result.checkpoint)} | {_characters(result.characters)} | "
+        f"{result.nats_per_char:.4f} nats/char | {result.bits_per_char:.4f} bits/char | "
+        f"perplexity {result.perplexity:.3f}"
+    )
+    if result.skipped_characters:
+        line += f" | {_characters(result.skipped_characters)} left out"
+    return line
+
+
+def main(argv):
+    del argv  # flags.run refuses positional arguments
+    config = flags.config_from_flags(EvaluateConfig)
+    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    from tf_charrnn import evaluate, runtime
+
+    runtime.grow_gpu_memory()
+    result = evaluate.evaluate_run(
+        config.train_dir, config.checkpoint, config.best, config.data_path, config.skip_unknown
+    )
+    if config.json:
+        print(json.dumps(dataclasses.asdict(result)))
+    else:
+        print(_human_line(result))
+
+
+def run():
+    flags.define_flags(EvaluateConfig)
+    flags.run(main)

@@ -1,0 +1,133 @@
+"""Scores a trained run's checkpoint on a text: nats, bits and perplexity per character, computed in one
+stateful pass over the text's streams, exactly as training's validation does."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_charrnn import data, losses, run_directory, runtime
+from tf_charrnn.config import MIXED_PRECISION_POLICIES
+from tf_charrnn.errors import UserError
+from tf_charrnn.model import CharRNN
+
+_MAX_LISTED = 20  # unknown characters named in an error message
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate_run` measured."""
+
+    checkpoint: str  # the checkpoint prefix that was scored
+    characters: int  # characters predicted (the stream layout leaves a short tail out, as training does)
+    nats_per_char: float
+    bits_per_char: float
+    perplexity: float
+    skipped_characters: int  # characters outside the vocabulary left out with skip_unknown
+
+
+def stream_layout(num_ids, batch_size, seq_length):
+    """The stream layout of a text: the run's layout, or fewer streams when the text is too short for
+    one batch of it (one stream of num_ids - 1 when even seq_length does not fit).
+
+    Returns:
+      (streams, seq_length, num_batches).
+    Raises:
+      UserError: fewer than 2 ids (nothing to predict).
+    """
+    if num_ids < 2:
+        raise UserError(
+            f"the text has {num_ids} character(s) to score; at least 2 are needed, pass a longer --data_path"
+        )
+    streams = min(batch_size, (num_ids - 1) // seq_length)
+    if streams < 1:
+        return 1, num_ids - 1, 1
+    return streams, seq_length, data.num_stream_batches(num_ids, streams, seq_length)
+
+
+def _describe(chars):
+    listed = repr(chars[:_MAX_LISTED])
+    return listed if len(chars) <= _MAX_LISTED else f"{listed} and {len(chars) - _MAX_LISTED} more"
+
+
+def _text_ids(data_path, vocab, skip_unknown):
+    """A --data_path text as ids of the run's vocabulary, and the characters left out."""
+    text, _ = data.read_text(data_path)
+    unknown = vocab.unknown_chars(text)
+    if unknown and not skip_unknown:
+        raise UserError(
+            f"--data_path {data_path} has characters outside the run's vocabulary: {_describe(unknown)}; "
+            f"pass --skip_unknown to score the text without them"
+        )
+    kept = text.translate({ord(char): None for char in unknown}) if unknown else text
+    return vocab.encode(kept, dtype=vocab.id_dtype), len(text) - len(kept)
+
+
+def _validation_ids(config, vocab, train_dir):
+    """The run's own validation split, from its corpus (which must still have the run's vocabulary)."""
+    if config.layout.val_fraction <= 0:
+        raise UserError(
+            f"{train_dir} was trained without a validation split (--val_fraction=0); "
+            f"pass --data_path=FILE to score a text"
+        )
+    splits = data.load_splits(config.data, config.layout)
+    if splits.vocab != vocab:
+        raise UserError(
+            f"the corpus of {train_dir} has changed since training (another vocabulary); "
+            f"pass --data_path=FILE to score a text"
+        )
+    return splits.val_ids
+
+
+def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknown=False):
+    """Scores a run's checkpoint on a text, batched in streams as training's validation is.
+
+    Args:
+      train_dir: the run directory.
+      checkpoint: the checkpoint prefix to score; empty: the latest (or the best with `best`).
+      best: score the best-validation checkpoint.
+      data_path: a UTF-8 text file; empty: the run's own validation split.
+      skip_unknown: leave out characters outside the run's vocabulary instead of raising.
+
+    Returns:
+      Evaluation: the mean of the per-batch mean losses (what training logs as its val loss).
+    Raises:
+      UserError: no run or checkpoint, an unreadable or too short text, or unknown characters.
+    """
+    config, vocab = run_directory.load_run(train_dir)
+    # Before the text: a run without checkpoints fails at once, not after reading (or downloading) a corpus.
+    path = run_directory.find_checkpoint(train_dir, checkpoint or None, best)
+    if data_path:
+        ids, skipped = _text_ids(data_path, vocab, skip_unknown)
+    else:
+        ids, skipped = _validation_ids(config, vocab, train_dir), 0
+    streams, seq_length, num_batches = stream_layout(
+        len(ids), config.layout.batch_size, config.layout.seq_length
+    )
+    policy = MIXED_PRECISION_POLICIES[config.precision.mixed_precision]
+    model = CharRNN(
+        config.model,
+        batch_size=streams,
+        dtype_policy=None if policy is None else keras.DTypePolicy(policy),
+        fused_kernels=runtime.fused_kernels_apply(),
+    )
+    path = run_directory.restore_weights(train_dir, model, path, best)
+
+    @tf.function
+    def eval_step(inputs, targets):
+        return losses.sequence_loss(targets, model(inputs, training=False))
+
+    model.reset_state()
+    total = 0.0
+    for inputs, targets in data.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
+        total += float(eval_step(inputs, targets))
+    nats = total / num_batches
+    return Evaluation(
+        checkpoint=path,
+        characters=streams * seq_length * num_batches,
+        nats_per_char=nats,
+        bits_per_char=losses.bits_per_char(nats),
+        perplexity=losses.perplexity(nats),
+        skipped_characters=skipped,
+    )
