@@ -6,6 +6,7 @@ Imported as `from helpers import ...` (pytest puts tests/ on sys.path: tests/ is
 
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -44,9 +45,22 @@ def smoke_train_command(train_dir, corpus, *flags):
 
 def script_env(cache, **extra):
     """The environment of a script under test: this one, with the corpus cache `cache`, TensorFlow's C++
-    logging quiet, no TF_CONFIG (a test that wants one sets it), then `extra`."""
+    logging quiet, no TF_CONFIG (a test that wants one sets it), then `extra`. The cache gets this
+    process's build of the fused kernels, so that scripts do not compile them again (tests of the
+    build itself use their own environment)."""
+    seed_kernels(cache)
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
     return {**env, "TF_CHARRNN_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def seed_kernels(cache):
+    """Copies this process's fused-kernel library (if built) into the cache folder `cache`."""
+    from tf_charrnn import native
+
+    built, target = native.library_path(), native.library_path(str(cache))
+    if os.path.isfile(built) and not os.path.isfile(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy(built, target)
 
 
 def run_command(command, env=None, timeout=600, **kwargs):

@@ -6,14 +6,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from helpers import QUOTE, make_config, read_scalars, run_script
-from tf_charrnn import evaluate, losses, native, run_directory, runtime, train
+from tf_charrnn import evaluate, losses, run_directory, runtime, train
 from tf_charrnn.cli.evaluate import _human_line
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
@@ -180,10 +179,6 @@ def script_runs(trained):
     """{name: CompletedProcess} of SCRIPT_RUNS on the trained run, and snapshots of its root folder
     before and after them."""
     train_dir, _, root = trained
-    built = native.library_path()
-    if os.path.isfile(built):  # the scripts' cache gets this process's fused kernels: no 15 s compile
-        os.makedirs(os.path.dirname(native.library_path(str(root / "cache"))), exist_ok=True)
-        shutil.copy(built, native.library_path(str(root / "cache")))
     (root / "some_unknown.txt").write_text("Z" + (QUOTE + " ") * 2, encoding="utf-8")
     before = _snapshot(root)
     results = {}
