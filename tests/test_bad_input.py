@@ -74,6 +74,7 @@ CASES = [
     ("train", ["--val_fraction=1"], "error: --val_fraction must be in [0, 1), got 1.0"),
     ("train", ["--learning_rate=0"], "error: --learning_rate must be > 0, got 0.0"),
     ("train", ["--grad_clip=-1"], "error: --grad_clip must be > 0, got -1.0"),
+    ("train", ["--patience=-1"], "error: --patience must be an integer >= 0, got -1"),
     ("train", ["--cell=transformer"], "error: --cell must be one of lstm, gru, rnn, got 'transformer'"),
     ("train", ["--flagfile={root}/missing.cfg"], "error: Unable to open flagfile"),
     ("train", ["--rnn_size=128"], "error: Unknown command line flag 'rnn_size'"),
