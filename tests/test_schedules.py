@@ -1,7 +1,7 @@
 import pytest
 
 from tf_charrnn.config import OptimizationConfig
-from tf_charrnn.schedules import learning_rate
+from tf_charrnn.schedules import describe_length_change, learning_rate
 
 
 def test_exponential_decays_once_per_epoch_after_decay_after():
@@ -18,3 +18,16 @@ def test_cosine_warms_up_then_decays_to_the_floor():
     assert learning_rate(config, 4, 0, 104) == pytest.approx(1.0)
     assert learning_rate(config, 54, 0, 104) == pytest.approx(0.55)
     assert learning_rate(config, 104, 0, 104) == pytest.approx(0.1)
+
+
+def test_a_changed_run_length_is_described_for_each_schedule():
+    cosine = OptimizationConfig(learning_rate=1.0, lr_schedule="cosine", min_learning_rate=0.0)
+    assert describe_length_change(cosine, 100, 3, 100, 200) == (
+        "The run now ends at step 200, not 100: the cosine schedule decays over the new length, so the "
+        "learning rate at step 100 is 0.5 (it was 0)"
+    )
+    exponential = OptimizationConfig(learning_rate=1.0)
+    assert describe_length_change(exponential, 100, 3, 100, 200) == (
+        "The run now ends at step 200, not 100: the exponential schedule decays per epoch and goes on "
+        "from epoch 4"
+    )

@@ -13,6 +13,7 @@ import os
 
 import tensorflow as tf
 
+from tf_charrnn import data as data_lib
 from tf_charrnn.errors import UserError
 
 
@@ -172,3 +173,65 @@ class GlobalState:
         ]
         self.gather = tf.function(lambda: gather_states(strategy, states, self.variables))
         self.scatter = tf.function(lambda: scatter_states(strategy, states, self.variables))
+
+
+class RunBatches:
+    """A training run's batches under a strategy: the training stream layout from any data position,
+    epoch after epoch, and one pass over the validation split.
+
+    Args:
+      strategy: the tf.distribute strategy.
+      splits: data.Splits.
+      layout: LayoutConfig.
+      seed: seeds each epoch's window offset (with --random_offset).
+    """
+
+    def __init__(self, strategy, splits, layout, seed):
+        self._strategy = strategy
+        self._layout = layout
+        self._seed = seed
+        self._train_ids = tf.constant(splits.train_ids)  # compact ids (uint8 for most corpora)
+        self.steps_per_epoch = data_lib.num_stream_batches(
+            len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
+        )
+        self.val_batches = (
+            data_lib.num_stream_batches(len(splits.val_ids), layout.batch_size, layout.seq_length)
+            if layout.val_fraction > 0
+            else 0
+        )
+        self.validation = (
+            distribute_streams(
+                strategy,
+                layout.batch_size,
+                lambda first_row, num_rows: data_lib.stream_dataset(
+                    splits.val_ids,
+                    layout.batch_size,
+                    layout.seq_length,
+                    self.val_batches,
+                    first_row=first_row,
+                    num_rows=num_rows,
+                ),
+            )
+            if self.val_batches
+            else None
+        )
+
+    def training(self, epoch, batch_in_epoch):
+        """Distributed (epoch, batch, inputs, targets) from that data position on, epoch after epoch."""
+        layout = self._layout
+        return distribute_streams(
+            self._strategy,
+            layout.batch_size,
+            lambda first_row, num_rows: data_lib.training_dataset(
+                self._train_ids,
+                layout.batch_size,
+                layout.seq_length,
+                self.steps_per_epoch,
+                self._seed,
+                layout.random_offset,
+                epoch,
+                batch_in_epoch,
+                first_row=first_row,
+                num_rows=num_rows,
+            ),
+        )

@@ -23,3 +23,22 @@ def learning_rate(config, step, epoch, total_steps):
     progress = min(1.0, (step - config.warmup_steps) / decay_steps)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * cosine
+
+
+def describe_length_change(config, step, epoch, old_total_steps, total_steps):
+    """What a run resumed at `step` with another length does to its learning rate, in a sentence.
+
+    Args:
+      config: OptimizationConfig.
+      step, epoch: where the run resumes (0-based).
+      old_total_steps, total_steps: the run's length before and now.
+    """
+    change = f"The run now ends at step {total_steps}, not {old_total_steps}"
+    if config.lr_schedule == "exponential":
+        return f"{change}: the exponential schedule decays per epoch and goes on from epoch {epoch + 1}"
+    before = learning_rate(config, step, epoch, old_total_steps)
+    after = learning_rate(config, step, epoch, total_steps)
+    return (
+        f"{change}: the cosine schedule decays over the new length, so the learning rate at step {step} "
+        f"is {after:.3g} (it was {before:.3g})"
+    )

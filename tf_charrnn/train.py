@@ -116,17 +116,9 @@ class Trainer:
             runtime.is_chief,
             added={"evals_since_best": self.evals_since_best},
         )
-        self.train_ids = tf.constant(splits.train_ids)  # compact ids (uint8 for most corpora)
-        self.steps_per_epoch = data_lib.num_stream_batches(
-            len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
-        )
+        self.batches = distribute.RunBatches(runtime.strategy, splits, layout, config.optimization.seed)
+        self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = config.length.max_steps or config.length.num_epochs * self.steps_per_epoch
-        self.val_batches = (
-            data_lib.num_stream_batches(len(splits.val_ids), layout.batch_size, layout.seq_length)
-            if layout.val_fraction > 0
-            else 0
-        )
-        self.val_dataset = self._validation_batches(splits.val_ids) if self.val_batches else None
         self.sampler = (
             Sampler(config.model, runtime.fused_kernels)
             if config.cadence.sample_length and runtime.is_chief
@@ -153,7 +145,9 @@ class Trainer:
             self.config.runtime.strategy,
         )
         stopped_early = self._out_of_patience()
-        for epoch, batch_index, inputs, targets in self._training_batches():
+        for epoch, batch_index, inputs, targets in self.batches.training(
+            int(self.epoch), int(self.batch_in_epoch)
+        ):
             if int(self.step) >= self.total_steps or stopped_early:
                 break
             epoch, batch_index = (int(self.steps.first_replica(value)) for value in (epoch, batch_index))
@@ -167,7 +161,7 @@ class Trainer:
             last = step == self.total_steps
             if step % cadence.log_every == 0 or last:
                 self._log_progress(window.flush(), epoch, start_step)
-            if self.val_batches and (step % cadence.eval_every == 0 or last):
+            if self.batches.val_batches and (step % cadence.eval_every == 0 or last):
                 self._evaluate_and_log()
                 stopped_early = self._out_of_patience()
             if step % cadence.ckpt_every == 0:
@@ -292,67 +286,13 @@ class Trainer:
 
     def log_schedule_change(self, previous):
         """Says what a changed run length does to the learning-rate schedule of a resumed run."""
-        steps_per_epoch = self.steps_per_epoch
-        old_total = previous.length.max_steps or previous.length.num_epochs * steps_per_epoch
-        step = int(self.step)
-        if old_total == self.total_steps or step == 0:
-            return
-        optimization = self.config.optimization
-        if optimization.lr_schedule == "cosine":
-            before = schedules.learning_rate(optimization, step, int(self.epoch), old_total)
-            after = schedules.learning_rate(optimization, step, int(self.epoch), self.total_steps)
+        old_total = previous.length.max_steps or previous.length.num_epochs * self.steps_per_epoch
+        if old_total != self.total_steps and int(self.step) > 0:
             logging.warning(
-                "The run now ends at step %d, not %d: the cosine schedule decays over the new length, "
-                "so the learning rate at step %d is %.3g (it was %.3g)",
-                self.total_steps,
-                old_total,
-                step,
-                after,
-                before,
+                schedules.describe_length_change(
+                    self.config.optimization, int(self.step), int(self.epoch), old_total, self.total_steps
+                )
             )
-        else:
-            logging.info(
-                "The run now ends at step %d, not %d: the exponential schedule decays per epoch and "
-                "goes on from epoch %d unchanged",
-                self.total_steps,
-                old_total,
-                int(self.epoch) + 1,
-            )
-
-    def _training_batches(self):
-        """The distributed training batches from the current data position, epoch after epoch."""
-        layout = self.config.layout
-        return distribute.distribute_streams(
-            self.runtime.strategy,
-            layout.batch_size,
-            lambda first_row, num_rows: data_lib.training_dataset(
-                self.train_ids,
-                layout.batch_size,
-                layout.seq_length,
-                self.steps_per_epoch,
-                self.config.optimization.seed,
-                layout.random_offset,
-                int(self.epoch),
-                int(self.batch_in_epoch),
-                first_row=first_row,
-                num_rows=num_rows,
-            ),
-        )
-
-    def _validation_batches(self, val_ids):
-        layout = self.config.layout
-        return distribute.distribute_streams(
-            self.runtime.strategy,
-            layout.batch_size,
-            lambda first_row, num_rows: data_lib.stream_dataset(
-                val_ids,
-                layout.batch_size,
-                layout.seq_length,
-                self.val_batches,
-                first_row=first_row,
-                num_rows=num_rows,
-            ),
-        )
 
     def restore_or_initialize(self):
         """Resumes from the newest readable checkpoint, or loads --init_from weights into a fresh run."""
@@ -375,10 +315,10 @@ class Trainer:
         self.global_state.gather()
         self.model.reset_state()
         total = 0.0
-        for inputs, targets in self.val_dataset:
+        for inputs, targets in self.batches.validation:
             total += float(self.steps.evaluate(inputs, targets))
         self.global_state.scatter()
-        return total / self.val_batches
+        return total / self.batches.val_batches
 
     def sample_text(self):
         """A short seeded sample from the current weights, for TensorBoard."""
