@@ -279,7 +279,7 @@ def test_first_use_build_logs_one_info_line(monkeypatch, cache, caplog):
 
     monkeypatch.setattr(native, "build", build)
     monkeypatch.setattr(tf, "load_op_library", lambda _: types.SimpleNamespace(**dict.fromkeys(native.OPS)))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         native.build_and_load(cache=str(cache))
         native.build_and_load(cache=str(cache))  # cached: no build, no line
     path = native.library_path(str(cache))

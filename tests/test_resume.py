@@ -108,7 +108,7 @@ def _scripted_validation(monkeypatch, losses):
 def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
     text_file, corpus_cache, tmp_path, monkeypatch, caplog
 ):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=20, patience=2, lr_schedule="cosine")
     _scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.4])
     result = train.train(config)
@@ -127,7 +127,7 @@ def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
 
 
 def test_a_longer_cosine_run_says_what_its_learning_rate_does(text_file, corpus_cache, tmp_path, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=3, lr_schedule="cosine", eval_every=100)
     train.train(config)
     caplog.clear()
@@ -137,3 +137,40 @@ def test_a_longer_cosine_run_says_what_its_learning_rate_does(text_file, corpus_
         "The run now ends at step 6, not 3: the cosine schedule decays over the new length, so the "
         "learning rate at step 3 is 0.005 (it was 0)"
     ) in caplog.text
+
+
+def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written(
+    text_file, corpus_cache, tmp_path
+):
+    import dataclasses
+
+    from tf_charrnn.config import RunConfig
+    from tf_charrnn.errors import UserError
+
+    config = _run_config(text_file, corpus_cache, tmp_path, max_steps=1, eval_every=100)
+    train.train(config)
+    config, vocab = run_directory.load_run(config.length.train_dir)
+    before = _snapshot(config.length.train_dir)
+    other_strings = {"lstm": "gru", "exponential": "cosine", "none": "bfloat16"}
+
+    def other(value):
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, str):
+            return other_strings[value]
+        return value + 1 if isinstance(value, int) else (value / 2 if value else 0.001)
+
+    refused = []
+    for name, section in RunConfig.sections().items():
+        if not section.must_match_on_resume:
+            continue
+        for field in dataclasses.fields(section):
+            if field.metadata.get("derived"):
+                continue
+            value = getattr(getattr(config, name), field.name)
+            changed = config.replace(**{field.name: other(value)})
+            with pytest.raises(UserError, match=rf"another config \({field.name} {value!r} -> "):
+                run_directory.prepare(changed, vocab)
+            refused.append(field.name)
+    assert _snapshot(config.length.train_dir) == before
+    assert len(refused) == 18 and {"rnn_units", "batch_size", "mixed_precision", "seed"} <= set(refused)

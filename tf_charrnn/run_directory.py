@@ -206,7 +206,7 @@ class Checkpoints:
         paths = list(state.all_model_checkpoint_paths) if state else []
         for path in reversed(paths):
             try:
-                self._required.restore(path).assert_existing_objects_matched()
+                self._required.restore(path).assert_existing_objects_matched().expect_partial()
                 self._added.restore(path).expect_partial()
                 return path
             except Exception as error:  # noqa: BLE001 - readers fail in many ways (OpError, IndexError, ...)
