@@ -4,6 +4,7 @@ running the scripts in subprocesses, reading TensorBoard logs, comparing two mod
 Imported as `from helpers import ...` (pytest puts tests/ on sys.path: tests/ is no package).
 """
 
+import hashlib
 import os
 import queue
 import shutil
@@ -51,6 +52,20 @@ def script_env(cache, **extra):
     seed_kernels(cache)
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
     return {**env, "TF_CHARRNN_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def snapshot(root):
+    """{relative path: sha256} of every file below `root`, but under a top-level cache/ folder (the corpus
+    and kernel cache, content-keyed and written atomically): equal snapshots mean nothing was written."""
+    digests = {}
+    for folder, _, names in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == "cache":
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
 
 
 def seed_kernels(cache):

@@ -1,25 +1,11 @@
 """Every bad input: non-zero exit, one line on stderr naming the problem and the fix, no traceback,
 and the run directory (and any export) left byte-identical. One table, the real scripts."""
 
-import hashlib
 import os
 
 import pytest
 
-from helpers import QUOTE, run_command, script_command, script_env, smoke_train_command
-
-
-def _snapshot(root):
-    """{relative path: sha256} of every file below root but the corpus cache (content-keyed, atomic)."""
-    digests = {}
-    for folder, _, names in os.walk(root):
-        if os.path.relpath(folder, root).split(os.sep)[0] == "cache":
-            continue
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return digests
+from helpers import QUOTE, run_command, script_command, script_env, smoke_train_command, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +136,7 @@ CASES = [
 @pytest.mark.parametrize("script, arguments, message", CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(world, script, arguments, message):
     root, env = world
-    before = _snapshot(root)
+    before = snapshot(root)
     arguments = [argument.format(root=root) for argument in arguments]
     if script == "train":
         command = smoke_train_command(f"{root}/fresh", f"{root}/good.txt", *arguments)
@@ -161,5 +147,5 @@ def test_bad_input_is_one_line_and_changes_nothing(world, script, arguments, mes
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(message.format(root=root)), last_line
-    assert _snapshot(root) == before
+    assert snapshot(root) == before
     assert not os.path.exists(root / "fresh") and not os.path.exists(root / "new")

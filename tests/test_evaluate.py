@@ -2,7 +2,6 @@
 training's val loss; other texts in the stream layout (or fewer streams); unknown characters; bad input."""
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import QUOTE, make_config, read_scalars, run_script
+from helpers import QUOTE, make_config, read_scalars, run_script, snapshot
 from tf_charrnn import evaluate, losses, run_directory, runtime, train
 from tf_charrnn.cli.evaluate import _human_line
 from tf_charrnn.errors import UserError
@@ -53,20 +52,6 @@ def _reference_loss(train_dir, ids, streams, length):
     ids = np.asarray(ids[: streams * length + 1], np.int32)
     inputs, targets = ids[:-1].reshape(streams, length), ids[1:].reshape(streams, length)
     return float(losses.sequence_loss(targets, model(tf.constant(inputs), training=False)))
-
-
-def _snapshot(root):
-    """{relative path: sha256} of every file below root but the corpus cache."""
-    digests = {}
-    for folder, _, names in os.walk(root):
-        if os.path.relpath(folder, root).split(os.sep)[0] == "cache":
-            continue
-        for name in names:
-            with open(os.path.join(folder, name), "rb") as f:
-                digests[os.path.relpath(os.path.join(folder, name), root)] = hashlib.sha256(
-                    f.read()
-                ).hexdigest()
-    return digests
 
 
 def test_validation_split_reproduces_the_val_loss_training_logged(trained):
@@ -180,12 +165,12 @@ def script_runs(trained):
     before and after them."""
     train_dir, _, root = trained
     (root / "some_unknown.txt").write_text("Z" + (QUOTE + " ") * 2, encoding="utf-8")
-    before = _snapshot(root)
+    before = snapshot(root)
     results = {}
     for name, arguments in SCRIPT_RUNS.items():
         arguments = [argument.format(run=train_dir, root=root) for argument in arguments]
         results[name] = run_script("evaluate.py", arguments, root / "cache", timeout=300)
-    return results, before, _snapshot(root)
+    return results, before, snapshot(root)
 
 
 def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):

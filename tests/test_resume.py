@@ -1,24 +1,12 @@
 """Continuing a run from its directory alone; what may change on resume and what is refused; --patience."""
 
-import hashlib
 import logging
 import os
 
 import pytest
 
-from helpers import QUOTE, make_config, read_scalars, run_script, smoke_args
+from helpers import QUOTE, make_config, read_scalars, run_script, smoke_args, snapshot
 from tf_charrnn import run_directory, train
-
-
-def _snapshot(root):
-    digests = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(folder, name), "rb") as f:
-                digests[os.path.relpath(os.path.join(folder, name), root)] = hashlib.sha256(
-                    f.read()
-                ).hexdigest()
-    return digests
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +37,14 @@ def run_10_steps(tmp_path_factory):
 )
 def test_a_flag_that_must_match_is_refused_and_nothing_changes(run_10_steps, flag, difference):
     train_dir, cache = run_10_steps
-    before = _snapshot(train_dir)
+    before = snapshot(train_dir)
     result = run_script("train.py", [f"--train_dir={train_dir}", flag, "--max_steps=12"], cache)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {train_dir} holds a run with another config ({difference}); use a new --train_dir, "
         f"or --init_from={train_dir} to start from its weights"
     )
-    assert _snapshot(train_dir) == before
+    assert snapshot(train_dir) == before
 
 
 @pytest.mark.slow
@@ -150,7 +138,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=1, eval_every=100)
     train.train(config)
     config, vocab = run_directory.load_run(config.length.train_dir)
-    before = _snapshot(config.length.train_dir)
+    before = snapshot(config.length.train_dir)
     other_strings = {"lstm": "gru", "exponential": "cosine", "none": "bfloat16"}
 
     def other(value):
@@ -172,5 +160,5 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
             with pytest.raises(UserError, match=rf"another config \({field.name} {value!r} -> "):
                 run_directory.prepare(changed, vocab)
             refused.append(field.name)
-    assert _snapshot(config.length.train_dir) == before
+    assert snapshot(config.length.train_dir) == before
     assert len(refused) == 18 and {"rnn_units", "batch_size", "mixed_precision", "seed"} <= set(refused)
