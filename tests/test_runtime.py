@@ -38,7 +38,9 @@ def test_on_a_gpu_nothing_builds_or_calls_the_kernels(monkeypatch):
     monkeypatch.setattr(native, "load", lambda: pytest.fail("the kernels were loaded on a GPU"))
     decided = _resolve(seq_length=100)
     assert not decided.fused_kernels and not decided.unroll  # cuDNN wants the loop
-    model = CharRNN(RunConfig.from_flat({"vocab_size": 5, "rnn_units": 64}).model, 2, fused_kernels=False)
+    model = CharRNN(
+        RunConfig.from_flat({"vocab_size": 5, "rnn_units": 64}).model, 2, fused_kernels=decided.fused_kernels
+    )
     assert model.step_weights()["layers"][0].keys() == {"kernel", "recurrent_kernel", "bias"}
 
 

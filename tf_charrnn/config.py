@@ -183,6 +183,10 @@ class LengthConfig:
         _check_non_negative_ints(self, ("max_steps", "num_epochs"))
         _require(self.max_steps > 0 or self.num_epochs > 0, "set --num_epochs or --max_steps above 0")
 
+    def total_steps(self, steps_per_epoch):
+        """The run's last step: max_steps, else num_epochs epochs of steps_per_epoch."""
+        return self.max_steps or self.num_epochs * steps_per_epoch
+
 
 @dataclasses.dataclass(frozen=True)
 class CadenceConfig:

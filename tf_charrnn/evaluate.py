@@ -3,12 +3,10 @@ stateful pass over the text's streams, exactly as training's validation does."""
 
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_charrnn import data, losses, run_directory, runtime
-from tf_charrnn.config import MIXED_PRECISION_POLICIES
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
 
@@ -105,11 +103,10 @@ def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknow
     streams, seq_length, num_batches = stream_layout(
         len(ids), config.layout.batch_size, config.layout.seq_length
     )
-    policy = MIXED_PRECISION_POLICIES[config.precision.mixed_precision]
     model = CharRNN(
         config.model,
         batch_size=streams,
-        dtype_policy=None if policy is None else keras.DTypePolicy(policy),
+        dtype_policy=runtime.dtype_policy(config.precision.mixed_precision),
         fused_kernels=runtime.fused_kernels_apply(),
     )
     path = run_directory.restore_weights(train_dir, model, path, best)

@@ -66,11 +66,11 @@ def save_run(config, vocab):
     vocab.save(vocab_path(train_dir))
 
 
-def check_resumable(config, vocab):
-    """Raises UserError unless the run already in config.length.train_dir can continue under `config`:
-    the same vocabulary, and the same fields in every section that must match on resume."""
+def check_resumable(config, vocab, old_config, old_vocab):
+    """Raises UserError unless the run in config.length.train_dir, with `old_config` and `old_vocab`, can
+    continue under `config`: the same vocabulary, and the same fields in every section that must match
+    on resume."""
     train_dir = config.length.train_dir
-    old_config, old_vocab = load_run(train_dir)
     if old_vocab != vocab:
         raise UserError(
             f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
@@ -107,9 +107,10 @@ def prepare(config, vocab):
     Returns:
       The RunConfig the run directory held before (None for a new run).
     """
-    previous = load_run(config.length.train_dir)[0] if has_run(config.length.train_dir) else None
-    if previous is not None:
-        check_resumable(config, vocab)
+    previous = None
+    if has_run(config.length.train_dir):
+        previous, previous_vocab = load_run(config.length.train_dir)
+        check_resumable(config, vocab, previous, previous_vocab)
     if config.length.init_from:
         check_init_from(config, vocab)
     save_run(config, vocab)

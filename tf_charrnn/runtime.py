@@ -50,6 +50,12 @@ def grow_gpu_memory():
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
+def dtype_policy(mixed_precision):
+    """The Keras dtype policy of the embedding and recurrent layers for --mixed_precision; None: float32."""
+    policy = MIXED_PRECISION_POLICIES[mixed_precision]
+    return None if policy is None else keras.DTypePolicy(policy)
+
+
 def fused_kernels_apply(strategy=None, jit_compile=False):
     """The fused C++ LSTM kernels run on CPUs, outside XLA and TPUs, where they can be built (this may
     build them, once per machine)."""
@@ -72,14 +78,13 @@ def resolve(config):
     strategy = distribute.make_strategy(config.runtime.strategy, config.runtime.tpu)
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     single_device = distribute.is_default(strategy)
-    policy = MIXED_PRECISION_POLICIES[config.precision.mixed_precision]
     return Runtime(
         strategy=strategy,
         replicas=strategy.num_replicas_in_sync,
         replica_batch_size=distribute.replica_batch_size(strategy, config.layout.batch_size),
         is_chief=distribute.is_chief(strategy),
         single_device=single_device,
-        dtype_policy=None if policy is None else keras.DTypePolicy(policy),
+        dtype_policy=dtype_policy(config.precision.mixed_precision),
         loss_scaling=config.precision.mixed_precision == "float16",
         jit_compile=config.runtime.jit_compile,
         unroll=not on_gpu() and not on_tpu and config.layout.seq_length <= MAX_UNROLLED_SEQ_LENGTH,

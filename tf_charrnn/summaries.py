@@ -31,9 +31,8 @@ class Summaries:
 
     def hparams(self, config):
         """The experiment's hyperparameters (the fields of HPARAM_SECTIONS, by name) and its metrics."""
-        values = {
-            name: value for section in HPARAM_SECTIONS for name, value in config.to_dict()[section].items()
-        }
+        sections = config.to_dict()
+        values = {name: value for section in HPARAM_SECTIONS for name, value in sections[section].items()}
         with self._session.as_default():
             hparams_api.hparams_config(
                 hparams=[hparams_api.HParam(name) for name in values], metrics=list(HPARAM_METRICS)

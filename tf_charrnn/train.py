@@ -118,7 +118,7 @@ class Trainer:
         )
         self.batches = distribute.RunBatches(runtime.strategy, splits, layout, config.optimization.seed)
         self.steps_per_epoch = self.batches.steps_per_epoch
-        self.total_steps = config.length.max_steps or config.length.num_epochs * self.steps_per_epoch
+        self.total_steps = config.length.total_steps(self.steps_per_epoch)
         self.sampler = (
             Sampler(config.model, runtime.fused_kernels)
             if config.cadence.sample_length and runtime.is_chief
@@ -286,7 +286,7 @@ class Trainer:
 
     def log_schedule_change(self, previous):
         """Says what a changed run length does to the learning-rate schedule of a resumed run."""
-        old_total = previous.length.max_steps or previous.length.num_epochs * self.steps_per_epoch
+        old_total = previous.length.total_steps(self.steps_per_epoch)
         if old_total != self.total_steps and int(self.step) > 0:
             logging.warning(
                 schedules.describe_length_change(
