@@ -8,6 +8,7 @@ line with the ratio to the peers' mean follows: absolute times drift on shared m
 import json
 import os
 import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,10 +29,12 @@ flags.DEFINE_enum(
     "task",
     "all",
     ["train", "sample", "all", "memory"],
-    "what to measure; all: train and sample; memory: peak RSS of a short real run on a synthetic "
-    "corpus of --corpus_mb (run it alone: the peak covers the whole process)",
+    "what to measure; all: train and sample; memory: peak RSS of encoding a synthetic corpus of each "
+    "--corpus_mb and of a short real run on it",
 )
-flags.DEFINE_float("corpus_mb", 100.0, "--task=memory: synthetic corpus size in MiB")
+flags.DEFINE_list(
+    "corpus_mb", ["1", "100", "1024"], "--task=memory: synthetic corpus sizes in MiB, each in a fresh process"
+)
 flags.DEFINE_enum("cell", "lstm", CELLS, "recurrent cell")
 flags.DEFINE_integer("vocab_size", 65, "synthetic vocabulary size (tiny-shakespeare has 65)")
 flags.DEFINE_float("dropout", 0.2, "dropout, as in training")
@@ -123,7 +126,12 @@ def main(argv):
     model = config.model
     common = {"preset": FLAGS.preset, "cell": FLAGS.cell, **sizes}
     if FLAGS.task == "memory":
-        result = benchmark.measure_memory(config, FLAGS.corpus_mb)
+        if len(FLAGS.corpus_mb) > 1:  # one fresh process per size: a peak covers the whole process
+            arguments = [argument for argument in sys.argv[1:] if not argument.startswith("--corpus_mb")]
+            for corpus_mb in FLAGS.corpus_mb:
+                subprocess.run([sys.executable, __file__, *arguments, f"--corpus_mb={corpus_mb}"], check=True)
+            return
+        result = benchmark.measure_memory(config, float(FLAGS.corpus_mb[0]))
         print(json.dumps({"task": "memory", **common, **result}), flush=True)
         return
     if FLAGS.task in ("train", "all"):

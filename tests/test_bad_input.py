@@ -2,6 +2,7 @@
 and the run directory (and any export) left byte-identical. One table, the real scripts."""
 
 import os
+import shutil
 
 import pytest
 
@@ -32,7 +33,31 @@ def world(tmp_path_factory):
     (root / "no_checkpoints").mkdir()
     for name in ("config.json", "vocab.json"):
         (root / "no_checkpoints" / name).write_bytes((root / "run" / name).read_bytes())
+    # The corpus edited after training, keeping its vocabulary.
+    (root / "edited.txt").write_text((QUOTE + "\n") * 29, encoding="utf-8")
+    _copy_run_and_break(root, "garbled_config", "config.json", b'{"model": {"rnn_units": 6')
+    _copy_run_and_break(root, "wrong_config", "config.json", b'{"model": {"rnn_units": "many"}}')
+    _copy_run_and_break(root, "no_config", "config.json", None)
+    _copy_run_and_break(root, "no_vocab", "vocab.json", None)
+    _copy_run_and_break(root, "garbled_vocab", "vocab.json", b'{"chars": ["a", "a"]}')
+    _copy_run_and_break(root, "no_checkpoint_list", "checkpoints/checkpoint", None)
+    _copy_run_and_break(root, "garbled_checkpoint_list", "checkpoints/checkpoint", b"garbage {\xff")
+    gone = _copy_run_and_break(root, "gone_checkpoints", "checkpoints/checkpoint", None, keep=True)
+    for path in (gone / "checkpoints").glob("ckpt-*"):
+        path.unlink()
     return root, env
+
+
+def _copy_run_and_break(root, name, relative_path, content, keep=False):
+    """A copy of the trained run as root/name with one file replaced by `content` (None: deleted)."""
+    copy = root / name
+    shutil.copytree(root / "run", copy)
+    if not keep:
+        if content is None:
+            (copy / relative_path).unlink()
+        else:
+            (copy / relative_path).write_bytes(content)
+    return copy
 
 
 # (script, arguments with {root} for the world's folder, the start of the one line on stderr)
@@ -129,6 +154,68 @@ CASES = [
         "error: --export_dir {root}/run/export is not empty; pass --overwrite",
     ),
     ("export", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),
+    # A run directory touched by hand, or its corpus changed: one line naming the file and what to do.
+    (
+        "train",
+        ["--train_dir={root}/run", "--data_path={root}/edited.txt"],
+        "error: the corpus has changed since {root}/run was trained on it (sha256 ",
+    ),
+    *[
+        (
+            script,
+            ["--train_dir={root}/garbled_config"],
+            "error: {root}/garbled_config/config.json is not a valid config",
+        )
+        for script in ("train", "sample")
+    ],
+    (
+        "train",
+        ["--train_dir={root}/wrong_config"],
+        "error: {root}/wrong_config/config.json is not a valid config",
+    ),
+    *[
+        (
+            script,
+            ["--train_dir={root}/no_config"],
+            "error: {root}/no_config/config.json is missing but {root}/no_config holds a run",
+        )
+        for script in ("train", "sample", "evaluate")
+    ],
+    *[
+        (script, ["--train_dir={root}/no_vocab"], "error: {root}/no_vocab/vocab.json is missing; restore it")
+        for script in ("train", "export")
+    ],
+    (
+        "sample",
+        ["--train_dir={root}/garbled_vocab"],
+        "error: {root}/garbled_vocab/vocab.json is not a valid vocabulary",
+    ),
+    *[
+        (
+            script,
+            ["--train_dir={root}/no_checkpoint_list"],
+            "error: {root}/no_checkpoint_list/checkpoints/checkpoint (the list of checkpoints) is missing",
+        )
+        for script in ("train", "sample")
+    ],
+    *[
+        (
+            script,
+            ["--train_dir={root}/garbled_checkpoint_list"],
+            "error: {root}/garbled_checkpoint_list/checkpoints/checkpoint (the list of checkpoints) is",
+        )
+        for script in ("train", "export")
+    ],
+    (
+        "train",
+        ["--train_dir={root}/gone_checkpoints"],
+        "error: no checkpoint in {root}/gone_checkpoints/checkpoints is readable",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/gone_checkpoints"],
+        "error: {root}/gone_checkpoints/checkpoints/checkpoint lists checkpoints whose files are gone",
+    ),
 ]
 
 

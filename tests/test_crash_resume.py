@@ -8,7 +8,7 @@ import pytest
 
 from helpers import QUOTE, run_command, script_env, smoke_train_command, start_command, step_losses
 
-KILL_HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_hook")
+FAULT_HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_hooks")
 
 
 def _command(train_dir, corpus):
@@ -54,7 +54,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_losses(text_file, 
     assert _run_until(command, env, "step 3/16") == -signal.SIGKILL  # before any checkpoint
     assert _run_until(command, env, "step 10/16") == -signal.SIGKILL  # after ckpt-8
     in_save = run_command(
-        command, script_env(corpus_cache, TF_CHARRNN_KILL_IN_SAVE="12", PYTHONPATH=KILL_HOOK), timeout=300
+        command, script_env(corpus_cache, TF_CHARRNN_KILL_IN_SAVE="12", PYTHONPATH=FAULT_HOOKS), timeout=300
     )
     assert in_save.returncode == -signal.SIGKILL  # died while writing ckpt-12
     with open(killed / "checkpoints" / "checkpoint") as state:

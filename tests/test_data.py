@@ -1,3 +1,4 @@
+import hashlib
 import io
 import os
 import urllib.error
@@ -90,46 +91,59 @@ def test_split_is_contiguous():
 
 def test_unicode_corpus_round_trips(text_file, corpus_cache):
     text = "한국어 텍스트와 이모지 😀🎉 그리고 English.\n" * 3
-    vocab, ids = data.load_corpus(DataConfig(data_path=text_file(text), cache_dir=corpus_cache))
-    assert vocab.decode(ids) == text
-    assert len(ids) == len(text)
+    path = text_file(text)
+    corpus = data.load_corpus(DataConfig(data_path=path, cache_dir=corpus_cache))
+    assert corpus.vocab.decode(corpus.ids) == text
+    assert len(corpus.ids) == len(text)
+    data_bytes = text.encode("utf-8")
+    assert (corpus.sha256, corpus.size) == (hashlib.sha256(data_bytes).hexdigest(), len(data_bytes))
+
+
+def test_cached_ids_are_memory_mapped_and_read_only(text_file, corpus_cache):
+    corpus = data.load_corpus(DataConfig(data_path=text_file("abcabc"), cache_dir=corpus_cache))
+    assert isinstance(corpus.ids, np.memmap) and corpus.ids.dtype == np.uint8
+    assert not corpus.ids.flags.writeable
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 64])
+def test_text_streams_in_chunks_without_splitting_characters(tmp_path, chunk_bytes):
+    text = "aé한😀\n" * 7 + "z"
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    pieces = list(data.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
+    assert "".join(pieces) == text
+    assert all(len(piece.encode("utf-8")) <= chunk_bytes + 3 for piece in pieces)  # + a carried character
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 7, 1 << 20])
+def test_streamed_utf8_error_names_the_file_offset_and_line(tmp_path, chunk_bytes):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes("é\n한\n".encode("utf-8") * 3 + b"ok\xff" + "😀".encode("utf-8")[:2])
+    with pytest.raises(UserError, match=r"not valid UTF-8 at byte 23 \(line 7: invalid start byte\)"):
+        list(data.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
+    path.write_bytes(b"ok" + "😀".encode("utf-8")[:2])  # ends inside a character
+    with pytest.raises(UserError, match="not valid UTF-8 at byte 2 .line 1: unexpected end of data"):
+        list(data.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
 
 
 def test_id_cache_is_keyed_by_content(text_file, corpus_cache):
     path = text_file("abcabc")
     config = DataConfig(data_path=path, cache_dir=corpus_cache)
-    vocab, ids = data.load_corpus(config)
-    assert len(os.listdir(os.path.join(corpus_cache, "encoded"))) == 1
-    assert vocab.decode(data.load_corpus(config)[1]) == "abcabc"  # served from the cache
-    text_file("xyzzy")  # the same path, new content: never the stale ids
-    with open(path, "w", encoding="utf-8") as f:
+    corpus = data.load_corpus(config)
+    encoded = os.path.join(corpus_cache, "encoded")
+    assert sorted(os.listdir(encoded)) == [corpus.sha256 + ".ids.npy", corpus.sha256 + ".vocab.json"]
+    cached = data.load_corpus(config)  # served from the cache
+    assert cached.vocab.decode(cached.ids) == "abcabc"
+    with open(path, "w", encoding="utf-8") as f:  # the same path, new content: never the stale ids
         f.write("xyzzy")
-    vocab, ids = data.load_corpus(config)
-    assert vocab.decode(ids) == "xyzzy"
-    assert len(os.listdir(os.path.join(corpus_cache, "encoded"))) == 2
-
-
-@pytest.mark.parametrize(
-    "content, fragment",
-    [
-        (None, "does not exist"),
-        (b"", "is empty"),
-        (b"ok\xff\xfeno", "not valid UTF-8 at byte 2"),
-    ],
-)
-def test_bad_corpus_files(tmp_path, content, fragment):
-    path = tmp_path / "corpus.txt"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(UserError, match=fragment):
-        data.read_text(str(path))
-    with pytest.raises(UserError, match="is a directory"):
-        data.read_text(str(tmp_path))
+    corpus = data.load_corpus(config)
+    assert corpus.vocab.decode(corpus.ids) == "xyzzy"
+    assert len(os.listdir(encoded)) == 4
 
 
 def test_shakespeare_split_matches_nanogpt(shakespeare_cache):
-    _, ids = data.load_corpus(DataConfig(cache_dir=shakespeare_cache))
-    train, val = data.split_ids(ids, 0.1)
+    corpus = data.load_corpus(DataConfig(cache_dir=shakespeare_cache))
+    train, val = data.split_ids(corpus.ids, 0.1)
     assert (len(train), len(val)) == (1003854, 111540)
 
 

@@ -66,6 +66,9 @@ class DataConfig:
     cache_dir: str = _field(
         "", "cache folder for downloads and encoded ids; empty: $TF_CHARRNN_CACHE or ~/.cache/tf_charrnn"
     )
+    # The corpus file a run trained on, checked on resume (empty in runs written before it was recorded).
+    corpus_sha256: str = _field("", "SHA-256 of the corpus file's bytes", derived=True)
+    corpus_size: int = _field(0, "size of the corpus file in bytes", derived=True)
 
 
 @dataclasses.dataclass(frozen=True)

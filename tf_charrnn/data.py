@@ -5,8 +5,8 @@ row i of batch k+1 continues row i of batch k, so a stateful model carries its s
 """
 
 import dataclasses
-import io
 import os
+import tempfile
 import urllib.error
 import urllib.request
 
@@ -44,54 +44,138 @@ def download_shakespeare(cache):
     return path
 
 
-def read_text(path):
-    """Reads a UTF-8 text file.
-
-    Returns:
-      (text, data): the decoded string and the raw bytes.
-    Raises:
-      UserError: the file is missing, a directory, empty or not UTF-8 (with the byte offset).
-    """
+def _check_text_file(path):
     if os.path.isdir(path):
         raise UserError(f"--data_path {path} is a directory; pass a UTF-8 text file")
     if not os.path.isfile(path):
         raise UserError(f"--data_path {path} does not exist; pass a UTF-8 text file")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"--data_path {path} is empty; pass a UTF-8 text file with some text")
+
+
+def _not_utf8(path, data, error, offset, lines):
+    line = lines + data.count(b"\n", 0, error.start) + 1
+    return UserError(
+        f"--data_path {path} is not valid UTF-8 at byte {offset + error.start} "
+        f"(line {line}: {error.reason}); convert it, e.g. iconv -f LATIN1 -t UTF-8"
+    )
+
+
+def read_text(path):
+    """Reads a UTF-8 text file.
+
+    Returns:
+      The decoded string.
+    Raises:
+      UserError: the file is missing, a directory, empty or not UTF-8 (with the byte offset).
+    """
+    _check_text_file(path)
     with open(path, "rb") as f:
         data = f.read()
-    if not data:
-        raise UserError(f"--data_path {path} is empty; pass a UTF-8 text file with some text")
     try:
-        return data.decode("utf-8"), data
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise UserError(
-            f"--data_path {path} is not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
-            f"convert it, e.g. iconv -f LATIN1 -t UTF-8"
-        ) from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, data, error, 0, 0) from None
+
+
+def _whole_characters(data):
+    """The length of the longest prefix of UTF-8 bytes `data` that does not end inside a character."""
+    start = len(data) - 1
+    while start >= max(0, len(data) - 4) and data[start] & 0xC0 == 0x80:  # continuation bytes
+        start -= 1
+    if start < 0:
+        return len(data)
+    lead = data[start]
+    length = 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
+    return start if start + length > len(data) else len(data)
+
+
+def read_text_chunks(path, chunk_bytes=1 << 22):
+    """Yields a UTF-8 text file as strings of about `chunk_bytes` bytes each, never splitting a character,
+    so that a corpus of any size streams through a few megabytes.
+
+    Raises:
+      UserError: the file is missing, a directory, empty or not UTF-8 (with the byte offset).
+    """
+    _check_text_file(path)
+    offset, lines, pending = 0, 0, b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_bytes)
+            data = pending + chunk
+            if not data:
+                return
+            cut = _whole_characters(data) if chunk else len(data)
+            data, pending = data[:cut], data[cut:]
+            try:
+                yield data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, data, error, offset, lines) from None
+            offset, lines = offset + len(data), lines + data.count(b"\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """An encoded corpus: its vocabulary, its ids, and the identity of the file they came from."""
+
+    vocab: Vocab
+    ids: np.ndarray  # [N] in vocab.id_dtype, memory-mapped from the cache (read-only)
+    sha256: str  # of the file's bytes
+    size: int  # the file's bytes
+
+
+def _encode_into_cache(path, ids_path, vocab_path):
+    """Encodes a text file into the id cache in two streaming passes (the characters, then the ids),
+    so neither the whole text nor all its ids are ever in memory."""
+    chars, num_chars = set(), 0
+    for piece in read_text_chunks(path):
+        chars.update(piece)
+        num_chars += len(piece)
+    vocab = Vocab(sorted(chars))
+    directory = os.path.dirname(ids_path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
+            for piece in read_text_chunks(path):
+                f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, ids_path)
+        files.fsync_directory(directory)
+        vocab.save(vocab_path)  # last: a cache entry is complete once its vocabulary exists
+    except OSError as error:
+        if not files.is_out_of_space(error):
+            raise
+        needed = num_chars * vocab.id_dtype.itemsize
+        raise files.out_of_space("the encoded corpus", directory, needed) from None
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
 
 
 def load_corpus(data_config):
-    """Loads the corpus named by `data_config` and encodes it, using the id cache.
+    """Loads the corpus named by `data_config`, encoding it into the id cache on first use.
 
-    The cache is keyed by the SHA-256 of the corpus bytes, so a changed corpus is never served stale.
+    The cache is keyed by the SHA-256 of the corpus bytes, so a changed corpus is never served stale;
+    its ids are memory-mapped, so memory does not grow with the corpus.
 
     Returns:
-      (vocab, ids): the corpus vocabulary and [N] ids of the whole corpus, in `vocab.id_dtype`
-      (one byte per character for up to 256 distinct characters).
+      Corpus.
+    Raises:
+      UserError: the file is missing, a directory, empty or not UTF-8, or the cache's disk is full.
     """
     cache = files.cache_dir(data_config.cache_dir)
     path = data_config.data_path or download_shakespeare(cache)
-    text, data = read_text(path)
-    cache_path = os.path.join(cache, "encoded", files.sha256_hex(data) + ".npz")
-    if os.path.isfile(cache_path):
-        with np.load(cache_path) as cached:
-            return Vocab(list(cached["chars"])), cached["ids"]
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text, dtype=vocab.id_dtype)
-    buffer = io.BytesIO()
-    np.savez(buffer, ids=ids, chars=np.array(vocab.chars))
-    files.write_atomic(cache_path, buffer.getvalue())
-    return vocab, ids
+    _check_text_file(path)
+    digest, size = files.sha256_file(path)
+    stem = os.path.join(cache, "encoded", digest)
+    ids_path, vocab_path = stem + ".ids.npy", stem + ".vocab.json"
+    if not (os.path.isfile(ids_path) and os.path.isfile(vocab_path)):
+        _encode_into_cache(path, ids_path, vocab_path)
+    return Corpus(Vocab.load(vocab_path), np.load(ids_path, mmap_mode="r"), digest, size)
 
 
 def split_ids(ids, val_fraction):
@@ -129,13 +213,23 @@ def epoch_offset(seed, epoch, seq_length, random_offset):
 
 def _stream_windows(ids, seq_length, num_batches, offset, rows):
     """A function k -> (inputs, targets) of batch k of the stream layout starting at `offset`, for the
-    streams numbered `rows` (int64 [R])."""
-    stream_starts = offset + rows * (num_batches * seq_length)
-    window = tf.range(seq_length + 1, dtype=tf.int64)
+    streams numbered `rows` (int64 [R]).
+
+    Windows are read from the numpy (or memory-mapped) ids on the host, so the pipeline holds one
+    batch, never the corpus as a tensor.
+    """
+    ids = np.asarray(ids)
+    window = np.arange(seq_length + 1, dtype=np.int64)
+    stream_length = num_batches * seq_length
+
+    def read(k, offset):
+        starts = offset + rows * stream_length + k * seq_length
+        return ids[starts[:, None] + window[None, :]].astype(np.int32)
 
     def batch(k):
-        rows = tf.cast(tf.gather(ids, stream_starts[:, None] + k * seq_length + window[None, :]), tf.int32)
-        return rows[:, :-1], rows[:, 1:]
+        windows = tf.numpy_function(read, [k, offset], tf.int32, stateful=False)
+        windows.set_shape([len(rows), seq_length + 1])
+        return windows[:, :-1], windows[:, 1:]
 
     return batch
 
@@ -159,7 +253,7 @@ def _rows(batch_size, first_row, num_rows):
         raise ValueError(
             f"rows [{first_row}, {first_row + num_rows}) are not within the {batch_size} streams"
         )
-    return tf.range(first_row, first_row + num_rows, dtype=tf.int64)
+    return np.arange(first_row, first_row + num_rows, dtype=np.int64)
 
 
 def stream_dataset(
@@ -172,7 +266,8 @@ def stream_dataset(
     one id; the last target of each stream is the id that follows it in the corpus (never a wrap-around).
 
     Args:
-      ids: integer [N] ids (numpy or tensor, any integer type) with N >= offset + batch_size * S + 1.
+      ids: integer [N] ids (numpy, memory-mapped or an eager tensor, any integer type) with
+        N >= offset + batch_size * S + 1.
       batch_size, seq_length, num_batches: the layout.
       offset: ids skipped at the start.
       start_batch: first batch to yield (resuming mid-epoch).
@@ -184,7 +279,7 @@ def stream_dataset(
     """
     _check_length(ids, batch_size, seq_length, num_batches, offset)
     batch = _stream_windows(
-        tf.convert_to_tensor(ids),
+        ids,
         seq_length,
         num_batches,
         tf.cast(offset, tf.int64),
@@ -218,7 +313,6 @@ def training_dataset(
       A tf.data.Dataset of (epoch int64, batch int64, inputs int32 [R, T], targets int32 [R, T]).
     """
     _check_length(ids, batch_size, seq_length, num_batches, seq_length - 1 if random_offset else 0)
-    ids = tf.convert_to_tensor(ids)
     rows = _rows(batch_size, first_row, num_rows)
 
     def epoch_batches(epoch):
@@ -251,11 +345,14 @@ def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False)
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """A corpus ready for training: its vocabulary, and the training and validation ids."""
+    """A corpus ready for training: its vocabulary, the training and validation ids, and the identity of
+    the corpus file (recorded in the run directory)."""
 
     vocab: Vocab
     train_ids: np.ndarray
     val_ids: np.ndarray
+    corpus_sha256: str
+    corpus_size: int
 
 
 def load_splits(data_config, layout):
@@ -270,9 +367,9 @@ def load_splits(data_config, layout):
     Raises:
       UserError: the corpus cannot be read, or a split is shorter than one batch.
     """
-    vocab, ids = load_corpus(data_config)
-    train_ids, val_ids = split_ids(ids, layout.val_fraction)
+    corpus = load_corpus(data_config)
+    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
     check_split_size("training", len(train_ids), layout.batch_size, layout.seq_length, layout.random_offset)
     if layout.val_fraction > 0:
         check_split_size("validation", len(val_ids), layout.batch_size, layout.seq_length)
-    return Splits(vocab, train_ids, val_ids)
+    return Splits(corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size)

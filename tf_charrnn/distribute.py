@@ -190,7 +190,7 @@ class RunBatches:
         self._strategy = strategy
         self._layout = layout
         self._seed = seed
-        self._train_ids = tf.constant(splits.train_ids)  # compact ids (uint8 for most corpora)
+        self._train_ids = splits.train_ids  # compact (uint8 for most corpora), memory-mapped
         self.steps_per_epoch = data_lib.num_stream_batches(
             len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
         )

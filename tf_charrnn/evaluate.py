@@ -51,7 +51,7 @@ def _describe(chars):
 
 def _text_ids(data_path, vocab, skip_unknown):
     """A --data_path text as ids of the run's vocabulary, and the characters left out."""
-    text, _ = data.read_text(data_path)
+    text = data.read_text(data_path)
     unknown = vocab.unknown_chars(text)
     if unknown and not skip_unknown:
         raise UserError(
@@ -70,10 +70,11 @@ def _validation_ids(config, vocab, train_dir):
             f"pass --data_path=FILE to score a text"
         )
     splits = data.load_splits(config.data, config.layout)
-    if splits.vocab != vocab:
+    recorded = config.data.corpus_sha256
+    if splits.vocab != vocab or (recorded and recorded != splits.corpus_sha256):
         raise UserError(
-            f"the corpus of {train_dir} has changed since training (another vocabulary); "
-            f"pass --data_path=FILE to score a text"
+            f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
+            f"now {splits.corpus_sha256}); pass --data_path=FILE to score a text"
         )
     return splits.val_ids
 

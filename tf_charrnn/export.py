@@ -10,7 +10,7 @@ import tempfile
 
 import tensorflow as tf
 
-from tf_charrnn import sampling
+from tf_charrnn import files, sampling
 from tf_charrnn.errors import UserError
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
@@ -119,13 +119,12 @@ def export_run(train_dir, export_dir="", checkpoint=None, best=False, overwrite=
                 "encode": module.encode,
             },
         )
-        if os.path.exists(export_dir):
-            old = tempfile.mkdtemp(dir=parent, prefix=".replaced-")
-            os.replace(export_dir, os.path.join(old, "model"))
-            os.replace(staging, export_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, export_dir)
+        files.replace_directory(staging, export_dir)
+    except (OSError, tf.errors.OpError) as error:
+        if not files.is_out_of_space(error):
+            raise
+        needed = sum(variable.numpy().nbytes for variable in sampler.model.weights)
+        raise files.out_of_space("the SavedModel", parent, needed) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return export_dir

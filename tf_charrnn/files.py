@@ -1,12 +1,72 @@
-"""Atomic file writes, content hashing and the cache location: a crash never leaves a half-written file."""
+"""Atomic, durable file writes, content hashing and the cache location: a crash or a power cut never
+leaves a half-written file, and a rename is made durable only after the contents it points at."""
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
+
+from tf_charrnn.errors import UserError
+
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_out_of_space(error):
+    """Whether an exception (OSError or a TensorFlow error) reports a full disk or an exceeded quota."""
+    if isinstance(error, OSError) and error.errno in _SPACE_ERRNOS:
+        return True
+    message = str(error)
+    return "No space left on device" in message or "Disk quota exceeded" in message
+
+
+def out_of_space(what, directory, needed_bytes, rerun="re-run the same command"):
+    """The UserError for a write of `what` into `directory` that found the disk full: how much it needs,
+    how much is free, and what to do."""
+    free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0
+    return UserError(
+        f"no space left on device writing {what} in {directory}: it needs about "
+        f"{_megabytes(needed_bytes)}, {_megabytes(free)} free; free some space and {rerun}"
+    )
+
+
+def _megabytes(num_bytes):
+    return f"{num_bytes / 2**20:.1f} MB"
+
+
+def fsync_directory(path):
+    """Makes the entries of directory `path` (creations, renames, removals) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path):
+    """Makes the contents of file `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path):
+    """Makes every file and folder below `path` (and `path` itself) durable, deepest first."""
+    for folder, _, names in os.walk(path, topdown=False):
+        for name in names:
+            fsync_file(os.path.join(folder, name))
+        fsync_directory(folder)
 
 
 def write_atomic(path, data):
-    """Writes `data` (bytes or str, UTF-8) to `path` through a temporary file and a rename."""
+    """Writes `data` (bytes or str, UTF-8) to `path` durably: a temporary file, fsync, rename, fsync of
+    the folder. Readers see the old file or the new one, never a part; so does a power cut.
+
+    Raises:
+      OSError: the write failed (e.g. ENOSPC); no temporary file is left and `path` is unchanged.
+    """
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
@@ -22,11 +82,46 @@ def write_atomic(path, data):
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+    fsync_directory(directory)
+
+
+def replace_directory(staging, target):
+    """Moves the finished folder `staging` to `target` durably (its files and folders synced before the
+    rename, the parent after it), replacing any `target`.
+
+    `staging` must be a sibling of `target` (a rename within one filesystem). A replaced `target` is
+    moved aside first and removed only once `staging` is in its place.
+    """
+    fsync_tree(staging)
+    parent = os.path.dirname(os.path.abspath(target))
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(dir=parent, prefix=".replaced-")
+        os.replace(target, os.path.join(old, "previous"))
+        os.replace(staging, target)
+        fsync_directory(parent)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, target)
+    fsync_directory(parent)
 
 
 def sha256_hex(data):
     """Hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path, chunk_bytes=1 << 22):
+    """Hex SHA-256 and size in bytes of a file, read `chunk_bytes` at a time.
+
+    Returns:
+      (hex digest, size).
+    """
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def cache_dir(configured=""):

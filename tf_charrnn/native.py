@@ -93,7 +93,9 @@ def build(path):
         if result.returncode != 0:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
             raise NativeBuildError(f"compiling the fused kernels failed ({shlex.join(command[:1])}):\n{tail}")
+        files.fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        files.fsync_directory(os.path.dirname(path))
     except FileNotFoundError as error:
         raise NativeBuildError(f"no C++ compiler: {error}") from error
     finally:

@@ -5,11 +5,17 @@ Everything needed to rebuild a run lives here, so sampling and export need only 
 """
 
 import dataclasses
+import fcntl
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 
+import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -37,8 +43,42 @@ def log_dir(train_dir, split=""):
     return os.path.join(train_dir, "logs", split)
 
 
+def lock_path(train_dir):
+    return os.path.join(train_dir, "train.lock")
+
+
 def has_run(train_dir):
     return os.path.isfile(config_path(train_dir))
+
+
+def _check_config_present(train_dir):
+    """Raises UserError when train_dir holds parts of a run (vocab.json, checkpoints/) but no config.json."""
+    if has_run(train_dir):
+        return
+    parts = [path for path in (vocab_path(train_dir), checkpoint_dir(train_dir)) if os.path.exists(path)]
+    if parts:
+        raise UserError(
+            f"{config_path(train_dir)} is missing but {train_dir} holds a run ({', '.join(parts)}); "
+            f"restore config.json from a backup, or use a new --train_dir"
+        )
+
+
+def _read_run_file(path, parse, what):
+    """parse(text) of a run-directory file, or UserError naming the file, what is wrong and the fix."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing; restore it from a backup, or use a new --train_dir")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse(f.read())
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSON, UTF-8 and field errors
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"{path} is not a valid {what} ({reason}); restore it from a backup, or use a new --train_dir"
+        ) from None
+
+
+def _parse_config(text):
+    return RunConfig.from_dict(json.loads(text))
 
 
 def load_run(train_dir):
@@ -47,16 +87,23 @@ def load_run(train_dir):
     Returns:
       (RunConfig, Vocab).
     Raises:
-      UserError: train_dir holds no run.
+      UserError: train_dir holds no run, or its config.json or vocab.json is missing, unreadable or
+        does not fit the other.
     """
+    _check_config_present(train_dir)
     if not has_run(train_dir):
         raise UserError(
             f"{train_dir} holds no run (no config.json); train one with scripts/train.py "
             f"--train_dir={train_dir}"
         )
-    with open(config_path(train_dir), encoding="utf-8") as f:
-        config = RunConfig.from_dict(json.load(f))
-    return config, Vocab.load(vocab_path(train_dir))
+    config = _read_run_file(config_path(train_dir), _parse_config, "config")
+    vocab = _read_run_file(vocab_path(train_dir), Vocab.from_json, "vocabulary")
+    if config.model.vocab_size and config.model.vocab_size != len(vocab):
+        raise UserError(
+            f"{vocab_path(train_dir)} holds {len(vocab)} characters but config.json says "
+            f"{config.model.vocab_size}; restore the run's vocab.json, or use a new --train_dir"
+        )
+    return config, vocab
 
 
 def save_run(config, vocab):
@@ -68,13 +115,20 @@ def save_run(config, vocab):
 
 def check_resumable(config, vocab, old_config, old_vocab):
     """Raises UserError unless the run in config.length.train_dir, with `old_config` and `old_vocab`, can
-    continue under `config`: the same vocabulary, and the same fields in every section that must match
-    on resume."""
+    continue under `config`: the same vocabulary, the same corpus file (when the run recorded it), and
+    the same fields in every section that must match on resume."""
     train_dir = config.length.train_dir
     if old_vocab != vocab:
         raise UserError(
             f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
             f"{train_dir} ({len(old_vocab)}); use the run's corpus or a new --train_dir"
+        )
+    recorded, current = old_config.data.corpus_sha256, config.data.corpus_sha256
+    if recorded and current and recorded != current:
+        raise UserError(
+            f"the corpus has changed since {train_dir} was trained on it (sha256 {recorded}, "
+            f"{old_config.data.corpus_size} bytes; now {current}, {config.data.corpus_size} bytes); resume "
+            f"with the original file, or start a new --train_dir with --init_from={train_dir}"
         )
     changed = old_config.differences_that_block_resume(config)
     if changed:
@@ -100,21 +154,106 @@ def check_init_from(config, vocab):
         )
 
 
-def prepare(config, vocab):
-    """Checks that `config` may resume the run in its train_dir (if any) and start from --init_from (if
-    set), then writes config.json and vocab.json.
-
-    Returns:
-      The RunConfig the run directory held before (None for a new run).
-    """
+def _check_fits(config, vocab):
+    """The checks of `prepare`, which write nothing; returns the run's previous config (or None)."""
+    train_dir = config.length.train_dir
+    _check_config_present(train_dir)
     previous = None
-    if has_run(config.length.train_dir):
-        previous, previous_vocab = load_run(config.length.train_dir)
+    if has_run(train_dir):
+        previous, previous_vocab = load_run(train_dir)
         check_resumable(config, vocab, previous, previous_vocab)
+        checkpoint_paths(checkpoint_dir(train_dir))  # a missing or garbled list of checkpoints
     if config.length.init_from:
         check_init_from(config, vocab)
-    save_run(config, vocab)
     return previous
+
+
+def prepare(config, vocab):
+    """Checks that `config` may resume the run in its train_dir (if any) and start from --init_from (if
+    set), takes the run directory's lock, then writes config.json and vocab.json. Nothing is written
+    when a check fails.
+
+    Returns:
+      (the RunConfig the run directory held before or None, the RunLock held until training ends; a
+      context manager that releases it).
+    Raises:
+      UserError: a check failed, or another trainer holds the run directory.
+    """
+    _check_fits(config, vocab)
+    lock = RunLock(config.length.train_dir)
+    try:
+        previous = _check_fits(config, vocab)  # again: another trainer may have written in between
+        save_run(config, vocab)
+    except BaseException:
+        lock.release()
+        raise
+    return previous, lock
+
+
+class RunLock:
+    """The run directory's exclusive lock, held by its one trainer for the whole run.
+
+    An advisory lock (flock) on TRAIN_DIR/train.lock: the kernel drops it when its process ends, however
+    it ends, so a killed trainer leaves no lock behind. The file names the holder for whoever is refused.
+    Sampling, evaluation and export do not take it.
+
+    Raises:
+      UserError: another process holds the lock.
+    """
+
+    def __init__(self, train_dir):
+        os.makedirs(train_dir, exist_ok=True)
+        path = lock_path(train_dir)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(self._fd)
+            raise UserError(
+                f"{train_dir} is being trained by {holder} (it holds {path}); wait for it to finish or "
+                f"stop it, or use another --train_dir"
+            ) from None
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, holder.encode("utf-8"), 0)
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+def checkpoint_paths(directory):
+    """The checkpoint prefixes the `checkpoint` state file of `directory` lists, oldest first.
+
+    Raises:
+      UserError: the state file is garbled, or missing while checkpoint files are there.
+    """
+    state_path = os.path.join(directory, "checkpoint")
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except Exception as error:  # noqa: BLE001 - UnicodeDecodeError, text_format.ParseError, ValueError
+        raise UserError(
+            f"{state_path} (the list of checkpoints) is garbled ({_first_line(error)}); restore it from a "
+            f"backup, or move {directory} away to start the run over"
+        ) from None
+    if state is None:
+        found = sorted(glob.glob(os.path.join(directory, "ckpt-*.index")))
+        if found:
+            raise UserError(
+                f"{state_path} (the list of checkpoints) is missing but {directory} holds "
+                f"{len(found)} checkpoint(s); restore it from a backup, or move {directory} away to "
+                f"start the run over"
+            )
+        return []
+    return list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
 
 
 def checkpoint_contents(model, optimizer=None, **variables):
@@ -138,13 +277,20 @@ def find_checkpoint(train_dir, checkpoint=None, best=False):
         if not tf.io.gfile.glob(checkpoint + ".index"):
             raise UserError(f"checkpoint {checkpoint} not found; list {checkpoint_dir(train_dir)}")
         return checkpoint
-    path = tf.train.latest_checkpoint(checkpoint_dir(train_dir, best))
-    if path is None:
+    directory = checkpoint_dir(train_dir, best)
+    paths = checkpoint_paths(directory)
+    if not paths:
         kind = "best-validation checkpoint" if best else "checkpoint"
         raise UserError(
             f"{train_dir} holds no {kind} yet; train it first (scripts/train.py --train_dir={train_dir})"
         )
-    return path
+    for path in reversed(paths):
+        if tf.io.gfile.glob(path + ".index"):
+            return path
+    raise UserError(
+        f"{directory}/checkpoint lists checkpoints whose files are gone ({os.path.basename(paths[-1])} and "
+        f"older); restore them from a backup, or move {directory} away to start the run over"
+    )
 
 
 def restore_weights(train_dir, target, checkpoint=None, best=False):
@@ -155,10 +301,28 @@ def restore_weights(train_dir, target, checkpoint=None, best=False):
     """
     load_run(train_dir)
     path = find_checkpoint(train_dir, checkpoint, best)
-    tf.train.Checkpoint(weights=list(target.weights)).restore(
-        path
-    ).expect_partial().assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(weights=list(target.weights)).restore(
+            path
+        ).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as error:
+        raise UserError(
+            f"checkpoint {path} is unreadable ({_first_line(error)}); pass an older one with "
+            f"--checkpoint (the files in {os.path.dirname(path)})"
+        ) from None
     return path
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _sync_checkpoint_files(save_path):
+    """Syncs a just-written checkpoint's files and folder (called before the manager lists it)."""
+    for path in glob.glob(save_path + ".*"):
+        files.fsync_file(path)
+    files.fsync_directory(os.path.dirname(save_path))
 
 
 class Checkpoints:
@@ -177,6 +341,7 @@ class Checkpoints:
     """
 
     def __init__(self, contents, step, train_dir, keep, is_chief, added=None):
+        self._contents = contents
         self._required = tf.train.Checkpoint(**contents)
         self._added = tf.train.Checkpoint(**(added or {}))
         self.checkpoint = tf.train.Checkpoint(**contents, **(added or {}))
@@ -203,8 +368,7 @@ class Checkpoints:
           UserError: there are checkpoints and none is readable.
         """
         directory = checkpoint_dir(self.train_dir)
-        state = tf.train.get_checkpoint_state(directory)
-        paths = list(state.all_model_checkpoint_paths) if state else []
+        paths = checkpoint_paths(directory)
         for path in reversed(paths):
             try:
                 self._required.restore(path).assert_existing_objects_matched().expect_partial()
@@ -212,9 +376,7 @@ class Checkpoints:
                 return path
             except Exception as error:  # noqa: BLE001 - readers fail in many ways (OpError, IndexError, ...)
                 logging.warning(
-                    "Checkpoint %s is unreadable (%s); trying the one before it",
-                    path,
-                    str(error).strip().splitlines()[0],
+                    "Checkpoint %s is unreadable (%s); trying the one before it", path, _first_line(error)
                 )
         if paths:
             raise UserError(
@@ -227,15 +389,55 @@ class Checkpoints:
         """Saves a checkpoint of the current step (into checkpoints/best/ with `best`) unless the latest
         already is one; `before_save` runs first when it does (e.g. gathering the replicas' state).
 
+        The files are synced before the list of checkpoints names them, and the list after.
+
         Returns:
           Its path in the run directory (which the chief writes).
+        Raises:
+          UserError: the write failed (e.g. the disk is full). Its partial files are removed and the
+            list of checkpoints still names the previous one as the newest.
         """
         manager = self._managers[best]
-        if not (manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{int(self._step)}")):
+        number = int(self._step)
+        if not (manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{number}")):
             if before_save:
                 before_save()
-            manager.save(checkpoint_number=self._step)
+            # A fresh options object per save: the manager appends its own callback to the list.
+            options = tf.train.CheckpointOptions(experimental_write_callbacks=[_sync_checkpoint_files])
+            try:
+                manager.save(checkpoint_number=number, options=options)
+            except (OSError, tf.errors.OpError) as error:
+                raise self._failed(manager.directory, number, error) from None
+            files.fsync_file(os.path.join(manager.directory, "checkpoint"))
+            files.fsync_directory(manager.directory)
         return os.path.join(checkpoint_dir(self.train_dir, best), os.path.basename(manager.latest_checkpoint))
+
+    def _failed(self, directory, number, error):
+        """Removes what a failed save of checkpoint `number` left unrecorded; the UserError to raise."""
+        name = f"ckpt-{number}"
+        recorded = [os.path.basename(path) for path in checkpoint_paths(directory)]
+        for entry in os.listdir(directory):
+            partial = entry.startswith((f"{name}.", f"{name}_temp")) and name not in recorded
+            if partial or entry.startswith("checkpoint.tmp"):
+                path = os.path.join(directory, entry)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        newest = f"; the newest checkpoint is still {recorded[-1]}" if recorded else ""
+        if files.is_out_of_space(error):
+            return files.out_of_space(
+                f"checkpoint {name}", directory, self._bytes(), f"re-run the same command to resume{newest}"
+            )
+        return UserError(
+            f"could not write checkpoint {name} in {directory} ({_first_line(error)}){newest}; fix that "
+            f"and re-run the same command to resume"
+        )
+
+    def _bytes(self):
+        """The bytes of the variables a checkpoint holds (about the size of its files)."""
+        variables = []
+        for value in self._contents.values():
+            is_optimizer = isinstance(value, keras.optimizers.Optimizer)
+            variables += value.variables if is_optimizer else tf.nest.flatten(value)
+        return sum(int(np.prod(variable.shape)) * tf.as_dtype(variable.dtype).size for variable in variables)
 
     def close(self):
         """Removes a non-chief worker's scratch checkpoints."""

@@ -1,6 +1,7 @@
 """The training loop: `train` sets a run up, `Trainer.run` reads top to bottom, one step at a time,
 with evaluation, checkpoints and summaries at their cadence, and resumes where a run stopped."""
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -50,27 +51,33 @@ def train(config):
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     splits = data_lib.load_splits(config.data, config.layout)
-    config = config.replace(vocab_size=len(splits.vocab))
-    previous = run_directory.prepare(config, splits.vocab) if runtime.is_chief else None
-    trainer = Trainer(config, splits, runtime)
-    logging.info(
-        "Model: %s parameters; %s (--strategy=%s); precision %s; recurrent layers on %s",
-        f"{trainer.model.count_params():,}",
-        runtime.describe(),
-        config.runtime.strategy,
-        config.precision.mixed_precision if config.precision.mixed_precision != "none" else "float32",
-        "the fused C++ kernels"
-        if runtime.fused_kernels and config.model.cell == "lstm"
-        else "TensorFlow's ops",
+    config = config.replace(
+        vocab_size=len(splits.vocab), corpus_sha256=splits.corpus_sha256, corpus_size=splits.corpus_size
     )
-    try:
-        trainer.restore_or_initialize()
-        if previous is not None:
-            trainer.log_schedule_change(previous)
-        with _StopOnSignal() as stop:
-            return trainer.run(stop)
-    finally:
-        trainer.checkpoints.close()
+    if runtime.is_chief:
+        previous, lock = run_directory.prepare(config, splits.vocab)
+    else:
+        previous, lock = None, contextlib.nullcontext()
+    with lock:
+        trainer = Trainer(config, splits, runtime)
+        logging.info(
+            "Model: %s parameters; %s (--strategy=%s); precision %s; recurrent layers on %s",
+            f"{trainer.model.count_params():,}",
+            runtime.describe(),
+            config.runtime.strategy,
+            config.precision.mixed_precision if config.precision.mixed_precision != "none" else "float32",
+            "the fused C++ kernels"
+            if runtime.fused_kernels and config.model.cell == "lstm"
+            else "TensorFlow's ops",
+        )
+        try:
+            trainer.restore_or_initialize()
+            if previous is not None:
+                trainer.log_schedule_change(previous)
+            with _StopOnSignal() as stop:
+                return trainer.run(stop)
+        finally:
+            trainer.checkpoints.close()
 
 
 class Trainer:

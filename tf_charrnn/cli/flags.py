@@ -7,6 +7,7 @@ import sys
 
 from absl import app, flags
 
+from tf_charrnn import files
 from tf_charrnn.errors import UserError
 
 _DEFINE = {
@@ -83,6 +84,11 @@ def _one_line_errors(main, argv):
         if flags.FLAGS.verbose:
             raise
         sys.exit(f"error: {error}")
+    except Exception as error:  # a full disk anywhere else (a log, the lock): one line too
+        if flags.FLAGS.verbose or not files.is_out_of_space(error):
+            raise
+        where = getattr(error, "filename", None) or str(error).strip().splitlines()[0]
+        sys.exit(f"error: no space left on device ({where}); free some space and re-run the same command")
 
 
 def run(main):
