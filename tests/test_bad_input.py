@@ -182,8 +182,12 @@ CASES = [
         for script in ("train", "sample", "evaluate")
     ],
     *[
-        (script, ["--train_dir={root}/no_vocab"], "error: {root}/no_vocab/vocab.json is missing; restore it")
-        for script in ("train", "export")
+        (
+            script,
+            ["--train_dir={root}/no_vocab", *extra],
+            "error: {root}/no_vocab/vocab.json is missing; restore it",
+        )
+        for script, extra in (("train", []), ("export", ["--export_dir={root}/fresh"]))
     ],
     (
         "sample",
@@ -201,21 +205,19 @@ CASES = [
     *[
         (
             script,
-            ["--train_dir={root}/garbled_checkpoint_list"],
+            ["--train_dir={root}/garbled_checkpoint_list", *extra],
             "error: {root}/garbled_checkpoint_list/checkpoints/checkpoint (the list of checkpoints) is",
         )
-        for script in ("train", "export")
+        for script, extra in (("train", []), ("export", ["--export_dir={root}/fresh"]))
     ],
-    (
-        "train",
-        ["--train_dir={root}/gone_checkpoints"],
-        "error: no checkpoint in {root}/gone_checkpoints/checkpoints is readable",
-    ),
-    (
-        "sample",
-        ["--train_dir={root}/gone_checkpoints"],
-        "error: {root}/gone_checkpoints/checkpoints/checkpoint lists checkpoints whose files are gone",
-    ),
+    *[
+        (
+            script,
+            ["--train_dir={root}/gone_checkpoints"],
+            "error: {root}/gone_checkpoints/checkpoints/checkpoint lists checkpoints whose files are gone",
+        )
+        for script in ("train", "sample")
+    ],
 ]
 
 

@@ -15,6 +15,7 @@ from helpers import (
     script_command,
     script_env,
     smoke_train_command,
+    snapshot,
     start_command,
     step_losses,
 )
@@ -48,7 +49,7 @@ def alone(tmp_path_factory):
     assert whole.returncode == 0, whole.stderr
     losses = step_losses(str(root / "whole"))
     assert len(losses) == STEPS
-    return corpus, cache, losses
+    return corpus, cache, losses, root / "whole"
 
 
 def _wait_for(lines, fragment, timeout=180):
@@ -58,7 +59,7 @@ def _wait_for(lines, fragment, timeout=180):
 
 @pytest.mark.slow
 def test_a_second_trainer_is_refused_and_the_first_finishes_as_if_alone(alone, tmp_path):
-    corpus, cache, expected = alone
+    corpus, cache, expected, _ = alone
     train_dir = tmp_path / "run"
     command = _command(train_dir, corpus)
     env = script_env(cache)
@@ -120,7 +121,7 @@ def _listing(folder):
 def test_a_full_disk_at_a_checkpoint_loses_nothing_and_the_run_resumes(
     alone, tmp_path, full_at, newest, real
 ):
-    corpus, cache, expected = alone
+    corpus, cache, expected, _ = alone
     with _disk(tmp_path, real) as (folder, filler):
         _fill_disk_then_resume(corpus, cache, expected, folder, filler, full_at, newest)
 
@@ -154,3 +155,30 @@ def _fill_disk_then_resume(corpus, cache, expected, folder, filler, full_at, new
     resumed = run_command(_command(train_dir, corpus), script_env(cache), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert step_losses(str(train_dir)) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("real", [True, False], ids=["real", "simulated"])
+def test_an_export_on_a_full_disk_leaves_the_previous_export(alone, tmp_path, real):
+    _, cache, _, trained = alone
+    with _disk(tmp_path, real) as (folder, filler):
+        export_dir = folder / "export"
+        command = script_command(
+            "export.py", f"--train_dir={trained}", f"--export_dir={export_dir}", "--overwrite"
+        )
+        first = run_command(command, script_env(cache), timeout=300)
+        assert first.returncode == 0, first.stderr
+        before = snapshot(folder)
+        fault = {"TF_CHARRNN_FULL_DISK_AT": "saved_model", "PYTHONPATH": FAULT_HOOKS}
+        if filler:
+            fault["TF_CHARRNN_FILL_FILE"] = str(filler)
+        failed = run_command(command, script_env(cache, **fault), timeout=300)
+        assert failed.returncode == 1
+        last_line = failed.stderr.strip().splitlines()[-1]
+        assert last_line.startswith(f"error: no space left on device writing the SavedModel in {folder}: "), (
+            last_line
+        )
+        assert last_line.endswith("free some space and re-run the same command"), last_line
+        if filler:
+            filler.unlink()
+        assert snapshot(folder) == before  # the previous export, and no partial folder

@@ -1,6 +1,7 @@
 """A run directory and a SavedModel written by an earlier commit (tests/fixtures/README.md) still load,
 sample the same text, export the same SavedModel and resume."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -84,4 +85,9 @@ def test_the_old_run_resumes(legacy_run, corpus_cache):
     result = train.train(config)
     assert result.step == 63 and len(result.losses) == 3  # steps 61-63 only: it resumed at step 60
     assert all(np.isfinite(result.losses))
-    assert run_directory.load_run(legacy_run)[0] == config  # config.json rewritten in sections
+    with open(config.data.data_path, "rb") as f:
+        corpus = f.read()
+    recorded = config.replace(corpus_sha256=hashlib.sha256(corpus).hexdigest(), corpus_size=len(corpus))
+    assert (
+        run_directory.load_run(legacy_run)[0] == recorded
+    )  # config.json rewritten in sections, corpus recorded

@@ -162,7 +162,10 @@ def _check_fits(config, vocab):
     if has_run(train_dir):
         previous, previous_vocab = load_run(train_dir)
         check_resumable(config, vocab, previous, previous_vocab)
-        checkpoint_paths(checkpoint_dir(train_dir))  # a missing or garbled list of checkpoints
+        # A list of checkpoints that is missing, garbled or names only files that are gone.
+        paths = checkpoint_paths(checkpoint_dir(train_dir))
+        if paths:
+            _newest_present(checkpoint_dir(train_dir), paths)
     if config.length.init_from:
         check_init_from(config, vocab)
     return previous
@@ -284,6 +287,15 @@ def find_checkpoint(train_dir, checkpoint=None, best=False):
         raise UserError(
             f"{train_dir} holds no {kind} yet; train it first (scripts/train.py --train_dir={train_dir})"
         )
+    return _newest_present(directory, paths)
+
+
+def _newest_present(directory, paths):
+    """The newest of the checkpoint prefixes `paths` whose files are there.
+
+    Raises:
+      UserError: none is.
+    """
     for path in reversed(paths):
         if tf.io.gfile.glob(path + ".index"):
             return path
