@@ -1,7 +1,10 @@
-"""Atomic file writes, content hashing and the cache location: a crash never leaves a half-written file."""
+"""Atomic file and folder writes, content hashing and the cache location: a crash never leaves a
+half-written file or folder."""
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 
 
@@ -22,6 +25,27 @@ def write_atomic(path, data):
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+@contextlib.contextmanager
+def replace_folder_atomic(path, prefix=".tmp-"):
+    """Yields an empty temporary folder beside `path` to fill; when the block completes, the folder
+    replaces `path` (an existing one is moved aside, then removed), else it is removed and `path` is left
+    as it was."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=prefix)
+    try:
+        yield staging
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=".replaced-")
+            os.replace(path, os.path.join(old, "folder"))
+            os.replace(staging, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def sha256_hex(data):
