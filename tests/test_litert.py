@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from helpers import QUOTE, REPO_ROOT, make_config, run_command, run_script
 from tf_charrnn import export, litert, sampling, train
-from tf_charrnn.config import ExportConfig
+from tf_charrnn.config import ExportConfig, ModelConfig
 from tf_charrnn.errors import UserError
+from tf_charrnn.model import CharRNN
 from tf_charrnn.vocab import Vocab
 
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "litert_generate.py")
@@ -101,6 +102,22 @@ def test_float32_step_matches_the_keras_step_over_chained_steps(run_dir, exports
         got_states = out["states"]
         np.testing.assert_allclose(out["logits"], want_logits.numpy(), rtol=0, atol=1e-4)
         np.testing.assert_allclose(got_states, want_states.numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_every_cell_converts_to_builtin_ops(cell, tmp_path):
+    # GRU and RNN step through their Keras cells: their variables must freeze into the model as well.
+    config = ModelConfig(vocab_size=12, embedding_dim=8, rnn_units=16, num_layers=2, dropout=0.0, cell=cell)
+    model = CharRNN(config, batch_size=1)
+    path = tmp_path / litert.MODEL_FILE
+    path.write_bytes(litert.convert(export.StepModule(model)))
+    runner = litert.step_runner(str(path))
+    ids = np.array([3, 7], np.int32)
+    states = np.random.default_rng(0).normal(size=litert.state_shape(runner, 2)).astype(np.float32)
+    out = runner(ids=ids, states=states)
+    want_logits, want_states = model.step(tf.constant(ids), tf.constant(states))
+    np.testing.assert_allclose(out["logits"], want_logits.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out["states"], want_states.numpy(), rtol=0, atol=1e-4)
 
 
 def test_quantized_models_are_smaller_and_lose_under_002_nats(exports):
