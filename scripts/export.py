@@ -3,6 +3,8 @@
 The SavedModel needs only TensorFlow:
   tf.saved_model.load(DIR).signatures["serving_default"](prime=tf.constant("ROMEO:"),
       length=tf.constant(200), temperature=tf.constant(0.8), seed=tf.constant(7, tf.int64))
+With --format=litert (and --quantize=none|float16|int8) it writes model.tflite and vocab.json for the
+LiteRT interpreter, no TensorFlow needed: examples/litert_generate.py --model_dir=DIR --prime="ROMEO:"
 """
 
 # The same main as the `tf_charrnn.cli.export` module: flags, config, one library call.

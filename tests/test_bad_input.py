@@ -218,6 +218,31 @@ CASES = [
         )
         for script in ("train", "sample")
     ],
+    (
+        "export",
+        ["--train_dir={root}/no_checkpoints", "--format=litert"],
+        "error: {root}/no_checkpoints holds no checkpoint yet",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--format=onnx"],
+        "error: --format must be one of saved_model, litert, got 'onnx'",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--format=litert", "--quantize=int4"],
+        "error: --quantize must be one of none, float16, int8, got 'int4'",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--quantize=int8"],
+        "error: --quantize=int8 applies to LiteRT exports only; add --format=litert",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--format=litert", "--export_dir={root}/run/export"],
+        "error: --export_dir {root}/run/export is not empty; pass --overwrite",
+    ),
 ]
 
 

@@ -48,26 +48,47 @@ def test_write_atomic_syncs_the_file_before_the_rename_and_the_folder_after(tmp_
     assert durability_log[-1] == ("fsync", str(tmp_path))
 
 
-def test_replace_directory_syncs_every_file_and_folder_before_the_rename(tmp_path, durability_log):
-    staging = tmp_path / ".export-1"
-    (staging / "variables").mkdir(parents=True)
-    (staging / "saved_model.pb").write_bytes(b"pb")
-    (staging / "variables" / "variables.index").write_bytes(b"index")
+def test_a_folder_replaced_atomically_is_synced_before_the_rename(tmp_path, durability_log):
     target = tmp_path / "export"
     target.mkdir()
     (target / "old").write_text("old")
-    files.replace_directory(str(staging), str(target))
+    with files.replace_folder_atomic(str(target), prefix=".export-") as staging:
+        os.mkdir(os.path.join(staging, "variables"))
+        for name in ("saved_model.pb", os.path.join("variables", "variables.index")):
+            with open(os.path.join(staging, name), "wb") as f:
+                f.write(b"new")
     assert sorted(os.listdir(target)) == ["saved_model.pb", "variables"]
     assert sorted(os.listdir(tmp_path)) == ["export"]  # neither the staging nor the replaced folder
     first_rename = next(index for index, event in enumerate(durability_log) if event[0] == "replace")
-    for path in (
-        staging / "saved_model.pb",
-        staging / "variables" / "variables.index",
-        staging / "variables",
-        staging,
-    ):
-        assert _synced_before(durability_log, str(path), first_rename), path
+    for name in ("saved_model.pb", "variables/variables.index", "variables", ""):
+        assert _synced_before(durability_log, os.path.join(staging, name).rstrip("/"), first_rename), name
+    assert durability_log[first_rename][1:] == (str(target), durability_log[first_rename][2])  # aside
+    assert durability_log[first_rename + 1][1:] == (staging, str(target))
     assert durability_log[-1] == ("fsync", str(tmp_path))
+
+
+def test_a_failed_folder_write_leaves_the_old_folder(tmp_path):
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with pytest.raises(OSError):
+        with files.replace_folder_atomic(str(target)) as staging:
+            with open(os.path.join(staging, "model.tflite"), "wb") as f:
+                f.write(b"part")
+            raise OSError(28, "No space left on device")
+    assert sorted(os.listdir(tmp_path)) == ["export"] and os.listdir(target) == ["old"]
+
+
+def test_written_files_and_folders_get_the_usual_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        files.write_atomic(str(tmp_path / "config.json"), "{}")
+        with files.replace_folder_atomic(str(tmp_path / "export")):
+            pass
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "export").stat().st_mode & 0o777 == 0o755
 
 
 def test_write_atomic_on_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

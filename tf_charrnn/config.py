@@ -18,6 +18,9 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 # --mixed_precision -> the Keras dtype policy of the embedding and recurrent layers (None: float32).
 MIXED_PRECISION_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 SAMPLING_MODES = ("sample", "greedy", "sample_at_space")
+EXPORT_FORMATS = ("saved_model", "litert")
+# --quantize of a LiteRT export: int8 is dynamic-range (int8 weights, float activations).
+QUANTIZATIONS = ("none", "float16", "int8")
 
 
 def _field(default, help_text, choices=None, derived=False):
@@ -337,13 +340,36 @@ class SampleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-    """Which run to export as a SavedModel, and where."""
+    """Which run to export, in which format, and where."""
 
     train_dir: str = _field("runs/default", "run directory to export")
-    export_dir: str = _field("", "SavedModel folder to write; empty: TRAIN_DIR/export")
+    export_dir: str = _field(
+        "", "folder to write; empty: TRAIN_DIR/export (saved_model) or TRAIN_DIR/export_litert (litert)"
+    )
     checkpoint: str = _field("", "checkpoint prefix to export; empty: the latest (or the best with --best)")
     best: bool = _field(False, "export the best-validation checkpoint")
     overwrite: bool = _field(False, "replace a non-empty --export_dir")
+    format: str = _field(
+        "saved_model",
+        "saved_model: generation signatures for TensorFlow; litert: model.tflite (the step alone, LiteRT "
+        "builtin ops) and vocab.json, for the LiteRT interpreter without TensorFlow",
+        choices=EXPORT_FORMATS,
+    )
+    quantize: str = _field(
+        "none",
+        "with --format=litert: the weights as float32 (none), float16, or int8 (dynamic range: int8 "
+        "weights, float activations)",
+        choices=QUANTIZATIONS,
+    )
+
+    def __post_init__(self):
+        _require(bool(self.train_dir), "--train_dir must not be empty")
+        _check_choices(self)
+        _require(
+            self.quantize == "none" or self.format == "litert",
+            f"--quantize={self.quantize} applies to LiteRT exports only; add --format=litert "
+            f"(a SavedModel keeps float32 weights)",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

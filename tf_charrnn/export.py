@@ -1,16 +1,16 @@
-"""SavedModel export: text generation and explicit-state steps that run with TensorFlow alone.
+"""Exports a run: a SavedModel (text generation and explicit-state steps that run with TensorFlow
+alone), or the step alone for LiteRT (see litert.py), each written through a temporary folder.
 
-The vocabulary travels inside the model as lookup tables; the recurrent state is an input and an
+In the SavedModel the vocabulary travels as lookup tables; the recurrent state is an input and an
 output of the `step` signature (a stateful Keras model cannot be served that way).
 """
 
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 
-from tf_charrnn import files, sampling
+from tf_charrnn import files, litert, sampling
+from tf_charrnn.config import EXPORT_FORMATS
 from tf_charrnn.errors import UserError
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
@@ -19,28 +19,40 @@ _SCALAR_FLOAT = tf.TensorSpec([], tf.float32)
 _GENERATE_SPEC = [tf.TensorSpec([], tf.string), _SCALAR_INT, _SCALAR_FLOAT, tf.TensorSpec([], tf.int64)]
 
 
-class CharRNNModule(tf.Module):
-    """What the SavedModel holds: the model (its `step` on TensorFlow ops only), the vocabulary, and the
-    signature functions."""
+class StepModule(tf.Module):
+    """The model and its `step` signature function (TensorFlow ops only): what the LiteRT conversion
+    reads, without the vocabulary's lookup table (no LiteRT builtin op)."""
 
-    def __init__(self, model, vocab):
+    def __init__(self, model):
         super().__init__(name="char_rnn")
         self.model = model
         # The raw tf.Variables behind the Keras variables, tracked where graph-mode tools (saved_model_cli
-        # run) look for them.
+        # run, the LiteRT converter, which freezes them into constants) look for them.
         self.raw_variables = [variable.value for variable in model.trainable_variables]
-        self.chars = tf.constant(vocab.chars)
-        self.char_to_id = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(self.chars, tf.range(len(vocab.chars), dtype=tf.int32)),
-            default_value=-1,
-        )
-        self.space_id = tf.constant(vocab.space_id, tf.int32)
         state_shape = model.initial_state(1).shape.as_list()
         state_shape[2] = None  # any batch
         self.step = tf.function(
             self._step,
             input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec(state_shape, tf.float32)],
         )
+
+    def _step(self, ids, states):
+        """ids int32 [B], states float32 [L, S, B, H] -> {"logits": [B, V], "states": [L, S, B, H]}."""
+        logits, states = self.model.step(ids, states)
+        return {"logits": logits, "states": states}
+
+
+class CharRNNModule(StepModule):
+    """What the SavedModel holds: the step module, the vocabulary, and the generation signatures."""
+
+    def __init__(self, model, vocab):
+        super().__init__(model)
+        self.chars = tf.constant(vocab.chars)
+        self.char_to_id = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(self.chars, tf.range(len(vocab.chars), dtype=tf.int32)),
+            default_value=-1,
+        )
+        self.space_id = tf.constant(vocab.space_id, tf.int32)
 
     def _generate(self, prime, length, temperature, seed, top_k, top_p):
         prime_ids = self.char_to_id.lookup(tf.strings.unicode_split(prime, "UTF-8"))
@@ -71,11 +83,6 @@ class CharRNNModule(tf.Module):
         """As `generate`, sampling among the top_k (0: all) ids holding top_p (1: all) of the mass."""
         return self._generate(prime, length, temperature, seed, top_k, top_p)
 
-    def _step(self, ids, states):
-        """ids int32 [B], states float32 [L, S, B, H] -> {"logits": [B, V], "states": [L, S, B, H]}."""
-        logits, states = self.model.step(ids, states)
-        return {"logits": logits, "states": states}
-
     @tf.function(input_signature=[_SCALAR_INT])
     def initial_state(self, batch_size):
         """batch_size int32 -> {"states": zeros float32 [L, S, B, H]}."""
@@ -87,44 +94,67 @@ class CharRNNModule(tf.Module):
         return {"ids": self.char_to_id.lookup(chars)}
 
 
-def export_run(train_dir, export_dir="", checkpoint=None, best=False, overwrite=False):
-    """Writes a run's SavedModel through a temporary folder and a rename.
+def _write_saved_model(folder, model, vocab):
+    module = CharRNNModule(model, vocab)
+    tf.saved_model.save(
+        module,
+        folder,
+        signatures={
+            "serving_default": module.generate,
+            "generate_top_k": module.generate_top_k,
+            "step": module.step,
+            "initial_state": module.initial_state,
+            "encode": module.encode,
+        },
+    )
+
+
+def export_run(
+    train_dir,
+    export_dir="",
+    checkpoint=None,
+    best=False,
+    overwrite=False,
+    format="saved_model",
+    quantize="none",
+):
+    """Writes a run's SavedModel, or its LiteRT model and vocabulary, through a temporary folder and a
+    rename.
+
+    Args:
+      train_dir: the run directory.
+      export_dir: the folder to write; empty: TRAIN_DIR/export (saved_model), TRAIN_DIR/export_litert.
+      checkpoint, best: which checkpoint (see `run_directory.restore_weights`).
+      overwrite: replace a non-empty `export_dir`.
+      format: "saved_model" or "litert" (config.EXPORT_FORMATS).
+      quantize: a LiteRT export's weights: "none", "float16" or "int8" (config.QUANTIZATIONS).
 
     Returns:
       The export folder.
     Raises:
       UserError: export_dir is not empty and overwrite is False, or the run has no checkpoint.
     """
-    export_dir = os.path.abspath(export_dir or os.path.join(train_dir, "export"))
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    default = "export_litert" if format == "litert" else "export"
+    export_dir = os.path.abspath(export_dir or os.path.join(train_dir, default))
     if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
         raise UserError(
             f"--export_dir {export_dir} is not empty; pass --overwrite to replace it "
             f"or choose another --export_dir"
         )
-    # Without the fused kernels: the SavedModel needs nothing but TensorFlow.
+    # Without the fused kernels: the export needs nothing but TensorFlow (or LiteRT's builtin ops).
     sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best, fused_kernels=False)
-    module = CharRNNModule(sampler.model, vocab)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=".export-")
     try:
-        tf.saved_model.save(
-            module,
-            staging,
-            signatures={
-                "serving_default": module.generate,
-                "generate_top_k": module.generate_top_k,
-                "step": module.step,
-                "initial_state": module.initial_state,
-                "encode": module.encode,
-            },
-        )
-        files.replace_directory(staging, export_dir)
+        with files.replace_folder_atomic(export_dir, prefix=".export-") as staging:
+            if format == "litert":
+                litert.write_model(staging, StepModule(sampler.model), vocab, quantize)
+            else:
+                _write_saved_model(staging, sampler.model, vocab)
     except (OSError, tf.errors.OpError) as error:
         if not files.is_out_of_space(error):
             raise
+        what = "the LiteRT model" if format == "litert" else "the SavedModel"
         needed = sum(variable.numpy().nbytes for variable in sampler.model.weights)
-        raise files.out_of_space("the SavedModel", parent, needed) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        raise files.out_of_space(what, os.path.dirname(export_dir), needed) from None
     return export_dir

@@ -1,6 +1,7 @@
 """Atomic, durable file writes, content hashing and the cache location: a crash or a power cut never
 leaves a half-written file, and a rename is made durable only after the contents it points at."""
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -73,6 +74,7 @@ def write_atomic(path, data):
     os.makedirs(directory, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -85,24 +87,36 @@ def write_atomic(path, data):
     fsync_directory(directory)
 
 
-def replace_directory(staging, target):
-    """Moves the finished folder `staging` to `target` durably (its files and folders synced before the
-    rename, the parent after it), replacing any `target`.
-
-    `staging` must be a sibling of `target` (a rename within one filesystem). A replaced `target` is
-    moved aside first and removed only once `staging` is in its place.
-    """
-    fsync_tree(staging)
-    parent = os.path.dirname(os.path.abspath(target))
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(dir=parent, prefix=".replaced-")
-        os.replace(target, os.path.join(old, "previous"))
-        os.replace(staging, target)
+@contextlib.contextmanager
+def replace_folder_atomic(path, prefix=".tmp-"):
+    """Yields an empty temporary folder beside `path` to fill. When the block completes, the folder
+    replaces `path` durably: its files and folders synced before the rename, the parent folder after (an
+    existing `path` is moved aside, then removed). When it fails, the folder is removed and `path` is
+    left as it was."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=prefix)
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide an export from other users
+    try:
+        yield staging
+        fsync_tree(staging)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=".replaced-")
+            os.replace(path, os.path.join(old, "folder"))
+            os.replace(staging, path)
+            fsync_directory(parent)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, path)
         fsync_directory(parent)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, target)
-    fsync_directory(parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_hex(data):

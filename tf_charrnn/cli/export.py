@@ -3,6 +3,8 @@
 The SavedModel needs only TensorFlow:
   tf.saved_model.load(DIR).signatures["serving_default"](prime=tf.constant("ROMEO:"),
       length=tf.constant(200), temperature=tf.constant(0.8), seed=tf.constant(7, tf.int64))
+With --format=litert (and --quantize=none|float16|int8) it writes model.tflite and vocab.json for the
+LiteRT interpreter, no TensorFlow needed: examples/litert_generate.py --model_dir=DIR --prime="ROMEO:"
 """
 
 from absl import logging
@@ -19,7 +21,13 @@ def main(argv):
 
     runtime.grow_gpu_memory()
     path = export.export_run(
-        config.train_dir, config.export_dir, config.checkpoint, config.best, config.overwrite
+        config.train_dir,
+        config.export_dir,
+        config.checkpoint,
+        config.best,
+        config.overwrite,
+        config.format,
+        config.quantize,
     )
     logging.info("Exported %s", path)
     print(path)
