@@ -129,7 +129,9 @@ def main(argv):
         if len(FLAGS.corpus_mb) > 1:  # one fresh process per size: a peak covers the whole process
             arguments = [argument for argument in sys.argv[1:] if not argument.startswith("--corpus_mb")]
             for corpus_mb in FLAGS.corpus_mb:
-                subprocess.run([sys.executable, __file__, *arguments, f"--corpus_mb={corpus_mb}"], check=True)
+                measured = subprocess.run([sys.executable, __file__, *arguments, f"--corpus_mb={corpus_mb}"])
+                if measured.returncode:
+                    sys.exit(measured.returncode)
             return
         result = benchmark.measure_memory(config, float(FLAGS.corpus_mb[0]))
         print(json.dumps({"task": "memory", **common, **result}), flush=True)

@@ -71,18 +71,20 @@ def measure_sample(model_config, batch_size, length, streamed):
     return {"chars_per_sec": batch_size * length / (time.perf_counter() - started)}
 
 
-def write_synthetic_corpus(path, num_chars, alphabet, seed=0, chunk_size=1 << 24):
-    """Writes `num_chars` random characters of `alphabet` (single-byte characters) to `path`."""
+def write_synthetic_corpus(path, num_chars, alphabet, seed=0, chunk_size=1 << 20):
+    """Writes `num_chars` random characters of `alphabet` (single-byte characters) to `path`, a chunk at
+    a time (small, so that writing the corpus does not raise the peak memory being measured)."""
     rng = np.random.default_rng(seed)
     table = np.frombuffer(alphabet.encode("ascii"), dtype=np.uint8)
     with open(path, "wb") as f:
         for start in range(0, num_chars, chunk_size):
-            f.write(table[rng.integers(0, len(table), min(chunk_size, num_chars - start))].tobytes())
+            picks = rng.integers(0, len(table), min(chunk_size, num_chars - start), dtype=np.uint8)
+            f.write(table[picks].tobytes())
 
 
 def measure_memory(config, corpus_mb, steps=2):
     """Peak RSS of encoding a synthetic corpus into the id cache, then of a real training run
-    (`train.train`) of `steps` steps on it (validation on its last 0.1%).
+    (`train.train`) of `steps` steps on it, validated on its last four batches.
 
     Run it in a fresh process: the peak covers everything the process did before.
 
@@ -93,11 +95,13 @@ def measure_memory(config, corpus_mb, steps=2):
     alphabet = "".join(chr(c) for c in range(33, 33 + config.model.vocab_size))
     with tempfile.TemporaryDirectory() as folder:
         corpus = os.path.join(folder, "corpus.txt")
-        write_synthetic_corpus(corpus, int(corpus_mb * 2**20), alphabet)
+        num_chars = int(corpus_mb * 2**20)
+        write_synthetic_corpus(corpus, num_chars, alphabet)
+        layout = config.layout
         config = config.replace(
             data_path=corpus,
             cache_dir=folder,
-            val_fraction=0.001,
+            val_fraction=4 * (layout.batch_size * layout.seq_length + 1) / num_chars,
             train_dir=os.path.join(folder, "run"),
             max_steps=steps,
             eval_every=steps,
