@@ -3,13 +3,15 @@
 import dataclasses
 import os
 import shutil
+import sys
+import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import QUOTE, assert_models_agree
+from helpers import QUOTE, assert_models_agree, run_command
 from tf_charrnn import data as data_lib
 from tf_charrnn import fused_lstm, native, sampling
 from tf_charrnn import runtime as runtime_lib
@@ -206,6 +208,57 @@ def test_bfloat16_training_follows_the_float32_loss_curve():
     want, got = np.array(losses["none"]), np.array(losses["bfloat16"])
     assert want[-1] < 0.7 * want[0]  # it learned
     np.testing.assert_allclose(got, want, rtol=0.03)  # they differ by 1.5% at most here
+
+
+def test_bfloat16_kernels_are_off_without_their_ops_or_when_turned_off(monkeypatch):
+    class Float32Kernels:  # a library built where the compiler does not target AVX512-BF16
+        pass
+
+    for op in native.OPS:
+        setattr(Float32Kernels, op, None)
+    try:
+        monkeypatch.setattr(native, "load", lambda: Float32Kernels)
+        native.bfloat16_kernels.cache_clear()
+        assert not native.bfloat16_kernels()
+        monkeypatch.setattr(native, "load", lambda: None)
+        native.bfloat16_kernels.cache_clear()
+        assert not native.bfloat16_kernels()
+        monkeypatch.undo()
+        monkeypatch.setenv("TF_CHARRNN_BF16_KERNELS", "0")
+        native.bfloat16_kernels.cache_clear()
+        assert not native.bfloat16_kernels()
+    finally:
+        monkeypatch.undo()
+        native.bfloat16_kernels.cache_clear()
+
+
+@pytest.mark.slow
+@needs_bfloat16_kernels
+def test_a_build_without_avx512_bf16_runs_bfloat16_on_the_float32_kernels(tmp_path):
+    # A fresh process: this one has registered the ops already. -mno-avx512bf16 builds what a CPU or
+    # compiler without AVX512-BF16 gets.
+    script = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf
+        from tf_charrnn import native
+        from tf_charrnn.config import ModelConfig
+        from tf_charrnn.model import CharRNN
+
+        assert native.load() is not None and not native.bfloat16_kernels()
+        assert not any(hasattr(native.load(), op) for op in native.BF16_OPS)
+        config = ModelConfig(vocab_size=11, embedding_dim=6, rnn_units=64, num_layers=1, dropout=0.0)
+        mixed = CharRNN(config, batch_size=3, dtype_policy="mixed_bfloat16", fused_kernels=True)
+        full = CharRNN(config, batch_size=3, fused_kernels=True)
+        full.copy_weights_from(mixed)
+        ids = tf.constant(np.random.default_rng(0).integers(0, 11, (3, 9)), tf.int32)
+        got, want = mixed(ids).numpy(), full(ids).numpy()
+        assert np.abs(got - want).max() < 2e-2 * np.abs(want).max(), np.abs(got - want).max()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "TF_CHARRNN_CACHE": str(tmp_path), "CXX": "g++ -mno-avx512bf16"}
+    result = run_command([sys.executable, "-c", script], env=env)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
 def test_layer_without_kernels_is_keras_lstm(monkeypatch):
