@@ -3,19 +3,27 @@
 import dataclasses
 import os
 import shutil
+import sys
+import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_models_agree
+from helpers import QUOTE, assert_models_agree, run_command
+from tf_charrnn import data as data_lib
 from tf_charrnn import fused_lstm, native, sampling
-from tf_charrnn.config import ModelConfig
+from tf_charrnn import runtime as runtime_lib
+from tf_charrnn.config import ModelConfig, RunConfig
 from tf_charrnn.model import CharRNN
+from tf_charrnn.train_step import TrainStep
 from tf_charrnn.vocab import Vocab
 
 needs_kernels = pytest.mark.skipif(native.load() is None, reason="the fused kernels cannot be built here")
+needs_bfloat16_kernels = pytest.mark.skipif(
+    not native.bfloat16_kernels(), reason="no bfloat16 fused kernels here (no AVX512-BF16)"
+)
 
 
 def test_kernels_build_wherever_there_is_a_compiler():
@@ -93,9 +101,164 @@ def test_kernels_are_used_only_where_they_apply():
     assert kernels_for() is not None
     assert kernels_for(units=48) is None  # not a multiple of 64
     assert kernels_for(use_kernels=False) is None
-    assert kernels_for(dtype="mixed_bfloat16") is None
+    assert kernels_for(dtype="mixed_bfloat16") is not None  # bfloat16 kernels, else float32 ones
+    assert kernels_for(dtype="mixed_float16") is None
     assert kernels_for(recurrent_dropout=0.1) is None
     assert kernels_for(activation="relu") is None
+
+
+def _relative_error(got, want):
+    """max |got - want| over max |want|, in float32."""
+    got, want = (np.asarray(tf.cast(x, tf.float32)) for x in (got, want))
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+
+
+@needs_bfloat16_kernels
+@pytest.mark.parametrize("batch_size, time, units", [(7, 5, 64), (13, 24, 128)])
+def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_size, time, units):
+    kernels = native.load()
+    rng = np.random.default_rng(6)
+
+    def normal(*shape, scale=1.0):
+        return tf.constant(rng.normal(0.0, scale, shape), tf.float32)
+
+    inputs, h0, c0 = normal(batch_size, time, 5), normal(batch_size, units), normal(batch_size, units)
+    weights = [normal(5, 4 * units, scale=0.3), normal(units, 4 * units, scale=0.1), normal(4 * units)]
+    upstream_h, upstream_c = normal(batch_size, time, units), normal(batch_size, time, units)
+
+    def run(sequence, dtype):
+        with tf.GradientTape() as tape:
+            arguments = [inputs, h0, c0, *weights]
+            tape.watch(arguments)
+            h, c = sequence(kernels, tf.cast(inputs, dtype), h0, c0, *weights)
+            # Every output carries gradient: every step's h and c.
+            loss = tf.reduce_sum(tf.cast(h, tf.float32) * upstream_h) + tf.reduce_sum(c * upstream_c)
+        return [h, c, *tape.gradient(loss, arguments)]
+
+    got = run(fused_lstm.lstm_sequence_bfloat16, tf.bfloat16)
+    want = run(fused_lstm.lstm_sequence, tf.float32)
+    assert got[0].dtype == tf.bfloat16 and got[1].dtype == tf.float32
+    names = ["h", "c", "dinputs", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias"]
+    for name, g, w in zip(names, got, want, strict=True):
+        assert _relative_error(g, w) < 2e-2, f"{name}: {_relative_error(g, w)}"
+
+
+@needs_kernels
+@pytest.mark.parametrize("bfloat16_kernels", [True, False])
+def test_bfloat16_model_on_kernels_matches_the_float32_model(bfloat16_kernels, monkeypatch):
+    if bfloat16_kernels and not native.bfloat16_kernels():
+        pytest.skip("no bfloat16 fused kernels here (no AVX512-BF16)")
+    monkeypatch.setattr(native, "bfloat16_kernels", lambda: bfloat16_kernels)
+    config = ModelConfig(vocab_size=11, embedding_dim=6, rnn_units=64, num_layers=2, dropout=0.0)
+    mixed = CharRNN(config, batch_size=4, seed=1, dtype_policy="mixed_bfloat16", fused_kernels=True)
+    full = CharRNN(config, batch_size=4, seed=1, fused_kernels=True)
+    assert all(layer._kernels(None) is not None for layer in mixed.recurrent_layers)
+    assert all(weight.dtype == "float32" for weight in mixed.weights)
+    full.copy_weights_from(mixed)
+    ids = tf.constant(np.random.default_rng(0).integers(0, 11, (4, 20)), tf.int32)
+
+    @tf.function
+    def logits_and_gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model(ids, training=True)
+            loss = tf.reduce_mean(logits**2)
+        return logits, tape.gradient(loss, model.trainable_variables)
+
+    for _ in range(2):  # the second call starts from the state the first left
+        (got_logits, got_grads), (want_logits, want_grads) = (
+            logits_and_gradients(mixed),
+            logits_and_gradients(full),
+        )
+        assert _relative_error(got_logits, want_logits) < 2e-2
+        for variable, g, w in zip(full.trainable_variables, got_grads, want_grads, strict=True):
+            g, w = tf.convert_to_tensor(g), tf.convert_to_tensor(w)
+            assert g.dtype == tf.float32 and _relative_error(g, w) < 3e-2, variable.path
+
+
+@needs_bfloat16_kernels
+def test_bfloat16_training_follows_the_float32_loss_curve():
+    text = QUOTE * 40
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    losses = {}
+    for mixed_precision in ["none", "bfloat16"]:
+        config = RunConfig.from_flat(
+            dict(
+                vocab_size=len(vocab),
+                embedding_dim=16,
+                rnn_units=64,
+                num_layers=2,
+                dropout=0.0,
+                batch_size=8,
+                seq_length=32,
+                learning_rate=0.01,
+                mixed_precision=mixed_precision,
+                seed=1,
+            )
+        )
+        runtime = runtime_lib.resolve(config.replace(strategy="default"))
+        assert runtime.fused_kernels
+        keras.utils.set_random_seed(1)
+        train_step = TrainStep(config, runtime)
+        losses[mixed_precision] = [
+            float(train_step.train(inputs, targets, 0.01)["loss"])
+            for inputs, targets in data_lib.stream_dataset(ids, 8, 32, 10)
+            for _ in range(3)  # 30 steps: each batch three times, so the loss falls far
+        ]
+    want, got = np.array(losses["none"]), np.array(losses["bfloat16"])
+    assert want[-1] < 0.7 * want[0]  # it learned
+    np.testing.assert_allclose(got, want, rtol=0.03)  # they differ by 1.5% at most here
+
+
+def test_bfloat16_kernels_are_off_without_their_ops_or_when_turned_off(monkeypatch):
+    class Float32Kernels:  # a library built where the compiler does not target AVX512-BF16
+        pass
+
+    for op in native.OPS:
+        setattr(Float32Kernels, op, None)
+    try:
+        monkeypatch.setattr(native, "load", lambda: Float32Kernels)
+        native.bfloat16_kernels.cache_clear()
+        assert not native.bfloat16_kernels()
+        monkeypatch.setattr(native, "load", lambda: None)
+        native.bfloat16_kernels.cache_clear()
+        assert not native.bfloat16_kernels()
+        monkeypatch.undo()
+        monkeypatch.setenv("TF_CHARRNN_BF16_KERNELS", "0")
+        native.bfloat16_kernels.cache_clear()
+        assert not native.bfloat16_kernels()
+    finally:
+        monkeypatch.undo()
+        native.bfloat16_kernels.cache_clear()
+
+
+@pytest.mark.slow
+@needs_bfloat16_kernels
+def test_a_build_without_avx512_bf16_runs_bfloat16_on_the_float32_kernels(tmp_path):
+    # A fresh process: this one has registered the ops already. -mno-avx512bf16 builds what a CPU or
+    # compiler without AVX512-BF16 gets.
+    script = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf
+        from tf_charrnn import native
+        from tf_charrnn.config import ModelConfig
+        from tf_charrnn.model import CharRNN
+
+        assert native.load() is not None and not native.bfloat16_kernels()
+        assert not any(hasattr(native.load(), op) for op in native.BF16_OPS)
+        config = ModelConfig(vocab_size=11, embedding_dim=6, rnn_units=64, num_layers=1, dropout=0.0)
+        mixed = CharRNN(config, batch_size=3, dtype_policy="mixed_bfloat16", fused_kernels=True)
+        full = CharRNN(config, batch_size=3, fused_kernels=True)
+        full.copy_weights_from(mixed)
+        ids = tf.constant(np.random.default_rng(0).integers(0, 11, (3, 9)), tf.int32)
+        got, want = mixed(ids).numpy(), full(ids).numpy()
+        assert np.abs(got - want).max() < 2e-2 * np.abs(want).max(), np.abs(got - want).max()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "TF_CHARRNN_CACHE": str(tmp_path), "CXX": "g++ -mno-avx512bf16"}
+    result = run_command([sys.executable, "-c", script], env=env)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
 def test_layer_without_kernels_is_keras_lstm(monkeypatch):

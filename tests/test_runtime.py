@@ -20,7 +20,7 @@ def test_a_cpu_run_unrolls_and_runs_the_kernels():
     decided = _resolve(seq_length=100)
     assert (decided.replicas, decided.replica_batch_size, decided.single_device) == (1, 64, True)
     assert decided.fused_kernels and decided.unroll and decided.is_chief
-    assert decided.dtype_policy is None and not decided.loss_scaling
+    assert decided.dtype_policy is None and not decided.loss_scaling and not decided.bfloat16_kernels
     assert not _resolve(seq_length=runtime.MAX_UNROLLED_SEQ_LENGTH + 1).unroll
 
 
@@ -45,7 +45,11 @@ def test_on_a_gpu_nothing_builds_or_calls_the_kernels(monkeypatch):
 
 
 def test_precision_policies():
-    assert _resolve(mixed_precision="bfloat16").dtype_policy.name == "mixed_bfloat16"
+    bfloat16 = _resolve(mixed_precision="bfloat16")
+    assert bfloat16.dtype_policy.name == "mixed_bfloat16"
+    # The bfloat16 kernels where this CPU has AVX512-BF16, else the float32 ones.
+    assert bfloat16.bfloat16_kernels == (bfloat16.fused_kernels and native.bfloat16_kernels())
+    assert not _resolve(mixed_precision="bfloat16", jit_compile=True).bfloat16_kernels
     float16 = _resolve(mixed_precision="float16")
     assert float16.dtype_policy.name == "mixed_float16" and float16.loss_scaling
 

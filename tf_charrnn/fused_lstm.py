@@ -4,9 +4,13 @@ keras.layers.LSTM, about twice as fast per layer on a CPU.
 The input projection x W is one large matmul; the kernel CharRnnLstmSequence runs the recurrence
 (tf_charrnn/kernels/lstm_sequence.cc); the gradient runs the recurrence backwards in
 CharRnnLstmSequenceGrad (which also sums the bias gradient) and forms the other weight and input
-gradients as three large matmuls. Where the kernels do not apply (a GPU, where cuDNN is faster; a
-mask, dropout inside the cell, a non-float32 compute dtype, units not a multiple of 64, kernels not
-built) the layer is keras.layers.LSTM.
+gradients as three large matmuls. Under the mixed_bfloat16 policy the layer runs
+CharRnnLstmSequenceBf16 (kernels/lstm_sequence_bf16.cc: recurrent products in bfloat16 with float32
+accumulation, gates and cell state in float32) and its three matmuls in bfloat16, where the CPU has
+AVX512-BF16; elsewhere the float32 kernels, its inputs and outputs cast (`native.bfloat16_kernels()`
+decides once). The weights stay float32 variables either way. Where the kernels do not apply (a GPU,
+where cuDNN is faster; a mask, dropout inside the cell, a float16 compute dtype, units not a multiple of
+64, kernels not built) the layer is keras.layers.LSTM.
 
 The layer also steps one character with explicit state (`step`, for sampling and export): on the
 CharRnnLstmStep kernel (tf_charrnn/kernels/lstm_step.cc) where the kernels are on, else `lstm_cell_step`,
@@ -15,10 +19,13 @@ Keras LSTMCell's arithmetic on weight tensors.
 
 import keras
 import tensorflow as tf
+from keras.src.backend import AutocastScope  # no public name; reads variables uncast
 
 from tf_charrnn import native
 
 KERNEL_UNITS_MULTIPLE = 64
+# The compute dtypes the sequence kernels run in (see the module docstring).
+KERNEL_COMPUTE_DTYPES = ("float32", "bfloat16")
 # CharRnnLstmStep works on blocks of this many units.
 STEP_KERNEL_UNITS_MULTIPLE = 16
 
@@ -63,6 +70,52 @@ def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
     return forward(inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
+def lstm_sequence_bfloat16(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
+    """One LSTM layer over a sequence, with the bfloat16 fused kernels: x W and the gradient's matmuls in
+    bfloat16 (float32 accumulation), the recurrence in CharRnnLstmSequenceBf16.
+
+    Args:
+      kernels: the module `native.load()` returns, with `native.BF16_OPS`.
+      inputs: bfloat16 [B, T, E]; h0, c0: float32 [B, H]; kernel [E, 4H], recurrent_kernel [H, 4H],
+        bias [4H]: Keras LSTMCell's float32 weights (gates i, f, c, o).
+
+    Returns:
+      (h bfloat16, c float32): [B, T, H] each, the hidden and cell state after every step.
+    """
+
+    @tf.custom_gradient
+    def forward(inputs, h0, c0, kernel, recurrent_kernel, bias):
+        batch, time, features = tf.unstack(tf.shape(inputs))
+        flat_inputs = tf.reshape(inputs, [-1, features])
+        kernel_bf16 = tf.cast(kernel, tf.bfloat16)
+        xw = tf.reshape(tf.matmul(flat_inputs, kernel_bf16), [batch, time, -1])
+        h, c, gates = kernels.char_rnn_lstm_sequence_bf16(xw, h0, c0, recurrent_kernel, bias)
+
+        def gradient(dh, dc):
+            dh = tf.zeros_like(h) if dh is None else tf.cast(dh, tf.bfloat16)
+            dc = tf.zeros_like(c) if dc is None else dc
+            dz, dh0, dc0, dbias = kernels.char_rnn_lstm_sequence_bf16_grad(
+                dh, dc, gates, c, c0, recurrent_kernel
+            )
+            flat_dz = tf.reshape(dz, [batch * time, -1])
+            h0_bf16 = tf.cast(h0, tf.bfloat16)
+            h_before = tf.reshape(tf.concat([h0_bf16[:, None], h[:, :-1]], axis=1), [batch * time, -1])
+            weight_gradient = tf.matmul(flat_inputs, flat_dz, transpose_a=True)
+            recurrent_gradient = tf.matmul(h_before, flat_dz, transpose_a=True)
+            return (
+                tf.reshape(tf.matmul(flat_dz, kernel_bf16, transpose_b=True), tf.shape(inputs)),
+                dh0,
+                dc0,
+                tf.cast(weight_gradient, tf.float32),
+                tf.cast(recurrent_gradient, tf.float32),
+                dbias,
+            )
+
+        return (h, c), gradient
+
+    return forward(inputs, h0, c0, kernel, recurrent_kernel, bias)
+
+
 @keras.saving.register_keras_serializable(package="tf_charrnn")
 class FusedLSTM(keras.layers.LSTM):
     """keras.layers.LSTM with the fused CPU kernels where they apply (see the module docstring).
@@ -92,7 +145,7 @@ class FusedLSTM(keras.layers.LSTM):
             and not cell.dropout
             and not cell.recurrent_dropout
             and cell.use_bias
-            and self.compute_dtype == "float32"
+            and self.compute_dtype in KERNEL_COMPUTE_DTYPES
             and self.units % KERNEL_UNITS_MULTIPLE == 0
             and cell.activation is keras.activations.tanh
             and cell.recurrent_activation is keras.activations.sigmoid
@@ -104,15 +157,27 @@ class FusedLSTM(keras.layers.LSTM):
         if kernels is None:
             return super().inner_loop(sequences, initial_state, mask, training=training)
         cell = self.cell
-        h, c = lstm_sequence(
-            kernels,
-            sequences,
-            initial_state[0],
-            initial_state[1],
-            cell.kernel.value,
-            cell.recurrent_kernel.value,
-            cell.bias.value,
-        )
+        if self.compute_dtype == "float32":
+            h, c = lstm_sequence(
+                kernels,
+                sequences,
+                initial_state[0],
+                initial_state[1],
+                cell.kernel.value,
+                cell.recurrent_kernel.value,
+                cell.bias.value,
+            )
+            return h[:, -1], h, [h[:, -1], c[:, -1]]
+        # bfloat16: the float32 variables as they are (the kernels round what feeds a product), the
+        # state in float32; Keras casts the outputs and states back to bfloat16.
+        with AutocastScope(None):
+            weights = [cell.kernel.value, cell.recurrent_kernel.value, cell.bias.value]
+        h0, c0 = (tf.cast(state, tf.float32) for state in initial_state)
+        if native.bfloat16_kernels():
+            h, c = lstm_sequence_bfloat16(kernels, sequences, h0, c0, *weights)
+        else:
+            h, c = lstm_sequence(kernels, tf.cast(sequences, tf.float32), h0, c0, *weights)
+            h = tf.cast(h, self.compute_dtype)
         return h[:, -1], h, [h[:, -1], c[:, -1]]
 
     def step_weights(self):

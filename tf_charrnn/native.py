@@ -10,6 +10,12 @@ built or loaded (no C++ compiler, no sources, an incompatible TensorFlow, a libr
 `load()` logs why once and returns None, and callers keep TensorFlow's own ops; TF_CHARRNN_NATIVE=0
 turns them off. The compiler is $CXX, else g++.
 
+The bfloat16 ops (`BF16_OPS`, kernels/lstm_sequence_bf16.cc: recurrent products on AVX512-BF16's
+vdpbf16ps) are compiled only where -march=native targets AVX512-BF16, so the library has them exactly
+where this CPU and compiler support them; `bfloat16_kernels()` says whether the mixed_bfloat16 policy
+runs on them (else on the float32 kernels) and logs the choice once. TF_CHARRNN_BF16_KERNELS=0 keeps the
+float32 kernels for bfloat16 too.
+
     python -m tf_charrnn.native    # builds now (as .ci/run does) and prints the library's path
 """
 
@@ -32,6 +38,8 @@ KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels"
 SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
 # The ops the package calls (fused_lstm.py), as attributes of the loaded module.
 OPS = ("char_rnn_lstm_sequence", "char_rnn_lstm_sequence_grad", "char_rnn_lstm_step")
+# The bfloat16 ops, in the library only where the CPU and compiler support AVX512-BF16.
+BF16_OPS = ("char_rnn_lstm_sequence_bf16", "char_rnn_lstm_sequence_bf16_grad")
 _FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations"]
 
 
@@ -140,9 +148,29 @@ def load():
         return None
 
 
+@functools.cache
+def bfloat16_kernels():
+    """Whether the loaded kernels have the bfloat16 ops and they are not turned off; decided and logged
+    once. False where the kernels are off or unavailable."""
+    module = load()
+    if module is None:
+        return False
+    if os.environ.get("TF_CHARRNN_BF16_KERNELS", "1") == "0":
+        logging.info("bfloat16 LSTM layers run on the float32 fused kernels: TF_CHARRNN_BF16_KERNELS=0")
+        return False
+    if not all(hasattr(module, op) for op in BF16_OPS):
+        logging.info(
+            "bfloat16 LSTM layers run on the float32 fused kernels: this CPU or compiler lacks AVX512-BF16"
+        )
+        return False
+    logging.info("bfloat16 LSTM layers run on the bfloat16 fused kernels (AVX512-BF16)")
+    return True
+
+
 if __name__ == "__main__":
     try:
-        build_and_load()
+        module = build_and_load()
     except NativeBuildError as error:
         sys.exit(f"error: {error}")
+    print("bfloat16 ops:", "yes" if all(hasattr(module, op) for op in BF16_OPS) else "no (no AVX512-BF16)")
     print(library_path())

@@ -30,6 +30,7 @@ class Runtime:
     jit_compile: bool
     unroll: bool  # unroll the recurrent layers' time loop when traced (GRU, RNN, and LSTM off the kernels)
     fused_kernels: bool  # LSTM layers run on the fused C++ kernels (training and sampling)
+    bfloat16_kernels: bool  # ... and, under mixed_bfloat16, on their bfloat16 variant (AVX512-BF16)
     devices: str  # the kinds of device the replicas run on, e.g. "CPU" or "GPU"
 
     def describe(self):
@@ -78,6 +79,7 @@ def resolve(config):
     strategy = distribute.make_strategy(config.runtime.strategy, config.runtime.tpu)
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     single_device = distribute.is_default(strategy)
+    fused_kernels = fused_kernels_apply(strategy, config.runtime.jit_compile)
     return Runtime(
         strategy=strategy,
         replicas=strategy.num_replicas_in_sync,
@@ -88,7 +90,11 @@ def resolve(config):
         loss_scaling=config.precision.mixed_precision == "float16",
         jit_compile=config.runtime.jit_compile,
         unroll=not on_gpu() and not on_tpu and config.layout.seq_length <= MAX_UNROLLED_SEQ_LENGTH,
-        fused_kernels=fused_kernels_apply(strategy, config.runtime.jit_compile),
+        fused_kernels=fused_kernels,
+        # native.bfloat16_kernels() decides (and logs) once; FusedLSTM asks it again.
+        bfloat16_kernels=fused_kernels
+        and config.precision.mixed_precision == "bfloat16"
+        and native.bfloat16_kernels(),
         devices=("GPU" if on_gpu() else "CPU") if single_device else _device_kinds(strategy),
     )
 

@@ -66,9 +66,11 @@ def train(config):
             runtime.describe(),
             config.runtime.strategy,
             config.precision.mixed_precision if config.precision.mixed_precision != "none" else "float32",
-            "the fused C++ kernels"
-            if runtime.fused_kernels and config.model.cell == "lstm"
-            else "TensorFlow's ops",
+            (
+                "the fused C++ kernels" + (" (bfloat16 products)" if runtime.bfloat16_kernels else "")
+                if runtime.fused_kernels and config.model.cell == "lstm"
+                else "TensorFlow's ops"
+            ),
         )
         try:
             trainer.restore_or_initialize()

@@ -58,6 +58,39 @@ struct MutableRows {
   float* at(int row) const { return data + row * stride; }
 };
 
+// The gates and new state of 16 units of one batch row from their pre-activations z (gates i, f, c~, o):
+// writes the activated gates (when `gates` is not null; gate g at gates + g * units), c and h.
+inline void ApplyGates(const float (&z)[4][kLanes], const float* c_prev, float* gates, int units, float* c, float* h) {
+  const Lanes i = ConstMap(z[0]).logistic(), f = ConstMap(z[1]).logistic();
+  const Lanes candidate = ConstMap(z[2]).tanh(), o = ConstMap(z[3]).logistic();
+  const Lanes c_new = f * ConstMap(c_prev) + i * candidate;
+  if (gates != nullptr) {
+    Map{gates} = i;
+    Map{gates + units} = f;
+    Map{gates + 2 * units} = candidate;
+    Map{gates + 3 * units} = o;
+  }
+  Map{c} = c_new;
+  Map{h} = o * c_new.tanh();
+}
+
+// The backward of ApplyGates for 16 units of one batch row: from dh (recurrent and upstream), the
+// upstream dc and the carried dc (read, then overwritten with the dc flowing to the step before), the
+// pre-activation gate gradients dz; adds them to dbias (gate g at dbias + g * units).
+inline void GateGradients(const Lanes& dh, const float* gates, const float* c, const float* c_prev,
+                          const float* dc_up, float* carry, float* dbias, int units, Lanes (&dz)[4]) {
+  const Lanes i = ConstMap(gates), f = ConstMap(gates + units), candidate = ConstMap(gates + 2 * units),
+              o = ConstMap(gates + 3 * units);
+  const Lanes tanh_c = ConstMap(c).tanh();
+  const Lanes dc = ConstMap(carry) + ConstMap(dc_up) + dh * o * (1.0f - tanh_c.square());
+  dz[0] = dc * candidate * i * (1.0f - i);
+  dz[1] = dc * ConstMap(c_prev) * f * (1.0f - f);
+  dz[2] = dc * i * (1.0f - candidate.square());
+  dz[3] = dh * tanh_c * o * (1.0f - o);
+  for (int gate = 0; gate < 4; ++gate) Map{dbias + gate * units} += dz[gate];
+  Map{carry} = dc * f;
+}
+
 // One LSTM step for units [u0, u0 + 16) of `Count` batch rows from `row` on:
 // z = xw + [x, h_prev] [W; U] + b, then the gates and the new c and h.
 struct ForwardStep {
@@ -86,21 +119,27 @@ struct ForwardStep {
     for (int r = 0; r < Count; ++r) {
       alignas(64) float z[4][kLanes];
       for (int g = 0; g < 4; ++g) Store(z[g], acc[r][g]);
-      const Lanes i = ConstMap(z[0]).logistic(), f = ConstMap(z[1]).logistic();
-      const Lanes candidate = ConstMap(z[2]).tanh(), o = ConstMap(z[3]).logistic();
-      const Lanes c_new = f * ConstMap(c_prev.at(row + r) + u0) + i * candidate;
-      if (gates.data != nullptr) {
-        float* g_out = gates.at(row + r) + u0;
-        Map{g_out} = i;
-        Map{g_out + units} = f;
-        Map{g_out + 2 * units} = candidate;
-        Map{g_out + 3 * units} = o;
-      }
-      Map{c.at(row + r) + u0} = c_new;
-      Map{h.at(row + r) + u0} = o * c_new.tanh();
+      ApplyGates(z, c_prev.at(row + r) + u0, gates.data == nullptr ? nullptr : gates.at(row + r) + u0, units,
+                 c.at(row + r) + u0, h.at(row + r) + u0);
     }
   }
 };
+
+// U must be [H, 4H] with H a positive multiple of 64; sets *units.
+inline ::tensorflow::Status CheckRecurrentKernel(const Tensor& kernel, int* units) {
+  *units = kernel.dims() == 2 ? kernel.dim_size(0) : 0;
+  if (kernel.dims() != 2 || kernel.dim_size(1) != 4 * *units)
+    return errors::InvalidArgument("recurrent_kernel must be [units, 4 * units], got ", kernel.shape().DebugString());
+  if (*units % kWidth != 0 || *units == 0)
+    return errors::InvalidArgument("units must be a positive multiple of ", kWidth, ", got ", *units);
+  return ::tensorflow::OkStatus();
+}
+
+inline ::tensorflow::Status CheckShape(const char* name, const Tensor& tensor, const TensorShape& shape) {
+  if (tensor.shape() != shape)
+    return errors::InvalidArgument(name, " must be ", shape.DebugString(), ", got ", tensor.shape().DebugString());
+  return ::tensorflow::OkStatus();
+}
 
 // Runs `step.Tile` over all batch rows and unit blocks: the blocks in one contiguous shard per
 // intra-op thread (the calling thread runs one), with no shard under `min_flops_per_shard`: handing

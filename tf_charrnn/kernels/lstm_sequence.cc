@@ -45,21 +45,11 @@ struct BackwardStep {
         const int u = u0 + v * kLanes;
         alignas(64) float dh_rec[kLanes];
         Store(dh_rec, acc[r][v]);
-        const float* g = gates.at(row + r) + u;
-        const Lanes i = ConstMap(g), f = ConstMap(g + units), candidate = ConstMap(g + 2 * units),
-                    o = ConstMap(g + 3 * units);
-        const Lanes dh = ConstMap(dh_rec) + ConstMap(dh_up.at(row + r) + u);
-        const Lanes tanh_c = ConstMap(c.at(row + r) + u).tanh();
-        float* carry = dc_carry.at(row + r) + u;
-        const Lanes dc = ConstMap(carry) + ConstMap(dc_up.at(row + r) + u) + dh * o * (1.0f - tanh_c.square());
-        const Lanes dz_gates[4] = {dc * candidate * i * (1.0f - i),
-                                   dc * ConstMap(c_prev.at(row + r) + u) * f * (1.0f - f),
-                                   dc * i * (1.0f - candidate.square()), dh * tanh_c * o * (1.0f - o)};
-        for (int gate = 0; gate < 4; ++gate) {
-          Map{dz.at(row + r) + gate * units + u} = dz_gates[gate];
-          Map{dbias + gate * units + u} += dz_gates[gate];
-        }
-        Map{carry} = dc * f;
+        Lanes dz_gates[4];
+        GateGradients(ConstMap(dh_rec) + ConstMap(dh_up.at(row + r) + u), gates.at(row + r) + u,
+                      c.at(row + r) + u, c_prev.at(row + r) + u, dc_up.at(row + r) + u,
+                      dc_carry.at(row + r) + u, dbias + u, units, dz_gates);
+        for (int gate = 0; gate < 4; ++gate) Map{dz.at(row + r) + gate * units + u} = dz_gates[gate];
       }
     }
   }
@@ -81,22 +71,6 @@ struct InitialStateGrad {
       for (int v = 0; v < kVectors; ++v) Store(dh0.at(row + r) + block * kWidth + v * kLanes, acc[r][v]);
   }
 };
-
-// U must be [H, 4H] with H a positive multiple of 64; sets *units.
-::tensorflow::Status CheckRecurrentKernel(const Tensor& kernel, int* units) {
-  *units = kernel.dims() == 2 ? kernel.dim_size(0) : 0;
-  if (kernel.dims() != 2 || kernel.dim_size(1) != 4 * *units)
-    return errors::InvalidArgument("recurrent_kernel must be [units, 4 * units], got ", kernel.shape().DebugString());
-  if (*units % kWidth != 0 || *units == 0)
-    return errors::InvalidArgument("units must be a positive multiple of ", kWidth, ", got ", *units);
-  return ::tensorflow::OkStatus();
-}
-
-::tensorflow::Status CheckShape(const char* name, const Tensor& tensor, const TensorShape& shape) {
-  if (tensor.shape() != shape)
-    return errors::InvalidArgument(name, " must be ", shape.DebugString(), ", got ", tensor.shape().DebugString());
-  return ::tensorflow::OkStatus();
-}
 
 class LstmSequenceOp : public OpKernel {
  public:

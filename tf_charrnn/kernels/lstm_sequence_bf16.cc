@@ -1,0 +1,339 @@
+// CharRnnLstmSequenceBf16 / CharRnnLstmSequenceBf16Grad: CharRnnLstmSequence's time loop (see
+// lstm_sequence.cc) for the mixed_bfloat16 policy, with each step's recurrent product in bfloat16 and
+// float32 accumulation (AVX512-BF16 vdpbf16ps: 32 products per instruction, twice an FMA's, over
+// weights half the bytes). The gates, the cell state and all gradients are computed in float32; only
+// what feeds a product is rounded to bfloat16: the recurrent weights (converted once per call, while
+// packing), h and dz. The op's tensors are those of the surrounding bfloat16 matmuls: xw, h, dh and dz
+// are bfloat16; c, the gates and everything else float32.
+//
+// Built only where the compiler targets AVX512-BF16 (-march=native on such a CPU defines
+// __AVX512BF16__); elsewhere this file is empty and the library has no bfloat16 ops (native.py then
+// keeps the float32 kernels for the bfloat16 policy).
+#ifdef __AVX512BF16__
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "lstm.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tf_charrnn {
+namespace {
+
+constexpr int64_t kMinFlopsPerShard = 1 << 20;  // as lstm_sequence.cc
+
+using Bf16 = ::tensorflow::bfloat16;
+
+// Round to nearest even, as TensorFlow's casts and vcvtneps2bf16 do.
+inline uint16_t ToBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+inline uint32_t Pair(float even, float odd) { return ToBf16(even) | static_cast<uint32_t>(ToBf16(odd)) << 16; }
+
+inline __m512 LoadBf16(const uint16_t* p) {
+  return _mm512_cvtpbh_ps(reinterpret_cast<__m256bh>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+}
+inline void StoreBf16(uint16_t* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+}
+
+struct Rows16 {
+  const uint16_t* data;
+  int64_t stride;
+  const uint16_t* at(int row) const { return data + row * stride; }
+};
+struct MutableRows16 {
+  uint16_t* data;
+  int64_t stride;
+  uint16_t* at(int row) const { return data + row * stride; }
+};
+
+const uint16_t* Bits(const Tensor& tensor) { return reinterpret_cast<const uint16_t*>(tensor.flat<Bf16>().data()); }
+uint16_t* Bits(Tensor* tensor) { return reinterpret_cast<uint16_t*>(tensor->flat<Bf16>().data()); }
+
+// acc[r][v] += sum_k a[r * lda + k] * w[k, v * kLanes ...] over k in pairs: w holds, per pair of rows k,
+// k + 1, kWidth columns of (w[k], w[k + 1]) bfloat16 pairs. `depth` is even.
+template <int Rows>
+inline void MultiplyTileBf16(const uint16_t* a, int64_t lda, int depth, const uint32_t* w,
+                             __m512 (&acc)[kMaxRows][kVectors]) {
+  for (int k = 0; k < depth; k += 2) {
+    const uint32_t* wk = w + static_cast<int64_t>(k / 2) * kWidth;
+    const __m512bh w0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wk)),
+                   w1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wk + kLanes)),
+                   w2 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wk + 2 * kLanes)),
+                   w3 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wk + 3 * kLanes));
+#pragma GCC unroll 6
+    for (int r = 0; r < Rows; ++r) {
+      uint32_t pair;
+      std::memcpy(&pair, a + r * lda + k, sizeof(pair));
+      const __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pair)));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, w0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, w1);
+      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], x, w2);
+      acc[r][3] = _mm512_dpbf16_ps(acc[r][3], x, w3);
+    }
+  }
+}
+
+// One forward step for units [u0, u0 + 16): z = xw + h_prev U + b, then ApplyGates.
+struct ForwardStepBf16 {
+  Rows16 xw;               // [B, 4H]
+  Rows16 h_prev;           // [B, H]
+  Rows c_prev;             // [B, H]
+  const float* bias;       // [4H]
+  const uint32_t* packed;  // [H / 16][H / 2][4][16] pairs: U in blocks of 16 units
+  MutableRows gates, c;    // [B, 4H], [B, H]
+  MutableRows16 h;         // [B, H]
+  int units;
+
+  template <int Count>
+  void Tile(int row, int block) const {
+    const int u0 = block * kLanes;
+    __m512 acc[kMaxRows][kVectors];
+    for (int r = 0; r < Count; ++r)
+      for (int g = 0; g < 4; ++g)
+        acc[r][g] = _mm512_add_ps(_mm512_loadu_ps(bias + g * units + u0), LoadBf16(xw.at(row + r) + g * units + u0));
+    MultiplyTileBf16<Count>(h_prev.at(row), h_prev.stride, units,
+                            packed + static_cast<int64_t>(block) * (units / 2) * kWidth, acc);
+    for (int r = 0; r < Count; ++r) {
+      alignas(64) float z[4][kLanes];
+      alignas(64) float h_new[kLanes];
+      for (int g = 0; g < 4; ++g) _mm512_store_ps(z[g], acc[r][g]);
+      ApplyGates(z, c_prev.at(row + r) + u0, gates.at(row + r) + u0, units, c.at(row + r) + u0, h_new);
+      StoreBf16(h.at(row + r) + u0, _mm512_load_ps(h_new));
+    }
+  }
+};
+
+// One backward step for units [u0, u0 + 64): dh = dz_next U^T + upstream dh, then GateGradients.
+struct BackwardStepBf16 {
+  Rows16 dz_next;          // dz of step t + 1 (unused when first)
+  bool first;              // t = T - 1: no dz_next
+  Rows16 dh_up;            // upstream gradient of h_t
+  Rows dc_up;              // upstream gradient of c_t
+  Rows gates, c, c_prev;
+  MutableRows16 dz;        // dz of step t (written)
+  MutableRows dc_carry;    // [B, H] dc flowing to step t - 1, read then overwritten
+  float* dbias;            // [4H], accumulated
+  const uint32_t* packed;  // [H / 64][4H / 2][64] pairs: U^T in blocks of 64 units
+  int units;
+
+  template <int Count>
+  void Tile(int row, int block) const {
+    const int u0 = block * kWidth;
+    __m512 acc[kMaxRows][kVectors];
+    for (int r = 0; r < Count; ++r)
+      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_ps();
+    if (!first)
+      MultiplyTileBf16<Count>(dz_next.at(row), dz_next.stride, 4 * units,
+                              packed + static_cast<int64_t>(block) * 2 * units * kWidth, acc);
+    for (int r = 0; r < Count; ++r) {
+      for (int v = 0; v < kVectors; ++v) {
+        const int u = u0 + v * kLanes;
+        alignas(64) float dh[kLanes];
+        _mm512_store_ps(dh, _mm512_add_ps(acc[r][v], LoadBf16(dh_up.at(row + r) + u)));
+        Lanes dz_gates[4];
+        GateGradients(ConstMap(dh), gates.at(row + r) + u, c.at(row + r) + u, c_prev.at(row + r) + u,
+                      dc_up.at(row + r) + u, dc_carry.at(row + r) + u, dbias + u, units, dz_gates);
+        for (int gate = 0; gate < 4; ++gate)
+          StoreBf16(dz.at(row + r) + gate * units + u, _mm512_loadu_ps(dz_gates[gate].data()));
+      }
+    }
+  }
+};
+
+// dh0 = dz_0 U^T for units [u0, u0 + 64).
+struct InitialStateGradBf16 {
+  Rows16 dz0;
+  MutableRows dh0;
+  const uint32_t* packed;
+  int units;
+
+  template <int Count>
+  void Tile(int row, int block) const {
+    __m512 acc[kMaxRows][kVectors];
+    for (int r = 0; r < Count; ++r)
+      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_ps();
+    MultiplyTileBf16<Count>(dz0.at(row), dz0.stride, 4 * units,
+                            packed + static_cast<int64_t>(block) * 2 * units * kWidth, acc);
+    for (int r = 0; r < Count; ++r)
+      for (int v = 0; v < kVectors; ++v) _mm512_storeu_ps(dh0.at(row + r) + block * kWidth + v * kLanes, acc[r][v]);
+  }
+};
+
+// A temporary of `count` 32-bit words (bfloat16 pairs).
+::tensorflow::Status AllocatePairs(OpKernelContext* context, int64_t count, Tensor* tensor, uint32_t** data) {
+  TF_RETURN_IF_ERROR(context->allocate_temp(::tensorflow::DT_INT32, TensorShape({count}), tensor));
+  *data = reinterpret_cast<uint32_t*>(tensor->flat<int32_t>().data());
+  return ::tensorflow::OkStatus();
+}
+
+class LstmSequenceBf16Op : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &xw = context->input(0), &h0 = context->input(1), &c0 = context->input(2),
+                 &kernel = context->input(3), &bias = context->input(4);
+    int units;
+    OP_REQUIRES_OK(context, CheckRecurrentKernel(kernel, &units));
+    OP_REQUIRES(context, xw.dims() == 3 && xw.dim_size(2) == 4 * units && xw.dim_size(1) > 0,
+                errors::InvalidArgument("xw must be [batch, time > 0, 4 * units], got ", xw.shape().DebugString()));
+    const int batch = xw.dim_size(0), time = xw.dim_size(1);
+    OP_REQUIRES_OK(context, CheckShape("h0", h0, TensorShape({batch, units})));
+    OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
+    OP_REQUIRES_OK(context, CheckShape("bias", bias, TensorShape({4 * units})));
+
+    Tensor *gates, *h, *c, packed, h0_bf16;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({batch, time, units}), &h));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, time, units}), &c));
+    OP_REQUIRES_OK(context, context->allocate_output(2, xw.shape(), &gates));
+    OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_BFLOAT16, h0.shape(), &h0_bf16));
+    uint32_t* p;
+    OP_REQUIRES_OK(context, AllocatePairs(context, static_cast<int64_t>(units) * 2 * units, &packed, &p));
+    const uint32_t* packed_data = p;
+    const float* u = kernel.flat<float>().data();
+    const int64_t row = 4 * units;
+    for (int block = 0; block < units / kLanes; ++block)  // [H / 16][H / 2][4][16]
+      for (int k = 0; k < units; k += 2)
+        for (int g = 0; g < 4; ++g)
+          for (int lane = 0; lane < kLanes; ++lane) {
+            const int64_t column = g * units + block * kLanes + lane;
+            *p++ = Pair(u[k * row + column], u[(k + 1) * row + column]);
+          }
+    const float* h0_data = h0.flat<float>().data();
+    uint16_t* h0_bits = Bits(&h0_bf16);
+    for (int64_t i = 0; i < static_cast<int64_t>(batch) * units; ++i) h0_bits[i] = ToBf16(h0_data[i]);
+
+    const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
+    ForwardStepBf16 step;
+    step.bias = bias.flat<float>().data();
+    step.packed = packed_data;
+    step.units = units;
+    for (int t = 0; t < time; ++t) {
+      step.xw = {Bits(xw) + t * 4 * units, seq_z};
+      step.h_prev = t == 0 ? Rows16{h0_bits, units} : Rows16{Bits(h) + (t - 1) * units, seq_h};
+      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c->flat<float>().data() + (t - 1) * units, seq_h};
+      step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
+      step.h = {Bits(h) + t * units, seq_h};
+      step.c = {c->flat<float>().data() + t * units, seq_h};
+      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinFlopsPerShard);
+    }
+  }
+};
+
+class LstmSequenceBf16GradOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &dh = context->input(0), &dc = context->input(1), &gates = context->input(2),
+                 &c = context->input(3), &c0 = context->input(4), &kernel = context->input(5);
+    int units;
+    OP_REQUIRES_OK(context, CheckRecurrentKernel(kernel, &units));
+    OP_REQUIRES(context, c.dims() == 3 && c.dim_size(2) == units && c.dim_size(1) > 0,
+                errors::InvalidArgument("c must be [batch, time > 0, units], got ", c.shape().DebugString()));
+    const int batch = c.dim_size(0), time = c.dim_size(1);
+    OP_REQUIRES_OK(context, CheckShape("dh", dh, c.shape()));
+    OP_REQUIRES_OK(context, CheckShape("dc", dc, c.shape()));
+    OP_REQUIRES_OK(context, CheckShape("gates", gates, TensorShape({batch, time, 4 * units})));
+    OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
+
+    Tensor *dz, *dh0, *dc0, *dbias, packed;
+    OP_REQUIRES_OK(context, context->allocate_output(0, gates.shape(), &dz));
+    OP_REQUIRES_OK(context, context->allocate_output(1, c0.shape(), &dh0));
+    OP_REQUIRES_OK(context, context->allocate_output(2, c0.shape(), &dc0));
+    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({4 * units}), &dbias));
+    dbias->flat<float>().setZero();
+    uint32_t* p;
+    OP_REQUIRES_OK(context, AllocatePairs(context, static_cast<int64_t>(units) * 2 * units, &packed, &p));
+    const uint32_t* packed_data = p;
+    const float* u = kernel.flat<float>().data();
+    for (int block = 0; block < units / kWidth; ++block)  // [H / 64][4H / 2][64] = blocks of U^T
+      for (int k = 0; k < 4 * units; k += 2)
+        for (int lane = 0; lane < kWidth; ++lane) {
+          const float* column = u + static_cast<int64_t>(block * kWidth + lane) * 4 * units + k;
+          *p++ = Pair(column[0], column[1]);
+        }
+
+    float* carry = dc0->flat<float>().data();  // dc flowing back; ends as dc0
+    std::fill(carry, carry + static_cast<int64_t>(batch) * units, 0.0f);
+    const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
+    uint16_t* dz_bits = Bits(dz);
+    BackwardStepBf16 step;
+    step.dc_carry = {carry, units};
+    step.dbias = dbias->flat<float>().data();
+    step.packed = packed_data;
+    step.units = units;
+    for (int t = time - 1; t >= 0; --t) {
+      step.first = t == time - 1;
+      step.dz_next = {dz_bits + (t + 1) * 4 * units, seq_z};
+      step.dh_up = {Bits(dh) + t * units, seq_h};
+      step.dc_up = {dc.flat<float>().data() + t * units, seq_h};
+      step.gates = {gates.flat<float>().data() + t * 4 * units, seq_z};
+      step.c = {c.flat<float>().data() + t * units, seq_h};
+      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
+      step.dz = {dz_bits + t * 4 * units, seq_z};
+      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
+    }
+    InitialStateGradBf16 initial{{dz_bits, seq_z}, {dh0->flat<float>().data(), units}, packed_data, units};
+    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
+  }
+};
+
+}  // namespace
+}  // namespace tf_charrnn
+
+REGISTER_OP("CharRnnLstmSequenceBf16")
+    .Input("xw: bfloat16")
+    .Input("h0: float")
+    .Input("c0: float")
+    .Input("recurrent_kernel: float")
+    .Input("bias: float")
+    .Output("h: bfloat16")
+    .Output("c: float")
+    .Output("gates: float")
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* context) {
+      auto xw = context->input(0);
+      ::tensorflow::shape_inference::ShapeHandle h;
+      TF_RETURN_IF_ERROR(context->ReplaceDim(xw, 2, context->Dim(context->input(1), 1), &h));
+      context->set_output(0, h);
+      context->set_output(1, h);
+      context->set_output(2, xw);
+      return ::tensorflow::OkStatus();
+    })
+    .Doc("CharRnnLstmSequence with bfloat16 recurrent products: xw bfloat16 [B, T, 4H], h0, c0 [B, H], "
+         "U [H, 4H], b [4H] -> h bfloat16 [B, T, H], c [B, T, H] and the activated gates [B, T, 4H].");
+
+REGISTER_OP("CharRnnLstmSequenceBf16Grad")
+    .Input("dh: bfloat16")
+    .Input("dc: float")
+    .Input("gates: float")
+    .Input("c: float")
+    .Input("c0: float")
+    .Input("recurrent_kernel: float")
+    .Output("dz: bfloat16")
+    .Output("dh0: float")
+    .Output("dc0: float")
+    .Output("dbias: float")
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* context) {
+      context->set_output(0, context->input(2));
+      context->set_output(1, context->input(4));
+      context->set_output(2, context->input(4));
+      context->set_output(3, context->Vector(context->Dim(context->input(2), 2)));
+      return ::tensorflow::OkStatus();
+    })
+    .Doc("Backward of CharRnnLstmSequenceBf16: dh bfloat16 and dc [B, T, H] -> dz bfloat16 [B, T, 4H], "
+         "dh0, dc0 [B, H] and the bias gradient [4H].");
+
+REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceBf16").Device(::tensorflow::DEVICE_CPU),
+                        tf_charrnn::LstmSequenceBf16Op);
+REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceBf16Grad").Device(::tensorflow::DEVICE_CPU),
+                        tf_charrnn::LstmSequenceBf16GradOp);
+
+#endif  // __AVX512BF16__
