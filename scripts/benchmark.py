@@ -1,12 +1,15 @@
 """Measures training and sampling throughput on synthetic ids: python scripts/benchmark.py --preset=large.
 
-Prints one JSON line per measurement. With --peer_python (a Python that has torch), each measurement
-is bracketed by the same measurement of ../shared/peers/torch_charlstm.py (peer, project, peer) and a
-line with the ratio to the peers' mean follows: absolute times drift on shared machines.
+Prints one JSON line per measurement. With --peer_python (a Python that has torch), the same
+measurement of ../shared/peers/torch_charlstm.py alternates with the project's --rounds times, at the
+project's precision or --peer_precision, and a line with the ratio of the medians follows: absolute
+times drift on shared machines. Best against best, e.g. on this CPU:
+  python scripts/benchmark.py --task=train --mixed_precision=bfloat16 --peer_python=/tmp/peer/bin/python
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -45,7 +48,15 @@ flags.DEFINE_integer("length", 2000, "characters generated per sampling measurem
 flags.DEFINE_list("sample_batch_sizes", ["1", "64"], "sampling batch sizes")
 flags.DEFINE_bool("jit_compile", False, "compile the train step with XLA")
 flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION_POLICIES), "training precision policy")
-flags.DEFINE_string("peer_python", "", "a Python with torch: bracket each measurement by the torch peer's")
+flags.DEFINE_string("peer_python", "", "a Python with torch: alternate each measurement with the peer's")
+flags.DEFINE_enum(
+    "peer_precision",
+    "",
+    ["", "float32", "bfloat16", "float16"],
+    "the peer's precision (torch.autocast); empty: the project's (--mixed_precision in training, float32 "
+    "in sampling)",
+)
+flags.DEFINE_integer("rounds", 3, "with --peer_python: peer and project measurements alternated this often")
 flags.DEFINE_string(
     "peer_script",
     os.path.join(
@@ -60,6 +71,14 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
+def _peer_precision(mode):
+    """The peer's precision: --peer_precision, else the project's (training under --mixed_precision; the
+    sampler always runs float32)."""
+    if FLAGS.peer_precision:
+        return FLAGS.peer_precision
+    return "float32" if mode == "sample" or FLAGS.mixed_precision == "none" else FLAGS.mixed_precision
+
+
 def _peer(mode, sizes, batch_size):
     """Runs the torch peer's measurement of the same work; its parsed JSON line."""
     command = [
@@ -72,6 +91,7 @@ def _peer(mode, sizes, batch_size):
         f"--layers={sizes['num_layers']}",
         f"--dropout={FLAGS.dropout}",
         f"--batch={batch_size}",
+        f"--precision={_peer_precision(mode)}",
     ]
     command += (
         [f"--seq={sizes['seq_length']}", f"--steps={FLAGS.steps}"]
@@ -83,28 +103,29 @@ def _peer(mode, sizes, batch_size):
 
 
 def _measure(record, measure, peer_mode=None, sizes=None, batch_size=None):
-    """Prints the measurement's JSON line; with a peer, brackets it and prints the ratio."""
-    bracket = bool(FLAGS.peer_python) and peer_mode is not None
-    peers = []
-    if bracket:
-        peers.append(_peer(peer_mode, sizes, batch_size))
-        print(json.dumps(peers[-1]), flush=True)
-    result = {**record, **measure(), "peak_rss_mb": benchmark.peak_rss_mb()}
-    print(json.dumps(result), flush=True)
-    if bracket:
-        peers.append(_peer(peer_mode, sizes, batch_size))
-        print(json.dumps(peers[-1]), flush=True)
-        peer_mean = sum(peer["chars_per_sec"] for peer in peers) / len(peers)
-        print(
-            json.dumps(
-                {
-                    **record,
-                    "ratio_vs_peer": result["chars_per_sec"] / peer_mean,
-                    "peer_chars_per_sec": [peer["chars_per_sec"] for peer in peers],
-                }
-            ),
-            flush=True,
-        )
+    """Prints the measurement's JSON line. With a peer, peer and project alternate --rounds times, each
+    measurement printed, then a line with the ratio of the medians."""
+    if not (FLAGS.peer_python and peer_mode):
+        print(json.dumps({**record, **measure(), "peak_rss_mb": benchmark.peak_rss_mb()}), flush=True)
+        return
+    ours, peers = [], []
+    for _ in range(FLAGS.rounds):
+        peers.append(_peer(peer_mode, sizes, batch_size)["chars_per_sec"])
+        print(json.dumps({**record, "peer_chars_per_sec": peers[-1]}), flush=True)
+        ours.append(measure()["chars_per_sec"])
+        print(json.dumps({**record, "chars_per_sec": ours[-1]}), flush=True)
+    print(
+        json.dumps(
+            {
+                **record,
+                "peer_precision": _peer_precision(peer_mode),
+                "ratio_vs_peer": statistics.median(ours) / statistics.median(peers),
+                "chars_per_sec": ours,
+                "peer_chars_per_sec": peers,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main(argv):

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -197,4 +198,52 @@ def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
     (line,) = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert line["task"] == "memory" and line["corpus_mb"] == 2.0
     assert line["ids_mb"] == 2.0  # one byte per character: 65 distinct characters fit uint8
-    assert line["peak_rss_mb"] > line["ids_mb"]
+    assert line["peak_rss_mb"] >= line["peak_rss_encode_mb"] > line["ids_mb"]
+
+
+# A peer that logs its arguments and reports 10, 20, 30, ... chars/s on its 1st, 2nd, 3rd, ... call.
+FAKE_PEER = """
+import json, sys
+with open({log!r}, "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+with open({log!r}) as log:
+    calls = len(log.readlines())
+print(json.dumps({{"peer": "fake", "chars_per_sec": 10.0 * calls}}))
+"""
+
+
+def test_benchmark_alternates_with_the_peer_at_the_same_precision_and_reports_the_median_ratio(
+    corpus_cache, tmp_path
+):
+    log = tmp_path / "peer_calls.txt"
+    peer = tmp_path / "fake_peer.py"
+    peer.write_text(FAKE_PEER.format(log=str(log)))
+    result = run_script(
+        "benchmark.py",
+        [
+            "--task=train",
+            "--preset=small",
+            "--rnn_units=8",
+            "--embedding_dim=4",
+            "--batch_size=3",
+            "--seq_length=5",
+            "--steps=2",
+            "--mixed_precision=bfloat16",
+            "--rounds=3",
+            f"--peer_python={sys.executable}",
+            f"--peer_script={peer}",
+        ],
+        corpus_cache,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [("peer_chars_per_sec" in line, "chars_per_sec" in line) for line in lines[:6]] == [
+        (True, False),
+        (False, True),
+    ] * 3  # peer, project, alternated
+    calls = log.read_text().splitlines()
+    assert len(calls) == 3 and all("train" in call and "--precision=bfloat16" in call for call in calls)
+    summary = lines[6]
+    assert summary["peer_chars_per_sec"] == [10.0, 20.0, 30.0] and summary["peer_precision"] == "bfloat16"
+    ours = sorted(summary["chars_per_sec"])
+    assert summary["ratio_vs_peer"] == pytest.approx(ours[1] / 20.0)
