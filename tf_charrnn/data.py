@@ -124,11 +124,16 @@ class Corpus:
     size: int  # the file's bytes
 
 
+# Small: encoding a chunk takes about 30 bytes of temporaries per character, and the allocator keeps
+# what the largest chunk needed.
+_ENCODE_CHUNK_BYTES = 1 << 18
+
+
 def _encode_into_cache(path, ids_path, vocab_path):
     """Encodes a text file into the id cache in two streaming passes (the characters, then the ids),
     so neither the whole text nor all its ids are ever in memory."""
     chars, num_chars = set(), 0
-    for piece in read_text_chunks(path):
+    for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
         chars.update(piece)
         num_chars += len(piece)
     vocab = Vocab(sorted(chars))
@@ -139,7 +144,7 @@ def _encode_into_cache(path, ids_path, vocab_path):
         with os.fdopen(fd, "wb") as f:
             header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
             np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
-            for piece in read_text_chunks(path):
+            for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
                 f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
             f.flush()
             os.fsync(f.fileno())
