@@ -1,5 +1,11 @@
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
+from helpers import REPO_ROOT
 from tf_charrnn.config import (
     CadenceConfig,
     LayoutConfig,
@@ -54,3 +60,33 @@ def test_flat_values_reach_their_sections():
         RunConfig.from_flat({"units": 3})
     with pytest.raises(UserError, match="--batch_size must be an integer >= 1"):
         config.replace(batch_size=0)
+
+
+_PARSE_FLAGFILE = """
+import json, sys
+from absl import flags
+from tf_charrnn.cli import flags as cli_flags
+from tf_charrnn.config import RunConfig
+cli_flags.define_flags(RunConfig)
+flags.FLAGS(["train.py", "--flagfile=" + sys.argv[1]])
+print(json.dumps(cli_flags.config_from_flags(RunConfig).flat()))
+"""
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(REPO_ROOT, "configs"))))
+def test_every_shipped_config_parses_into_a_valid_run_config(name):
+    path = os.path.join(REPO_ROOT, "configs", name)
+    parsed = subprocess.run(
+        [sys.executable, "-c", _PARSE_FLAGFILE, path], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert parsed.returncode == 0, parsed.stderr
+    values = json.loads(parsed.stdout)
+    with open(path, encoding="utf-8") as f:
+        given = dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
+    assert given
+    for key, text in given.items():  # every line of the file reached the config
+        value = values[key]
+        if isinstance(value, bool) or isinstance(value, str):
+            assert str(value).lower() == text.lower(), (key, value, text)
+        else:
+            assert value == pytest.approx(float(text)), (key, value, text)
