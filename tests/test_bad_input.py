@@ -154,94 +154,52 @@ CASES = [
         "error: --export_dir {root}/run/export is not empty; pass --overwrite",
     ),
     ("export", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),
-    # A run directory touched by hand, or its corpus changed: one line naming the file and what to do.
+    # A run directory touched by hand, or its corpus changed: one line naming the file and what to do
+    # (every script reads a run directory through the same checks; one script per fault).
     (
         "train",
         ["--train_dir={root}/run", "--data_path={root}/edited.txt"],
         "error: the corpus has changed since {root}/run was trained on it (sha256 ",
     ),
-    *[
-        (
-            script,
-            ["--train_dir={root}/garbled_config"],
-            "error: {root}/garbled_config/config.json is not a valid config",
-        )
-        for script in ("train", "sample")
-    ],
+    (
+        "sample",
+        ["--train_dir={root}/garbled_config"],
+        "error: {root}/garbled_config/config.json is not a valid config",
+    ),
     (
         "train",
         ["--train_dir={root}/wrong_config"],
         "error: {root}/wrong_config/config.json is not a valid config",
     ),
-    *[
-        (
-            script,
-            ["--train_dir={root}/no_config"],
-            "error: {root}/no_config/config.json is missing but {root}/no_config holds a run",
-        )
-        for script in ("train", "sample", "evaluate")
-    ],
-    *[
-        (
-            script,
-            ["--train_dir={root}/no_vocab", *extra],
-            "error: {root}/no_vocab/vocab.json is missing; restore it",
-        )
-        for script, extra in (("train", []), ("export", ["--export_dir={root}/fresh"]))
-    ],
+    (
+        "train",
+        ["--train_dir={root}/no_config"],
+        "error: {root}/no_config/config.json is missing but {root}/no_config holds a run",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/no_vocab", "--export_dir={root}/fresh"],
+        "error: {root}/no_vocab/vocab.json is missing; restore it",
+    ),
     (
         "sample",
         ["--train_dir={root}/garbled_vocab"],
         "error: {root}/garbled_vocab/vocab.json is not a valid vocabulary",
     ),
-    *[
-        (
-            script,
-            ["--train_dir={root}/no_checkpoint_list"],
-            "error: {root}/no_checkpoint_list/checkpoints/checkpoint (the list of checkpoints) is missing",
-        )
-        for script in ("train", "sample")
-    ],
-    *[
-        (
-            script,
-            ["--train_dir={root}/garbled_checkpoint_list", *extra],
-            "error: {root}/garbled_checkpoint_list/checkpoints/checkpoint (the list of checkpoints) is",
-        )
-        for script, extra in (("train", []), ("export", ["--export_dir={root}/fresh"]))
-    ],
-    *[
-        (
-            script,
-            ["--train_dir={root}/gone_checkpoints"],
-            "error: {root}/gone_checkpoints/checkpoints/checkpoint lists checkpoints whose files are gone",
-        )
-        for script in ("train", "sample")
-    ],
     (
-        "export",
-        ["--train_dir={root}/no_checkpoints", "--format=litert"],
-        "error: {root}/no_checkpoints holds no checkpoint yet",
+        "train",
+        ["--train_dir={root}/no_checkpoint_list"],
+        "error: {root}/no_checkpoint_list/checkpoints/checkpoint (the list of checkpoints) is missing",
     ),
     (
         "export",
-        ["--train_dir={root}/run", "--format=onnx"],
-        "error: --format must be one of saved_model, litert, got 'onnx'",
+        ["--train_dir={root}/garbled_checkpoint_list", "--export_dir={root}/fresh"],
+        "error: {root}/garbled_checkpoint_list/checkpoints/checkpoint (the list of checkpoints) is",
     ),
     (
-        "export",
-        ["--train_dir={root}/run", "--format=litert", "--quantize=int4"],
-        "error: --quantize must be one of none, float16, int8, got 'int4'",
-    ),
-    (
-        "export",
-        ["--train_dir={root}/run", "--quantize=int8"],
-        "error: --quantize=int8 applies to LiteRT exports only; add --format=litert",
-    ),
-    (
-        "export",
-        ["--train_dir={root}/run", "--format=litert", "--export_dir={root}/run/export"],
-        "error: --export_dir {root}/run/export is not empty; pass --overwrite",
+        "train",
+        ["--train_dir={root}/gone_checkpoints"],
+        "error: {root}/gone_checkpoints/checkpoints/checkpoint lists checkpoints whose files are gone",
     ),
 ]
 

@@ -4,6 +4,7 @@ ENOSPC where it may not). Each ends with the losses of an uninterrupted run."""
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 
@@ -100,7 +101,8 @@ def _disk(tmp_path, real):
     path = tmp_path / "disk"
     path.mkdir()
     mount = ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)]
-    mounted = real and os.geteuid() == 0 and subprocess.run(mount, capture_output=True).returncode == 0
+    may_mount = real and os.geteuid() == 0 and shutil.which("mount")
+    mounted = may_mount and subprocess.run(mount, capture_output=True).returncode == 0
     try:
         yield path, (path / "filler") if mounted else None
     finally:
@@ -115,8 +117,8 @@ def _listing(folder):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "full_at, newest, real",
-    [("ckpt-8", "ckpt-4", True), ("best/ckpt-12", "best/ckpt-8", True), ("ckpt-12", "ckpt-8", False)],
-    ids=["latest", "best", "latest-simulated"],
+    [("ckpt-8", "ckpt-4", True), ("best/ckpt-12", "best/ckpt-8", False)],
+    ids=["latest", "best-simulated"],
 )
 def test_a_full_disk_at_a_checkpoint_loses_nothing_and_the_run_resumes(
     alone, tmp_path, full_at, newest, real
@@ -158,10 +160,9 @@ def _fill_disk_then_resume(corpus, cache, expected, folder, filler, full_at, new
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("real", [True, False], ids=["real", "simulated"])
-def test_an_export_on_a_full_disk_leaves_the_previous_export(alone, tmp_path, real):
+def test_an_export_on_a_full_disk_leaves_the_previous_export(alone, tmp_path):
     _, cache, _, trained = alone
-    with _disk(tmp_path, real) as (folder, filler):
+    with _disk(tmp_path, real=True) as (folder, filler):
         export_dir = folder / "export"
         command = script_command(
             "export.py", f"--train_dir={trained}", f"--export_dir={export_dir}", "--overwrite"

@@ -141,6 +141,32 @@ inline ::tensorflow::Status CheckShape(const char* name, const Tensor& tensor, c
   return ::tensorflow::OkStatus();
 }
 
+// The gradient ops' common start: checks their inputs (dh, dc, gates, c, c0, recurrent kernel), sets the
+// units, batch and time, and allocates dz [B, T, 4H], dh0 and dc0 [B, H] and a zeroed dbias [4H].
+struct GradOutputs {
+  int units, batch, time;
+  Tensor *dz, *dh0, *dc0, *dbias;
+};
+inline ::tensorflow::Status StartGradient(OpKernelContext* context, GradOutputs* out) {
+  const Tensor &dh = context->input(0), &dc = context->input(1), &gates = context->input(2),
+               &c = context->input(3), &c0 = context->input(4), &kernel = context->input(5);
+  TF_RETURN_IF_ERROR(CheckRecurrentKernel(kernel, &out->units));
+  if (c.dims() != 3 || c.dim_size(2) != out->units || c.dim_size(1) == 0)
+    return errors::InvalidArgument("c must be [batch, time > 0, units], got ", c.shape().DebugString());
+  out->batch = c.dim_size(0);
+  out->time = c.dim_size(1);
+  TF_RETURN_IF_ERROR(CheckShape("dh", dh, c.shape()));
+  TF_RETURN_IF_ERROR(CheckShape("dc", dc, c.shape()));
+  TF_RETURN_IF_ERROR(CheckShape("gates", gates, TensorShape({out->batch, out->time, 4 * out->units})));
+  TF_RETURN_IF_ERROR(CheckShape("c0", c0, TensorShape({out->batch, out->units})));
+  TF_RETURN_IF_ERROR(context->allocate_output(0, gates.shape(), &out->dz));
+  TF_RETURN_IF_ERROR(context->allocate_output(1, c0.shape(), &out->dh0));
+  TF_RETURN_IF_ERROR(context->allocate_output(2, c0.shape(), &out->dc0));
+  TF_RETURN_IF_ERROR(context->allocate_output(3, TensorShape({4 * out->units}), &out->dbias));
+  out->dbias->flat<float>().setZero();
+  return ::tensorflow::OkStatus();
+}
+
 // Runs `step.Tile` over all batch rows and unit blocks: the blocks in one contiguous shard per
 // intra-op thread (the calling thread runs one), with no shard under `min_flops_per_shard`: handing
 // work to a thread costs more the longer it has been idle.

@@ -234,22 +234,10 @@ class LstmSequenceBf16GradOp : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor &dh = context->input(0), &dc = context->input(1), &gates = context->input(2),
                  &c = context->input(3), &c0 = context->input(4), &kernel = context->input(5);
-    int units;
-    OP_REQUIRES_OK(context, CheckRecurrentKernel(kernel, &units));
-    OP_REQUIRES(context, c.dims() == 3 && c.dim_size(2) == units && c.dim_size(1) > 0,
-                errors::InvalidArgument("c must be [batch, time > 0, units], got ", c.shape().DebugString()));
-    const int batch = c.dim_size(0), time = c.dim_size(1);
-    OP_REQUIRES_OK(context, CheckShape("dh", dh, c.shape()));
-    OP_REQUIRES_OK(context, CheckShape("dc", dc, c.shape()));
-    OP_REQUIRES_OK(context, CheckShape("gates", gates, TensorShape({batch, time, 4 * units})));
-    OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
-
-    Tensor *dz, *dh0, *dc0, *dbias, packed;
-    OP_REQUIRES_OK(context, context->allocate_output(0, gates.shape(), &dz));
-    OP_REQUIRES_OK(context, context->allocate_output(1, c0.shape(), &dh0));
-    OP_REQUIRES_OK(context, context->allocate_output(2, c0.shape(), &dc0));
-    OP_REQUIRES_OK(context, context->allocate_output(3, TensorShape({4 * units}), &dbias));
-    dbias->flat<float>().setZero();
+    GradOutputs out;
+    OP_REQUIRES_OK(context, StartGradient(context, &out));
+    const int units = out.units, batch = out.batch, time = out.time;
+    Tensor *dz = out.dz, *dh0 = out.dh0, *dc0 = out.dc0, *dbias = out.dbias, packed;
     uint32_t* p;
     OP_REQUIRES_OK(context, AllocatePairs(context, static_cast<int64_t>(units) * 2 * units, &packed, &p));
     const uint32_t* packed_data = p;
