@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import QUOTE, make_config, run_command
-from tf_charrnn import export, sampling, train
+from helpers import run_command, train_tiny_run
+from tf_charrnn import export, sampling
 from tf_charrnn.errors import UserError
 
 SETTINGS = dict(prime="Willing ", length=80, temperature=0.8, seed=7)
@@ -36,26 +36,7 @@ print(json.dumps(out["text"].numpy().decode("utf-8")))
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    corpus = root / "corpus.txt"
-    corpus.write_text((QUOTE + " ") * 8, encoding="utf-8")
-    config = make_config(
-        corpus,
-        root / "cache",
-        root / "run",
-        batch_size=4,
-        seq_length=12,
-        embedding_dim=8,
-        rnn_units=24,
-        num_layers=2,
-        dropout=0.0,
-        max_steps=40,
-        learning_rate=0.01,
-        eval_every=40,
-        sample_length=0,
-    )
-    train.train(config)
-    return str(root / "run")
+    return train_tiny_run(tmp_path_factory.mktemp("export"), embedding_dim=8, rnn_units=24)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import QUOTE, REPO_ROOT, make_config, run_command, run_script
-from tf_charrnn import export, litert, sampling, train
+from helpers import QUOTE, REPO_ROOT, run_command, run_script, train_tiny_run
+from tf_charrnn import export, litert, sampling
 from tf_charrnn.config import ExportConfig, ModelConfig
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
@@ -40,26 +40,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def run_dir(tmp_path_factory):
     """A tiny trained LSTM run, wide enough (H=128) that its weight matrices get int8 (LiteRT leaves
     tensors under 1,024 elements in float)."""
-    root = tmp_path_factory.mktemp("litert")
-    corpus = root / "corpus.txt"
-    corpus.write_text((QUOTE + " ") * 8, encoding="utf-8")
-    config = make_config(
-        corpus,
-        root / "cache",
-        root / "run",
-        batch_size=4,
-        seq_length=12,
-        embedding_dim=16,
-        rnn_units=128,
-        num_layers=2,
-        dropout=0.0,
-        max_steps=40,
-        learning_rate=0.01,
-        eval_every=40,
-        sample_length=0,
-    )
-    train.train(config)
-    return str(root / "run")
+    return train_tiny_run(tmp_path_factory.mktemp("litert"), embedding_dim=16, rnn_units=128)
 
 
 @pytest.fixture(scope="module")

@@ -151,15 +151,15 @@ def test_sample_several_at_once_with_every_mode(trained_run):
         assert result.stdout.count("--- sample ") == 3
 
 
+# The benchmark's `small` preset shrunk to seconds.
+TINY_BENCHMARK = ["--preset=small", "--rnn_units=8", "--embedding_dim=4", "--batch_size=3", "--seq_length=5"]
+
+
 def test_benchmark_prints_one_json_line_per_measurement(corpus_cache):
     result = run_script(
         "benchmark.py",
         [
-            "--preset=small",
-            "--rnn_units=8",
-            "--embedding_dim=4",
-            "--batch_size=3",
-            "--seq_length=5",
+            *TINY_BENCHMARK,
             "--steps=2",
             "--length=10",
             "--sample_batch_sizes=1,2",
@@ -186,11 +186,7 @@ def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
         [
             "--task=memory",
             "--corpus_mb=2",
-            "--preset=small",
-            "--rnn_units=8",
-            "--embedding_dim=4",
-            "--batch_size=3",
-            "--seq_length=5",
+            *TINY_BENCHMARK,
         ],
         corpus_cache,
     )
@@ -222,11 +218,7 @@ def test_benchmark_alternates_with_the_peer_at_the_same_precision_and_reports_th
         "benchmark.py",
         [
             "--task=train",
-            "--preset=small",
-            "--rnn_units=8",
-            "--embedding_dim=4",
-            "--batch_size=3",
-            "--seq_length=5",
+            *TINY_BENCHMARK,
             "--steps=2",
             "--mixed_precision=bfloat16",
             "--rounds=3",

@@ -139,26 +139,23 @@ def _encode_into_cache(path, ids_path, vocab_path):
     vocab = Vocab(sorted(chars))
     directory = os.path.dirname(ids_path)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
-            np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
-            for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
-                f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, ids_path)
-        files.fsync_directory(directory)
-        vocab.save(vocab_path)  # last: a cache entry is complete once its vocabulary exists
-    except OSError as error:
-        if not files.is_out_of_space(error):
-            raise
-        needed = num_chars * vocab.id_dtype.itemsize
-        raise files.out_of_space("the encoded corpus", directory, needed) from None
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    needed = num_chars * vocab.id_dtype.itemsize
+    with files.full_disk_is_user_error("the encoded corpus", directory, lambda: needed):
+        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
+                np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
+                for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
+                    f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, ids_path)
+            files.fsync_directory(directory)
+            vocab.save(vocab_path)  # last: a cache entry is complete once its vocabulary exists
+        finally:
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
 
 
 def load_corpus(data_config):

@@ -145,16 +145,15 @@ def export_run(
         )
     # Without the fused kernels: the export needs nothing but TensorFlow (or LiteRT's builtin ops).
     sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best, fused_kernels=False)
-    try:
+    what = "the LiteRT model" if format == "litert" else "the SavedModel"
+
+    def needed():
+        return sum(variable.numpy().nbytes for variable in sampler.model.weights)
+
+    with files.full_disk_is_user_error(what, os.path.dirname(export_dir), needed):
         with files.replace_folder_atomic(export_dir, prefix=".export-") as staging:
             if format == "litert":
                 litert.write_model(staging, StepModule(sampler.model), vocab, quantize)
             else:
                 _write_saved_model(staging, sampler.model, vocab)
-    except (OSError, tf.errors.OpError) as error:
-        if not files.is_out_of_space(error):
-            raise
-        what = "the LiteRT model" if format == "litert" else "the SavedModel"
-        needed = sum(variable.numpy().nbytes for variable in sampler.model.weights)
-        raise files.out_of_space(what, os.path.dirname(export_dir), needed) from None
     return export_dir

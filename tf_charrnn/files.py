@@ -31,6 +31,18 @@ def out_of_space(what, directory, needed_bytes, rerun="re-run the same command")
     )
 
 
+@contextlib.contextmanager
+def full_disk_is_user_error(what, directory, needed_bytes):
+    """Turns a full disk met in the block (OSError or a TensorFlow error) into `out_of_space`'s UserError;
+    `needed_bytes()` estimates what the write needs."""
+    try:
+        yield
+    except Exception as error:
+        if not is_out_of_space(error):
+            raise
+        raise out_of_space(what, directory, needed_bytes()) from None
+
+
 def _megabytes(num_bytes):
     return f"{num_bytes / 2**20:.1f} MB"
 
