@@ -12,6 +12,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,9 +32,9 @@ flags.DEFINE_enum(
 flags.DEFINE_enum(
     "task",
     "all",
-    ["train", "sample", "all", "memory"],
+    ["train", "sample", "all", "memory", "profile"],
     "what to measure; all: train and sample; memory: peak RSS of encoding a synthetic corpus of each "
-    "--corpus_mb and of a short real run on it",
+    "--corpus_mb and of a short real run on it; profile: time per op type of --steps training steps",
 )
 flags.DEFINE_list(
     "corpus_mb", ["1", "100", "1024"], "--task=memory: synthetic corpus sizes in MiB, each in a fresh process"
@@ -55,6 +56,9 @@ flags.DEFINE_enum(
     ["", "float32", "bfloat16", "float16"],
     "the peer's precision (torch.autocast); empty: the project's (--mixed_precision in training, float32 "
     "in sampling)",
+)
+flags.DEFINE_string(
+    "profile_dir", "", "--task=profile: where the trace stays (TensorBoard's profile plugin); empty: a temporary folder"
 )
 flags.DEFINE_integer("rounds", 3, "with --peer_python: peer and project measurements alternated this often")
 flags.DEFINE_string(
@@ -156,6 +160,11 @@ def main(argv):
             return
         result = benchmark.measure_memory(config, float(FLAGS.corpus_mb[0]))
         print(json.dumps({"task": "memory", **common, **result}), flush=True)
+        return
+    if FLAGS.task == "profile":
+        with tempfile.TemporaryDirectory() as folder:
+            result = benchmark.profile_train(config, FLAGS.profile_dir or folder, steps=FLAGS.steps)
+        print(json.dumps({"task": "profile", **common, "mixed_precision": FLAGS.mixed_precision, **result}))
         return
     if FLAGS.task in ("train", "all"):
         _measure(

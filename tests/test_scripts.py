@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tf_charrnn import native
+
 from helpers import QUOTE, make_config, run_script, script_env, smoke_args, smoke_train_command
 
 
@@ -239,3 +241,21 @@ def test_benchmark_alternates_with_the_peer_at_the_same_precision_and_reports_th
     assert summary["peer_chars_per_sec"] == [10.0, 20.0, 30.0] and summary["peer_precision"] == "bfloat16"
     ours = sorted(summary["chars_per_sec"])
     assert summary["ratio_vs_peer"] == pytest.approx(ours[1] / 20.0)
+
+
+def test_benchmark_profile_task_sums_the_time_of_each_op_type_and_keeps_the_trace(corpus_cache, tmp_path):
+    profile_dir = tmp_path / "profile"
+    result = run_script(
+        "benchmark.py",
+        ["--task=profile", *TINY_BENCHMARK, "--rnn_units=64", "--steps=2", f"--profile_dir={profile_dir}"],
+        corpus_cache,
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert line["task"] == "profile" and line["ms_per_step"] > 0
+    ops = line["host_ops"]
+    assert "MatMul" in ops and all(ms > 0 for ms in ops.values())
+    if native.load() is not None:  # the LSTM runs as the fused kernels' forward and backward ops
+        assert {"CharRnnLstmSequence", "CharRnnLstmSequenceGrad"} <= set(ops)
+    assert line["device_kernels"] == {}  # no GPU here
+    assert list(profile_dir.glob("plugins/profile/*/*.xplane.pb"))  # the trace, for TensorBoard

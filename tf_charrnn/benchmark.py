@@ -1,11 +1,15 @@
 """Throughput measurements on synthetic ids, through the same train step and sampler the scripts use."""
 
+import collections
+import glob
 import os
 import resource
 import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace format
 
 from tf_charrnn import data as data_lib
 from tf_charrnn import runtime as runtime_lib
@@ -46,6 +50,64 @@ def measure_train(config, steps=8, warmup=2):
         times.append(time.perf_counter() - started)
     seconds = float(np.median(times[warmup:]))
     return {"chars_per_sec": layout.batch_size * layout.seq_length / seconds, "sec_per_step": seconds}
+
+
+def profile_train(config, profile_dir, steps=6, warmup=3, top=12):
+    """Traces `steps` training steps with the TensorFlow profiler (the trace stays in `profile_dir`, for
+    TensorBoard's profile plugin) and sums the time of each op type per step.
+
+    Op time is summed over the threads that ran the ops, so on several threads it adds up to more than
+    the wall time. On a GPU the device's own kernels are listed apart (cuDNN's RNN kernels among them
+    when the LSTM runs on cuDNN).
+
+    Returns:
+      dict with ms_per_step (wall), host_ops {op type: ms per step} (the `top` largest, as TensorFlow
+      names the op types, e.g. MatMul, CharRnnLstmSequence, CudnnRNNV3) and device_kernels {kernel: ms per
+      step} (empty on a CPU).
+    """
+    layout = config.layout
+    ids = synthetic_ids(layout.batch_size * layout.seq_length * (steps + warmup) + 1, config.model.vocab_size)
+    train_step = TrainStep(config, runtime_lib.resolve(config.replace(strategy="default")))
+    batches = list(data_lib.stream_dataset(ids, layout.batch_size, layout.seq_length, steps + warmup))
+    for inputs, targets in batches[:warmup]:
+        float(train_step.train(inputs, targets, config.optimization.learning_rate)["loss"])
+    tf.profiler.experimental.start(profile_dir)
+    started = time.perf_counter()
+    for inputs, targets in batches[warmup:]:
+        float(train_step.train(inputs, targets, config.optimization.learning_rate)["loss"])
+    seconds = time.perf_counter() - started
+    tf.profiler.experimental.stop()
+    host_ops, device_kernels = _op_times(profile_dir)
+    per_step = lambda times: {name: ps / 1e9 / steps for name, ps in times.most_common(top)}  # noqa: E731
+    return {
+        "ms_per_step": 1e3 * seconds / steps,
+        "host_ops": per_step(host_ops),
+        "device_kernels": per_step(device_kernels),
+    }
+
+
+def _op_times(profile_dir):
+    """(host op type -> picoseconds, device kernel -> picoseconds) from the newest trace in `profile_dir`."""
+    traces = glob.glob(os.path.join(profile_dir, "plugins", "profile", "*", "*.xplane.pb"))
+    space = xplane_pb2.XSpace()
+    with open(max(traces, key=os.path.getmtime), "rb") as f:
+        space.ParseFromString(f.read())
+    host_ops, device_kernels = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        names = {key: metadata.name for key, metadata in plane.event_metadata.items()}
+        on_device = plane.name.startswith("/device:") and "CPU" not in plane.name
+        for line in plane.lines:
+            # The host's op events ("scope/name:OpType") are on the executor's threads (tf_Compute...);
+            # a device's kernels on its streams ("Stream #N(...)"; the other lines are derived from them).
+            if not line.name.startswith("Stream" if on_device else "tf_"):
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if on_device:
+                    device_kernels[name] += event.duration_ps
+                elif ":" in name and "::" not in name:  # not the executor's own events (ExecutorState::Process)
+                    host_ops[name.rsplit(":", 1)[1].removeprefix("_Mkl")] += event.duration_ps  # oneDNN's variants
+    return host_ops, device_kernels
 
 
 def measure_sample(model_config, batch_size, length, streamed):
