@@ -22,7 +22,7 @@
 namespace tf_charrnn {
 namespace {
 
-constexpr int64_t kMinFlopsPerShard = 1 << 20;  // as lstm_sequence.cc
+constexpr int64_t kMinFlopsPerShard = 1 << 23;  // as lstm_sequence.cc
 
 using Bf16 = ::tensorflow::bfloat16;
 
