@@ -58,7 +58,9 @@ flags.DEFINE_enum(
     "in sampling)",
 )
 flags.DEFINE_string(
-    "profile_dir", "", "--task=profile: where the trace stays (TensorBoard's profile plugin); empty: a temporary folder"
+    "profile_dir",
+    "",
+    "--task=profile: where the trace stays (TensorBoard's profile plugin); empty: a temporary folder",
 )
 flags.DEFINE_integer("rounds", 3, "with --peer_python: peer and project measurements alternated this often")
 flags.DEFINE_string(

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from tf_charrnn import native
-
 from helpers import QUOTE, make_config, run_script, script_env, smoke_args, smoke_train_command
+from tf_charrnn import native
 
 
 @pytest.mark.slow

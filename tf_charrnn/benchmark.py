@@ -29,6 +29,14 @@ def synthetic_ids(num_ids, vocab_size, seed=0):
     return np.random.default_rng(seed).integers(0, vocab_size, num_ids).astype(np.int32)
 
 
+def _synthetic_training(config, num_batches):
+    """The real training step of `config` on one device, and `num_batches` batches of synthetic ids."""
+    layout = config.layout
+    ids = synthetic_ids(layout.batch_size * layout.seq_length * num_batches + 1, config.model.vocab_size)
+    train_step = TrainStep(config, runtime_lib.resolve(config.replace(strategy="default")))
+    return train_step, list(data_lib.stream_dataset(ids, layout.batch_size, layout.seq_length, num_batches))
+
+
 def measure_train(config, steps=8, warmup=2):
     """Median chars/s of the real training step (forward, loss, backward, clipping, Adam).
 
@@ -39,17 +47,15 @@ def measure_train(config, steps=8, warmup=2):
     Returns:
       dict with chars_per_sec and sec_per_step.
     """
-    layout = config.layout
-    ids = synthetic_ids(layout.batch_size * layout.seq_length * (steps + warmup) + 1, config.model.vocab_size)
-    train_step = TrainStep(config, runtime_lib.resolve(config.replace(strategy="default")))
-    batches = data_lib.stream_dataset(ids, layout.batch_size, layout.seq_length, steps + warmup)
+    train_step, batches = _synthetic_training(config, steps + warmup)
     times = []
     for inputs, targets in batches:
         started = time.perf_counter()
         float(train_step.train(inputs, targets, config.optimization.learning_rate)["loss"])
         times.append(time.perf_counter() - started)
     seconds = float(np.median(times[warmup:]))
-    return {"chars_per_sec": layout.batch_size * layout.seq_length / seconds, "sec_per_step": seconds}
+    chars_per_step = config.layout.batch_size * config.layout.seq_length
+    return {"chars_per_sec": chars_per_step / seconds, "sec_per_step": seconds}
 
 
 def profile_train(config, profile_dir, steps=6, warmup=3, top=12):
@@ -65,10 +71,7 @@ def profile_train(config, profile_dir, steps=6, warmup=3, top=12):
       names the op types, e.g. MatMul, CharRnnLstmSequence, CudnnRNNV3) and device_kernels {kernel: ms per
       step} (empty on a CPU).
     """
-    layout = config.layout
-    ids = synthetic_ids(layout.batch_size * layout.seq_length * (steps + warmup) + 1, config.model.vocab_size)
-    train_step = TrainStep(config, runtime_lib.resolve(config.replace(strategy="default")))
-    batches = list(data_lib.stream_dataset(ids, layout.batch_size, layout.seq_length, steps + warmup))
+    train_step, batches = _synthetic_training(config, steps + warmup)
     for inputs, targets in batches[:warmup]:
         float(train_step.train(inputs, targets, config.optimization.learning_rate)["loss"])
     tf.profiler.experimental.start(profile_dir)
@@ -78,11 +81,10 @@ def profile_train(config, profile_dir, steps=6, warmup=3, top=12):
     seconds = time.perf_counter() - started
     tf.profiler.experimental.stop()
     host_ops, device_kernels = _op_times(profile_dir)
-    per_step = lambda times: {name: ps / 1e9 / steps for name, ps in times.most_common(top)}  # noqa: E731
     return {
         "ms_per_step": 1e3 * seconds / steps,
-        "host_ops": per_step(host_ops),
-        "device_kernels": per_step(device_kernels),
+        "host_ops": {name: ps / 1e9 / steps for name, ps in host_ops.most_common(top)},
+        "device_kernels": {name: ps / 1e9 / steps for name, ps in device_kernels.most_common(top)},
     }
 
 
@@ -105,8 +107,12 @@ def _op_times(profile_dir):
                 name = names.get(event.metadata_id, "")
                 if on_device:
                     device_kernels[name] += event.duration_ps
-                elif ":" in name and "::" not in name:  # not the executor's own events (ExecutorState::Process)
-                    host_ops[name.rsplit(":", 1)[1].removeprefix("_Mkl")] += event.duration_ps  # oneDNN's variants
+                elif (
+                    ":" in name and "::" not in name
+                ):  # not the executor's own events (ExecutorState::Process)
+                    host_ops[name.rsplit(":", 1)[1].removeprefix("_Mkl")] += (
+                        event.duration_ps
+                    )  # oneDNN's variants
     return host_ops, device_kernels
 
 
