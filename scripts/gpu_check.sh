@@ -11,33 +11,33 @@
 #   bash scripts/gpu_check.sh                      # on a GPU machine: about 2 x 10 minutes + 5
 #   CONFIG=configs/smoke.cfg MINUTES=1 PRESET=small RESULTS=/tmp/gpu bash scripts/gpu_check.sh
 #
-# Settings (environment): CONFIG, MINUTES, PRESET (benchmark preset), RESULTS, PYTHON, PEER_PYTHON (empty:
-# no peer), PEER_SCRIPT (default ../shared/peers/torch_charlstm.py), DATA_PATH (default: the downloaded
-# tiny-shakespeare).
+# Settings (environment): CONFIG (relative to the checkout), MINUTES, PRESET (benchmark preset), RESULTS,
+# PYTHON, PEER_PYTHON (empty: no peer), PEER_SCRIPT (default ../shared/peers/torch_charlstm.py), DATA_PATH
+# (default: the downloaded tiny-shakespeare).
 set -uo pipefail
 
 CONFIG=${CONFIG:-configs/shakespeare.cfg}
 MINUTES=${MINUTES:-10}
 PRESET=${PRESET:-large}
-RESULTS=${RESULTS:-gpu_check}
+RESULTS=$(realpath -m "${RESULTS:-gpu_check}")
 PYTHON=${PYTHON:-python}
 PEER_PYTHON=${PEER_PYTHON-python3}
 DATA_FLAGS=()
-if [[ -n "${DATA_PATH:-}" ]]; then DATA_FLAGS=("--data_path=$DATA_PATH"); fi
+if [[ -n "${DATA_PATH:-}" ]]; then DATA_FLAGS=("--data_path=$(realpath "$DATA_PATH")"); fi
 PEER_FLAGS=()
 if [[ -n "$PEER_PYTHON" ]]; then PEER_FLAGS=("--peer_python=$PEER_PYTHON" --rounds=3); fi
-if [[ -n "${PEER_SCRIPT:-}" ]]; then PEER_FLAGS+=("--peer_script=$PEER_SCRIPT"); fi
+if [[ -n "${PEER_SCRIPT:-}" ]]; then PEER_FLAGS+=("--peer_script=$(realpath "$PEER_SCRIPT")"); fi
 
 cd "$(dirname "$0")/.."
+if ! "$PYTHON" -c "import tensorflow" 2>/dev/null; then
+  echo "error: $PYTHON cannot import tensorflow; install the project (pip install -e .) or set PYTHON" >&2
+  exit 1
+fi
 mkdir -p "$RESULTS"
 summary="$RESULTS/summary.txt"
 : >"$summary"
 say() { echo "$*" | tee -a "$summary"; }
 
-if ! "$PYTHON" -c "import tensorflow" 2>/dev/null; then
-  echo "error: $PYTHON cannot import tensorflow; install the project (pip install -e .) or set PYTHON" >&2
-  exit 1
-fi
 "$PYTHON" -c "import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices('GPU'))" \
   >"$RESULTS/tf.txt" 2>/dev/null
 say "TensorFlow $(cat "$RESULTS/tf.txt") | $(nvidia-smi --query-gpu=name,memory.total,driver_version \

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import QUOTE, make_config, run_script, script_env, smoke_args, smoke_train_command
+from helpers import QUOTE, REPO_ROOT, make_config, run_script, script_env, smoke_args, smoke_train_command
 from tf_charrnn import native
 
 
@@ -258,3 +258,17 @@ def test_benchmark_profile_task_sums_the_time_of_each_op_type_and_keeps_the_trac
         assert {"CharRnnLstmSequence", "CharRnnLstmSequenceGrad"} <= set(ops)
     assert line["device_kernels"] == {}  # no GPU here
     assert list(profile_dir.glob("plugins/profile/*/*.xplane.pb"))  # the trace, for TensorBoard
+
+
+def test_gpu_check_without_tensorflow_says_so_in_one_line_and_writes_nothing(tmp_path):
+    results = tmp_path / "results"
+    result = subprocess.run(
+        ["bash", os.path.join(REPO_ROOT, "scripts", "gpu_check.sh")],
+        env={**os.environ, "PYTHON": "false", "RESULTS": str(results)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: false cannot import tensorflow")
+    assert not results.exists()
