@@ -107,12 +107,9 @@ def _op_times(profile_dir):
                 name = names.get(event.metadata_id, "")
                 if on_device:
                     device_kernels[name] += event.duration_ps
-                elif (
-                    ":" in name and "::" not in name
-                ):  # not the executor's own events (ExecutorState::Process)
-                    host_ops[name.rsplit(":", 1)[1].removeprefix("_Mkl")] += (
-                        event.duration_ps
-                    )  # oneDNN's variants
+                elif ":" in name and "::" not in name:  # an op, not the executor's own ExecutorState::Process
+                    op_type = name.rsplit(":", 1)[1].removeprefix("_Mkl")  # oneDNN's _MklMatMul is a MatMul
+                    host_ops[op_type] += event.duration_ps
     return host_ops, device_kernels
 
 

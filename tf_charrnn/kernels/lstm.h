@@ -167,6 +167,11 @@ inline ::tensorflow::Status StartGradient(OpKernelContext* context, GradOutputs*
   return ::tensorflow::OkStatus();
 }
 
+// The sequence kernels split a time step across the pool's threads only from 8 MFLOP per shard on: below
+// that (e.g. 2 x 128 units, batch 50) the hand-off costs about what the second thread saves, and a step on
+// the calling thread leaves the other free for the ops TensorFlow runs beside the kernel.
+constexpr int64_t kMinSequenceFlopsPerShard = 1 << 23;
+
 // Runs `step.Tile` over all batch rows and unit blocks: the blocks in one contiguous shard per
 // intra-op thread (the calling thread runs one), with no shard under `min_flops_per_shard`: handing
 // work to a thread costs more the longer it has been idle.

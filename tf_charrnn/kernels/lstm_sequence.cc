@@ -17,11 +17,6 @@
 namespace tf_charrnn {
 namespace {
 
-// A time step is split across the pool's threads only from 8 MFLOP per shard on: below that (e.g. 2 x 128
-// units, batch 50) the hand-off costs about what the second thread saves, and a step on the calling
-// thread leaves the other free for the ops TensorFlow runs beside the kernel.
-constexpr int64_t kMinFlopsPerShard = 1 << 23;
-
 // One backward step for units [u0, u0 + 64): dh = dz_next U^T (+ upstream), then the gate gradients.
 struct BackwardStep {
   Rows dz_next;          // dz of step t + 1 (unused when first)
@@ -114,7 +109,7 @@ class LstmSequenceOp : public OpKernel {
       step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
       step.h = {h->flat<float>().data() + t * units, seq_h};
       step.c = {c->flat<float>().data() + t * units, seq_h};
-      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinFlopsPerShard);
+      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
     }
   }
 };
@@ -156,10 +151,10 @@ class LstmSequenceGradOp : public OpKernel {
       step.c = {c.flat<float>().data() + t * units, seq_h};
       step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
       step.dz = {dz->flat<float>().data() + t * 4 * units, seq_z};
-      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
+      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
     }
     InitialStateGrad initial{{dz_data, seq_z}, {dh0->flat<float>().data(), units}, packed.flat<float>().data(), units};
-    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
+    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
   }
 };
 

@@ -22,8 +22,6 @@
 namespace tf_charrnn {
 namespace {
 
-constexpr int64_t kMinFlopsPerShard = 1 << 23;  // as lstm_sequence.cc
-
 using Bf16 = ::tensorflow::bfloat16;
 
 // Round to nearest even, as TensorFlow's casts and vcvtneps2bf16 do.
@@ -222,7 +220,7 @@ class LstmSequenceBf16Op : public OpKernel {
       step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
       step.h = {Bits(h) + t * units, seq_h};
       step.c = {c->flat<float>().data() + t * units, seq_h};
-      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinFlopsPerShard);
+      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
     }
   }
 };
@@ -267,10 +265,10 @@ class LstmSequenceBf16GradOp : public OpKernel {
       step.c = {c.flat<float>().data() + t * units, seq_h};
       step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
       step.dz = {dz_bits + t * 4 * units, seq_z};
-      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
+      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
     }
     InitialStateGradBf16 initial{{dz_bits, seq_z}, {dh0->flat<float>().data(), units}, packed_data, units};
-    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinFlopsPerShard);
+    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
   }
 };
 
