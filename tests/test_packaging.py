@@ -248,7 +248,7 @@ def test_a_library_without_the_ops_is_refused(cache, caplog):
     # What the build made of no sources before it refused them: a library that loads and has no op.
     path = native.library_path(str(cache))
     os.makedirs(os.path.dirname(path))
-    command = [*compiler, *native._FLAGS, "-o", path, *tf.sysconfig.get_link_flags()]
+    command = [*compiler, *native.compile_flags(), "-o", path, *tf.sysconfig.get_link_flags()]
     subprocess.run(command, check=True, capture_output=True)
     with pytest.raises(
         native.NativeBuildError, match="lacks the ops char_rnn_lstm_sequence, .*char_rnn_lstm_step"

@@ -3,6 +3,9 @@ on first use, cached, loaded.
 
 The sources ship inside the package (wheel and sdist carry tf_charrnn/kernels/*.cc and *.h). They are
 compiled for this machine's CPU (-march=native) with the compile and link flags TensorFlow reports,
+and with AVX512-FP16 turned off where the compiler knows it (`compile_flags`: Eigen's half-precision
+packets inside TensorFlow's headers do not compile with it under g++ 12, and the kernels use no
+float16, so Sapphire Rapids and later Xeons build the same code as any AVX-512 CPU),
 into $TF_CHARRNN_CACHE/native/ under a name keyed by the sources, TensorFlow's version and the CPU, so
 a changed source or another machine gets its own build; the first build (about 15 s) logs one info
 line. A library is used only if it has every op the package calls (`OPS`). Where the kernels cannot be
@@ -40,7 +43,10 @@ SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
 OPS = ("char_rnn_lstm_sequence", "char_rnn_lstm_sequence_grad", "char_rnn_lstm_step")
 # The bfloat16 ops, in the library only where the CPU and compiler support AVX512-BF16.
 BF16_OPS = ("char_rnn_lstm_sequence_bf16", "char_rnn_lstm_sequence_bf16_grad")
-_FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations"]
+_FLAGS = ["-shared", "-fPIC", "-O3", "-Wno-deprecated-declarations"]
+# Instruction sets the kernels never use and TensorFlow's headers cannot be compiled with, turned off
+# where the compiler knows the option (g++ 12: Eigen's PacketMathFP16.h under __AVX512FP16__).
+_UNUSED_ISA_FLAGS = ("-mno-avx512fp16",)
 
 
 class NativeBuildError(RuntimeError):
@@ -49,6 +55,23 @@ class NativeBuildError(RuntimeError):
 
 def _compiler():
     return shlex.split(os.environ.get("CXX", "g++"))
+
+
+@functools.cache
+def _compiler_accepts(flag):
+    """Whether the compiler takes `flag` (preprocessing an empty file with it succeeds)."""
+    try:
+        result = subprocess.run(
+            [*_compiler(), flag, "-x", "c++", "-E", os.devnull], capture_output=True, text=True
+        )
+    except OSError:
+        return False
+    return result.returncode == 0
+
+
+def compile_flags(march="native"):
+    """The compiler flags of a build for the CPU `march` (-march=`march`), before TensorFlow's own."""
+    return [*_FLAGS, f"-march={march}", *(flag for flag in _UNUSED_ISA_FLAGS if _compiler_accepts(flag))]
 
 
 def _cpu_signature():
@@ -67,7 +90,7 @@ def library_path(cache=""):
     for source in sorted(glob.glob(os.path.join(KERNELS_DIR, "*"))):  # sources and headers
         with open(source, "rb") as f:
             digest.update(f.read())
-    for part in [tf.__version__, _cpu_signature(), *_compiler(), *_FLAGS, *tf.sysconfig.get_compile_flags()]:
+    for part in [tf.__version__, _cpu_signature(), *_compiler(), *compile_flags(), *tf.sysconfig.get_compile_flags()]:
         digest.update(part.encode())
     return os.path.join(files.cache_dir(cache), "native", f"tf_charrnn_kernels-{digest.hexdigest()[:16]}.so")
 
@@ -89,7 +112,7 @@ def build(path):
     os.close(fd)
     command = [
         *_compiler(),
-        *_FLAGS,
+        *compile_flags(),
         *SOURCES,
         "-o",
         tmp_path,
