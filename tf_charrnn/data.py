@@ -6,14 +6,14 @@ row i of batch k+1 continues row i of batch k, so a stateful model carries its s
 
 import dataclasses
 import os
-import tempfile
 import urllib.error
 import urllib.request
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from tf_charrnn import files
+from tf_charrnn import cache, files
 from tf_charrnn.errors import UserError
 from tf_charrnn.vocab import Vocab
 
@@ -22,11 +22,25 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 SHAKESPEARE_CACHE_PATH = os.path.join("data", "tinyshakespeare", "input.txt")
 
 
-def download_shakespeare(cache):
-    """Returns the path of the cached tiny-shakespeare corpus, downloading and checking it once."""
-    path = os.path.join(cache, SHAKESPEARE_CACHE_PATH)
+def download_shakespeare(cache_folder):
+    """Returns the path of the cached tiny-shakespeare corpus, downloading and checking it where it is
+    absent, or where the file there is not the corpus (a download cut short, an edit: one warning).
+
+    Raises:
+      UserError: the download failed or does not match, or a damaged copy is in a read-only cache.
+    """
+    path = os.path.join(cache_folder, SHAKESPEARE_CACHE_PATH)
     if os.path.isfile(path):
-        return path
+        digest, size = files.sha256_file(path)
+        if digest == SHAKESPEARE_SHA256:
+            return path
+        found = f"is not the tiny-shakespeare corpus ({size:,} bytes, sha256 {digest})"
+        if not cache.writable(os.path.dirname(path)):
+            raise UserError(
+                f"{path} {found}, and its folder is read-only, so it cannot be downloaded again: delete it, "
+                f"or set TF_CHARRNN_CACHE to another folder"
+            )
+        logging.warning("The downloaded corpus %s %s; downloading it again", path, found)
     try:
         with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response:
             data = response.read()
@@ -122,6 +136,8 @@ class Corpus:
     ids: np.ndarray  # [N] in vocab.id_dtype, memory-mapped from the cache (read-only)
     sha256: str  # of the file's bytes
     size: int  # the file's bytes
+    # A newly encoded cache entry not yet in place (load_corpus(publish=False)); None when there is none.
+    pending: cache.Pending | None = None
 
 
 # Small: encoding a chunk takes about 30 bytes of temporaries per character, and the allocator keeps
@@ -130,54 +146,80 @@ _ENCODE_CHUNK_BYTES = 1 << 18
 
 
 def _encode_into_cache(path, ids_path, vocab_path):
-    """Encodes a text file into the id cache in two streaming passes (the characters, then the ids),
-    so neither the whole text nor all its ids are ever in memory."""
+    """Encodes a text file into temporary files beside the id cache entry, in two streaming passes (the
+    characters, then the ids), so neither the whole text nor all its ids are ever in memory.
+
+    Returns:
+      (Vocab, the temporary ids file, the cache.Pending that puts the entry in place).
+    Raises:
+      UserError: the file is not UTF-8 (found before anything is written), or the cache's disk is full
+        or read-only (nothing is left behind).
+    """
     chars, num_chars = set(), 0
     for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
         chars.update(piece)
         num_chars += len(piece)
     vocab = Vocab(sorted(chars))
     directory = os.path.dirname(ids_path)
-    os.makedirs(directory, exist_ok=True)
     needed = num_chars * vocab.id_dtype.itemsize
-    with files.full_disk_is_user_error("the encoded corpus", directory, lambda: needed):
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
+    pending = None
+    try:
+        pending = cache.Pending(files.make_folders(directory))
+        with files.full_disk_is_user_error("the encoded corpus", directory, lambda: needed):
+            tmp_ids = pending.temporary(ids_path)
+            with open(tmp_ids, "wb") as f:
                 header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
                 np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
                 for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
                     f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp_path, ids_path)
-            files.fsync_directory(directory)
-            vocab.save(vocab_path)  # last: a cache entry is complete once its vocabulary exists
-        finally:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
+            # Last: an entry is complete once its vocabulary is in place.
+            files.write_atomic(pending.temporary(vocab_path), vocab.to_json())
+    except BaseException as error:
+        if pending is not None:
+            pending.discard()
+        if cache.is_read_only_error(error):
+            raise cache.cannot_write(directory, error) from None
+        raise
+    return vocab, tmp_ids, pending
 
 
-def load_corpus(data_config):
+def load_corpus(data_config, publish=True):
     """Loads the corpus named by `data_config`, encoding it into the id cache on first use.
 
     The cache is keyed by the SHA-256 of the corpus bytes, so a changed corpus is never served stale;
-    its ids are memory-mapped, so memory does not grow with the corpus.
+    its ids are memory-mapped, so memory does not grow with the corpus. Each cache file is checked
+    against the size and hash recorded when it was written; a damaged one is rebuilt (one warning).
+
+    Args:
+      data_config: DataConfig.
+      publish: put a newly encoded entry in place now; False: the Corpus's `pending` does it (or discards
+        it when the run is refused, so that a refused corpus leaves no cache entry).
 
     Returns:
       Corpus.
     Raises:
-      UserError: the file is missing, a directory, empty or not UTF-8, or the cache's disk is full.
+      UserError: the file is missing, a directory, empty or not UTF-8, or the cache's disk is full, or a
+        damaged cache file cannot be rebuilt (read-only cache).
     """
-    cache = files.cache_dir(data_config.cache_dir)
-    path = data_config.data_path or download_shakespeare(cache)
+    cache_folder = files.cache_dir(data_config.cache_dir)
+    path = data_config.data_path or download_shakespeare(cache_folder)
     _check_text_file(path)
     digest, size = files.sha256_file(path)
-    stem = os.path.join(cache, "encoded", digest)
+    stem = os.path.join(cache_folder, "encoded", digest)
     ids_path, vocab_path = stem + ".ids.npy", stem + ".vocab.json"
-    if not (os.path.isfile(ids_path) and os.path.isfile(vocab_path)):
-        _encode_into_cache(path, ids_path, vocab_path)
-    return Corpus(Vocab.load(vocab_path), np.load(ids_path, mmap_mode="r"), digest, size)
+    cached = all(
+        cache.check_before_use(cache_path, what, path)
+        for cache_path, what in ((ids_path, "the id cache"), (vocab_path, "the id cache's vocabulary"))
+    )
+    if cached:
+        return Corpus(Vocab.load(vocab_path), np.load(ids_path, mmap_mode="r"), digest, size)
+    vocab, tmp_ids, pending = _encode_into_cache(path, ids_path, vocab_path)
+    corpus = Corpus(vocab, np.load(tmp_ids, mmap_mode="r"), digest, size, pending)
+    if publish:
+        pending.publish()
+    return corpus
 
 
 def split_ids(ids, val_fraction):
@@ -355,23 +397,45 @@ class Splits:
     val_ids: np.ndarray
     corpus_sha256: str
     corpus_size: int
+    # A newly encoded id cache entry not yet in place (load_splits(publish=False)); None when there is none.
+    pending: cache.Pending | None = None
+
+    def publish_cache(self):
+        """Puts a newly encoded id cache entry in place (call once the corpus is accepted)."""
+        if self.pending is not None:
+            self.pending.publish()
+
+    def discard_cache(self):
+        """Removes a newly encoded id cache entry that was not put in place (the run was refused)."""
+        if self.pending is not None:
+            self.pending.discard()
 
 
-def load_splits(data_config, layout):
+def load_splits(data_config, layout, publish=True):
     """Loads the corpus, splits it and checks each split holds at least one batch of the layout.
 
     Args:
       data_config: DataConfig, where the corpus comes from.
       layout: LayoutConfig.
+      publish: see `load_corpus`; False: call `publish_cache` or `discard_cache` of the Splits.
 
     Returns:
       Splits.
     Raises:
-      UserError: the corpus cannot be read, or a split is shorter than one batch.
+      UserError: the corpus cannot be read, or a split is shorter than one batch (a corpus encoded for
+        this call leaves no cache entry).
     """
-    corpus = load_corpus(data_config)
-    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
-    check_split_size("training", len(train_ids), layout.batch_size, layout.seq_length, layout.random_offset)
-    if layout.val_fraction > 0:
-        check_split_size("validation", len(val_ids), layout.batch_size, layout.seq_length)
-    return Splits(corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size)
+    corpus = load_corpus(data_config, publish=False)
+    splits = Splits(corpus.vocab, *split_ids(corpus.ids, layout.val_fraction), corpus.sha256, corpus.size, corpus.pending)
+    try:
+        check_split_size(
+            "training", len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
+        )
+        if layout.val_fraction > 0:
+            check_split_size("validation", len(splits.val_ids), layout.batch_size, layout.seq_length)
+    except BaseException:
+        splits.discard_cache()
+        raise
+    if publish:
+        splits.publish_cache()
+    return splits

@@ -69,13 +69,15 @@ def _validation_ids(config, vocab, train_dir):
             f"{train_dir} was trained without a validation split (--val_fraction=0); "
             f"pass --data_path=FILE to score a text"
         )
-    splits = data.load_splits(config.data, config.layout)
+    splits = data.load_splits(config.data, config.layout, publish=False)
     recorded = config.data.corpus_sha256
     if splits.vocab != vocab or (recorded and recorded != splits.corpus_sha256):
+        splits.discard_cache()
         raise UserError(
             f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
             f"now {splits.corpus_sha256}); pass --data_path=FILE to score a text"
         )
+    splits.publish_cache()
     return splits.val_ids
 
 
