@@ -131,14 +131,15 @@ def test_id_cache_is_keyed_by_content(text_file, corpus_cache):
     config = DataConfig(data_path=path, cache_dir=corpus_cache)
     corpus = data.load_corpus(config)
     encoded = os.path.join(corpus_cache, "encoded")
-    assert sorted(os.listdir(encoded)) == [corpus.sha256 + ".ids.npy", corpus.sha256 + ".vocab.json"]
+    entry = [corpus.sha256 + suffix for suffix in (".ids.npy", ".vocab.json")]
+    assert sorted(os.listdir(encoded)) == sorted(entry + [name + ".record.json" for name in entry])
     cached = data.load_corpus(config)  # served from the cache
     assert cached.vocab.decode(cached.ids) == "abcabc"
     with open(path, "w", encoding="utf-8") as f:  # the same path, new content: never the stale ids
         f.write("xyzzy")
     corpus = data.load_corpus(config)
     assert corpus.vocab.decode(corpus.ids) == "xyzzy"
-    assert len(os.listdir(encoded)) == 4
+    assert len(os.listdir(encoded)) == 8
 
 
 def test_shakespeare_split_matches_nanogpt(shakespeare_cache):
