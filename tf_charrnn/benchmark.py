@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace format
 
+from tf_charrnn import cache
 from tf_charrnn import data as data_lib
 from tf_charrnn import runtime as runtime_lib
 from tf_charrnn import train as train_lib
@@ -154,7 +155,9 @@ def measure_memory(config, corpus_mb, steps=2):
     Run it in a fresh process: the peak covers everything the process did before.
 
     Returns:
-      dict with corpus_mb, ids_mb (the cached ids, memory-mapped by the trainer), peak_rss_encode_mb
+      dict with corpus_mb, ids_mb (the cached ids, memory-mapped by the trainer), cached_load_seconds
+      (loading it again, as a later start does: the corpus hashed and its cache entry checked),
+      cache_check_seconds (the check alone: the entry's files against their records), peak_rss_encode_mb
       (the process's peak once the corpus is encoded) and peak_rss_mb (once training has run).
     """
     alphabet = "".join(chr(c) for c in range(33, 33 + config.model.vocab_size))
@@ -172,12 +175,22 @@ def measure_memory(config, corpus_mb, steps=2):
             eval_every=steps,
             sample_length=0,
         )
-        ids_mb = data_lib.load_corpus(config.data).ids.nbytes / 2**20
+        corpus = data_lib.load_corpus(config.data)
+        ids_mb = corpus.ids.nbytes / 2**20
         peak_rss_encode_mb = peak_rss_mb()
+        started = time.perf_counter()
+        data_lib.load_corpus(config.data)  # a later start: the corpus hashed, its cache entry checked
+        cached_load_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for suffix in (".ids.npy", ".vocab.json"):
+            assert cache.problem(os.path.join(folder, "encoded", corpus.sha256 + suffix)) is None
+        cache_check_seconds = time.perf_counter() - started
         train_lib.train(config)
     return {
         "corpus_mb": corpus_mb,
         "ids_mb": ids_mb,
+        "cached_load_seconds": round(cached_load_seconds, 3),
+        "cache_check_seconds": round(cache_check_seconds, 3),
         "peak_rss_encode_mb": peak_rss_encode_mb,
         "peak_rss_mb": peak_rss_mb(),
     }
