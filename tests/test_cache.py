@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 
@@ -37,7 +36,9 @@ def test_a_published_file_matches_its_record_and_each_damage_is_named(tmp_path, 
     content = os.urandom(4500)
     path = _publish(str(tmp_path), "entry.bin", content)
     assert cache.problem(path) is None and not os.path.exists(path + ".tmp")
-    blocks = b"".join(hashlib.sha256(content[start : start + 1000]).digest() for start in range(0, 4500, 1000))
+    blocks = b"".join(
+        hashlib.sha256(content[start : start + 1000]).digest() for start in range(0, 4500, 1000)
+    )
     with open(cache.record_path(path)) as f:
         assert json.load(f) == {"size": 4500, "sha256_blocks": hashlib.sha256(blocks).hexdigest()}
 
@@ -46,7 +47,9 @@ def test_a_published_file_matches_its_record_and_each_damage_is_named(tmp_path, 
     assert cache.problem(path) == "is 3,000 bytes but was written with 4,500 (truncated or overwritten)"
     with open(path, "wb") as f:  # one bit flipped, same size
         f.write(content[:2222] + bytes([content[2222] ^ 1]) + content[2223:])
-    assert cache.problem(path) == "has changed since it was written (its content hash differs from its record)"
+    assert (
+        cache.problem(path) == "has changed since it was written (its content hash differs from its record)"
+    )
     with open(cache.record_path(path), "w") as f:
         f.write('{"size": 45')
     assert cache.problem(path) == "has an unreadable record entry.bin.record.json (JSONDecodeError)"
@@ -227,9 +230,12 @@ def test_two_processes_building_one_entry_at_once_both_get_whole_files(copying_c
     barriers.mkdir()
     env = {**os.environ, **extra, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
     command = [sys.executable, "-c", BUILD_TOGETHER, str(corpus), str(folder), str(barriers / "ready")]
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=300) for process in processes]
-    for process, (stdout, stderr) in zip(processes, outputs):
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0 and stdout.strip() == "ok", stderr[-3000:]
         assert "rebuilding" not in stderr
     assert len(log.read_text().splitlines()) == 1  # one built the kernels, the other waited for them

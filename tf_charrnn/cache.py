@@ -74,7 +74,8 @@ def problem(path):
             record = json.load(f)
         size, digest = int(record["size"]), str(record["sha256_blocks"])
     except FileNotFoundError:
-        return f"has no record of its size and hash ({os.path.basename(record_file)}; written by an older version, or cut short)"
+        name = os.path.basename(record_file)
+        return f"has no record of its size and hash ({name}; written by an older version, or cut short)"
     except (OSError, ValueError, TypeError, KeyError) as error:
         return f"has an unreadable record {os.path.basename(record_file)} ({type(error).__name__})"
     actual_size = os.path.getsize(path)

@@ -426,7 +426,8 @@ def load_splits(data_config, layout, publish=True):
         this call leaves no cache entry).
     """
     corpus = load_corpus(data_config, publish=False)
-    splits = Splits(corpus.vocab, *split_ids(corpus.ids, layout.val_fraction), corpus.sha256, corpus.size, corpus.pending)
+    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
+    splits = Splits(corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.pending)
     try:
         check_split_size(
             "training", len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset

@@ -104,17 +104,22 @@ def lost_worker_error(strategy, error, train_dir):
     resolver = strategy.cluster_resolver
     cluster = resolver.cluster_spec().as_dict()
     me = (resolver.task_type, int(resolver.task_id))
-    others = [(job, index) for job, addresses in cluster.items() for index in range(len(addresses)) if (job, index) != me]
+    tasks = [(job, index) for job, addresses in cluster.items() for index in range(len(addresses))]
+    others = [task for task in tasks if task != me]
+    # The coordination service lists the tasks whose heartbeats stopped after "unhealthy" (the task
+    # named before it only reported them).
+    message = str(error)
+    message = message[message.find("unhealthy") :] if "unhealthy" in message else message
     named = []
-    for job, index in ((job, int(index)) for job, index in _TASK.findall(str(error))):
+    for job, index in ((job, int(index)) for job, index in _TASK.findall(message)):
         if (job, index) in others and (job, index) not in named:
             named.append((job, index))
     lost = named or (others if len(others) == 1 else [])
-    who = (
-        " and ".join(f"{job} {index} ({cluster[job][index]})" for job, index in lost)
-        if lost
-        else f"another worker (one of {', '.join(f'{job} {index} ({cluster[job][index]})' for job, index in others)})"
-    )
+
+    def describe(tasks):
+        return ", ".join(f"{job} {index} ({cluster[job][index]})" for job, index in tasks)
+
+    who = describe(lost) if lost else f"another worker (one of {describe(others)})"
     return UserError(
         f"{who} stopped answering, so {me[0]} {me[1]} (this one) stopped too; the run will resume from "
         f"{_newest_checkpoint(train_dir)}: re-run every worker's command (all {len(others) + 1} of them) "
