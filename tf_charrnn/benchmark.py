@@ -189,8 +189,8 @@ def measure_memory(config, corpus_mb, steps=2):
     return {
         "corpus_mb": corpus_mb,
         "ids_mb": ids_mb,
-        "cached_load_seconds": round(cached_load_seconds, 3),
-        "cache_check_seconds": round(cache_check_seconds, 3),
+        "cached_load_seconds": cached_load_seconds,
+        "cache_check_seconds": cache_check_seconds,
         "peak_rss_encode_mb": peak_rss_encode_mb,
         "peak_rss_mb": peak_rss_mb(),
     }
