@@ -18,7 +18,7 @@ def main(argv):
     config = flags.config_from_flags(RunConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     from tf_charrnn import run_directory
-    from tf_charrnn import train as train_lib
+    from tf_charrnn import training as train_lib
 
     if run_directory.has_run(config.length.train_dir):
         # The run's own configuration, and the flags given now (train refuses those that must match).
