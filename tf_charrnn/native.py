@@ -159,16 +159,28 @@ def build_and_load(cache=""):
 
 
 @functools.cache
+def _load_once():
+    """(the kernel module, None), (None, None) where TF_CHARRNN_NATIVE=0, or (None, why the build or load
+    failed) (logged once)."""
+    if os.environ.get("TF_CHARRNN_NATIVE", "1") == "0":
+        return None, None
+    try:
+        return build_and_load(), None
+    except (NativeBuildError, OSError) as error:
+        logging.warning("fused LSTM kernels unavailable, using TensorFlow's ops: %s", error)
+        return None, str(error)
+
+
 def load():
     """The kernel module (ops char_rnn_lstm_sequence, ...), or None where TF_CHARRNN_NATIVE=0 or it
     cannot be built here (logged once)."""
-    if os.environ.get("TF_CHARRNN_NATIVE", "1") == "0":
-        return None
-    try:
-        return build_and_load()
-    except (NativeBuildError, OSError) as error:
-        logging.warning("fused LSTM kernels unavailable, using TensorFlow's ops: %s", error)
-        return None
+    return _load_once()[0]
+
+
+def build_error():
+    """Why the kernels could not be built or loaded here (the compiler's or loader's message), or None:
+    they loaded, or TF_CHARRNN_NATIVE=0 turned them off. Builds them first where needed, as `load`."""
+    return _load_once()[1]
 
 
 @functools.cache
