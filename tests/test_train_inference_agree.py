@@ -211,6 +211,8 @@ def test_a_run_that_predicts_only_from_its_carried_state_says_so(shakespeare_cac
     assert "lower --learning_rate (now 0.01; e.g. 0.002)" in warning
     assert f"Validation loss {validation:.2f}" in warning
     # The smoke config's rate: validation where training is, and nothing to warn about.
-    training, validation, warnings = _reproduction(shakespeare_cache, tmp_path, _smoke_learning_rate(), caplog)
+    training, validation, warnings = _reproduction(
+        shakespeare_cache, tmp_path, _smoke_learning_rate(), caplog
+    )
     assert abs(validation - training) < 0.3, (training, validation)
     assert not [message for message in warnings if "zero state" in message]

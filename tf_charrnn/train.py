@@ -269,8 +269,7 @@ class Trainer:
     def _evaluate_and_log(self):
         """Evaluates, writes the val summaries and keeps the best-val checkpoint."""
         step = int(self.step)
-        val_losses = self._validation_losses()
-        val_loss = sum(val_losses) / self.batches.val_batches
+        val_loss = self.evaluate()
         self.last_val_loss = val_loss
         best_loss = min(val_loss, float(self.best_val_loss))
         self.summaries.val(
@@ -284,7 +283,7 @@ class Trainer:
             losses.perplexity(val_loss),
         )
         if self._losses_since_eval:
-            self._check_state_regime(val_losses, float(np.mean(self._losses_since_eval)))
+            self._check_state_regime(val_loss, float(np.mean(self._losses_since_eval)))
             self._losses_since_eval = []
         if val_loss < float(self.best_val_loss):
             self.best_val_loss.assign(val_loss)
@@ -293,7 +292,7 @@ class Trainer:
         else:
             self.evals_since_best.assign_add(1)
 
-    def _check_state_regime(self, val_losses, train_loss):
+    def _check_state_regime(self, val_loss, train_loss):
         """Warns (once) when the model only predicts well from the recurrent state training carried.
 
         Training streams carry their state from batch to batch; validation, evaluate.py and sampling
@@ -301,28 +300,27 @@ class Trainer:
         predictions rely on a state that only training's unbroken streams reach (an LSTM cell state
         growing by about one per character, |c| in the thousands): training then logs a loss that no
         other use of the model sees. Told apart from overfitting by scoring the first validation batches
-        again from training's carried state: in that regime most of the gap goes.
+        from a zero state and from training's carried state: in that regime most of the gap goes.
 
         Args:
-          val_losses: the validation pass's per-batch losses (from a zero state).
+          val_loss: the validation loss (from a zero state).
           train_loss: the mean training loss of the steps since the previous validation.
         """
-        val_loss = sum(val_losses) / len(val_losses)
         if self._warned_state_regime or val_loss - train_loss < STATE_REGIME_GAP_NATS:
             return
-        batches = min(len(val_losses), STATE_REGIME_CHECK_BATCHES)
-        from_zero = sum(val_losses[:batches]) / batches
+        batches = min(self.batches.val_batches, STATE_REGIME_CHECK_BATCHES)
+        from_zero = sum(self._validation_losses(batches=batches)) / batches
         from_carried = sum(self._validation_losses(from_carried_state=True, batches=batches)) / batches
         if from_zero - from_carried < STATE_REGIME_GAP_NATS:
             return
         self._warned_state_regime = True
         largest_state = max(float(tf.reduce_max(tf.abs(state))) for state in self.global_state.variables)
         logging.warning(
-            "Validation loss %.2f is %.2f nats above the training loss %.2f, and starting validation from "
-            "the state training carried instead of a zero state brings it to %.2f: the model predicts "
-            "well only from a recurrent state that training's unbroken streams reach (largest |state| "
-            "%s), not from the zero state evaluation and sampling start from; lower --learning_rate "
-            "(now %g; e.g. 0.002) or warm it up (--lr_schedule=cosine --warmup_steps=100) in a new --train_dir",
+            "Validation loss %.2f is %.2f nats above the training loss %.2f, and %.2f when validation starts "
+            "from the state training carried (largest |state| %s) instead of a zero state: the model "
+            "predicts well only from a state that training's unbroken streams reach, not from the zero "
+            "state evaluation and sampling start from; lower --learning_rate (now %g; e.g. 0.002) or warm "
+            "it up (--lr_schedule=cosine --warmup_steps=100) in a new --train_dir",
             val_loss,
             val_loss - train_loss,
             train_loss,
