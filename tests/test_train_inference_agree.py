@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from helpers import SMOKE_CONFIG, make_config
 from tf_charrnn import data as data_lib
-from tf_charrnn import losses, native, run_directory, train
+from tf_charrnn import losses, native, run_directory, training
 from tf_charrnn import runtime as runtime_lib
 from tf_charrnn.config import RunConfig
 from tf_charrnn.model import CharRNN
@@ -71,7 +71,7 @@ def _trainer(tmp_path, cell, implementation):
     ids = np.random.default_rng(0).integers(0, len(VOCAB), 2 * BATCH * TIME + 1).astype(np.int32)
     splits = data_lib.Splits(VOCAB, ids, ids, "", 0)
     run_directory.save_run(config, VOCAB)
-    trainer = train.Trainer(config, splits, runtime)
+    trainer = training.Trainer(config, splits, runtime)
     on_kernels = [
         cell == "lstm" and layer._kernels(None) is not None for layer in trainer.model.recurrent_layers
     ]
@@ -196,7 +196,7 @@ def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog):
         seed=1,
     )
     with caplog.at_level(logging.WARNING):
-        result = train.train(config)
+        result = training.train(config)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     caplog.clear()
     return float(np.mean(result.losses[-10:])), result.best_val_loss, warnings
