@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import SMOKE_CONFIG, make_config
+from helpers import SMOKE_CONFIG, make_config, train_tiny_run
 from tf_charrnn import data as data_lib
 from tf_charrnn import losses, native, run_directory, training
 from tf_charrnn import runtime as runtime_lib
@@ -205,14 +205,32 @@ def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog):
 def test_a_run_that_predicts_only_from_its_carried_state_says_so(shakespeare_cache, tmp_path, caplog):
     # lr 0.01 without warmup: the LSTM cell state grows by about one per character and the model predicts
     # from it; validation, which starts from a zero state, is far worse than training.
-    training, validation, warnings = _reproduction(shakespeare_cache, tmp_path, 0.01, caplog)
-    assert validation - training > 1.0, (training, validation)
+    train_loss, val_loss, warnings = _reproduction(shakespeare_cache, tmp_path, 0.01, caplog)
+    assert val_loss - train_loss > 1.0, (train_loss, val_loss)
     [warning] = [message for message in warnings if "zero state" in message]
     assert "lower --learning_rate (now 0.01; e.g. 0.002)" in warning
-    assert f"Validation loss {validation:.2f}" in warning
+    assert f"Validation loss {val_loss:.2f}" in warning
     # The smoke config's rate: validation where training is, and nothing to warn about.
-    training, validation, warnings = _reproduction(
+    train_loss, val_loss, warnings = _reproduction(
         shakespeare_cache, tmp_path, _smoke_learning_rate(), caplog
     )
-    assert abs(validation - training) < 0.3, (training, validation)
+    assert abs(val_loss - train_loss) < 0.3, (train_loss, val_loss)
     assert not [message for message in warnings if "zero state" in message]
+
+
+def test_a_gap_the_incoming_state_does_not_explain_is_not_blamed_on_it(tmp_path, monkeypatch, caplog):
+    # Validation far above training, as overfitting gives, on a model that predicts alike from a zero
+    # state and from training's: the check scores both and stays silent.
+    monkeypatch.setattr(training.Trainer, "evaluate", lambda self: 10.0)
+    scored = []
+    validation_losses = training.Trainer._validation_losses
+
+    def spy(self, from_carried_state=False, batches=None):
+        scored.append(from_carried_state)
+        return validation_losses(self, from_carried_state, batches)
+
+    monkeypatch.setattr(training.Trainer, "_validation_losses", spy)
+    with caplog.at_level(logging.WARNING):
+        train_tiny_run(tmp_path, rnn_units=64, embedding_dim=8)
+    assert scored == [False, True]  # the check ran once, from a zero state and from training's
+    assert "zero state" not in caplog.text
