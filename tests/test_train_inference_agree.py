@@ -202,6 +202,7 @@ def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog):
     return float(np.mean(result.losses[-10:])), result.best_val_loss, warnings
 
 
+@pytest.mark.slow
 def test_a_run_that_predicts_only_from_its_carried_state_says_so(shakespeare_cache, tmp_path, caplog):
     # lr 0.01 without warmup: the LSTM cell state grows by about one per character and the model predicts
     # from it; validation, which starts from a zero state, is far worse than training.
