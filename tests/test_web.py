@@ -158,6 +158,7 @@ def test_web_package_json_pins_the_runtime_the_page_is_written_for():
     assert "apt-get install -y chromium" in ci and "npm ci --prefix web" in ci
 
 
+@pytest.mark.slow
 def test_float32_page_greedy_text_equals_sample_py(float32_page, run_dir, tmp_path):
     result = float32_page.generate(prime=PRIME, length=200, sampling="greedy")
     assert (result.state, result.generated, result.error) == ("done", 200, "")
@@ -246,6 +247,7 @@ def test_page_works_by_keyboard_on_a_phone_width_screen(pages, playwright):
         _assert_offline_and_clean(page)
 
 
+@pytest.mark.slow
 def test_webpage_script_prints_the_text_and_speed_and_writes_a_screenshot(pages, tmp_path):
     screenshot = tmp_path / "page.png"
     args = [f"--export_dir={pages['int8']}", f"--prime={PRIME}", "--length=80", "--sampling=greedy"]

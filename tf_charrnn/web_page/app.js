@@ -138,27 +138,35 @@ async function generate(settings) {
   const text = document.createTextNode(settings.prime);
   $("output").replaceChildren(text);
   const chooseFrom = (logits) =>
-    settings.greedy ? nextCharProbabilities(logits) : nextCharProbabilities(logits, settings.temperature, settings.topK);
+    settings.greedy
+      ? nextCharProbabilities(logits)
+      : nextCharProbabilities(logits, settings.temperature, settings.topK);
   const random = seededRandom(settings.seed);
   const start = performance.now();
   let states = model.zeroStates();
   let logits;
-  for (const id of ids) ({logits, states} = await model.step(id, states));
   let generated = 0;
-  let lastRender = start;
-  while (generated < settings.length && !stopRequested) {
-    const id = settings.greedy ? argmax(logits) : drawIndex(chooseFrom(logits), random());
-    text.appendData(model.chars[id]);
-    generated++;
-    ({logits, states} = await model.step(id, states));
-    if (performance.now() - lastRender >= RENDER_EVERY_MS) {
-      showChart(chooseFrom(logits), model.chars);
-      showSpeed(generated, (performance.now() - start) / 1000);
-      await nextFrame(); // paints, and lets a click on Stop in
-      lastRender = performance.now();
+  try {
+    for (const id of ids) ({logits, states} = await model.step(id, states));
+    let lastRender = start;
+    while (generated < settings.length && !stopRequested) {
+      const id = settings.greedy ? argmax(logits) : drawIndex(chooseFrom(logits), random());
+      text.appendData(model.chars[id]);
+      generated++;
+      ({logits, states} = await model.step(id, states));
+      if (performance.now() - lastRender >= RENDER_EVERY_MS) {
+        showChart(chooseFrom(logits), model.chars);
+        showSpeed(generated, (performance.now() - start) / 1000);
+        await nextFrame(); // paints, and lets a click on Stop in
+        lastRender = performance.now();
+      }
     }
+    states.delete();
+  } catch (error) {
+    showError(`Generation failed after ${generated} characters: ${error.message}`);
+    setState("ready", "");
+    return;
   }
-  states.delete();
   showSpeed(generated, (performance.now() - start) / 1000);
   showChart(chooseFrom(logits), model.chars);
   const stopped = generated < settings.length;
