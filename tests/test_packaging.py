@@ -125,7 +125,7 @@ from absl import logging
 
 logging.set_verbosity(logging.INFO)
 
-from tf_charrnn import native, runtime, train
+from tf_charrnn import native, runtime, training
 from tf_charrnn.config import RunConfig
 
 kernels = native.load()
@@ -147,7 +147,7 @@ for op in native.OPS:  # the layers call the module's attributes while they are 
 
 config = RunConfig.from_flat(json.loads(sys.argv[2]))
 fused_kernels = runtime.resolve(config).fused_kernels
-result = train.train(config)
+result = training.train(config)
 print("RESULT " + json.dumps({
     "kernels_dir": native.KERNELS_DIR,
     "library": native.library_path(),

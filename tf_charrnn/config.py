@@ -7,7 +7,10 @@ the corpus is found, the run's length, its cadences, the runtime).
 """
 
 import dataclasses
+import difflib
 import math
+import numbers
+import os
 from typing import ClassVar
 
 from tf_charrnn.errors import UserError
@@ -437,3 +440,55 @@ class EvaluateConfig:
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")
+
+
+def _all_fields(config_class):
+    sections = getattr(config_class, "sections", None)
+    classes = sections().values() if sections else [config_class]
+    return [field for cls in classes for field in dataclasses.fields(cls)]
+
+
+def flag_fields(config_class):
+    """The fields of a config class (or of every section of a RunConfig) that are flags (and Python
+    arguments): all but the derived ones."""
+    return [field for field in _all_fields(config_class) if not field.metadata.get("derived")]
+
+
+_TYPE_NAMES = {bool: "True or False", int: "an int", float: "a number", str: "a string"}
+
+
+def python_settings(config_class, values):
+    """Checks Python keyword arguments meant for the flags of `config_class` (a RunConfig: of all its
+    sections), as the flag parser checks command lines: known names, values of the flag's type.
+
+    Args:
+      config_class: a config dataclass, or RunConfig.
+      values: {name: value}.
+
+    Returns:
+      {name: value}, numbers made the setting's type (an int given for a float setting is fine), paths
+      (os.PathLike) strings.
+    Raises:
+      UserError: a name that is no setting (naming the closest one), or a value of another type; the
+        message names the argument as it is typed in Python (`batch_size=`).
+    """
+    fields = {field.name: field for field in flag_fields(config_class)}
+    derived = {field.name for field in _all_fields(config_class)} - set(fields)
+    checked = {}
+    for name, value in values.items():
+        _require(name not in derived, f"{name}= is no setting: it is derived from the corpus")
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"did you mean {close[0]}=?" if close else f"the settings are {', '.join(sorted(fields))}"
+            raise UserError(f"unknown setting {name}=; {hint}")
+        kind = fields[name].type
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if kind is str and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif kind is int and number and isinstance(value, numbers.Integral):
+            value = int(value)
+        elif kind is float and number:
+            value = float(value)
+        _require(type(value) is kind, f"{name}= must be {_TYPE_NAMES[kind]}, got {value!r}")
+        checked[name] = value
+    return checked

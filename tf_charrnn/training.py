@@ -32,9 +32,12 @@ class TrainResult:
     last_checkpoint: str
     stopped_by_signal: int = None  # the signal number that stopped training early, if any
     stopped_early: bool = False  # --patience validations passed without a new best
+    train_dir: str = ""  # the run directory
+    val_losses: list = dataclasses.field(default_factory=list)  # (step, val nats/char) of this call
+    last_val_loss: float = None  # the last validation nats/char of this call (None when it ran none)
 
 
-def train(config):
+def train(config, progress=None):
     """Trains (or resumes) the run described by `config` until its last step.
 
     Re-running with the same train_dir resumes from the latest checkpoint. SIGINT (Ctrl-C) and
@@ -42,6 +45,8 @@ def train(config):
 
     Args:
       config: RunConfig; model.vocab_size is derived from the corpus.
+      progress: None, or called after every step as progress(step, total_steps, values) with values
+        {"loss": the step's training loss} and, after a validation, "val_loss" (a progress bar).
 
     Returns:
       TrainResult.
@@ -77,7 +82,7 @@ def train(config):
             if previous is not None:
                 trainer.log_schedule_change(previous)
             with _StopOnSignal() as stop:
-                return trainer.run(stop)
+                return trainer.run(stop, progress)
         finally:
             trainer.checkpoints.close()
 
@@ -136,14 +141,15 @@ class Trainer:
         self.summaries = Summaries(config.length.train_dir, runtime.is_chief)
         self.last_val_loss = None
 
-    def run(self, stop):
-        """Trains from the current position to the last step, or until `stop.signal` is set."""
+    def run(self, stop, progress=None):
+        """Trains from the current position to the last step, or until `stop.signal` is set; calls
+        `progress` after every step (see `train`)."""
         cadence = self.config.cadence
         start_step = int(self.step)
         if start_step == 0:
             self.summaries.hparams(self.config)
         window = _MetricsWindow()
-        step_losses = []
+        step_losses, val_losses = [], []
         logging.info(
             "Training %d steps (%d per epoch) from step %d in %s with %d replica(s) (--strategy=%s)",
             self.total_steps,
@@ -172,7 +178,13 @@ class Trainer:
                 self._log_progress(window.flush(), epoch, start_step)
             if self.batches.val_batches and (step % cadence.eval_every == 0 or last):
                 self._evaluate_and_log()
+                val_losses.append((step, self.last_val_loss))
                 stopped_early = self._out_of_patience()
+            if progress is not None:
+                values = {"loss": metrics["loss"]}
+                if val_losses and val_losses[-1][0] == step:
+                    values["val_loss"] = self.last_val_loss
+                progress(step, self.total_steps, values)
             if step % cadence.ckpt_every == 0:
                 self.save()
             if last or metrics["stopping"] or stopped_early:
@@ -192,6 +204,9 @@ class Trainer:
             last_checkpoint=last_checkpoint,
             stopped_by_signal=stop.signal,
             stopped_early=stopped_early,
+            train_dir=self.config.length.train_dir,
+            val_losses=val_losses,
+            last_val_loss=self.last_val_loss,
         )
 
     def _train_one(self, inputs, targets, epoch, stop):
