@@ -384,7 +384,7 @@ class ExportConfig:
         _require(
             self.quantize == "none" or self.format in ("litert", "web"),
             f"--quantize={self.quantize} applies to LiteRT exports only; add --format=litert "
-            f"(or --format=web) (a SavedModel keeps float32 weights)",
+            f"or --format=web (a SavedModel keeps float32 weights)",
         )
         _require(
             not self.web_runtime_dir or self.format == "web",
