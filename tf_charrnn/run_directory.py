@@ -106,6 +106,22 @@ def load_run(train_dir):
     return config, vocab
 
 
+def config_to_train(config, given):
+    """The config a training session runs with: `config` for a new run; for the run already in its
+    train_dir, that run's own config with the `given` settings on top (which `prepare` then checks).
+
+    Args:
+      config: RunConfig built from the defaults and the `given` settings.
+      given: {name: value} of the settings given now (on the command line, in a flagfile, as Python
+        arguments).
+    """
+    train_dir = config.length.train_dir
+    if not has_run(train_dir):
+        return config
+    stored, _ = load_run(train_dir)
+    return stored.replace(**{**given, "train_dir": train_dir})
+
+
 def save_run(config, vocab):
     """Writes config.json and vocab.json atomically into config.length.train_dir."""
     train_dir = config.length.train_dir

@@ -18,12 +18,10 @@ def main(argv):
     config = flags.config_from_flags(RunConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     from tf_charrnn import run_directory
-    from tf_charrnn import train as train_lib
+    from tf_charrnn import training as train_lib
 
-    if run_directory.has_run(config.length.train_dir):
-        # The run's own configuration, and the flags given now (train refuses those that must match).
-        stored, _ = run_directory.load_run(config.length.train_dir)
-        config = stored.replace(**{**flags.given_values(RunConfig), "train_dir": config.length.train_dir})
+    # A run already there: its own config, and the flags given now (train refuses those that must match).
+    config = run_directory.config_to_train(config, flags.given_values(RunConfig))
     result = train_lib.train(config)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",
