@@ -130,7 +130,10 @@ def _peer(mode, sizes, batch_size, precision):
         if mode == "train"
         else [f"--length={FLAGS.length}"]
     )
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"the peer failed ({FLAGS.peer_python} {FLAGS.peer_script}): {last}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -167,7 +170,10 @@ def _measure(
 
 def _refuse_a_comparison_without_kernels():
     """A comparison with the peer where the kernels would run here but failed to build measures Keras
-    ops, not the project: refused (UserError) unless --compare_without_kernels."""
+    ops, not the project: refused (UserError) unless --compare_without_kernels; so is a missing peer
+    script."""
+    if FLAGS.peer_python and not os.path.isfile(FLAGS.peer_script):
+        raise UserError(f"no peer script {FLAGS.peer_script}: pass --peer_script=PATH/torch_charlstm.py")
     if not FLAGS.peer_python or FLAGS.compare_without_kernels or FLAGS.jit_compile or runtime.on_gpu():
         return
     error = native.build_error()

@@ -351,13 +351,20 @@ def test_benchmark_sweep_alternates_sizes_and_precisions_with_the_peer_and_write
         ),
         (["--sweep_units=64,many", "--peer_python=python"], "error: --sweep_units must be whole numbers"),
         (
+            ["--peer_python=python", "--peer_script=/nonexistent/peer.py"],
+            "error: no peer script /nonexistent/peer.py",
+        ),
+        (
             ["--sweep_units=64", "--peer_python=python", "--sweep_output=/nonexistent/sweep"],
             "error: --sweep_output: no folder /nonexistent",
         ),
     ],
 )
 def test_benchmark_sweep_refuses_bad_arguments_before_measuring(arguments, message, corpus_cache):
-    result = run_script("benchmark.py", ["--task=sweep", *arguments], corpus_cache)
+    # A peer script that exists (a case's own --peer_script comes later and wins).
+    result = run_script(
+        "benchmark.py", ["--task=sweep", f"--peer_script={__file__}", *arguments], corpus_cache
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines()[-1].startswith(message)
 
