@@ -22,7 +22,13 @@ from tf_charrnn import cache as cache_lib
 from tf_charrnn import native
 
 KERNELS = os.path.join(REPO_ROOT, "tf_charrnn", "kernels")
-SCRIPTS = ["tf-charrnn-train", "tf-charrnn-sample", "tf-charrnn-export", "tf-charrnn-evaluate"]
+SCRIPTS = [
+    "tf-charrnn-train",
+    "tf-charrnn-sample",
+    "tf-charrnn-export",
+    "tf-charrnn-evaluate",
+    "tf-charrnn-webpage",
+]
 
 
 def _source_copy(target):
@@ -88,6 +94,8 @@ def test_wheel_carries_the_kernel_sources_and_the_cli(wheel):
         entry_points = archive.read(entry_points).decode()
     assert set(kernels) <= names
     assert set(cli) <= names
+    page = os.path.join(REPO_ROOT, "tf_charrnn", "web_page")
+    assert {f"tf_charrnn/web_page/{name}" for name in os.listdir(page)} <= names  # --format=web's page
     for script in SCRIPTS:
         assert f"{script} = tf_charrnn.cli.{script.rsplit('-', 1)[1]}:run" in entry_points
 

@@ -30,7 +30,7 @@ def run_10_steps(tmp_path_factory):
     "flag, difference",
     [
         ("--rnn_units=32", "rnn_units 64 -> 32"),
-        ("--learning_rate=0.5", "learning_rate 0.01 -> 0.5"),
+        ("--learning_rate=0.5", "learning_rate 0.002 -> 0.5"),
         ("--seed=7", "seed 42 -> 7"),
         ("--seq_length=8", "seq_length 16 -> 8"),
     ],

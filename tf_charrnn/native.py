@@ -10,8 +10,8 @@ into $TF_CHARRNN_CACHE/native/ under a name keyed by the sources, TensorFlow's v
 a changed source or another machine gets its own build; the first build (about 15 s) logs one info
 line. A library is used only if it has every op the package calls (`OPS`). Where the kernels cannot be
 built or loaded (no C++ compiler, no sources, an incompatible TensorFlow, a library missing an op)
-`load()` logs why once and returns None, and callers keep TensorFlow's own ops; TF_CHARRNN_NATIVE=0
-turns them off. The compiler is $CXX, else g++.
+`load()` logs why once and returns None (`build_error()` gives the message), and callers keep
+TensorFlow's own ops; TF_CHARRNN_NATIVE=0 turns them off. The compiler is $CXX, else g++.
 
 The bfloat16 ops (`BF16_OPS`, kernels/lstm_sequence_bf16.cc: recurrent products on AVX512-BF16's
 vdpbf16ps) are compiled only where -march=native targets AVX512-BF16, so the library has them exactly
@@ -169,17 +169,32 @@ def _made(folder):
     return folder
 
 
+# Why `load` found no kernels: the build's or loader's message (None: they loaded, or were turned off).
+_build_error = None
+
+
 @functools.cache
 def load():
     """The kernel module (ops char_rnn_lstm_sequence, ...), or None where TF_CHARRNN_NATIVE=0 or it
     cannot be built here (logged once)."""
+    global _build_error
     if os.environ.get("TF_CHARRNN_NATIVE", "1") == "0":
         return None
     try:
-        return build_and_load()
+        module = build_and_load()
     except (NativeBuildError, OSError) as error:
         logging.warning("fused LSTM kernels unavailable, using TensorFlow's ops: %s", error)
+        _build_error = str(error)
         return None
+    _build_error = None
+    return module
+
+
+def build_error():
+    """Why the kernels could not be built or loaded here (the compiler's or loader's message), or None:
+    they loaded, or TF_CHARRNN_NATIVE=0 turned them off. Builds them first where needed, as `load`."""
+    load()
+    return _build_error
 
 
 @functools.cache
