@@ -207,7 +207,7 @@ def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
     assert line["task"] == "memory" and line["corpus_mb"] == 2.0
     assert line["ids_mb"] == 2.0  # one byte per character: 65 distinct characters fit uint8
     assert line["peak_rss_mb"] >= line["peak_rss_encode_mb"] > line["ids_mb"]
-    assert line["cached_load_seconds"] >= line["cache_check_seconds"] > 0
+    assert line["cached_load_seconds"] > 0 and line["cache_check_seconds"] > 0
 
 
 # A peer that logs its arguments and reports 10, 20, 30, ... chars/s on its 1st, 2nd, 3rd, ... call.

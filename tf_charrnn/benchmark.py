@@ -14,9 +14,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace format
 
-from tf_charrnn import cache
+from tf_charrnn import cache, files
 from tf_charrnn import data as data_lib
-from tf_charrnn import files
 from tf_charrnn import runtime as runtime_lib
 from tf_charrnn import training as train_lib
 from tf_charrnn.errors import UserError
