@@ -133,7 +133,8 @@ def test_two_workers_train_together_and_the_chief_checkpoint_resumes_alone(text_
 def test_a_lost_worker_is_named_in_one_line_and_both_commands_resume(text_file, env, tmp_path):
     corpus = text_file((QUOTE + " ") * 12)
     train_dir = tmp_path / "run"
-    # Worker 1 is killed (SIGKILL) in the middle of saving its checkpoint 6; the chief saved its own.
+    # Worker 1 is killed (SIGKILL) in the middle of saving its checkpoint 6 (the best one, when step 6
+    # brings a new best validation loss: then the chief stops before its own ckpt-6, and resumes from 3).
     fault = {"TF_CHARRNN_KILL_IN_SAVE": "6", "PYTHONPATH": os.pathsep.join([FAULT_HOOKS, *PYTHONPATH])}
     workers = _start_workers(train_dir, corpus, env, "--max_steps=12", envs=[{}, fault])
     try:
@@ -150,11 +151,15 @@ def test_a_lost_worker_is_named_in_one_line_and_both_commands_resume(text_file, 
     assert survivor_seconds < 60
     assert "Traceback" not in chief_log
     address = json.loads(workers[1][2]["TF_CONFIG"])["cluster"]["worker"][1]
+    with open(train_dir / "checkpoints" / "checkpoint") as state:
+        newest = re.search(r'model_checkpoint_path: "(ckpt-\d+)"', state.read()).group(1)
+    assert newest in ("ckpt-3", "ckpt-6")
     assert chief_log.strip().splitlines()[-1] == (
         f"error: worker 1 ({address}) stopped answering, so worker 0 (this one) stopped too; the run will "
-        f"resume from {train_dir}/checkpoints/ckpt-6: re-run every worker's command (all 2 of them) to resume"
+        f"resume from {train_dir}/checkpoints/{newest}: re-run every worker's command (all 2 of them) to "
+        f"resume"
     )
-    # Both commands again: the run resumes at step 6 and ends with an uninterrupted run's losses.
+    # Both commands again: the run resumes from that checkpoint and ends with an uninterrupted run's losses.
     workers = _start_workers(train_dir, corpus, env, "--max_steps=12")
     try:
         codes = [process.wait(timeout=TIMEOUT) for process, *_ in workers]
@@ -164,7 +169,7 @@ def test_a_lost_worker_is_named_in_one_line_and_both_commands_resume(text_file, 
             process.wait()
     outputs = [_drain(lines) for _, lines, _ in workers]
     assert codes == [0, 0], [output[-3000:] for output in outputs]
-    assert "Resumed " in outputs[0] and "at step 6" in outputs[0]
+    assert f"Resumed {train_dir}/checkpoints/{newest} at step {newest[len('ckpt-') :]}" in outputs[0]
     alone_dir = tmp_path / "alone"
     _run(_command(alone_dir, corpus, "--strategy=default", "--max_steps=12"), env)
     resumed = step_losses(train_dir)

@@ -391,6 +391,7 @@ class Checkpoints:
         self._step = step
         self._scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tf_charrnn_worker_")
         self._managers = {best: self._manager(best, keep if not best else 1) for best in (False, True)}
+        self._saved_here = {False: None, True: None}  # the step each kind was last saved at, by this process
 
     def _manager(self, best, max_to_keep):
         directory = checkpoint_dir(self.train_dir, best)
@@ -441,9 +442,13 @@ class Checkpoints:
         """
         manager = self._managers[best]
         number = int(self._step)
+        # Every worker decides alike, on what this process saved: a chief resuming beside a checkpoint
+        # of this step (a run stopped between its best and its latest save, or finished) still joins the
+        # collective in `before_save` that a worker with fresh scratch checkpoints runs.
+        if self._saved_here[best] != number and before_save:
+            before_save()
+        self._saved_here[best] = number
         if not (manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{number}")):
-            if before_save:
-                before_save()
             # A fresh options object per save: the manager appends its own callback to the list.
             options = tf.train.CheckpointOptions(experimental_write_callbacks=[_sync_checkpoint_files])
             try:
