@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import tensorflow as tf
 
-from tf_charrnn import files
+from tf_charrnn import corpus_files, files
 from tf_charrnn.errors import UserError
 from tf_charrnn.vocab import Vocab
 
@@ -114,14 +114,24 @@ def read_text_chunks(path, chunk_bytes=1 << 22):
             offset, lines = offset + len(data), lines + data.count(b"\n")
 
 
+def read_corpus_chunks(listing, chunk_bytes=1 << 22):
+    """Yields the joined text of a corpus's files (a corpus_files.CorpusListing) as strings of about
+    `chunk_bytes` bytes: each file's chunks (see `read_text_chunks`), the separator between two files."""
+    for index, file in enumerate(listing.files):
+        if index and listing.separator:
+            yield listing.separator
+        yield from read_text_chunks(file.path, chunk_bytes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """An encoded corpus: its vocabulary, its ids, and the identity of the file they came from."""
+    """An encoded corpus: its vocabulary, its ids, and the identity of the files they came from."""
 
     vocab: Vocab
     ids: np.ndarray  # [N] in vocab.id_dtype, memory-mapped from the cache (read-only)
-    sha256: str  # of the file's bytes
-    size: int  # the file's bytes
+    sha256: str  # of the file's bytes; of several files: of their manifest (see corpus_files)
+    size: int  # the file's bytes; of several files: of the joined text
+    files: tuple = ()  # 'SHA256  NAME' of each file (corpus_files.CorpusListing.manifest)
 
 
 # Small: encoding a chunk takes about 30 bytes of temporaries per character, and the allocator keeps
@@ -129,11 +139,11 @@ class Corpus:
 _ENCODE_CHUNK_BYTES = 1 << 18
 
 
-def _encode_into_cache(path, ids_path, vocab_path):
-    """Encodes a text file into the id cache in two streaming passes (the characters, then the ids),
-    so neither the whole text nor all its ids are ever in memory."""
+def _encode_into_cache(listing, ids_path, vocab_path):
+    """Encodes a corpus's files (a corpus_files.CorpusListing) into the id cache in two streaming passes
+    (the characters, then the ids), so neither the whole text nor all its ids are ever in memory."""
     chars, num_chars = set(), 0
-    for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
+    for piece in read_corpus_chunks(listing, _ENCODE_CHUNK_BYTES):
         chars.update(piece)
         num_chars += len(piece)
     vocab = Vocab(sorted(chars))
@@ -146,7 +156,7 @@ def _encode_into_cache(path, ids_path, vocab_path):
             with os.fdopen(fd, "wb") as f:
                 header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
                 np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
-                for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
+                for piece in read_corpus_chunks(listing, _ENCODE_CHUNK_BYTES):
                     f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
                 f.flush()
                 os.fsync(f.fileno())
@@ -161,23 +171,70 @@ def _encode_into_cache(path, ids_path, vocab_path):
 def load_corpus(data_config):
     """Loads the corpus named by `data_config`, encoding it into the id cache on first use.
 
-    The cache is keyed by the SHA-256 of the corpus bytes, so a changed corpus is never served stale;
-    its ids are memory-mapped, so memory does not grow with the corpus.
+    --data_path may name a file, a folder, a glob or a list (see corpus_files.list_corpus). The cache is
+    keyed by the corpus's SHA-256, so a changed corpus is never served stale; its ids are memory-mapped,
+    so memory does not grow with the corpus.
 
     Returns:
       Corpus.
     Raises:
-      UserError: the file is missing, a directory, empty or not UTF-8, or the cache's disk is full.
+      UserError: a path is missing, a named file empty or not UTF-8, there is no text, or the cache's
+        disk is full.
     """
     cache = files.cache_dir(data_config.cache_dir)
     path = data_config.data_path or download_shakespeare(cache)
-    _check_text_file(path)
-    digest, size = files.sha256_file(path)
-    stem = os.path.join(cache, "encoded", digest)
+    listing = corpus_files.list_corpus(path, data_config.document_separator)
+    stem = os.path.join(cache, "encoded", listing.sha256)
     ids_path, vocab_path = stem + ".ids.npy", stem + ".vocab.json"
     if not (os.path.isfile(ids_path) and os.path.isfile(vocab_path)):
-        _encode_into_cache(path, ids_path, vocab_path)
-    return Corpus(Vocab.load(vocab_path), np.load(ids_path, mmap_mode="r"), digest, size)
+        _encode_into_cache(listing, ids_path, vocab_path)
+    ids = np.load(ids_path, mmap_mode="r")
+    return Corpus(Vocab.load(vocab_path), ids, listing.sha256, listing.size, listing.manifest())
+
+
+def in_vocab(corpus, vocab, data_config):
+    """The corpus with its ids in `vocab`, a vocabulary that holds every character of the corpus in any
+    order (a fine-tuned run's: its source's characters first, then the new ones). The ids are mapped from
+    the corpus's own a chunk at a time into a cache file of their own, memory-mapped like those.
+
+    Returns:
+      Corpus.
+    Raises:
+      ValueError: the corpus has characters outside `vocab`.
+    """
+    if vocab == corpus.vocab:
+        return corpus
+    unknown = vocab.unknown_chars("".join(corpus.vocab.chars))
+    if unknown:
+        raise ValueError(f"characters not in the vocabulary: {unknown!r}")
+    table = vocab.encode("".join(corpus.vocab.chars), dtype=vocab.id_dtype)  # own id -> id in `vocab`
+    key = files.sha256_hex(vocab.to_json().encode("utf-8"))[:16]
+    ids_path = os.path.join(
+        files.cache_dir(data_config.cache_dir), "encoded", f"{corpus.sha256}.{key}.ids.npy"
+    )
+    if not os.path.isfile(ids_path):
+        _map_ids_into_cache(corpus.ids, table, ids_path)
+    return dataclasses.replace(corpus, vocab=vocab, ids=np.load(ids_path, mmap_mode="r"))
+
+
+def _map_ids_into_cache(ids, table, ids_path):
+    """Writes table[ids] as a .npy file, a chunk at a time, atomically."""
+    directory = os.path.dirname(ids_path)
+    with files.full_disk_is_user_error("the encoded corpus", directory, lambda: len(ids) * table.itemsize):
+        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(table.dtype), "fortran_order": False}
+                np.lib.format.write_array_header_1_0(f, {**header, "shape": (len(ids),)})
+                for start in range(0, len(ids), _ENCODE_CHUNK_BYTES):
+                    f.write(table[ids[start : start + _ENCODE_CHUNK_BYTES]].tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, ids_path)
+            files.fsync_directory(directory)
+        finally:
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
 
 
 def split_ids(ids, val_fraction):
@@ -348,17 +405,34 @@ def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False)
 @dataclasses.dataclass(frozen=True)
 class Splits:
     """A corpus ready for training: its vocabulary, the training and validation ids, and the identity of
-    the corpus file (recorded in the run directory)."""
+    the corpus's files (recorded in the run directory)."""
 
     vocab: Vocab
     train_ids: np.ndarray
     val_ids: np.ndarray
     corpus_sha256: str
     corpus_size: int
+    corpus_files: tuple = ()  # 'SHA256  NAME' of each file
+
+
+def split_corpus(corpus, layout):
+    """Splits a Corpus and checks each split holds at least one batch of the layout (a LayoutConfig).
+
+    Returns:
+      Splits.
+    Raises:
+      UserError: a split is shorter than one batch.
+    """
+    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
+    check_split_size("training", len(train_ids), layout.batch_size, layout.seq_length, layout.random_offset)
+    if layout.val_fraction > 0:
+        check_split_size("validation", len(val_ids), layout.batch_size, layout.seq_length)
+    return Splits(corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.files)
 
 
 def load_splits(data_config, layout):
-    """Loads the corpus, splits it and checks each split holds at least one batch of the layout.
+    """Loads the corpus (in its own vocabulary), splits it and checks each split holds at least one batch
+    of the layout.
 
     Args:
       data_config: DataConfig, where the corpus comes from.
@@ -369,9 +443,4 @@ def load_splits(data_config, layout):
     Raises:
       UserError: the corpus cannot be read, or a split is shorter than one batch.
     """
-    corpus = load_corpus(data_config)
-    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
-    check_split_size("training", len(train_ids), layout.batch_size, layout.seq_length, layout.random_offset)
-    if layout.val_fraction > 0:
-        check_split_size("validation", len(val_ids), layout.batch_size, layout.seq_length)
-    return Splits(corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size)
+    return split_corpus(load_corpus(data_config), layout)

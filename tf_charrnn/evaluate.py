@@ -69,14 +69,16 @@ def _validation_ids(config, vocab, train_dir):
             f"{train_dir} was trained without a validation split (--val_fraction=0); "
             f"pass --data_path=FILE to score a text"
         )
-    splits = data.load_splits(config.data, config.layout)
+    corpus = data.load_corpus(config.data)
     recorded = config.data.corpus_sha256
-    if splits.vocab != vocab or (recorded and recorded != splits.corpus_sha256):
+    # A fine-tuned run's vocabulary holds its source's characters first: its corpus is encoded in it.
+    fits = corpus.vocab == vocab or (config.length.init_from and not vocab.unknown_chars(corpus.vocab.chars))
+    if not fits or (recorded and recorded != corpus.sha256):
         raise UserError(
             f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
-            f"now {splits.corpus_sha256}); pass --data_path=FILE to score a text"
+            f"now {corpus.sha256}); pass --data_path=FILE to score a text"
         )
-    return splits.val_ids
+    return data.split_corpus(data.in_vocab(corpus, vocab, config.data), config.layout).val_ids
 
 
 def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknown=False):

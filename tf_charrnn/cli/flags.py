@@ -8,6 +8,7 @@ import sys
 from absl import app, flags
 
 from tf_charrnn import files
+from tf_charrnn.config import escape, unescape
 from tf_charrnn.errors import UserError
 
 _DEFINE = {
@@ -33,27 +34,32 @@ def define_flags(config_class):
     help and choices from the field; derived fields are no flags)."""
     for field in _user_fields(config_class):
         help_text = field.metadata.get("help", "")
+        default = escape(field.default) if field.metadata.get("escaped") else field.default
         # Registered to the main script, so that --helpshort lists them.
         if field.metadata.get("choices"):
             flags.DEFINE_enum(
-                field.name, field.default, field.metadata["choices"], help_text, module_name=sys.argv[0]
+                field.name, default, field.metadata["choices"], help_text, module_name=sys.argv[0]
             )
         else:
-            _DEFINE[field.type](field.name, field.default, help_text, module_name=sys.argv[0])
+            _DEFINE[field.type](field.name, default, help_text, module_name=sys.argv[0])
+
+
+def _value(field):
+    """The flag's value as the config field holds it (an escaped flag's text unescaped)."""
+    value = flags.FLAGS[field.name].value
+    return unescape(value, field.name) if field.metadata.get("escaped") else value
 
 
 def config_from_flags(config_class):
     """Builds `config_class` (a RunConfig: all its sections) from the flags `define_flags` defined."""
-    values = {field.name: flags.FLAGS[field.name].value for field in _user_fields(config_class)}
+    values = {field.name: _value(field) for field in _user_fields(config_class)}
     return config_class.from_flat(values) if hasattr(config_class, "from_flat") else config_class(**values)
 
 
 def given_values(config_class):
     """{name: value} of the flags of `config_class` given on the command line or in a flagfile."""
     return {
-        field.name: flags.FLAGS[field.name].value
-        for field in _user_fields(config_class)
-        if flags.FLAGS[field.name].present
+        field.name: _value(field) for field in _user_fields(config_class) if flags.FLAGS[field.name].present
     }
 
 

@@ -1,8 +1,10 @@
 """Trains a Char-RNN: scripts/train.py --flagfile=configs/shakespeare.cfg [--flag=value ...].
 
 Re-running the same command resumes from the run's latest checkpoint; so does --train_dir=DIR alone,
-with the run's own configuration. Flags given on resume may change the run's length, cadences and
-runtime; a different model, data layout, precision or optimisation is refused.
+with the run's own configuration. Flags given on resume may change the run's length and cadences; the
+runtime (--strategy, --jit_compile, --deterministic, --tpu) is this launch's, given or default; a
+different model, data layout, precision or optimisation is refused. --init_from=RUN_DIR starts a new run
+from another's weights, with that run's model flags unless given (its corpus may add characters).
 """
 
 import sys
@@ -21,9 +23,15 @@ def main(argv):
     from tf_charrnn import train as train_lib
 
     if run_directory.has_run(config.length.train_dir):
-        # The run's own configuration, and the flags given now (train refuses those that must match).
+        # The run's own configuration, the flags given now (train refuses those that must match), and
+        # this launch's runtime (--strategy, --jit_compile, ...: given now or their defaults).
         stored, _ = run_directory.load_run(config.length.train_dir)
-        config = stored.replace(**{**flags.given_values(RunConfig), "train_dir": config.length.train_dir})
+        given = {**flags.given_values(RunConfig), "train_dir": config.length.train_dir}
+        config = stored.continued_by(config, given)
+    elif config.length.init_from:
+        # A new run from another's weights: the model flags not given are that run's.
+        source, _ = run_directory.load_run(config.length.init_from)
+        config = config.with_model_of(source, flags.given_values(RunConfig))
     result = train_lib.train(config)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",
