@@ -379,6 +379,7 @@ class SampleConfig:
     checkpoint: str = _field("", "checkpoint prefix to load; empty: the latest (or the best with --best)")
     best: bool = _field(False, "load the best-validation checkpoint")
     prime: str = _field("\n", "text that sets the state before generating")
+    prime_file: str = _field("", "read the prime from this UTF-8 file instead of --prime")
     length: int = _field(500, "characters to generate per sample")
     num_samples: int = _field(1, "texts generated at once, as one batch")
     seed: int = _field(0, "seed of the random draws: the same seed gives the same text")
@@ -391,6 +392,15 @@ class SampleConfig:
         choices=SAMPLING_MODES,
     )
     stream: bool = _field(False, "print characters as they are generated (one step per call)")
+    stop_at: str = _field(
+        "",
+        "end each sample after the first occurrence of this string in its generated text (not the prime), "
+        "the string included; \\n: newline, \\t: tab, \\\\: backslash; e.g. \\n\\n stops at a blank line",
+        escaped=True,
+    )
+    output: str = _field(
+        "", "write the samples to this file (atomically, after generating) instead of standard output"
+    )
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")
