@@ -76,7 +76,7 @@ def test_init_from_alone_takes_the_source_runs_model_and_adds_the_new_characters
     args = [f"--init_from={source_dir}", f"--data_path={new_text}", f"--train_dir={tmp_path / 'tuned'}"]
     result = run_script("train.py", [*args, "--max_steps=2"], cache)
     assert result.returncode == 0, result.stderr
-    assert f"Initialized weights from {source_dir}/checkpoints/ckpt-10" in result.stderr
+    assert f"Initialized weights from {source_dir}/checkpoints/ckpt-" in result.stderr  # its latest
     assert (
         f"5 new character(s) appended to the vocabulary of {source_dir} (ids 22 to 26): '#1Zbr'"
         in result.stderr
