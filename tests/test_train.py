@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import QUOTE, make_config, scalar_values, tensorboard_events
-from tf_charrnn import run_directory, sampling, schedules, train
+from tf_charrnn import evaluate, run_directory, sampling, schedules, train
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
 
@@ -197,7 +197,11 @@ def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cac
     tuned = warm.replace(
         train_dir=str(tmp_path / "tuned"), learning_rate=0.01, max_steps=6, deterministic=True
     )
-    whole = train.train(tuned).losses
+    tuned_result = train.train(tuned)
+    whole = tuned_result.losses
+    # evaluate.py scores it on its own validation split, in its vocabulary, as training did.
+    scored = evaluate.evaluate_run(str(tmp_path / "tuned"), best=True)
+    assert scored.nats_per_char == pytest.approx(tuned_result.best_val_loss, rel=1e-5)
     parts = tuned.replace(train_dir=str(tmp_path / "parts"), max_steps=3)
     assert train.train(parts).losses + train.train(parts.replace(max_steps=6)).losses == whole
 
