@@ -32,13 +32,13 @@ def make_config(corpus, cache, train_dir, /, **flat_values):
 def train_tiny_run(root, **flat_values):
     """Trains a tiny run on QUOTE into root/run (cache root/cache), 40 steps of batch 4 x 12, no dropout;
     `flat_values` (e.g. rnn_units) on top. Returns the run directory."""
-    from tf_charrnn import train
+    from tf_charrnn import training
 
     corpus = root / "corpus.txt"
     corpus.write_text((QUOTE + " ") * 8, encoding="utf-8")
     defaults = dict(batch_size=4, seq_length=12, num_layers=2, dropout=0.0, max_steps=40, learning_rate=0.01)
     values = {**defaults, "eval_every": 40, "sample_length": 0, **flat_values}
-    train.train(make_config(corpus, root / "cache", root / "run", **values))
+    training.train(make_config(corpus, root / "cache", root / "run", **values))
     return str(root / "run")
 
 

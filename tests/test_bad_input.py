@@ -211,6 +211,33 @@ CASES = [
         "error: --export_dir {root}/run/export is not empty; pass --overwrite",
     ),
     ("export", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),
+    (
+        "export",
+        ["--train_dir={root}/no_checkpoints", "--format=web", "--export_dir={root}/fresh"],
+        "error: {root}/no_checkpoints holds no checkpoint yet",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--format=web", "--export_dir={root}/run"],
+        "error: --export_dir {root}/run is not empty; pass --overwrite",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--format=web", "--web_runtime_dir={root}", "--export_dir={root}/fresh"],
+        "error: --web_runtime_dir {root} has no @litertjs/core/package.json; run `npm ci` in the",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--web_runtime_dir={root}", "--export_dir={root}/fresh"],
+        "error: --web_runtime_dir applies to web exports only; add --format=web",
+    ),
+    (
+        "export",
+        ["--train_dir={root}/run", "--format=web", "--quantize=int4"],
+        "error: --quantize must be one of auto, none, float16, int8, got 'int4'",
+    ),
+    ("webpage", ["--export_dir={root}/run"], "error: {root}/run holds no web page; write one with"),
+    ("webpage", ["--export_dir={root}/run", "--temperature=0"], "error: --temperature must be > 0, got 0.0"),
     # A run directory touched by hand, or its corpus changed: one line naming the file and what to do
     # (every script reads a run directory through the same checks; one script per fault).
     (

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from helpers import QUOTE, make_config
-from tf_charrnn import corpus_files, data, train
+from tf_charrnn import corpus_files, data, training
 from tf_charrnn.config import DataConfig
 from tf_charrnn.errors import UserError
 
@@ -117,7 +117,7 @@ def test_an_edited_added_or_removed_file_is_refused_on_resume_by_name(folder, co
         eval_every=2,
         sample_length=0,
     )
-    train.train(config)
+    training.train(config)
     with open(tmp_path / "run" / "config.json") as f:
         recorded = json.load(f)["data"]["corpus_files"]
     assert [line.split("  ")[1] for line in recorded][:3] == ["a.txt", "b.txt", "quote0.txt"]
@@ -135,6 +135,6 @@ def test_an_edited_added_or_removed_file_is_refused_on_resume_by_name(folder, co
             with pytest.raises(
                 UserError, match=rf"the corpus has changed since .*; {named}\); resume with the"
             ):
-                train.train(config.replace(max_steps=4))
+                training.train(config.replace(max_steps=4))
     (folder / "a.txt").write_text(TEXTS["a.txt"], encoding="utf-8")
-    assert train.train(config.replace(max_steps=3)).step == 3  # the same files again: resumes
+    assert training.train(config.replace(max_steps=3)).step == 3  # the same files again: resumes

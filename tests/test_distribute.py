@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from helpers import QUOTE, make_config
 from tf_charrnn import data as data_lib
-from tf_charrnn import distribute, train
+from tf_charrnn import distribute, training
 from tf_charrnn.errors import UserError
 
 # A small run on `corpus`: 4 streams of 8 characters (2 per replica under mirrored), random offsets.
@@ -47,8 +47,8 @@ def test_the_test_session_has_two_logical_cpus():
 
 
 def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tmp_path):
-    single = train.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default"))
-    mirrored = train.train(_config(corpus, corpus_cache, tmp_path / "mirrored", strategy="mirrored"))
+    single = training.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default"))
+    mirrored = training.train(_config(corpus, corpus_cache, tmp_path / "mirrored", strategy="mirrored"))
     assert len(mirrored.losses) == 8
     np.testing.assert_allclose(mirrored.losses, single.losses, rtol=0, atol=1e-5)
     assert mirrored.best_val_loss == pytest.approx(single.best_val_loss, abs=1e-5)
@@ -62,10 +62,10 @@ def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tm
 
 
 def test_a_mirrored_run_resumes_on_one_device(corpus, corpus_cache, tmp_path):
-    uninterrupted = train.train(_config(corpus, corpus_cache, tmp_path / "one", strategy="default"))
+    uninterrupted = training.train(_config(corpus, corpus_cache, tmp_path / "one", strategy="default"))
     config = _config(corpus, corpus_cache, tmp_path / "moved", strategy="mirrored")
-    first = train.train(config.replace(max_steps=5))  # stops mid-epoch, after an evaluation
-    second = train.train(config.replace(strategy="default"))
+    first = training.train(config.replace(max_steps=5))  # stops mid-epoch, after an evaluation
+    second = training.train(config.replace(strategy="default"))
     np.testing.assert_allclose(first.losses + second.losses, uninterrupted.losses, rtol=0, atol=1e-5)
 
 
@@ -76,7 +76,7 @@ def test_replicas_must_divide_the_global_batch(corpus, corpus_cache, tmp_path):
     with pytest.raises(
         UserError, match="--batch_size 3 does not divide among 2 replicas; use a multiple of 2"
     ):
-        train.train(config)
+        training.train(config)
 
 
 def test_each_replica_receives_its_own_contiguous_streams():
@@ -110,7 +110,7 @@ def test_mixed_precision_training_learns(mixed_precision, corpus, corpus_cache, 
         max_steps=60,
         learning_rate=0.02,
     )
-    result = train.train(config)
+    result = training.train(config)
     assert np.isfinite(result.losses).all()
     # float32 goes from 2.99 to 1.79 here; the vocabulary's uniform loss is log(21) = 3.04.
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) - 0.9
@@ -120,9 +120,9 @@ def test_mixed_precision_training_learns(mixed_precision, corpus, corpus_cache, 
 
 def test_mixed_precision_is_part_of_the_run(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
-    train.train(config)
+    training.train(config)
     with pytest.raises(UserError, match="mixed_precision 'none' -> 'float16'"):
-        train.train(config.replace(mixed_precision="float16", max_steps=4))
+        training.train(config.replace(mixed_precision="float16", max_steps=4))
 
 
 def test_multi_worker_needs_tf_config(monkeypatch):
@@ -139,11 +139,11 @@ def test_xla_compiles_the_whole_step_on_one_device_and_each_replica_step_under_m
 ):
     # The default run steps its LSTMs on the fused kernels, which XLA cannot compile: with
     # --jit_compile the layers fall back to Keras' LSTM and train to the same losses.
-    on_kernels = train.train(
+    on_kernels = training.train(
         _config(corpus, corpus_cache, tmp_path / "kernels", strategy="default", max_steps=4)
     )
     for strategy in ["default", "mirrored"]:
-        compiled = train.train(
+        compiled = training.train(
             _config(
                 corpus,
                 corpus_cache,

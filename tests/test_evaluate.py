@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import QUOTE, make_config, read_scalars, run_script, snapshot
-from tf_charrnn import evaluate, losses, run_directory, runtime, train
+from tf_charrnn import evaluate, losses, run_directory, runtime, training
 from tf_charrnn.cli.evaluate import _human_line
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
     config = make_config(
         corpus, root / "cache", root / "run", **SETTINGS, max_steps=10, eval_every=5, ckpt_every=5
     )
-    return str(root / "run"), train.train(config), root
+    return str(root / "run"), training.train(config), root
 
 
 def _reference_loss(train_dir, ids, streams, length):
@@ -83,7 +83,7 @@ def test_validation_split_reproduces_the_val_loss_under_bfloat16(text_file, corp
         eval_every=2,
         ckpt_every=2,
     )
-    result = train.train(config)
+    result = training.train(config)
     scored = evaluate.evaluate_run(config.length.train_dir, best=True)
     assert scored.nats_per_char == pytest.approx(result.best_val_loss, abs=1e-4)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_charrnn import export, native, run_directory, sampling, train
+from tf_charrnn import export, native, run_directory, sampling, training
 from tf_charrnn.config import RunConfig
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -82,7 +82,7 @@ def test_the_old_run_resumes(legacy_run, corpus_cache):
         cache_dir=corpus_cache,
         max_steps=63,
     )
-    result = train.train(config)
+    result = training.train(config)
     assert result.step == 63 and len(result.losses) == 3  # steps 61-63 only: it resumed at step 60
     assert all(np.isfinite(result.losses))
     with open(config.data.data_path, "rb") as f:

@@ -21,7 +21,13 @@ from helpers import QUOTE, REPO_ROOT, run_command
 from tf_charrnn import native
 
 KERNELS = os.path.join(REPO_ROOT, "tf_charrnn", "kernels")
-SCRIPTS = ["tf-charrnn-train", "tf-charrnn-sample", "tf-charrnn-export", "tf-charrnn-evaluate"]
+SCRIPTS = [
+    "tf-charrnn-train",
+    "tf-charrnn-sample",
+    "tf-charrnn-export",
+    "tf-charrnn-evaluate",
+    "tf-charrnn-webpage",
+]
 
 
 def _source_copy(target):
@@ -87,6 +93,8 @@ def test_wheel_carries_the_kernel_sources_and_the_cli(wheel):
         entry_points = archive.read(entry_points).decode()
     assert set(kernels) <= names
     assert set(cli) <= names
+    page = os.path.join(REPO_ROOT, "tf_charrnn", "web_page")
+    assert {f"tf_charrnn/web_page/{name}" for name in os.listdir(page)} <= names  # --format=web's page
     for script in SCRIPTS:
         assert f"{script} = tf_charrnn.cli.{script.rsplit('-', 1)[1]}:run" in entry_points
 
@@ -117,7 +125,7 @@ from absl import logging
 
 logging.set_verbosity(logging.INFO)
 
-from tf_charrnn import native, runtime, train
+from tf_charrnn import native, runtime, training
 from tf_charrnn.config import RunConfig
 
 kernels = native.load()
@@ -139,7 +147,7 @@ for op in native.OPS:  # the layers call the module's attributes while they are 
 
 config = RunConfig.from_flat(json.loads(sys.argv[2]))
 fused_kernels = runtime.resolve(config).fused_kernels
-result = train.train(config)
+result = training.train(config)
 print("RESULT " + json.dumps({
     "kernels_dir": native.KERNELS_DIR,
     "library": native.library_path(),

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import make_config
-from tf_charrnn import sampling, train
+from tf_charrnn import sampling, training
 from tf_charrnn.config import ModelConfig
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
@@ -137,7 +137,7 @@ def test_korean_prime_on_a_korean_run(text_file, corpus_cache, tmp_path):
         eval_every=30,
         sample_length=10,
     )
-    train.train(config)
+    training.train(config)
     korean_sampler, vocab = sampling.load_sampler(str(tmp_path / "run"), fused_kernels=True)
     texts = korean_sampler.generate(vocab, "서울은", 30, num_samples=2, seed=1)
     assert all(len(t) == 30 and set(t) <= set(text) for t in texts)

@@ -75,12 +75,12 @@ def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache,
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A small run trained through the library (the script path is covered above)."""
-    from tf_charrnn import train
+    from tf_charrnn import training
 
     root = tmp_path_factory.mktemp("scripts")
     corpus = root / "corpus.txt"
     corpus.write_text((QUOTE + "\n") * 10, encoding="utf-8")
-    train.train(
+    training.train(
         make_config(
             corpus,
             root / "cache",

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from helpers import QUOTE, make_config, scalar_values
-from tf_charrnn import run_directory, train
+from tf_charrnn import run_directory, training
 from tf_charrnn.config import RunConfig
 from tf_charrnn.summaries import HPARAM_SECTIONS
 
@@ -84,7 +84,7 @@ def test_the_hparams_table_shows_the_experiment_and_its_validation_loss(
             eval_every=3,
             sample_length=0,
         )
-        results[name] = train.train(config)
+        results[name] = training.train(config)
 
     experiment = _post(f"{tensorboard}/data/plugin/hparams/experiment", {"experimentName": ""})
     expected = {field for section in HPARAM_SECTIONS for field in RunConfig().to_dict()[section]}

@@ -1,0 +1,38 @@
+"""tf_charrnn: a character-level RNN language model (Char-RNN) in TensorFlow 2 / Keras 3.
+
+From Python (the command-line tools are in scripts/):
+```python
+import tf_charrnn
+
+result = tf_charrnn.train(train_dir="runs/quick", data_path="input.txt", max_steps=300)
+lm = tf_charrnn.CharLM.from_run("runs/quick")
+print(lm.generate("ROMEO:", length=200, temperature=0.8, seed=7))
+```
+The names below load on first use (PEP 562), so `import tf_charrnn` does not load TensorFlow.
+"""
+
+import importlib
+import os
+
+# name -> the module that defines it
+_EXPORTS = {
+    "train": "tf_charrnn.api",
+    "TrainResult": "tf_charrnn.training",
+    "CharLM": "tf_charrnn.charlm",
+    "UserError": "tf_charrnn.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Quiet TensorFlow's C++ start-up lines, as the command-line tools do (only before it loads).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -13,7 +13,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace 
 
 from tf_charrnn import data as data_lib
 from tf_charrnn import runtime as runtime_lib
-from tf_charrnn import train as train_lib
+from tf_charrnn import training as train_lib
 from tf_charrnn.sampling import Sampler
 from tf_charrnn.train_step import TrainStep
 from tf_charrnn.vocab import Vocab

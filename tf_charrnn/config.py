@@ -7,7 +7,10 @@ the corpus is found, the run's length, its cadences, the runtime).
 """
 
 import dataclasses
+import difflib
 import math
+import numbers
+import os
 from typing import ClassVar
 
 from tf_charrnn.errors import UserError
@@ -18,9 +21,11 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 # --mixed_precision -> the Keras dtype policy of the embedding and recurrent layers (None: float32).
 MIXED_PRECISION_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 SAMPLING_MODES = ("sample", "greedy", "sample_at_space")
-EXPORT_FORMATS = ("saved_model", "litert")
+EXPORT_FORMATS = ("saved_model", "litert", "web")
 # --quantize of a LiteRT export: int8 is dynamic-range (int8 weights, float activations).
 QUANTIZATIONS = ("none", "float16", "int8")
+# --quantize=auto: the format's own default (a web page downloads its model: int8).
+DEFAULT_QUANTIZATION = {"saved_model": "none", "litert": "none", "web": "int8"}
 
 
 def _field(default, help_text, choices=None, derived=False, escaped=False):
@@ -423,7 +428,9 @@ class ExportConfig:
 
     train_dir: str = _field("runs/default", "run directory to export")
     export_dir: str = _field(
-        "", "folder to write; empty: TRAIN_DIR/export (saved_model) or TRAIN_DIR/export_litert (litert)"
+        "",
+        "folder to write; empty: TRAIN_DIR/export (saved_model), TRAIN_DIR/export_litert (litert) or "
+        "TRAIN_DIR/export_web (web)",
     )
     checkpoint: str = _field("", "checkpoint prefix to export; empty: the latest (or the best with --best)")
     best: bool = _field(False, "export the best-validation checkpoint")
@@ -431,24 +438,70 @@ class ExportConfig:
     format: str = _field(
         "saved_model",
         "saved_model: generation signatures for TensorFlow; litert: model.tflite (the step alone, LiteRT "
-        "builtin ops) and vocab.json, for the LiteRT interpreter without TensorFlow",
+        "builtin ops) and vocab.json, for the LiteRT interpreter without TensorFlow; web: a static page "
+        "(index.html) generating text in the browser with that model at batch 1 on LiteRT.js",
         choices=EXPORT_FORMATS,
     )
     quantize: str = _field(
-        "none",
-        "with --format=litert: the weights as float32 (none), float16, or int8 (dynamic range: int8 "
-        "weights, float activations)",
-        choices=QUANTIZATIONS,
+        "auto",
+        "with --format=litert or web: the weights as float32 (none), float16, or int8 (dynamic range: "
+        "int8 weights, float activations); auto: int8 for web, none for litert",
+        choices=("auto", *QUANTIZATIONS),
+    )
+    web_runtime_dir: str = _field(
+        "",
+        "with --format=web: a node_modules folder holding LiteRT.js (`npm ci` in web/ installs it) whose "
+        "runtime files the page gets a copy of, so that it needs no network; empty: the page loads "
+        "LiteRT.js from the jsDelivr CDN",
     )
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")
         _check_choices(self)
+        if self.quantize == "auto":  # resolved here, so that the config names the weights it exports
+            object.__setattr__(self, "quantize", DEFAULT_QUANTIZATION[self.format])
         _require(
-            self.quantize == "none" or self.format == "litert",
+            self.quantize == "none" or self.format in ("litert", "web"),
             f"--quantize={self.quantize} applies to LiteRT exports only; add --format=litert "
-            f"(a SavedModel keeps float32 weights)",
+            f"or --format=web (a SavedModel keeps float32 weights)",
         )
+        _require(
+            not self.web_runtime_dir or self.format == "web",
+            "--web_runtime_dir applies to web exports only; add --format=web",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WebPageConfig:
+    """A web export's page to run in headless Chromium, and the settings to generate with there."""
+
+    export_dir: str = _field("", "a folder written by scripts/export.py --format=web")
+    prime: str = _field("", "text that sets the state before generating; empty: the page's own")
+    length: int = _field(500, "characters to generate")
+    sampling: str = _field("sample", "sample: weighted random; greedy: argmax", choices=("sample", "greedy"))
+    temperature: float = _field(1.0, "divide logits by this; < 1 is more conservative")
+    top_k: int = _field(0, "sample among the k most likely characters; 0: all")
+    seed: int = _field(0, "seed of the page's random draws: the same seed gives the same text")
+    screenshot: str = _field("", "write a PNG of the page after generating here")
+    width: int = _field(1280, "the browser window's width in CSS pixels (390: a phone)")
+    chromium: str = _field("/usr/bin/chromium", "the Chromium executable to drive")
+
+    def __post_init__(self):
+        _require(bool(self.export_dir), "--export_dir must name a folder written by --format=web")
+        _require(
+            isinstance(self.length, int) and self.length >= 0, f"--length must be >= 0, got {self.length}"
+        )
+        _require(
+            math.isfinite(self.temperature) and self.temperature > 0,
+            f"--temperature must be > 0, got {self.temperature}",
+        )
+        _require(isinstance(self.top_k, int) and self.top_k >= 0, f"--top_k must be >= 0, got {self.top_k}")
+        _require(
+            isinstance(self.seed, int) and 0 <= self.seed < 2**32,
+            f"--seed must be in [0, 2**32), got {self.seed}",
+        )
+        _check_positive_ints(self, ("width",))
+        _check_choices(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,3 +519,55 @@ class EvaluateConfig:
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")
+
+
+def _all_fields(config_class):
+    sections = getattr(config_class, "sections", None)
+    classes = sections().values() if sections else [config_class]
+    return [field for cls in classes for field in dataclasses.fields(cls)]
+
+
+def flag_fields(config_class):
+    """The fields of a config class (or of every section of a RunConfig) that are flags (and Python
+    arguments): all but the derived ones."""
+    return [field for field in _all_fields(config_class) if not field.metadata.get("derived")]
+
+
+_TYPE_NAMES = {bool: "True or False", int: "an int", float: "a number", str: "a string"}
+
+
+def python_settings(config_class, values):
+    """Checks Python keyword arguments meant for the flags of `config_class` (a RunConfig: of all its
+    sections), as the flag parser checks command lines: known names, values of the flag's type.
+
+    Args:
+      config_class: a config dataclass, or RunConfig.
+      values: {name: value}.
+
+    Returns:
+      {name: value}, numbers made the setting's type (an int given for a float setting is fine), paths
+      (os.PathLike) strings.
+    Raises:
+      UserError: a name that is no setting (naming the closest one), or a value of another type; the
+        message names the argument as it is typed in Python (`batch_size=`).
+    """
+    fields = {field.name: field for field in flag_fields(config_class)}
+    derived = {field.name for field in _all_fields(config_class)} - set(fields)
+    checked = {}
+    for name, value in values.items():
+        _require(name not in derived, f"{name}= is no setting: it is derived from the corpus")
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"did you mean {close[0]}=?" if close else f"the settings are {', '.join(sorted(fields))}"
+            raise UserError(f"unknown setting {name}=; {hint}")
+        kind = fields[name].type
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if kind is str and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif kind is int and number and isinstance(value, numbers.Integral):
+            value = int(value)
+        elif kind is float and number:
+            value = float(value)
+        _require(type(value) is kind, f"{name}= must be {_TYPE_NAMES[kind]}, got {value!r}")
+        checked[name] = value
+    return checked

@@ -44,7 +44,8 @@ def stream_layout(num_ids, batch_size, seq_length):
     return streams, seq_length, data.num_stream_batches(num_ids, streams, seq_length)
 
 
-def _describe(chars):
+def describe_chars(chars):
+    """The first characters of a list, and how many more (for an error message)."""
     listed = repr(chars[:_MAX_LISTED])
     return listed if len(chars) <= _MAX_LISTED else f"{listed} and {len(chars) - _MAX_LISTED} more"
 
@@ -55,8 +56,8 @@ def _text_ids(data_path, vocab, skip_unknown):
     unknown = vocab.unknown_chars(text)
     if unknown and not skip_unknown:
         raise UserError(
-            f"--data_path {data_path} has characters outside the run's vocabulary: {_describe(unknown)}; "
-            f"pass --skip_unknown to score the text without them"
+            f"--data_path {data_path} has characters outside the run's vocabulary: "
+            f"{describe_chars(unknown)}; pass --skip_unknown to score the text without them"
         )
     kept = text.translate({ord(char): None for char in unknown}) if unknown else text
     return vocab.encode(kept, dtype=vocab.id_dtype), len(text) - len(kept)
@@ -103,31 +104,48 @@ def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknow
         ids, skipped = _text_ids(data_path, vocab, skip_unknown)
     else:
         ids, skipped = _validation_ids(config, vocab, train_dir), 0
-    streams, seq_length, num_batches = stream_layout(
-        len(ids), config.layout.batch_size, config.layout.seq_length
-    )
-    model = CharRNN(
-        config.model,
-        batch_size=streams,
-        dtype_policy=runtime.dtype_policy(config.precision.mixed_precision),
-        fused_kernels=runtime.fused_kernels_apply(),
-    )
-    path = run_directory.restore_weights(train_dir, model, path, best)
+    streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
+    scorer = StreamScorer(config, streams)
+    path = run_directory.restore_weights(train_dir, scorer.model, path, best)
+    return scorer.evaluation(ids, path, skipped)
 
-    @tf.function
-    def eval_step(inputs, targets):
-        return losses.sequence_loss(targets, model(inputs, training=False))
 
-    model.reset_state()
-    total = 0.0
-    for inputs, targets in data.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
-        total += float(eval_step(inputs, targets))
-    nats = total / num_batches
-    return Evaluation(
-        checkpoint=path,
-        characters=streams * seq_length * num_batches,
-        nats_per_char=nats,
-        bits_per_char=losses.bits_per_char(nats),
-        perplexity=losses.perplexity(nats),
-        skipped_characters=skipped,
-    )
+class StreamScorer:
+    """A run's model with `streams` rows, on the runtime the scripts choose, and the stateful loss pass
+    training's validation makes; load its weights into `self.model`.
+
+    Args:
+      config: the run's RunConfig.
+      streams: the rows of the stream layout it scores (see `stream_layout`).
+    """
+
+    def __init__(self, config, streams):
+        self.config = config
+        self.model = CharRNN(
+            config.model,
+            batch_size=streams,
+            dtype_policy=runtime.dtype_policy(config.precision.mixed_precision),
+            fused_kernels=runtime.fused_kernels_apply(),
+        )
+        self._loss = tf.function(
+            lambda inputs, targets: losses.sequence_loss(targets, self.model(inputs, training=False))
+        )
+
+    def evaluation(self, ids, checkpoint, skipped_characters=0):
+        """Scores `ids` (of the run's vocabulary), in `stream_layout`; an Evaluation naming `checkpoint`."""
+        streams, seq_length, num_batches = stream_layout(
+            len(ids), self.config.layout.batch_size, self.config.layout.seq_length
+        )
+        self.model.reset_state()
+        total = 0.0
+        for inputs, targets in data.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
+            total += float(self._loss(inputs, targets))
+        nats = total / num_batches
+        return Evaluation(
+            checkpoint=checkpoint,
+            characters=streams * seq_length * num_batches,
+            nats_per_char=nats,
+            bits_per_char=losses.bits_per_char(nats),
+            perplexity=losses.perplexity(nats),
+            skipped_characters=skipped_characters,
+        )

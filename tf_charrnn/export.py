@@ -1,5 +1,6 @@
 """Exports a run: a SavedModel (text generation and explicit-state steps that run with TensorFlow
-alone), or the step alone for LiteRT (see litert.py), each written through a temporary folder.
+alone), the step alone for LiteRT (see litert.py), or a static web page running that step in a browser
+(see web.py), each written through a temporary folder.
 
 In the SavedModel the vocabulary travels as lookup tables; the recurrent state is an input and an
 output of the `step` signature (a stateful Keras model cannot be served that way).
@@ -9,8 +10,8 @@ import os
 
 import tensorflow as tf
 
-from tf_charrnn import files, litert, sampling
-from tf_charrnn.config import EXPORT_FORMATS
+from tf_charrnn import files, litert, sampling, web
+from tf_charrnn.config import DEFAULT_QUANTIZATION, EXPORT_FORMATS
 from tf_charrnn.errors import UserError
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
@@ -21,19 +22,20 @@ _GENERATE_SPEC = [tf.TensorSpec([], tf.string), _SCALAR_INT, _SCALAR_FLOAT, tf.T
 
 class StepModule(tf.Module):
     """The model and its `step` signature function (TensorFlow ops only): what the LiteRT conversion
-    reads, without the vocabulary's lookup table (no LiteRT builtin op)."""
+    reads, without the vocabulary's lookup table (no LiteRT builtin op). `batch_size` fixes the
+    signature's batch (LiteRT.js in a browser wants static shapes); None: any batch."""
 
-    def __init__(self, model):
+    def __init__(self, model, batch_size=None):
         super().__init__(name="char_rnn")
         self.model = model
         # The raw tf.Variables behind the Keras variables, tracked where graph-mode tools (saved_model_cli
         # run, the LiteRT converter, which freezes them into constants) look for them.
         self.raw_variables = [variable.value for variable in model.trainable_variables]
         state_shape = model.initial_state(1).shape.as_list()
-        state_shape[2] = None  # any batch
+        state_shape[2] = batch_size  # None: any batch
         self.step = tf.function(
             self._step,
-            input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec(state_shape, tf.float32)],
+            input_signature=[tf.TensorSpec([batch_size], tf.int32), tf.TensorSpec(state_shape, tf.float32)],
         )
 
     def _step(self, ids, states):
@@ -116,36 +118,46 @@ def export_run(
     best=False,
     overwrite=False,
     format="saved_model",
-    quantize="none",
+    quantize="auto",
+    web_runtime_dir="",
 ):
-    """Writes a run's SavedModel, or its LiteRT model and vocabulary, through a temporary folder and a
-    rename.
+    """Writes a run's SavedModel, its LiteRT model and vocabulary, or its web page, through a temporary
+    folder and a rename.
 
     Args:
       train_dir: the run directory.
-      export_dir: the folder to write; empty: TRAIN_DIR/export (saved_model), TRAIN_DIR/export_litert.
+      export_dir: the folder to write; empty: TRAIN_DIR/export (saved_model), TRAIN_DIR/export_litert,
+        TRAIN_DIR/export_web.
       checkpoint, best: which checkpoint (see `run_directory.restore_weights`).
       overwrite: replace a non-empty `export_dir`.
-      format: "saved_model" or "litert" (config.EXPORT_FORMATS).
-      quantize: a LiteRT export's weights: "none", "float16" or "int8" (config.QUANTIZATIONS).
+      format: "saved_model", "litert" or "web" (config.EXPORT_FORMATS).
+      quantize: a LiteRT or web export's weights: "none", "float16" or "int8" (config.QUANTIZATIONS);
+        "auto": config.DEFAULT_QUANTIZATION of the format (int8 for web, none otherwise).
+      web_runtime_dir: a web export's node_modules folder holding LiteRT.js, copied into the page (see
+        web.write_page); empty: the page loads LiteRT.js from a CDN.
 
     Returns:
       The export folder.
     Raises:
-      UserError: export_dir is not empty and overwrite is False, or the run has no checkpoint.
+      UserError: export_dir is not empty and overwrite is False, the run has no checkpoint, or
+        web_runtime_dir lacks LiteRT.js.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    default = "export_litert" if format == "litert" else "export"
+    if quantize == "auto":
+        quantize = DEFAULT_QUANTIZATION[format]
+    default = {"saved_model": "export", "litert": "export_litert", "web": "export_web"}[format]
     export_dir = os.path.abspath(export_dir or os.path.join(train_dir, default))
     if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
         raise UserError(
             f"--export_dir {export_dir} is not empty; pass --overwrite to replace it "
             f"or choose another --export_dir"
         )
+    if web_runtime_dir:
+        web.check_runtime(web_runtime_dir)
     # Without the fused kernels: the export needs nothing but TensorFlow (or LiteRT's builtin ops).
     sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best, fused_kernels=False)
-    what = "the LiteRT model" if format == "litert" else "the SavedModel"
+    what = {"saved_model": "the SavedModel", "litert": "the LiteRT model", "web": "the web page"}[format]
 
     def needed():
         return sum(variable.numpy().nbytes for variable in sampler.model.weights)
@@ -154,6 +166,10 @@ def export_run(
         with files.replace_folder_atomic(export_dir, prefix=".export-") as staging:
             if format == "litert":
                 litert.write_model(staging, StepModule(sampler.model), vocab, quantize)
+            elif format == "web":
+                title = os.path.basename(os.path.normpath(os.path.abspath(train_dir)))
+                step = StepModule(sampler.model, batch_size=1)
+                web.write_page(staging, step, vocab, quantize, web_runtime_dir, title)
             else:
                 _write_saved_model(staging, sampler.model, vocab)
     return export_dir

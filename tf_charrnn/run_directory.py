@@ -106,6 +106,28 @@ def load_run(train_dir):
     return config, vocab
 
 
+def config_to_train(config, given):
+    """The config a training session runs with: `config` for a new run, with the model settings not
+    `given` taken from the --init_from run if any; for the run already in its train_dir, that run's own
+    config with the `given` settings on top (which `prepare` then checks) and the runtime of this launch
+    (`config`'s: given now or the defaults, never the run's recorded one, so that a run started on two
+    workers continues on one).
+
+    Args:
+      config: RunConfig built from the defaults and the `given` settings.
+      given: {name: value} of the settings given now (on the command line, in a flagfile, as Python
+        arguments).
+    """
+    train_dir = config.length.train_dir
+    if has_run(train_dir):
+        stored, _ = load_run(train_dir)
+        return stored.continued_by(config, {**given, "train_dir": train_dir})
+    if config.length.init_from:
+        source, _ = load_run(config.length.init_from)
+        return config.with_model_of(source, given)
+    return config
+
+
 def save_run(config, vocab):
     """Writes config.json and vocab.json atomically into config.length.train_dir."""
     train_dir = config.length.train_dir

@@ -1,6 +1,5 @@
 """What the entry points share: config fields as absl flags, and one-line errors instead of tracebacks."""
 
-import dataclasses
 import functools
 import re
 import sys
@@ -8,7 +7,7 @@ import sys
 from absl import app, flags
 
 from tf_charrnn import files
-from tf_charrnn.config import escape, unescape
+from tf_charrnn.config import escape, flag_fields, unescape
 from tf_charrnn.errors import UserError
 
 _DEFINE = {
@@ -20,55 +19,75 @@ _DEFINE = {
 _ENUM_ERROR = re.compile(r"flag --(\w+)=(.*): value should be one of <")
 
 
-def _user_fields(config_class):
-    """The fields of a config class (or of every section of a RunConfig) that are flags."""
-    sections = getattr(config_class, "sections", None)
-    classes = sections().values() if sections else [config_class]
-    return [
-        field for cls in classes for field in dataclasses.fields(cls) if not field.metadata.get("derived")
-    ]
-
-
-def define_flags(config_class):
+def define_flags(config_class, flag_values=flags.FLAGS):
     """Defines one flag per field of `config_class`, or of every section of a RunConfig (name, default,
     help and choices from the field; derived fields are no flags)."""
-    for field in _user_fields(config_class):
+    for field in flag_fields(config_class):
         help_text = field.metadata.get("help", "")
         default = escape(field.default) if field.metadata.get("escaped") else field.default
         # Registered to the main script, so that --helpshort lists them.
         if field.metadata.get("choices"):
             flags.DEFINE_enum(
-                field.name, default, field.metadata["choices"], help_text, module_name=sys.argv[0]
+                field.name,
+                default,
+                field.metadata["choices"],
+                help_text,
+                module_name=sys.argv[0],
+                flag_values=flag_values,
             )
         else:
-            _DEFINE[field.type](field.name, default, help_text, module_name=sys.argv[0])
+            _DEFINE[field.type](
+                field.name, default, help_text, module_name=sys.argv[0], flag_values=flag_values
+            )
 
 
-def _value(field):
+def _value(field, flag_values=flags.FLAGS):
     """The flag's value as the config field holds it (an escaped flag's text unescaped)."""
-    value = flags.FLAGS[field.name].value
+    value = flag_values[field.name].value
     return unescape(value, field.name) if field.metadata.get("escaped") else value
 
 
 def config_from_flags(config_class):
     """Builds `config_class` (a RunConfig: all its sections) from the flags `define_flags` defined."""
-    values = {field.name: _value(field) for field in _user_fields(config_class)}
+    values = {field.name: _value(field) for field in flag_fields(config_class)}
     return config_class.from_flat(values) if hasattr(config_class, "from_flat") else config_class(**values)
 
 
 def given_values(config_class):
     """{name: value} of the flags of `config_class` given on the command line or in a flagfile."""
     return {
-        field.name: _value(field) for field in _user_fields(config_class) if flags.FLAGS[field.name].present
+        field.name: _value(field) for field in flag_fields(config_class) if flags.FLAGS[field.name].present
     }
 
 
-def _flag_error_message(error):
+def read_flagfile(path, config_class):
+    """The settings a flagfile (e.g. configs/smoke.cfg) gives the flags of `config_class`, parsed as the
+    command line parses them, without touching the command line's flags (the Python API's `config=`).
+
+    Returns:
+      {name: value} of the flags the file sets.
+    Raises:
+      UserError: the file cannot be read, or sets an unknown flag or a bad value.
+    """
+    flag_values = flags.FlagValues()
+    define_flags(config_class, flag_values)
+    try:
+        flag_values(["flagfile", f"--flagfile={path}"])
+    except flags.Error as error:
+        raise UserError(f"--flagfile={path}: {_flag_error_message(error, flag_values)}") from None
+    return {
+        field.name: _value(field, flag_values)
+        for field in flag_fields(config_class)
+        if flag_values[field.name].present
+    }
+
+
+def _flag_error_message(error, flag_values=flags.FLAGS):
     message = re.sub(r"^ERROR:+\s*", "", " ".join(str(error).split()))
     enum_error = _ENUM_ERROR.match(message)
     if enum_error:
         name, value = enum_error.groups()
-        choices = ", ".join(flags.FLAGS[name].parser.enum_values)
+        choices = ", ".join(flag_values[name].parser.enum_values)
         return f"--{name} must be one of {choices}, got {value!r}"
     return message
 

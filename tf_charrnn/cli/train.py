@@ -20,18 +20,11 @@ def main(argv):
     config = flags.config_from_flags(RunConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     from tf_charrnn import run_directory
-    from tf_charrnn import train as train_lib
+    from tf_charrnn import training as train_lib
 
-    if run_directory.has_run(config.length.train_dir):
-        # The run's own configuration, the flags given now (train refuses those that must match), and
-        # this launch's runtime (--strategy, --jit_compile, ...: given now or their defaults).
-        stored, _ = run_directory.load_run(config.length.train_dir)
-        given = {**flags.given_values(RunConfig), "train_dir": config.length.train_dir}
-        config = stored.continued_by(config, given)
-    elif config.length.init_from:
-        # A new run from another's weights: the model flags not given are that run's.
-        source, _ = run_directory.load_run(config.length.init_from)
-        config = config.with_model_of(source, flags.given_values(RunConfig))
+    # A run already there: its own config, the flags given now (train refuses those that must match) and
+    # this launch's runtime; a new run from --init_from: that run's model flags unless given.
+    config = run_directory.config_to_train(config, flags.given_values(RunConfig))
     result = train_lib.train(config)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",

@@ -3,6 +3,7 @@ with evaluation, checkpoints and summaries at their cadence, and resumes where a
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import signal
 import threading
@@ -21,6 +22,12 @@ from tf_charrnn.sampling import Sampler
 from tf_charrnn.summaries import Summaries
 from tf_charrnn.train_step import TrainStep
 
+# The state-regime check (see `Trainer._check_state_regime`): a validation this many nats above the
+# training loss, this much of which goes when validation starts from training's carried state, on up
+# to this many validation batches.
+STATE_REGIME_GAP_NATS = 1.0
+STATE_REGIME_CHECK_BATCHES = 8
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -32,9 +39,12 @@ class TrainResult:
     last_checkpoint: str
     stopped_by_signal: int = None  # the signal number that stopped training early, if any
     stopped_early: bool = False  # --patience validations passed without a new best
+    train_dir: str = ""  # the run directory
+    val_losses: list = dataclasses.field(default_factory=list)  # (step, val nats/char) of this call
+    last_val_loss: float = None  # the last validation nats/char of this call (None when it ran none)
 
 
-def train(config):
+def train(config, progress=None):
     """Trains (or resumes) the run described by `config` until its last step.
 
     Re-running with the same train_dir resumes from the latest checkpoint. SIGINT (Ctrl-C) and
@@ -42,6 +52,8 @@ def train(config):
 
     Args:
       config: RunConfig; model.vocab_size is derived from the corpus.
+      progress: None, or called after every step as progress(step, total_steps, values) with values
+        {"loss": the step's training loss} and, after a validation, "val_loss" (a progress bar).
 
     Returns:
       TrainResult.
@@ -83,7 +95,7 @@ def train(config):
             if previous is not None:
                 trainer.log_schedule_change(previous)
             with _StopOnSignal() as stop:
-                return trainer.run(stop)
+                return trainer.run(stop, progress)
         finally:
             trainer.checkpoints.close()
 
@@ -141,15 +153,18 @@ class Trainer:
         )
         self.summaries = Summaries(config.length.train_dir, runtime.is_chief)
         self.last_val_loss = None
+        self._losses_since_eval = []  # training losses of the steps since the last validation
+        self._warned_state_regime = False
 
-    def run(self, stop):
-        """Trains from the current position to the last step, or until `stop.signal` is set."""
+    def run(self, stop, progress=None):
+        """Trains from the current position to the last step, or until `stop.signal` is set; calls
+        `progress` after every step (see `train`)."""
         cadence = self.config.cadence
         start_step = int(self.step)
         if start_step == 0:
             self.summaries.hparams(self.config)
         window = _MetricsWindow()
-        step_losses = []
+        step_losses, val_losses = [], []
         logging.info(
             "Training %d steps (%d per epoch) from step %d in %s with %d replica(s) (--strategy=%s)",
             self.total_steps,
@@ -171,6 +186,7 @@ class Trainer:
             metrics = self._train_one(inputs, targets, epoch, stop)
             self._advance(epoch, batch_index)
             step_losses.append(metrics["loss"])
+            self._losses_since_eval.append(metrics["loss"])
             window.add(metrics)
             step = int(self.step)
             last = step == self.total_steps
@@ -178,7 +194,13 @@ class Trainer:
                 self._log_progress(window.flush(), epoch, start_step)
             if self.batches.val_batches and (step % cadence.eval_every == 0 or last):
                 self._evaluate_and_log()
+                val_losses.append((step, self.last_val_loss))
                 stopped_early = self._out_of_patience()
+            if progress is not None:
+                values = {"loss": metrics["loss"]}
+                if val_losses and val_losses[-1][0] == step:
+                    values["val_loss"] = self.last_val_loss
+                progress(step, self.total_steps, values)
             if step % cadence.ckpt_every == 0:
                 self.save()
             if last or metrics["stopping"] or stopped_early:
@@ -198,6 +220,9 @@ class Trainer:
             last_checkpoint=last_checkpoint,
             stopped_by_signal=stop.signal,
             stopped_early=stopped_early,
+            train_dir=self.config.length.train_dir,
+            val_losses=val_losses,
+            last_val_loss=self.last_val_loss,
         )
 
     def _train_one(self, inputs, targets, epoch, stop):
@@ -278,12 +303,52 @@ class Trainer:
             losses.bits_per_char(val_loss),
             losses.perplexity(val_loss),
         )
+        if self._losses_since_eval:
+            self._check_state_regime(val_loss, float(np.mean(self._losses_since_eval)))
+            self._losses_since_eval = []
         if val_loss < float(self.best_val_loss):
             self.best_val_loss.assign(val_loss)
             self.evals_since_best.assign(0)
             self.save(best=True)
         else:
             self.evals_since_best.assign_add(1)
+
+    def _check_state_regime(self, val_loss, train_loss):
+        """Warns (once) when the model only predicts well from the recurrent state training carried.
+
+        Training streams carry their state from batch to batch; validation, evaluate.py and sampling
+        start from a zero state. A learning rate too high for the model can drive it where its
+        predictions rely on a state that only training's unbroken streams reach (an LSTM cell state
+        growing by about one per character, |c| in the thousands): training then logs a loss that no
+        other use of the model sees. Told apart from overfitting by scoring the first validation batches
+        from a zero state and from training's carried state: in that regime most of the gap goes.
+
+        Args:
+          val_loss: the validation loss (from a zero state).
+          train_loss: the mean training loss of the steps since the previous validation.
+        """
+        if self._warned_state_regime or val_loss - train_loss < STATE_REGIME_GAP_NATS:
+            return
+        batches = min(self.batches.val_batches, STATE_REGIME_CHECK_BATCHES)
+        from_zero = sum(self._validation_losses(batches=batches)) / batches
+        from_carried = sum(self._validation_losses(from_carried_state=True, batches=batches)) / batches
+        if from_zero - from_carried < STATE_REGIME_GAP_NATS:
+            return
+        self._warned_state_regime = True
+        largest_state = max(float(tf.reduce_max(tf.abs(state))) for state in self.global_state.variables)
+        logging.warning(
+            "Validation loss %.2f is %.2f nats above the training loss %.2f, and %.2f when validation starts "
+            "from the state training carried (largest |state| %s) instead of a zero state: the model "
+            "predicts well only from a state that training's unbroken streams reach, not from the zero "
+            "state evaluation and sampling start from; lower --learning_rate (now %g; e.g. 0.002) or warm "
+            "it up (--lr_schedule=cosine --warmup_steps=100) in a new --train_dir",
+            val_loss,
+            val_loss - train_loss,
+            train_loss,
+            from_carried,
+            f"{largest_state:,.0f}",
+            self.config.optimization.learning_rate,
+        )
 
     def _out_of_patience(self):
         """Whether --patience validations in a row brought no new best (logged once when so)."""
@@ -338,13 +403,28 @@ class Trainer:
 
     def evaluate(self):
         """Mean validation nats/char over the stream layout, leaving the training state untouched."""
+        return sum(self._validation_losses()) / self.batches.val_batches
+
+    def _validation_losses(self, from_carried_state=False, batches=None):
+        """Per-batch validation losses, streams started from a zero state (as evaluate.py and sampling
+        start) or from the state training carried; the training state is left as it was.
+
+        Args:
+          from_carried_state: start the validation streams from training's current state.
+          batches: score only the first this many batches; None: all.
+
+        Returns:
+          list of float, nats/char of each batch.
+        """
         self.global_state.gather()
-        self.model.reset_state()
-        total = 0.0
-        for inputs, targets in self.batches.validation:
-            total += float(self.steps.evaluate(inputs, targets))
+        if not from_carried_state:
+            self.model.reset_state()
+        validation = self.batches.validation
+        if batches is not None:
+            validation = itertools.islice(validation, batches)
+        batch_losses = [float(self.steps.evaluate(inputs, targets)) for inputs, targets in validation]
         self.global_state.scatter()
-        return total / self.batches.val_batches
+        return batch_losses
 
     def sample_text(self):
         """A short seeded sample from the current weights, for TensorBoard."""

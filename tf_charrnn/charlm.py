@@ -1,0 +1,309 @@
+"""`CharLM`: a trained run loaded for use from Python (a notebook, a script), on the runtime the scripts
+choose: generate, stream, score a text, and the next characters' probabilities."""
+
+import functools
+import os
+
+import tensorflow as tf
+
+from tf_charrnn import errors, evaluate, run_directory, runtime, sampling
+from tf_charrnn.config import SampleConfig, python_settings
+from tf_charrnn.errors import UserError
+
+
+class CharLM:
+    """A trained Char-RNN: its weights, vocabulary and config, ready to generate and score text.
+
+    Load one with `CharLM.from_run(train_dir)`. It runs where `scripts/sample.py` runs (the fused C++
+    LSTM kernels on a CPU, cuDNN on a GPU), gives the same text for the same seed and settings, and
+    scores a text as `scripts/evaluate.py` does. Bad arguments raise `tf_charrnn.UserError`, its message
+    naming the argument (`prime=`).
+
+    Attributes:
+      vocab: the run's `Vocab` (`vocab.chars`: the characters, in id order).
+      config: the run's `RunConfig` (e.g. `config.model.rnn_units`).
+      model: the Keras model holding the weights (`CharRNN`, batch 1; its `step` takes any batch).
+      checkpoint: the checkpoint prefix the weights came from.
+      train_dir: the run directory.
+
+    Examples:
+
+    Generate text.
+    ```python
+    lm = tf_charrnn.CharLM.from_run("runs/shakespeare_cpu")
+    print(lm.generate("ROMEO:", length=200, temperature=0.8, seed=7))
+
+    # Three samples at once, as one batch.
+    lm.generate("ROMEO:", length=100, num_samples=3, seed=7)
+    ```
+
+    Print characters as they come.
+    ```python
+    for piece in lm.stream("ROMEO:", length=200, seed=7):
+        print(piece, end="", flush=True)
+    ```
+
+    Score a text, and ask what comes next.
+    ```python
+    lm.score("To be, or not to be, that is the question.").bits_per_char
+    lm.next_chars("To be, or not to b", k=3)  # [("e", 0.97...), ...]
+    ```
+    """
+
+    def __init__(self, train_dir, config, vocab, sampler, checkpoint):
+        self.train_dir = train_dir
+        self.config = config
+        self.vocab = vocab
+        self.model = sampler.model
+        self.checkpoint = checkpoint
+        self._sampler = sampler
+        self._feed = tf.function(functools.partial(sampling.feed_prime, self.model))
+        self._scorers = {}  # stream rows -> evaluate.StreamScorer holding these weights
+
+    @classmethod
+    def from_run(cls, train_dir, best=False, checkpoint=None):
+        """Loads a run directory's latest checkpoint (or its best-validation one, or a named one).
+
+        Args:
+          train_dir: the run directory (what `tf_charrnn.train` or `scripts/train.py` wrote).
+          best: load the best-validation checkpoint instead of the latest.
+          checkpoint: a checkpoint prefix to load, e.g. "runs/x/checkpoints/ckpt-300"; None: the latest
+            (or the best with `best`).
+
+        Returns:
+          CharLM.
+        Raises:
+          UserError: the folder holds no run or no such checkpoint, or its files are damaged.
+
+        Example:
+        ```python
+        lm = tf_charrnn.CharLM.from_run("runs/shakespeare_cpu", best=True)
+        lm.config.model.rnn_units  # 512
+        ```
+        """
+        with errors.python_arguments():
+            _check_types(
+                train_dir=(train_dir, (str, os.PathLike)),
+                best=(best, bool),
+                checkpoint=(checkpoint, (str, os.PathLike, type(None))),
+            )
+            train_dir, checkpoint = os.fspath(train_dir), checkpoint and os.fspath(checkpoint)
+            config, vocab = run_directory.load_run(train_dir)
+            path = run_directory.find_checkpoint(train_dir, checkpoint or None, best)
+            runtime.grow_gpu_memory()
+            sampler = sampling.Sampler(config.model, fused_kernels=runtime.fused_kernels_apply())
+            path = run_directory.restore_weights(train_dir, sampler.model, path, best)
+        return cls(train_dir, config, vocab, sampler, path)
+
+    def __repr__(self):
+        model = self.config.model
+        return (
+            f"CharLM({self.checkpoint!r}: {model.num_layers} x {model.rnn_units} {model.cell}, "
+            f"{len(self.vocab)} characters)"
+        )
+
+    def _sample_options(self, **settings):
+        """The checked SampleConfig of `settings` (named as SampleConfig's fields)."""
+        with errors.python_arguments():
+            return SampleConfig(train_dir=self.train_dir, **python_settings(SampleConfig, settings))
+
+    def generate(
+        self,
+        prime="\n",
+        length=500,
+        *,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        sampling="sample",
+        seed=0,
+        num_samples=1,
+        stop_at="",
+    ):
+        """Generates text after `prime`: the same text `scripts/sample.py` prints for the same settings.
+
+        Args:
+          prime: text that sets the state before generating (at least one character of the vocabulary).
+          length: characters to generate after it.
+          temperature: divide the logits by this; < 1 is more conservative.
+          top_k: sample among the k most likely characters; 0: all.
+          top_p: sample among the most likely characters holding this probability mass; 1: all.
+          sampling: "sample" (weighted random), "greedy" (argmax) or "sample_at_space" (random only
+            after a space).
+          seed: the same seed gives the same text.
+          num_samples: texts generated at once, as one batch.
+          stop_at: each text ends after the first occurrence of this string in what it generates (the
+            prime does not count), the string included; "": every text has `length` characters.
+
+        Returns:
+          `prime` followed by the generated text; a list of `num_samples` such strings when it is > 1.
+        Raises:
+          UserError: a bad argument (named in the message, e.g. `prime=` with unknown characters).
+
+        Example:
+        ```python
+        lm.generate("ROMEO:", length=100, temperature=0.8, seed=7)
+        ```
+        """
+        options = self._sample_options(
+            prime=prime,
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            sampling=sampling,
+            seed=seed,
+            num_samples=num_samples,
+            stop_at=stop_at,
+        )
+        with errors.python_arguments():
+            texts = self._sampler.generate(self.vocab, options.prime, options.length, **_draws(options))
+        texts = [options.prime + text for text in texts]
+        return texts if options.num_samples > 1 else texts[0]
+
+    def stream(
+        self,
+        prime="\n",
+        length=500,
+        *,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        sampling="sample",
+        seed=0,
+        num_samples=1,
+        stop_at="",
+    ):
+        """Generates text a character at a time, as `generate` would (the same seed, the same text).
+
+        Args: as `generate`.
+
+        Yields:
+          `prime`, then each generated character: strings whose concatenation is what `generate`
+          returns; with `num_samples` > 1, lists of `num_samples` strings ("" for a sample that has
+          met `stop_at`).
+        Raises:
+          UserError: a bad argument, when the first piece is asked for.
+
+        Example:
+        ```python
+        for piece in lm.stream("ROMEO:", length=200, seed=7):
+            print(piece, end="", flush=True)
+        ```
+        """
+        options = self._sample_options(
+            prime=prime,
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            sampling=sampling,
+            seed=seed,
+            num_samples=num_samples,
+            stop_at=stop_at,
+        )
+        several = options.num_samples > 1
+        with errors.python_arguments():
+            steps = self._sampler.stream(self.vocab, options.prime, options.length, **_draws(options))
+            first = next(steps, None)  # checks the prime before anything is yielded
+        yield [options.prime] * options.num_samples if several else options.prime
+        if first is None:
+            return
+        yield first if several else first[0]
+        for chars in steps:
+            yield chars if several else chars[0]
+
+    def score(self, text, skip_unknown=False):
+        """How well the model predicts `text`: what `scripts/evaluate.py --data_path` prints for a file
+        holding it (the text is cut into the run's streams of seq_length characters, as validation is).
+
+        Args:
+          text: the text (at least 2 characters).
+          skip_unknown: leave out characters outside the vocabulary instead of raising.
+
+        Returns:
+          evaluate.Evaluation: nats_per_char, bits_per_char, perplexity, characters (predicted), and
+          skipped_characters, checkpoint.
+        Raises:
+          UserError: characters outside the vocabulary (without `skip_unknown`), or a text too short.
+
+        Example:
+        ```python
+        lm.score(open("input.txt").read()[-100_000:]).bits_per_char
+        ```
+        """
+        _check_types(text=(text, str), skip_unknown=(skip_unknown, bool))
+        unknown = self.vocab.unknown_chars(text)
+        if unknown and not skip_unknown:
+            raise UserError(
+                f"text= has characters outside the run's vocabulary: {evaluate.describe_chars(unknown)}; "
+                f"pass skip_unknown=True to score the text without them"
+            )
+        kept = text.translate({ord(char): None for char in unknown}) if unknown else text
+        if len(kept) < 2:
+            raise UserError(f"text= has {len(kept)} character(s) to score; at least 2 are needed")
+        ids = self.vocab.encode(kept)
+        streams, _, _ = evaluate.stream_layout(
+            len(ids), self.config.layout.batch_size, self.config.layout.seq_length
+        )
+        if streams not in self._scorers:
+            scorer = evaluate.StreamScorer(self.config, streams)
+            scorer.model.copy_weights_from(self.model)
+            self._scorers[streams] = scorer
+        return self._scorers[streams].evaluation(ids, self.checkpoint, len(text) - len(kept))
+
+    def next_chars(self, text, k=5):
+        """The k most likely characters to follow `text`, with their probabilities.
+
+        Args:
+          text: at least one character of the vocabulary.
+          k: how many characters (all of them when k is at least the vocabulary's size).
+
+        Returns:
+          [(character, probability), ...], most likely first (the softmax of the model's logits after
+          the last character of `text`, at temperature 1).
+        Raises:
+          UserError: an empty `text`, characters outside the vocabulary, or k < 1.
+
+        Example:
+        ```python
+        lm.next_chars("To be, or not to b", k=3)
+        ```
+        """
+        _check_types(text=(text, str), k=(k, int))
+        if k < 1:
+            raise UserError(f"k= must be >= 1, got {k}")
+        if not text:
+            raise UserError("text= must hold at least one character")
+        unknown = self.vocab.unknown_chars(text)
+        if unknown:
+            raise UserError(
+                f"text= has characters outside the run's vocabulary: {evaluate.describe_chars(unknown)}"
+            )
+        logits, _ = self._feed(tf.constant(self.vocab.encode(text)[None, :]))
+        probabilities = tf.nn.softmax(logits[0]).numpy()
+        order = probabilities.argsort(kind="stable")[::-1][:k]
+        return [(self.vocab.chars[i], float(probabilities[i])) for i in order]
+
+
+def _draws(options):
+    """Sampler keyword arguments of a SampleConfig."""
+    return dict(
+        num_samples=options.num_samples,
+        seed=options.seed,
+        mode=options.sampling,
+        temperature=options.temperature,
+        top_k=options.top_k,
+        top_p=options.top_p,
+        stop_at=options.stop_at,
+    )
+
+
+def _check_types(**arguments):
+    """Raises UserError naming the first argument whose value is not of its type(s): name=(value, types)."""
+    for name, (value, kinds) in arguments.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = {type(None): "None", os.PathLike: "a path"}
+            expected = " or ".join(names.get(kind, kind.__name__) for kind in kinds)
+            raise UserError(f"{name}= must be {expected}, got {value!r}")
