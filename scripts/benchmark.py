@@ -1,12 +1,19 @@
 """Measures training and sampling throughput on synthetic ids: python scripts/benchmark.py --preset=large.
 
-Prints one JSON line per measurement. With --peer_python (a Python that has torch), the same
-measurement of ../shared/peers/torch_charlstm.py alternates with the project's --rounds times, at the
-project's precision or --peer_precision, and a line with the ratio of the medians follows: absolute
-times drift on shared machines. Best against best, e.g. on this CPU:
+Prints one JSON line per measurement; each of the project's says what ran the LSTM ("recurrent": the
+fused kernels in float32 or bfloat16, or Keras ops). With --peer_python (a Python that has torch), the
+same measurement of ../shared/peers/torch_charlstm.py alternates with the project's --rounds times, at
+the project's precision or --peer_precision, and a line with the ratio of the medians follows: absolute
+times drift on shared machines. A comparison is refused where the fused kernels failed to build here
+(it would measure Keras ops) unless --compare_without_kernels. Best against best, e.g. on this CPU:
   python scripts/benchmark.py --task=train --mixed_precision=bfloat16 --peer_python=/tmp/peer/bin/python
+The size sweep (--task=sweep): training at each --sweep_units in float32 and bfloat16 against the peer,
+chars/s, ratio and GFLOP/s beside this CPU's matmul peak; --sweep_output=PREFIX writes PREFIX.md (the
+table) and PREFIX.png (the plot):
+  python scripts/benchmark.py --task=sweep --peer_python=/tmp/peer/bin/python --sweep_output=/tmp/sweep
 """
 
+import functools
 import json
 import os
 import statistics
@@ -18,9 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from tf_charrnn import benchmark  # noqa: E402
+from tf_charrnn import benchmark, native, runtime  # noqa: E402
 from tf_charrnn.cli import flags as cli_flags  # noqa: E402
 from tf_charrnn.config import CELLS, MIXED_PRECISION_POLICIES, RunConfig  # noqa: E402
+from tf_charrnn.errors import UserError  # noqa: E402
 
 PRESETS = {
     "large": dict(rnn_units=512, num_layers=2, embedding_dim=64, batch_size=64, seq_length=100),
@@ -32,9 +40,21 @@ flags.DEFINE_enum(
 flags.DEFINE_enum(
     "task",
     "all",
-    ["train", "sample", "all", "memory", "profile"],
+    ["train", "sample", "all", "memory", "profile", "sweep"],
     "what to measure; all: train and sample; memory: peak RSS of encoding a synthetic corpus of each "
-    "--corpus_mb and of a short real run on it; profile: time per op type of --steps training steps",
+    "--corpus_mb and of a short real run on it; profile: time per op type of --steps training steps; "
+    "sweep: training at each --sweep_units and --sweep_precisions against the peer",
+)
+flags.DEFINE_list("sweep_units", ["64", "128", "256", "512", "1024"], "--task=sweep: the rnn_units measured")
+flags.DEFINE_list(
+    "sweep_precisions",
+    ["none", "bfloat16"],
+    "--task=sweep: the --mixed_precision values measured (none: float32)",
+)
+flags.DEFINE_string(
+    "sweep_output",
+    "",
+    "--task=sweep: write the table to PREFIX.md and the plot to PREFIX.png (needs matplotlib)",
 )
 flags.DEFINE_list(
     "corpus_mb", ["1", "100", "1024"], "--task=memory: synthetic corpus sizes in MiB, each in a fresh process"
@@ -66,6 +86,12 @@ flags.DEFINE_string(
     "--task=profile: where the trace stays (TensorBoard's profile plugin); empty: a temporary folder",
 )
 flags.DEFINE_integer("rounds", 3, "with --peer_python: peer and project measurements alternated this often")
+flags.DEFINE_bool(
+    "compare_without_kernels",
+    False,
+    "with --peer_python: compare even where the fused kernels failed to build here (the project's rows then "
+    "measure Keras ops)",
+)
 flags.DEFINE_string(
     "peer_script",
     os.path.join(
@@ -80,15 +106,15 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
-def _peer_precision(mode):
-    """The peer's precision: --peer_precision, else the project's (training under --mixed_precision; the
+def _peer_precision(mode, mixed_precision):
+    """The peer's precision: --peer_precision, else the project's (training under `mixed_precision`; the
     sampler always runs float32)."""
     if FLAGS.peer_precision:
         return FLAGS.peer_precision
-    return "float32" if mode == "sample" or FLAGS.mixed_precision == "none" else FLAGS.mixed_precision
+    return "float32" if mode == "sample" or mixed_precision == "none" else mixed_precision
 
 
-def _peer(mode, sizes, batch_size):
+def _peer(mode, sizes, batch_size, precision):
     """Runs the torch peer's measurement of the same work; its parsed JSON line."""
     command = [
         FLAGS.peer_python,
@@ -100,41 +126,104 @@ def _peer(mode, sizes, batch_size):
         f"--layers={sizes['num_layers']}",
         f"--dropout={FLAGS.dropout}",
         f"--batch={batch_size}",
-        f"--precision={_peer_precision(mode)}",
+        f"--precision={precision}",
     ]
     command += (
         [f"--seq={sizes['seq_length']}", f"--steps={FLAGS.steps}"]
         if mode == "train"
         else [f"--length={FLAGS.length}"]
     )
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"the peer failed ({FLAGS.peer_python} {FLAGS.peer_script}): {last}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _measure(record, measure, peer_mode=None, sizes=None, batch_size=None):
+def _measure(
+    record, measure, peer_mode=None, sizes=None, batch_size=None, mixed_precision="none", extend=None
+):
     """Prints the measurement's JSON line. With a peer, peer and project alternate --rounds times, each
-    measurement printed, then a line with the ratio of the medians."""
+    measurement printed, then a line with the ratio of the medians (and what `extend` adds to it), which
+    is returned."""
     if not (FLAGS.peer_python and peer_mode):
         print(json.dumps({**record, **measure(), "peak_rss_mb": benchmark.peak_rss_mb()}), flush=True)
-        return
+        return None
+    peer_precision = _peer_precision(peer_mode, mixed_precision)
     ours, peers = [], []
     for _ in range(FLAGS.rounds):
-        peers.append(_peer(peer_mode, sizes, batch_size)["chars_per_sec"])
+        peers.append(_peer(peer_mode, sizes, batch_size, peer_precision)["chars_per_sec"])
         print(json.dumps({**record, "peer_chars_per_sec": peers[-1]}), flush=True)
-        ours.append(measure()["chars_per_sec"])
-        print(json.dumps({**record, "chars_per_sec": ours[-1]}), flush=True)
-    print(
-        json.dumps(
-            {
-                **record,
-                "peer_precision": _peer_precision(peer_mode),
-                "ratio_vs_peer": statistics.median(ours) / statistics.median(peers),
-                "chars_per_sec": ours,
-                "peer_chars_per_sec": peers,
-            }
-        ),
-        flush=True,
-    )
+        measured = measure()
+        ours.append(measured["chars_per_sec"])
+        print(json.dumps({**record, **measured}), flush=True)
+    summary = {
+        **record,
+        "recurrent": measured["recurrent"],
+        "peer_precision": peer_precision,
+        "ratio_vs_peer": statistics.median(ours) / statistics.median(peers),
+        "chars_per_sec": ours,
+        "peer_chars_per_sec": peers,
+    }
+    if extend is not None:
+        summary.update(extend(summary))
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def _refuse_a_comparison_without_kernels():
+    """A comparison with the peer where the kernels would run here but failed to build measures Keras
+    ops, not the project: refused (UserError) unless --compare_without_kernels; so is a missing peer
+    script."""
+    if FLAGS.peer_python and not os.path.isfile(FLAGS.peer_script):
+        raise UserError(f"no peer script {FLAGS.peer_script}: pass --peer_script=PATH/torch_charlstm.py")
+    if not FLAGS.peer_python or FLAGS.compare_without_kernels or FLAGS.jit_compile or runtime.on_gpu():
+        return
+    error = native.build_error()
+    if error is not None:
+        first, *rest = error.splitlines()
+        reason = " ".join([first.rstrip(":"), *[line.strip() for line in rest if "error" in line][:1]])
+        raise UserError(
+            f"the fused LSTM kernels failed to build here ({reason}), so the comparison with "
+            "the peer would measure Keras ops: fix the build (python -m tf_charrnn.native shows the "
+            "compiler's error) or pass --compare_without_kernels"
+        )
+
+
+def _sweep(config, sizes):
+    """--task=sweep: training at each --sweep_units and --sweep_precisions, alternated with the peer; one
+    JSON line per measurement and per size, and the table and plot at --sweep_output."""
+    if not FLAGS.peer_python:
+        raise UserError("--task=sweep compares with the peer: pass --peer_python=A_PYTHON_WITH_TORCH")
+    unknown = [p for p in FLAGS.sweep_precisions if p not in MIXED_PRECISION_POLICIES]
+    if unknown:
+        choices = ", ".join(MIXED_PRECISION_POLICIES)
+        raise UserError(f"--sweep_precisions must be among {choices}, got {', '.join(unknown)}")
+    if not all(units.isdigit() for units in FLAGS.sweep_units):
+        raise UserError(f"--sweep_units must be whole numbers, got {','.join(FLAGS.sweep_units)}")
+    # Every size's config before the first measurement, so that a bad one is refused at once.
+    row_configs = [
+        config.replace(rnn_units=int(units), mixed_precision=precision)
+        for units in FLAGS.sweep_units
+        for precision in FLAGS.sweep_precisions
+    ]
+    if FLAGS.sweep_output:
+        benchmark.check_sweep_output(FLAGS.sweep_output)
+    peaks = {p: benchmark.matmul_gflops(benchmark.SWEEP_DTYPES[p]) for p in FLAGS.sweep_precisions}
+    cpu = benchmark.cpu_description()
+    print(json.dumps({"task": "sweep", "cpu": cpu, "matmul_peak_gflops": peaks}), flush=True)
+    rows = []
+    for row_config in row_configs:
+        precision = row_config.precision.mixed_precision
+        sized = {**sizes, "rnn_units": row_config.model.rnn_units}
+        measure = functools.partial(benchmark.measure_train, row_config, steps=FLAGS.steps)
+        figures = functools.partial(
+            benchmark.sweep_figures, model_config=row_config.model, peak_gflops=peaks[precision]
+        )
+        record = {"task": "sweep", **sized, "mixed_precision": precision}
+        rows.append(_measure(record, measure, "train", sized, sized["batch_size"], precision, figures))
+    if FLAGS.sweep_output:
+        benchmark.write_sweep(FLAGS.sweep_output, rows, cpu)
 
 
 def main(argv):
@@ -166,6 +255,11 @@ def main(argv):
         result = benchmark.measure_memory(config, float(FLAGS.corpus_mb[0]), num_files=FLAGS.corpus_files)
         print(json.dumps({"task": "memory", **common, **result}), flush=True)
         return
+    if FLAGS.task in ("train", "sample", "all", "sweep"):
+        _refuse_a_comparison_without_kernels()
+    if FLAGS.task == "sweep":
+        _sweep(config, sizes)
+        return
     if FLAGS.task == "profile":
         with tempfile.TemporaryDirectory() as folder:
             result = benchmark.profile_train(config, FLAGS.profile_dir or folder, steps=FLAGS.steps)
@@ -178,6 +272,7 @@ def main(argv):
             "train",
             sizes,
             sizes["batch_size"],
+            FLAGS.mixed_precision,
         )
     if FLAGS.task in ("sample", "all"):
         for batch_size in map(int, FLAGS.sample_batch_sizes):

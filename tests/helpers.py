@@ -68,12 +68,12 @@ def script_env(cache, **extra):
 
 
 def snapshot(root):
-    """{relative path: sha256} of every file below `root`, but under a top-level cache/ folder (the corpus
-    and kernel cache, content-keyed and written atomically): equal snapshots mean nothing was written."""
+    """{relative path: sha256 (a file) or "folder"} of everything below `root`, the cache folders
+    included: equal snapshots mean nothing was written, created or removed."""
     digests = {}
-    for folder, _, names in os.walk(root):
-        if os.path.relpath(folder, root).split(os.sep)[0] == "cache":
-            continue
+    for folder, folders, names in os.walk(root):
+        for name in folders:
+            digests[os.path.relpath(os.path.join(folder, name), root)] = "folder"
         for name in names:
             path = os.path.join(folder, name)
             with open(path, "rb") as f:
@@ -82,13 +82,16 @@ def snapshot(root):
 
 
 def seed_kernels(cache):
-    """Copies this process's fused-kernel library (if built) into the cache folder `cache`."""
+    """Copies this process's fused-kernel library (if built and good) and its record into the cache
+    folder `cache`."""
+    from tf_charrnn import cache as cache_lib
     from tf_charrnn import native
 
     built, target = native.library_path(), native.library_path(str(cache))
-    if os.path.isfile(built) and not os.path.isfile(target):
+    if cache_lib.problem(built) is None and not os.path.isfile(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy(built, target)
+        for source, copy in ((built, target), (cache_lib.record_path(built), cache_lib.record_path(target))):
+            shutil.copy(source, copy)
 
 
 def run_command(command, env=None, timeout=600, **kwargs):

@@ -39,6 +39,7 @@ def test_exported_names_are_no_submodules():
     assert set(dir(tf_charrnn)) >= {"train", "CharLM", "TrainResult", "UserError"}
 
 
+@pytest.mark.slow
 def test_train_gives_the_clis_losses_and_each_resumes_the_others_run(
     text_file, corpus_cache, tmp_path, monkeypatch, capsys
 ):

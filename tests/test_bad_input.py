@@ -1,7 +1,9 @@
 """Every bad input: non-zero exit, one line on stderr naming the problem and the fix, no traceback,
-and the run directory (and any export) left byte-identical. One table, the real scripts."""
+and nothing written anywhere: the run directories, any export and the cache folder (no event file, no
+lock file, no cache entry for a refused corpus) left as they were. One table, the real scripts."""
 
 import concurrent.futures
+import hashlib
 import os
 import shutil
 
@@ -49,6 +51,9 @@ def world(tmp_path_factory):
     gone = _copy_run_and_break(root, "gone_checkpoints", "checkpoints/checkpoint", None, keep=True)
     for path in (gone / "checkpoints").glob("ckpt-*"):
         path.unlink()
+    data_gone = _copy_run_and_break(root, "data_gone", "checkpoints/checkpoint", None, keep=True)
+    for path in (data_gone / "checkpoints").glob("ckpt-*.data-*"):
+        path.unlink()  # the indexes remain: the run is refused only once the trainer tries to restore
     return root, env
 
 
@@ -285,6 +290,11 @@ CASES = [
         ["--train_dir={root}/gone_checkpoints"],
         "error: {root}/gone_checkpoints/checkpoints/checkpoint lists checkpoints whose files are gone",
     ),
+    (
+        "train",
+        ["--train_dir={root}/data_gone"],
+        "error: no checkpoint in {root}/data_gone/checkpoints is readable; move that folder away",
+    ),
 ]
 
 
@@ -326,3 +336,8 @@ def test_no_bad_input_changes_anything(world, outcomes):
     changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
     assert not changed, sorted(changed)  # the paths name the case that wrote them
     assert not os.path.exists(root / "fresh") and not os.path.exists(root / "new")
+    # The snapshot covers the cache folder: the corpora refused after encoding left no entry there.
+    assert "cache/encoded" in before
+    for refused in ("short.txt", "edited.txt"):
+        digest = hashlib.sha256((root / refused).read_bytes()).hexdigest()
+        assert not [path for path in after if digest in path], refused

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def run(tmp_path_factory):
     """(run directory, corpus cache, root) of a tiny run trained with tf_charrnn.train."""
     root = tmp_path_factory.mktemp("charlm")
     corpus = root / "corpus.txt"
-    corpus.write_text((QUOTE + "\n") * 10, encoding="utf-8")
+    corpus.write_text((QUOTE + "\nROMEO: To be, or not to be, that is the question.\n") * 6, encoding="utf-8")
     tf_charrnn.train(
         train_dir=root / "run", data_path=corpus, cache_dir=str(root / "cache"), progress=False, **SETTINGS
     )
@@ -63,6 +64,17 @@ def test_from_run_loads_the_latest_checkpoint_on_the_scripts_runtime(run, lm):
     )
     assert named.checkpoint.endswith("ckpt-10")
     assert named.generate("Willing", 30, seed=1) != lm.generate("Willing", 30, seed=1)
+
+
+def test_docstring_examples_run(run, lm):
+    examples = [
+        block
+        for method in (tf_charrnn.CharLM, *vars(tf_charrnn.CharLM).values())
+        for block in re.findall(r"```python\n(.*?)```", inspect.getdoc(method) or "", re.S)
+    ]
+    assert len(examples) == 8
+    for example in examples:
+        exec(example.replace('"runs/shakespeare_cpu"', repr(run[0])), {"tf_charrnn": tf_charrnn, "lm": lm})
 
 
 def test_generate_prints_what_sample_py_prints(run, lm):

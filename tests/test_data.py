@@ -1,5 +1,6 @@
 import hashlib
 import io
+import logging
 import os
 import urllib.error
 
@@ -131,14 +132,15 @@ def test_id_cache_is_keyed_by_content(text_file, corpus_cache):
     config = DataConfig(data_path=path, cache_dir=corpus_cache)
     corpus = data.load_corpus(config)
     encoded = os.path.join(corpus_cache, "encoded")
-    assert sorted(os.listdir(encoded)) == [corpus.sha256 + ".ids.npy", corpus.sha256 + ".vocab.json"]
+    entry = [corpus.sha256 + suffix for suffix in (".ids.npy", ".vocab.json")]
+    assert sorted(os.listdir(encoded)) == sorted(entry + [name + ".record.json" for name in entry])
     cached = data.load_corpus(config)  # served from the cache
     assert cached.vocab.decode(cached.ids) == "abcabc"
     with open(path, "w", encoding="utf-8") as f:  # the same path, new content: never the stale ids
         f.write("xyzzy")
     corpus = data.load_corpus(config)
     assert corpus.vocab.decode(corpus.ids) == "xyzzy"
-    assert len(os.listdir(encoded)) == 4
+    assert len(os.listdir(encoded)) == 8
 
 
 def test_shakespeare_split_matches_nanogpt(shakespeare_cache):
@@ -164,6 +166,26 @@ def test_download_is_checked_and_cached(monkeypatch, corpus_cache):
     monkeypatch.setattr(data, "SHAKESPEARE_SHA256", data.files.sha256_hex(payload))
     path = data.download_shakespeare(corpus_cache)
     assert open(path, "rb").read() == payload
+
+
+def test_a_damaged_download_is_downloaded_again_with_one_warning(monkeypatch, corpus_cache, caplog):
+    payload = b"the corpus"
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
+    monkeypatch.setattr(data, "SHAKESPEARE_SHA256", data.files.sha256_hex(payload))
+    path = os.path.join(corpus_cache, data.SHAKESPEARE_CACHE_PATH)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
+        f.write(b"the cor")  # a download cut short
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        assert data.download_shakespeare(corpus_cache) == path
+    assert open(path, "rb").read() == payload
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.startswith(f"The downloaded corpus {path} is not the tiny-shakespeare corpus (7 bytes, ")
+    with open(path, "wb") as f:
+        f.write(b"the cor")
+    monkeypatch.setattr(data.cache, "writable", lambda folder: False)  # a read-only cache
+    with pytest.raises(UserError, match=f"{path} is not the tiny-shakespeare corpus .* delete it"):
+        data.download_shakespeare(corpus_cache)
 
 
 def test_offline_download_names_the_url_and_data_path(monkeypatch, corpus_cache):

@@ -1,6 +1,7 @@
 """Training under tf.distribute: MirroredStrategy on two logical CPUs (see conftest), mixed precision."""
 
 import functools
+import types
 
 import numpy as np
 import pytest
@@ -154,3 +155,34 @@ def test_xla_compiles_the_whole_step_on_one_device_and_each_replica_step_under_m
             )
         )
         np.testing.assert_allclose(compiled.losses, on_kernels.losses, rtol=0, atol=1e-4, err_msg=strategy)
+
+
+def _three_workers(task_id):
+    """A stand-in for a MultiWorkerMirroredStrategy of three workers, as worker `task_id` sees it."""
+    cluster = {"worker": ["10.0.0.1:2222", "10.0.0.2:2222", "10.0.0.3:2222"]}
+    spec = tf.train.ClusterSpec(cluster)
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, task_type="worker", task_id=task_id)
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_a_lost_worker_is_the_one_whose_heartbeats_stopped(tmp_path):
+    # As worker 2 hears it: worker 0 (alive) reports that worker 1 stopped sending heartbeats.
+    error = tf.errors.UnavailableError(
+        None,
+        None,
+        "Collective ops is aborted by: Error reported from /job:worker/task:0: The following tasks are "
+        "unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.",
+    )
+    message = str(distribute.lost_worker_error(_three_workers(2), error, str(tmp_path)))
+    checkpoints = tmp_path / "checkpoints"
+    assert message == (
+        f"worker 1 (10.0.0.2:2222) stopped answering, so worker 2 (this one) stopped too; the run will "
+        f"resume from its start (no checkpoint in {checkpoints} yet): re-run every worker's command (all 3 "
+        f"of them) to resume"
+    )
+    # A message that names no task: the line lists the others.
+    silent = tf.errors.CancelledError(None, None, "")
+    message = str(distribute.lost_worker_error(_three_workers(0), silent, str(tmp_path)))
+    assert message.startswith(
+        "another worker (one of worker 1 (10.0.0.2:2222), worker 2 (10.0.0.3:2222)) stopped answering"
+    )

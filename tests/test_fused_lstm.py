@@ -210,6 +210,26 @@ def test_bfloat16_training_follows_the_float32_loss_curve():
     np.testing.assert_allclose(got, want, rtol=0.03)  # they differ by 1.5% at most here
 
 
+@needs_kernels
+def test_implementation_names_what_runs_the_layer(monkeypatch):
+    def layer(units, dtype=None, use_kernels=True):
+        return fused_lstm.FusedLSTM(units, use_kernels=use_kernels, dtype=dtype)
+
+    assert layer(64).implementation() == fused_lstm.FUSED_FLOAT32
+    assert layer(64).step_implementation() == fused_lstm.FUSED_FLOAT32
+    assert layer(32).implementation() == fused_lstm.KERAS_OPS  # not a multiple of 64
+    assert layer(32).step_implementation() == fused_lstm.FUSED_FLOAT32  # the step takes multiples of 16
+    assert layer(64, use_kernels=False).implementation() == fused_lstm.KERAS_OPS
+    assert layer(64, use_kernels=False).step_implementation() == fused_lstm.KERAS_OPS
+    assert layer(64, "mixed_float16").implementation() == fused_lstm.KERAS_OPS
+    assert layer(64).implementation(mask=tf.ones([1, 2], tf.bool)) == fused_lstm.KERAS_OPS
+    bfloat16 = fused_lstm.FUSED_BFLOAT16 if native.bfloat16_kernels() else fused_lstm.FUSED_FLOAT32
+    assert layer(64, "mixed_bfloat16").implementation() == bfloat16
+    monkeypatch.setattr(native, "load", lambda: None)  # kernels off or not built
+    assert layer(64).implementation() == fused_lstm.KERAS_OPS
+    assert layer(64).step_implementation() == fused_lstm.KERAS_OPS
+
+
 def test_bfloat16_kernels_are_off_without_their_ops_or_when_turned_off(monkeypatch):
     class Float32Kernels:  # a library built where the compiler does not target AVX512-BF16
         pass

@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from helpers import QUOTE, REPO_ROOT, run_command, script_env, smoke_train_comma
 TIMEOUT = 240  # seconds any one process may take
 # The README's run validates on all of tiny-shakespeare's validation split in batches of 4 x 16.
 README_TIMEOUT = 900
+FAULT_HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_hooks")
+PYTHONPATH = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
 
 
 def _free_ports(count):
@@ -48,18 +51,16 @@ def _run(command, env):
     return result
 
 
-def _start_workers(train_dir, corpus, env, *extra):
-    """Starts two workers on 127.0.0.1 and returns them, each with a queue of its stderr lines."""
+def _start_workers(train_dir, corpus, env, *extra, envs=({}, {})):
+    """Starts two workers on 127.0.0.1 (worker i with `envs[i]` added to `env`) and returns them, each as
+    (the process, a queue of its stderr lines, its environment)."""
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        workers.append(
-            start_command(
-                _command(train_dir, corpus, "--strategy=multi_worker", *extra),
-                {**env, "TF_CONFIG": json.dumps(tf_config)},
-            )
-        )
+        worker_env = {**env, **envs[index], "TF_CONFIG": json.dumps(tf_config)}
+        command = _command(train_dir, corpus, "--strategy=multi_worker", *extra)
+        workers.append((*start_command(command, worker_env), worker_env))
     return workers
 
 
@@ -80,16 +81,16 @@ def test_sigterm_to_one_worker_stops_both_after_the_same_step(text_file, env, tm
     corpus = text_file((QUOTE + " ") * 12)
     workers = _start_workers(tmp_path / "run", corpus, env, "--max_steps=1000")
     try:
-        chief, chief_lines = workers[0]
+        chief, chief_lines, _ = workers[0]
         while "step 3/1000" not in chief_lines.get(timeout=TIMEOUT):
             pass
         workers[1][0].send_signal(signal.SIGTERM)
-        codes = [process.wait(timeout=TIMEOUT) for process, _ in workers]
+        codes = [process.wait(timeout=TIMEOUT) for process, *_ in workers]
     finally:
-        for process, _ in workers:
+        for process, *_ in workers:
             process.kill()
             process.wait()
-    assert codes == [128 + signal.SIGTERM] * 2, [_drain(lines)[-2000:] for _, lines in workers]
+    assert codes == [128 + signal.SIGTERM] * 2, [_drain(lines)[-2000:] for _, lines, _ in workers]
     chief_log = _drain(chief_lines)
     assert "Another worker was stopped by a signal" in chief_log
     stopped_at = int(re.search(r"Stopped by signal 15 at step (\d+)", chief_log).group(1))
@@ -104,12 +105,12 @@ def test_two_workers_train_together_and_the_chief_checkpoint_resumes_alone(text_
     shared_dir = tmp_path / "two_workers"
     workers = _start_workers(shared_dir, corpus, env, "--max_steps=6")
     try:
-        codes = [process.wait(timeout=TIMEOUT) for process, _ in workers]
+        codes = [process.wait(timeout=TIMEOUT) for process, *_ in workers]
     finally:
-        for process, _ in workers:
+        for process, *_ in workers:
             process.kill()
             process.wait()
-    outputs = [_drain(lines) for _, lines in workers]
+    outputs = [_drain(lines) for _, lines, _ in workers]
     assert codes == [0, 0], [output[-3000:] for output in outputs]
     assert "with 2 replica(s) (--strategy=multi_worker)" in outputs[0]
     for output in outputs:  # both name the checkpoint in the run directory
@@ -167,3 +168,44 @@ def test_the_readme_two_worker_run_continues_on_one_machine_as_written(shakespea
     # The run directory records the launch that wrote it last: this one, on one machine.
     with open(tmp_path / "runs" / "two" / "config.json") as f:
         assert json.load(f)["runtime"]["strategy"] == "auto"
+@pytest.mark.slow
+def test_a_lost_worker_is_named_in_one_line_and_both_commands_resume(text_file, env, tmp_path):
+    corpus = text_file((QUOTE + " ") * 12)
+    train_dir = tmp_path / "run"
+    # Worker 1 is killed (SIGKILL) in the middle of saving its checkpoint 6; the chief saved its own.
+    fault = {"TF_CHARRNN_KILL_IN_SAVE": "6", "PYTHONPATH": os.pathsep.join([FAULT_HOOKS, *PYTHONPATH])}
+    workers = _start_workers(train_dir, corpus, env, "--max_steps=12", envs=[{}, fault])
+    try:
+        assert workers[1][0].wait(timeout=TIMEOUT) == -signal.SIGKILL
+        killed_at = time.monotonic()
+        code = workers[0][0].wait(timeout=TIMEOUT)
+        survivor_seconds = time.monotonic() - killed_at
+    finally:
+        for process, *_ in workers:
+            process.kill()
+            process.wait()
+    chief_log = _drain(workers[0][1])
+    assert code == 1, chief_log[-3000:]
+    assert survivor_seconds < 60
+    assert "Traceback" not in chief_log
+    address = json.loads(workers[1][2]["TF_CONFIG"])["cluster"]["worker"][1]
+    assert chief_log.strip().splitlines()[-1] == (
+        f"error: worker 1 ({address}) stopped answering, so worker 0 (this one) stopped too; the run will "
+        f"resume from {train_dir}/checkpoints/ckpt-6: re-run every worker's command (all 2 of them) to resume"
+    )
+    # Both commands again: the run resumes at step 6 and ends with an uninterrupted run's losses.
+    workers = _start_workers(train_dir, corpus, env, "--max_steps=12")
+    try:
+        codes = [process.wait(timeout=TIMEOUT) for process, *_ in workers]
+    finally:
+        for process, *_ in workers:
+            process.kill()
+            process.wait()
+    outputs = [_drain(lines) for _, lines, _ in workers]
+    assert codes == [0, 0], [output[-3000:] for output in outputs]
+    assert "Resumed " in outputs[0] and "at step 6" in outputs[0]
+    alone_dir = tmp_path / "alone"
+    _run(_command(alone_dir, corpus, "--strategy=default", "--max_steps=12"), env)
+    resumed = step_losses(train_dir)
+    assert len(resumed) == 12
+    np.testing.assert_allclose(resumed, step_losses(alone_dir), rtol=0, atol=1e-5)

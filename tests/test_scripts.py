@@ -8,7 +8,17 @@ import sys
 
 import pytest
 
-from helpers import QUOTE, REPO_ROOT, make_config, run_script, script_env, smoke_args, smoke_train_command
+from helpers import (
+    QUOTE,
+    REPO_ROOT,
+    make_config,
+    run_command,
+    run_script,
+    script_command,
+    script_env,
+    smoke_args,
+    smoke_train_command,
+)
 from tf_charrnn import native
 
 
@@ -208,6 +218,7 @@ def test_benchmark_prints_one_json_line_per_measurement(corpus_cache):
     for line in lines:
         assert line["preset"] == "small" and line["rnn_units"] == 8
         assert line["chars_per_sec"] > 0 and line["peak_rss_mb"] > 0
+        assert line["recurrent"] == "keras ops"  # 8 units: no kernel takes them
 
 
 def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
@@ -225,6 +236,7 @@ def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
     assert line["task"] == "memory" and line["corpus_mb"] == 2.0
     assert line["ids_mb"] == 2.0  # one byte per character: 65 distinct characters fit uint8
     assert line["peak_rss_mb"] >= line["peak_rss_encode_mb"] > line["ids_mb"]
+    assert line["cached_load_seconds"] > 0 and line["cache_check_seconds"] > 0
 
 
 def test_benchmark_memory_task_on_a_folder_of_files(corpus_cache):
@@ -281,8 +293,124 @@ def test_benchmark_alternates_with_the_peer_at_the_same_precision_and_reports_th
     assert len(calls) == 3 and all("train" in call and "--precision=bfloat16" in call for call in calls)
     summary = lines[6]
     assert summary["peer_chars_per_sec"] == [10.0, 20.0, 30.0] and summary["peer_precision"] == "bfloat16"
+    assert summary["recurrent"] == "keras ops"
     ours = sorted(summary["chars_per_sec"])
     assert summary["ratio_vs_peer"] == pytest.approx(ours[1] / 20.0)
+
+
+def _fake_peer(tmp_path):
+    """(the fake peer's script, the log of its calls)."""
+    log = tmp_path / "peer_calls.txt"
+    peer = tmp_path / "fake_peer.py"
+    peer.write_text(FAKE_PEER.format(log=str(log)))
+    return peer, log
+
+
+def test_benchmark_refuses_to_compare_with_the_peer_where_the_kernels_failed_to_build(corpus_cache, tmp_path):
+    peer, log = _fake_peer(tmp_path)
+    arguments = [
+        "--task=train",
+        *TINY_BENCHMARK,
+        "--rnn_units=64",  # units the kernels would run
+        "--steps=1",
+        "--rounds=1",
+        f"--peer_python={sys.executable}",
+        f"--peer_script={peer}",
+    ]
+    env = script_env(corpus_cache, CXX="false")  # a compiler that fails: no kernels
+    refused = run_command(script_command("benchmark.py", *arguments), env)
+    assert refused.returncode == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: the fused LSTM kernels failed to build here (compiling the fused kernels failed"
+    )
+    assert last.endswith("or pass --compare_without_kernels") and refused.stdout == ""
+    assert not log.exists()  # the peer never ran
+
+    compared = run_command(script_command("benchmark.py", *arguments, "--compare_without_kernels"), env)
+    assert compared.returncode == 0, compared.stderr
+    lines = [json.loads(line) for line in compared.stdout.strip().splitlines()]
+    assert [line.get("recurrent") for line in lines] == [
+        None,
+        "keras ops",
+        "keras ops",
+    ]  # peer, ours, summary
+    assert len(log.read_text().splitlines()) == 1
+
+
+def test_benchmark_sweep_alternates_sizes_and_precisions_with_the_peer_and_writes_table_and_plot(
+    corpus_cache, tmp_path
+):
+    peer, log = _fake_peer(tmp_path)
+    output = tmp_path / "sweep"
+    result = run_script(
+        "benchmark.py",
+        [
+            "--task=sweep",
+            *TINY_BENCHMARK,
+            "--sweep_units=64",
+            "--sweep_precisions=none,bfloat16",
+            "--steps=1",
+            "--rounds=1",
+            f"--peer_python={sys.executable}",
+            f"--peer_script={peer}",
+            f"--sweep_output={output}",
+        ],
+        corpus_cache,
+    )
+    assert result.returncode == 0, result.stderr
+    header, *lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert header["task"] == "sweep" and header["cpu"]
+    assert set(header["matmul_peak_gflops"]) == {"none", "bfloat16"}
+    assert all(gflops > 0 for gflops in header["matmul_peak_gflops"].values())
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and "--units=64" in calls[0]
+    assert "--precision=float32" in calls[0] and "--precision=bfloat16" in calls[1]
+    rows = [line for line in lines if "ratio_vs_peer" in line]
+    assert len(lines) == 6 and [row["precision"] for row in rows] == ["float32", "bfloat16"]
+    # 2 layers of 64 units on a 4-wide embedding, 65 characters: 3 x (2 (4 + 64) 256 + 2 (64 + 64) 256 +
+    # 2 x 64 x 65) = 326,016 FLOPs a character, forward and backward.
+    for row, peer_rate in zip(rows, [10.0, 20.0], strict=True):
+        assert row["median_peer_chars_per_sec"] == peer_rate
+        assert row["peer_gflops"] == pytest.approx(peer_rate * 326_016 / 1e9)
+        assert row["gflops"] == pytest.approx(row["median_chars_per_sec"] * 326_016 / 1e9)
+        assert row["ratio_vs_peer"] == pytest.approx(row["median_chars_per_sec"] / peer_rate)
+        assert row["matmul_peak_gflops"] == header["matmul_peak_gflops"][row["mixed_precision"]]
+    if native.load() is not None:
+        assert rows[0]["recurrent"] == "fused kernels, float32"
+        assert rows[1]["recurrent"] in ("fused kernels, bfloat16", "fused kernels, float32")
+    table = (tmp_path / "sweep.md").read_text().splitlines()
+    assert table[0] == f"CPU: {header['cpu']}" and len(table) == 6
+    assert table[4].startswith("| 64 | float32 |") and table[5].startswith("| 64 | bfloat16 |")
+    assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--sweep_units=64"], "error: --task=sweep compares with the peer: pass --peer_python="),
+        (
+            ["--sweep_units=64", "--peer_python=python", "--sweep_precisions=none,float8"],
+            "error: --sweep_precisions must be among none, bfloat16, float16, got float8",
+        ),
+        (["--sweep_units=64,many", "--peer_python=python"], "error: --sweep_units must be whole numbers"),
+        (
+            ["--peer_python=python", "--peer_script=/nonexistent/peer.py"],
+            "error: no peer script /nonexistent/peer.py",
+        ),
+        (
+            ["--sweep_units=64", "--peer_python=python", "--sweep_output=/nonexistent/sweep"],
+            "error: --sweep_output: no folder /nonexistent",
+        ),
+    ],
+)
+def test_benchmark_sweep_refuses_bad_arguments_before_measuring(arguments, message, corpus_cache):
+    # A peer script that exists (a case's own --peer_script comes later and wins).
+    result = run_script(
+        "benchmark.py", ["--task=sweep", f"--peer_script={__file__}", *arguments], corpus_cache
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
 
 
 def test_benchmark_profile_task_sums_the_time_of_each_op_type_and_keeps_the_trace(corpus_cache, tmp_path):

@@ -2,8 +2,11 @@
 
 import collections
 import glob
+import io
 import os
+import platform
 import resource
+import statistics
 import tempfile
 import time
 
@@ -11,12 +14,19 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace format
 
+from tf_charrnn import cache, files
 from tf_charrnn import data as data_lib
 from tf_charrnn import runtime as runtime_lib
 from tf_charrnn import training as train_lib
+from tf_charrnn.errors import UserError
 from tf_charrnn.sampling import Sampler
 from tf_charrnn.train_step import TrainStep
 from tf_charrnn.vocab import Vocab
+
+# The matmul dtype of each --mixed_precision a sweep measures (its peak is that dtype's tf.matmul).
+SWEEP_DTYPES = {"none": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
+# The instruction sets that decide which kernels run, as /proc/cpuinfo names them.
+_CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16")
 
 
 def peak_rss_mb():
@@ -37,6 +47,42 @@ def _synthetic_training(config, num_batches):
     return train_step, list(data_lib.stream_dataset(ids, layout.batch_size, layout.seq_length, num_batches))
 
 
+def recurrent_implementation(layers, step=False):
+    """What runs the time loops of the recurrent `layers` (with `step`, their one-character steps):
+    fused_lstm's FUSED_FLOAT32, FUSED_BFLOAT16 or KERAS_OPS, several joined by ' + ' where layers differ."""
+    names = [layer.step_implementation() if step else layer.implementation() for layer in layers]
+    return " + ".join(dict.fromkeys(names))
+
+
+def train_flops_per_char(model_config):
+    """The matmul FLOPs of one training step per character: forward (each LSTM layer's [in + H] x [4H]
+    product, the [H] x [V] logits) and backward (twice the forward). The gates' elementwise work and the
+    optimizer, a few percent at these sizes, are left out, so the GFLOP/s derived from it is a floor."""
+    units, inputs = model_config.rnn_units, model_config.embedding_dim
+    gate_columns = {"lstm": 4, "gru": 3, "rnn": 1}[model_config.cell] * units
+    forward = 0
+    for _ in range(model_config.num_layers):
+        forward += 2 * (inputs + units) * gate_columns
+        inputs = units
+    forward += 2 * units * model_config.vocab_size
+    return 3 * forward
+
+
+def matmul_gflops(dtype, size=2048, repeats=5):
+    """This CPU's matmul peak as TensorFlow reaches it (oneDNN): the best GFLOP/s of a [size, size] x
+    [size, size] `tf.matmul` in `dtype` (tf.float32 or tf.bfloat16) over `repeats` runs."""
+    a = tf.random.stateless_uniform([size, size], seed=[1, 2], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    float(tf.reduce_sum(tf.cast(tf.matmul(a, a)[:1, :1], tf.float32)))  # warm-up, allocation
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        product = tf.matmul(a, a)
+        float(tf.cast(product[0, 0], tf.float32))  # waits for the product
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
 def measure_train(config, steps=8, warmup=2):
     """Median chars/s of the real training step (forward, loss, backward, clipping, Adam).
 
@@ -45,7 +91,8 @@ def measure_train(config, steps=8, warmup=2):
       steps, warmup: timed steps, and untimed ones before them (tracing, allocation).
 
     Returns:
-      dict with chars_per_sec and sec_per_step.
+      dict with chars_per_sec, sec_per_step and recurrent (what ran the LSTM's time loop, as
+      `recurrent_implementation` names it).
     """
     train_step, batches = _synthetic_training(config, steps + warmup)
     times = []
@@ -55,7 +102,11 @@ def measure_train(config, steps=8, warmup=2):
         times.append(time.perf_counter() - started)
     seconds = float(np.median(times[warmup:]))
     chars_per_step = config.layout.batch_size * config.layout.seq_length
-    return {"chars_per_sec": chars_per_step / seconds, "sec_per_step": seconds}
+    return {
+        "chars_per_sec": chars_per_step / seconds,
+        "sec_per_step": seconds,
+        "recurrent": recurrent_implementation(train_step.model.recurrent_layers),
+    }
 
 
 def profile_train(config, profile_dir, steps=6, warmup=3, top=12):
@@ -117,7 +168,7 @@ def measure_sample(model_config, batch_size, length, streamed):
     """Generated chars/s of the sampler: one compiled loop, or one compiled step per character.
 
     Returns:
-      dict with chars_per_sec.
+      dict with chars_per_sec and recurrent (what ran the layers' steps).
     """
     vocab = Vocab([chr(0x4E00 + i) for i in range(model_config.vocab_size)])
     sampler = Sampler(model_config, fused_kernels=runtime_lib.fused_kernels_apply())
@@ -133,7 +184,10 @@ def measure_sample(model_config, batch_size, length, streamed):
     run(20)  # tracing
     started = time.perf_counter()
     run(length)
-    return {"chars_per_sec": batch_size * length / (time.perf_counter() - started)}
+    return {
+        "chars_per_sec": batch_size * length / (time.perf_counter() - started),
+        "recurrent": recurrent_implementation(sampler.model.recurrent_layers, step=True),
+    }
 
 
 def write_synthetic_corpus(path, num_chars, alphabet, seed=0, chunk_size=1 << 20):
@@ -171,6 +225,8 @@ def measure_memory(config, corpus_mb, steps=2, num_files=1):
 
     Returns:
       dict with corpus_mb, num_files, ids_mb (the cached ids, memory-mapped by the trainer),
+      cached_load_seconds (loading it again, as a later start does: the corpus hashed and its cache entry
+      checked), cache_check_seconds (the check alone: the entry's files against their records),
       peak_rss_encode_mb (the process's peak once the corpus is encoded) and peak_rss_mb (once training
       has run).
     """
@@ -193,13 +249,133 @@ def measure_memory(config, corpus_mb, steps=2, num_files=1):
             eval_every=steps,
             sample_length=0,
         )
-        ids_mb = data_lib.load_corpus(config.data).ids.nbytes / 2**20
+        corpus = data_lib.load_corpus(config.data)
+        ids_mb = corpus.ids.nbytes / 2**20
         peak_rss_encode_mb = peak_rss_mb()
+        started = time.perf_counter()
+        data_lib.load_corpus(config.data)  # a later start: the corpus hashed, its cache entry checked
+        cached_load_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for suffix in (".ids.npy", ".vocab.json"):
+            assert cache.problem(os.path.join(folder, "encoded", corpus.sha256 + suffix)) is None
+        cache_check_seconds = time.perf_counter() - started
         train_lib.train(config)
     return {
         "corpus_mb": corpus_mb,
         "num_files": num_files,
         "ids_mb": ids_mb,
+        "cached_load_seconds": cached_load_seconds,
+        "cache_check_seconds": cache_check_seconds,
         "peak_rss_encode_mb": peak_rss_encode_mb,
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def cpu_description():
+    """E.g. 'AMD EPYC 9R14, 2 CPUs (avx2 avx512f avx512_bf16)': the model, the CPUs this process may use and
+    the instruction sets among _CPU_FEATURES it has (Linux' /proc/cpuinfo; elsewhere the platform's name)."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    features = " ".join(feature for feature in _CPU_FEATURES if feature in flags)
+    return f"{model}, {len(os.sched_getaffinity(0))} CPUs" + (f" ({features})" if features else "")
+
+
+def sweep_figures(summary, model_config, peak_gflops):
+    """What a sweep adds to the summary of one size's alternated rounds: the medians, the GFLOP/s they
+    mean (`train_flops_per_char`) and the CPU's matmul peak in that precision beside them."""
+    flops = train_flops_per_char(model_config)
+    ours, peer = statistics.median(summary["chars_per_sec"]), statistics.median(summary["peer_chars_per_sec"])
+    return {
+        "precision": "float32" if summary["mixed_precision"] == "none" else summary["mixed_precision"],
+        "median_chars_per_sec": ours,
+        "median_peer_chars_per_sec": peer,
+        "gflops": ours * flops / 1e9,
+        "peer_gflops": peer * flops / 1e9,
+        "matmul_peak_gflops": peak_gflops,
+    }
+
+
+def check_sweep_output(prefix):
+    """Refuses (UserError) a --sweep_output whose folder does not exist, or no matplotlib, before a sweep
+    spends its minutes."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    if not os.path.isdir(folder):
+        raise UserError(f"--sweep_output: no folder {folder}; create it or choose another prefix")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise UserError("--sweep_output draws the plot with matplotlib: pip install matplotlib") from error
+
+
+def sweep_table(rows, cpu):
+    """The sweep as a Markdown table (one line per size and precision), under a line naming the CPU."""
+    lines = [
+        f"CPU: {cpu}",
+        "",
+        "| units | precision | ours chars/s | peer chars/s | ratio | ours GFLOP/s | peer GFLOP/s "
+        "| matmul peak GFLOP/s | ours ran on |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['rnn_units']} | {row['precision']} | {row['median_chars_per_sec']:,.0f} | "
+            f"{row['median_peer_chars_per_sec']:,.0f} | {row['ratio_vs_peer']:.2f}x | {row['gflops']:.1f} | "
+            f"{row['peer_gflops']:.1f} | {row['matmul_peak_gflops']:.0f} | {row['recurrent']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def sweep_plot(rows, cpu):
+    """PNG bytes: the ratio to the peer (left) and GFLOP/s of both beside the matmul peak (right) against
+    the units, one line per precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot
+
+    figure, (ratio_axes, speed_axes) = pyplot.subplots(1, 2, figsize=(11, 4.2))
+    for index, precision in enumerate(dict.fromkeys(row["precision"] for row in rows)):
+        color = f"C{index}"
+        chosen = [row for row in rows if row["precision"] == precision]
+        units = [row["rnn_units"] for row in chosen]
+        ratio_axes.plot(units, [row["ratio_vs_peer"] for row in chosen], "o-", color=color, label=precision)
+        speed_axes.plot(
+            units, [row["gflops"] for row in chosen], "o-", color=color, label=f"ours, {precision}"
+        )
+        speed_axes.plot(
+            units, [row["peer_gflops"] for row in chosen], "s--", color=color, label=f"peer, {precision}"
+        )
+        peak = chosen[0]["matmul_peak_gflops"]
+        speed_axes.axhline(peak, color=color, linestyle=":", label=f"matmul peak, {precision}")
+    ratio_axes.axhline(1.0, color="gray", linewidth=0.8)
+    ratio_axes.set_ylabel("ours / peer (chars/s, median of rounds)")
+    speed_axes.set_ylabel("training GFLOP/s")
+    for axes in (ratio_axes, speed_axes):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks([row["rnn_units"] for row in rows])
+        axes.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axes.set_xlabel("LSTM units (2 layers)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.suptitle(f"Training against the PyTorch peer: {cpu}", fontsize=9)
+    figure.tight_layout()
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
+    pyplot.close(figure)
+    return image.getvalue()
+
+
+def write_sweep(prefix, rows, cpu):
+    """Writes the table to `prefix`.md and the plot to `prefix`.png, each atomically."""
+    files.write_atomic(prefix + ".md", sweep_table(rows, cpu))
+    files.write_atomic(prefix + ".png", sweep_plot(rows, cpu))

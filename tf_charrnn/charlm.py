@@ -229,7 +229,8 @@ class CharLM:
 
         Example:
         ```python
-        lm.score(open("input.txt").read()[-100_000:]).bits_per_char
+        score = lm.score("To be, or not to be, that is the question.")
+        score.bits_per_char, score.perplexity
         ```
         """
         _check_types(text=(text, str), skip_unknown=(skip_unknown, bool))

@@ -6,14 +6,14 @@ row i of batch k+1 continues row i of batch k, so a stateful model carries its s
 
 import dataclasses
 import os
-import tempfile
 import urllib.error
 import urllib.request
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from tf_charrnn import corpus_files, files
+from tf_charrnn import cache, corpus_files, files
 from tf_charrnn.errors import UserError
 from tf_charrnn.vocab import Vocab
 
@@ -22,11 +22,25 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 SHAKESPEARE_CACHE_PATH = os.path.join("data", "tinyshakespeare", "input.txt")
 
 
-def download_shakespeare(cache):
-    """Returns the path of the cached tiny-shakespeare corpus, downloading and checking it once."""
-    path = os.path.join(cache, SHAKESPEARE_CACHE_PATH)
+def download_shakespeare(cache_folder):
+    """Returns the path of the cached tiny-shakespeare corpus, downloading and checking it where it is
+    absent, or where the file there is not the corpus (a download cut short, an edit: one warning).
+
+    Raises:
+      UserError: the download failed or does not match, or a damaged copy is in a read-only cache.
+    """
+    path = os.path.join(cache_folder, SHAKESPEARE_CACHE_PATH)
     if os.path.isfile(path):
-        return path
+        digest, size = files.sha256_file(path)
+        if digest == SHAKESPEARE_SHA256:
+            return path
+        found = f"is not the tiny-shakespeare corpus ({size:,} bytes, sha256 {digest})"
+        if not cache.writable(os.path.dirname(path)):
+            raise UserError(
+                f"{path} {found}, and its folder is read-only, so it cannot be downloaded again: delete it, "
+                f"or set TF_CHARRNN_CACHE to another folder"
+            )
+        logging.warning("The downloaded corpus %s %s; downloading it again", path, found)
     try:
         with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response:
             data = response.read()
@@ -125,12 +139,14 @@ def read_corpus_chunks(listing, chunk_bytes=1 << 22):
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """An encoded corpus: its vocabulary, its ids, and the identity of the files they came from."""
+    """An encoded corpus: its vocabulary, its ids, and the identity of the file they came from."""
 
     vocab: Vocab
     ids: np.ndarray  # [N] in vocab.id_dtype, memory-mapped from the cache (read-only)
     sha256: str  # of the file's bytes; of several files: of their manifest (see corpus_files)
     size: int  # the file's bytes; of several files: of the joined text
+    # A newly encoded cache entry not yet in place (load_corpus(publish=False)); None when there is none.
+    pending: cache.Pending | None = None
     files: tuple = ()  # 'SHA256  NAME' of each file (corpus_files.CorpusListing.manifest)
 
 
@@ -140,62 +156,89 @@ _ENCODE_CHUNK_BYTES = 1 << 18
 
 
 def _encode_into_cache(listing, ids_path, vocab_path):
-    """Encodes a corpus's files (a corpus_files.CorpusListing) into the id cache in two streaming passes
-    (the characters, then the ids), so neither the whole text nor all its ids are ever in memory."""
+    """Encodes a corpus's files (a corpus_files.CorpusListing) into temporary files beside the id cache
+    entry, in two streaming passes (the characters, then the ids), so neither the whole text nor all its
+    ids are ever in memory.
+
+    Returns:
+      (Vocab, the temporary ids file, the cache.Pending that puts the entry in place).
+    Raises:
+      UserError: the file is not UTF-8 (found before anything is written), or the cache's disk is full
+        or read-only (nothing is left behind).
+    """
     chars, num_chars = set(), 0
     for piece in read_corpus_chunks(listing, _ENCODE_CHUNK_BYTES):
         chars.update(piece)
         num_chars += len(piece)
     vocab = Vocab(sorted(chars))
     directory = os.path.dirname(ids_path)
-    os.makedirs(directory, exist_ok=True)
     needed = num_chars * vocab.id_dtype.itemsize
-    with files.full_disk_is_user_error("the encoded corpus", directory, lambda: needed):
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
+    pending = None
+    try:
+        pending = cache.Pending(files.make_folders(directory))
+        with files.full_disk_is_user_error("the encoded corpus", directory, lambda: needed):
+            tmp_ids = pending.temporary(ids_path)
+            with open(tmp_ids, "wb") as f:
                 header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
                 np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
                 for piece in read_corpus_chunks(listing, _ENCODE_CHUNK_BYTES):
                     f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp_path, ids_path)
-            files.fsync_directory(directory)
-            vocab.save(vocab_path)  # last: a cache entry is complete once its vocabulary exists
-        finally:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
+            # Last: an entry is complete once its vocabulary is in place.
+            files.write_atomic(pending.temporary(vocab_path), vocab.to_json())
+    except BaseException as error:
+        if pending is not None:
+            pending.discard()
+        if cache.is_read_only_error(error):
+            raise cache.cannot_write(directory, error) from None
+        raise
+    return vocab, tmp_ids, pending
 
 
-def load_corpus(data_config):
+def load_corpus(data_config, publish=True):
     """Loads the corpus named by `data_config`, encoding it into the id cache on first use.
 
     --data_path may name a file, a folder, a glob or a list (see corpus_files.list_corpus). The cache is
-    keyed by the corpus's SHA-256, so a changed corpus is never served stale; its ids are memory-mapped,
-    so memory does not grow with the corpus.
+    keyed by the corpus's SHA-256, so a changed corpus is never served stale;
+    its ids are memory-mapped, so memory does not grow with the corpus. Each cache file is checked
+    against the size and hash recorded when it was written; a damaged one is rebuilt (one warning).
+
+    Args:
+      data_config: DataConfig.
+      publish: put a newly encoded entry in place now; False: the Corpus's `pending` does it (or discards
+        it when the run is refused, so that a refused corpus leaves no cache entry).
 
     Returns:
       Corpus.
     Raises:
-      UserError: a path is missing, a named file empty or not UTF-8, there is no text, or the cache's
-        disk is full.
+      UserError: the file is missing, a directory, empty or not UTF-8, or the cache's disk is full, or a
+        damaged cache file cannot be rebuilt (read-only cache).
     """
-    cache = files.cache_dir(data_config.cache_dir)
-    path = data_config.data_path or download_shakespeare(cache)
+    cache_folder = files.cache_dir(data_config.cache_dir)
+    path = data_config.data_path or download_shakespeare(cache_folder)
     listing = corpus_files.list_corpus(path, data_config.document_separator)
-    stem = os.path.join(cache, "encoded", listing.sha256)
+    digest, size, manifest = listing.sha256, listing.size, listing.manifest()
+    stem = os.path.join(cache_folder, "encoded", digest)
     ids_path, vocab_path = stem + ".ids.npy", stem + ".vocab.json"
-    if not (os.path.isfile(ids_path) and os.path.isfile(vocab_path)):
-        _encode_into_cache(listing, ids_path, vocab_path)
-    ids = np.load(ids_path, mmap_mode="r")
-    return Corpus(Vocab.load(vocab_path), ids, listing.sha256, listing.size, listing.manifest())
+    cached = all(
+        cache.check_before_use(cache_path, what, path)
+        for cache_path, what in ((ids_path, "the id cache"), (vocab_path, "the id cache's vocabulary"))
+    )
+    if cached:
+        return Corpus(Vocab.load(vocab_path), np.load(ids_path, mmap_mode="r"), digest, size, files=manifest)
+    vocab, tmp_ids, pending = _encode_into_cache(listing, ids_path, vocab_path)
+    corpus = Corpus(vocab, np.load(tmp_ids, mmap_mode="r"), digest, size, pending, manifest)
+    if publish:
+        pending.publish()
+    return corpus
 
 
 def in_vocab(corpus, vocab, data_config):
     """The corpus with its ids in `vocab`, a vocabulary that holds every character of the corpus in any
     order (a fine-tuned run's: its source's characters first, then the new ones). The ids are mapped from
-    the corpus's own a chunk at a time into a cache file of their own, memory-mapped like those.
+    the corpus's own a chunk at a time into a cache file of their own (checked and recorded as the id
+    cache is; a new one is pending with the corpus's entry, see `load_corpus`), memory-mapped like those.
 
     Returns:
       Corpus.
@@ -209,32 +252,27 @@ def in_vocab(corpus, vocab, data_config):
         raise ValueError(f"characters not in the vocabulary: {unknown!r}")
     table = vocab.encode("".join(corpus.vocab.chars), dtype=vocab.id_dtype)  # own id -> id in `vocab`
     key = files.sha256_hex(vocab.to_json().encode("utf-8"))[:16]
-    ids_path = os.path.join(
-        files.cache_dir(data_config.cache_dir), "encoded", f"{corpus.sha256}.{key}.ids.npy"
-    )
-    if not os.path.isfile(ids_path):
-        _map_ids_into_cache(corpus.ids, table, ids_path)
-    return dataclasses.replace(corpus, vocab=vocab, ids=np.load(ids_path, mmap_mode="r"))
-
-
-def _map_ids_into_cache(ids, table, ids_path):
-    """Writes table[ids] as a .npy file, a chunk at a time, atomically."""
-    directory = os.path.dirname(ids_path)
-    with files.full_disk_is_user_error("the encoded corpus", directory, lambda: len(ids) * table.itemsize):
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
+    folder = os.path.join(files.cache_dir(data_config.cache_dir), "encoded")
+    ids_path = os.path.join(folder, f"{corpus.sha256}.{key}.ids.npy")
+    if cache.check_before_use(ids_path, "the id cache in a fine-tuned run's vocabulary", "the id cache"):
+        return dataclasses.replace(corpus, vocab=vocab, ids=np.load(ids_path, mmap_mode="r"))
+    pending = corpus.pending or cache.Pending()
+    tmp_ids = pending.temporary(ids_path)
+    try:
+        with files.full_disk_is_user_error(
+            "the encoded corpus", folder, lambda: len(corpus.ids) * table.itemsize
+        ):
+            with open(tmp_ids, "wb") as f:
                 header = {"descr": np.lib.format.dtype_to_descr(table.dtype), "fortran_order": False}
-                np.lib.format.write_array_header_1_0(f, {**header, "shape": (len(ids),)})
-                for start in range(0, len(ids), _ENCODE_CHUNK_BYTES):
-                    f.write(table[ids[start : start + _ENCODE_CHUNK_BYTES]].tobytes())
+                np.lib.format.write_array_header_1_0(f, {**header, "shape": (len(corpus.ids),)})
+                for start in range(0, len(corpus.ids), _ENCODE_CHUNK_BYTES):
+                    f.write(table[corpus.ids[start : start + _ENCODE_CHUNK_BYTES]].tobytes())
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp_path, ids_path)
-            files.fsync_directory(directory)
-        finally:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
+    except BaseException:
+        pending.discard()
+        raise
+    return dataclasses.replace(corpus, vocab=vocab, ids=np.load(tmp_ids, mmap_mode="r"), pending=pending)
 
 
 def split_ids(ids, val_fraction):
@@ -405,42 +443,68 @@ def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False)
 @dataclasses.dataclass(frozen=True)
 class Splits:
     """A corpus ready for training: its vocabulary, the training and validation ids, and the identity of
-    the corpus's files (recorded in the run directory)."""
+    the corpus file (recorded in the run directory)."""
 
     vocab: Vocab
     train_ids: np.ndarray
     val_ids: np.ndarray
     corpus_sha256: str
     corpus_size: int
-    corpus_files: tuple = ()  # 'SHA256  NAME' of each file
+    corpus_files: tuple  # 'SHA256  NAME' of each file
+    # A newly encoded id cache entry not yet in place (load_splits(publish=False)); None when there is none.
+    pending: cache.Pending | None = None
+
+    def publish_cache(self):
+        """Puts a newly encoded id cache entry in place (call once the corpus is accepted)."""
+        if self.pending is not None:
+            self.pending.publish()
+
+    def discard_cache(self):
+        """Removes a newly encoded id cache entry that was not put in place (the run was refused)."""
+        if self.pending is not None:
+            self.pending.discard()
 
 
 def split_corpus(corpus, layout):
     """Splits a Corpus and checks each split holds at least one batch of the layout (a LayoutConfig).
 
     Returns:
-      Splits.
+      Splits (with the corpus's pending cache entry, discarded when a split is too short).
     Raises:
       UserError: a split is shorter than one batch.
     """
     train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
-    check_split_size("training", len(train_ids), layout.batch_size, layout.seq_length, layout.random_offset)
-    if layout.val_fraction > 0:
-        check_split_size("validation", len(val_ids), layout.batch_size, layout.seq_length)
-    return Splits(corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.files)
+    splits = Splits(
+        corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.files, corpus.pending
+    )
+    try:
+        check_split_size(
+            "training", len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
+        )
+        if layout.val_fraction > 0:
+            check_split_size("validation", len(splits.val_ids), layout.batch_size, layout.seq_length)
+    except BaseException:
+        splits.discard_cache()
+        raise
+    return splits
 
 
-def load_splits(data_config, layout):
+def load_splits(data_config, layout, publish=True):
     """Loads the corpus (in its own vocabulary), splits it and checks each split holds at least one batch
     of the layout.
 
     Args:
       data_config: DataConfig, where the corpus comes from.
       layout: LayoutConfig.
+      publish: see `load_corpus`; False: call `publish_cache` or `discard_cache` of the Splits.
 
     Returns:
       Splits.
     Raises:
-      UserError: the corpus cannot be read, or a split is shorter than one batch.
+      UserError: the corpus cannot be read, or a split is shorter than one batch (a corpus encoded for
+        this call leaves no cache entry).
     """
-    return split_corpus(load_corpus(data_config), layout)
+    splits = split_corpus(load_corpus(data_config, publish=False), layout)
+    if publish:
+        splits.publish_cache()
+    return splits

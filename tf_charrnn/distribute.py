@@ -10,10 +10,12 @@ number of replicas that divides B.
 import functools
 import json
 import os
+import re
 
 import tensorflow as tf
 
 from tf_charrnn import data as data_lib
+from tf_charrnn import run_directory
 from tf_charrnn.errors import UserError
 
 
@@ -73,6 +75,69 @@ def _check_tf_config():
             f"--strategy=multi_worker needs TF_CONFIG with a cluster and this worker's task; "
             f"set it like {example}"
         )
+
+
+# The errors a collective or the coordination service raises when a peer stops answering.
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+)
+_TASK = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+
+
+def is_multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def lost_worker_error(strategy, error, train_dir):
+    """The UserError for a collective that failed because another worker stopped answering: which worker
+    (its task and address, from `error`'s message and the cluster), the checkpoint the run resumes from,
+    and that re-running every worker's command resumes.
+
+    Args:
+      strategy: the MultiWorkerMirroredStrategy.
+      error: the tf.errors.OpError the collective raised (one of PEER_ERRORS).
+      train_dir: the run directory (the chief's), whose newest checkpoint the run resumes from.
+    """
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    me = (resolver.task_type, int(resolver.task_id))
+    tasks = [(job, index) for job, addresses in cluster.items() for index in range(len(addresses))]
+    others = [task for task in tasks if task != me]
+    # The coordination service lists the tasks whose heartbeats stopped after "unhealthy" (the task
+    # named before it only reported them).
+    message = str(error)
+    message = message[message.find("unhealthy") :] if "unhealthy" in message else message
+    named = []
+    for job, index in ((job, int(index)) for job, index in _TASK.findall(message)):
+        if (job, index) in others and (job, index) not in named:
+            named.append((job, index))
+    lost = named or (others if len(others) == 1 else [])
+
+    def describe(tasks):
+        return ", ".join(f"{job} {index} ({cluster[job][index]})" for job, index in tasks)
+
+    who = describe(lost) if lost else f"another worker (one of {describe(others)})"
+    return UserError(
+        f"{who} stopped answering, so {me[0]} {me[1]} (this one) stopped too; the run will resume from "
+        f"{_newest_checkpoint(train_dir)}: re-run every worker's command (all {len(others) + 1} of them) "
+        f"to resume"
+    )
+
+
+def _newest_checkpoint(train_dir):
+    """The newest checkpoint of the run directory, for a message."""
+    directory = run_directory.checkpoint_dir(train_dir)
+    try:
+        paths = run_directory.checkpoint_paths(directory)
+    except UserError:
+        paths = []
+    present = [path for path in paths if os.path.isfile(path + ".index")]
+    if not present:
+        return f"its start (no checkpoint in {directory} yet)"
+    return os.path.join(directory, os.path.basename(present[-1]))
 
 
 def is_default(strategy):

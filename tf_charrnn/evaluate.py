@@ -70,16 +70,20 @@ def _validation_ids(config, vocab, train_dir):
             f"{train_dir} was trained without a validation split (--val_fraction=0); "
             f"pass --data_path=FILE to score a text"
         )
-    corpus = data.load_corpus(config.data)
+    corpus = data.load_corpus(config.data, publish=False)
     recorded = config.data.corpus_sha256
     # A fine-tuned run's vocabulary holds its source's characters first: its corpus is encoded in it.
     fits = corpus.vocab == vocab or (config.length.init_from and not vocab.unknown_chars(corpus.vocab.chars))
     if not fits or (recorded and recorded != corpus.sha256):
+        if corpus.pending is not None:
+            corpus.pending.discard()
         raise UserError(
             f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
             f"now {corpus.sha256}); pass --data_path=FILE to score a text"
         )
-    return data.split_corpus(data.in_vocab(corpus, vocab, config.data), config.layout).val_ids
+    splits = data.split_corpus(data.in_vocab(corpus, vocab, config.data), config.layout)
+    splits.publish_cache()
+    return splits.val_ids
 
 
 def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknown=False):

@@ -73,6 +73,30 @@ def fsync_tree(path):
         fsync_directory(folder)
 
 
+def make_folders(folder):
+    """Creates `folder` and its missing parents, like os.makedirs; returns the folders it created,
+    outermost first (for `remove_empty_folders`)."""
+    made = []
+    while not os.path.isdir(folder):
+        made.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    made.reverse()
+    for path in made:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+    return made
+
+
+def remove_empty_folders(folders):
+    """Removes `folders` (as `make_folders` returned them), deepest first, where they are empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def write_atomic(path, data):
     """Writes `data` (bytes or str, UTF-8) to `path` durably: a temporary file, fsync, rename, fsync of
     the folder. Readers see the old file or the new one, never a part; so does a power cut.

@@ -28,6 +28,11 @@ KERNEL_UNITS_MULTIPLE = 64
 KERNEL_COMPUTE_DTYPES = ("float32", "bfloat16")
 # CharRnnLstmStep works on blocks of this many units.
 STEP_KERNEL_UNITS_MULTIPLE = 16
+# What runs a layer's time loop or step (`FusedLSTM.implementation`, `step_implementation`; the
+# benchmark's rows say it).
+FUSED_FLOAT32 = "fused kernels, float32"
+FUSED_BFLOAT16 = "fused kernels, bfloat16"
+KERAS_OPS = "keras ops"
 
 
 def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -152,10 +157,21 @@ class FusedLSTM(keras.layers.LSTM):
         )
         return native.load() if applies else None
 
+    def implementation(self, mask=None):
+        """What runs the time loop of a call with `mask`: FUSED_FLOAT32, FUSED_BFLOAT16 (the bfloat16
+        kernels; a bfloat16 layer on a CPU without them runs on the float32 ones) or KERAS_OPS."""
+        if self._kernels(mask) is None:
+            return KERAS_OPS
+        if self.compute_dtype == "bfloat16" and native.bfloat16_kernels():
+            return FUSED_BFLOAT16
+        return FUSED_FLOAT32
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        kernels = self._kernels(keras.tree.flatten(mask)[0] if keras.tree.is_nested(mask) else mask)
-        if kernels is None:
+        first_mask = keras.tree.flatten(mask)[0] if keras.tree.is_nested(mask) else mask
+        implementation = self.implementation(first_mask)
+        if implementation == KERAS_OPS:
             return super().inner_loop(sequences, initial_state, mask, training=training)
+        kernels = native.load()
         cell = self.cell
         if self.compute_dtype == "float32":
             h, c = lstm_sequence(
@@ -173,7 +189,7 @@ class FusedLSTM(keras.layers.LSTM):
         with AutocastScope(None):
             weights = [cell.kernel.value, cell.recurrent_kernel.value, cell.bias.value]
         h0, c0 = (tf.cast(state, tf.float32) for state in initial_state)
-        if native.bfloat16_kernels():
+        if implementation == FUSED_BFLOAT16:
             h, c = lstm_sequence_bfloat16(kernels, sequences, h0, c0, *weights)
         else:
             h, c = lstm_sequence(kernels, tf.cast(sequences, tf.float32), h0, c0, *weights)
@@ -185,7 +201,7 @@ class FusedLSTM(keras.layers.LSTM):
         inside a while loop happens at every step, and at batch 1 those reads cost as much as the
         matmuls. Packed for CharRnnLstmStep where the step kernel runs."""
         cell = self.cell
-        if self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None:
+        if self.step_implementation() == FUSED_FLOAT32:
             return {
                 "packed": pack_step_weights(cell.kernel, cell.recurrent_kernel),
                 "bias": tf.convert_to_tensor(cell.bias),
@@ -195,6 +211,12 @@ class FusedLSTM(keras.layers.LSTM):
             "recurrent_kernel": tf.convert_to_tensor(cell.recurrent_kernel),
             "bias": tf.convert_to_tensor(cell.bias),
         }
+
+    def step_implementation(self):
+        """What runs `step`: FUSED_FLOAT32 (the CharRnnLstmStep kernel) or KERAS_OPS."""
+        if self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None:
+            return FUSED_FLOAT32
+        return KERAS_OPS
 
     def step(self, inputs, states, weights):
         """One step with explicit state.

@@ -10,8 +10,8 @@ into $TF_CHARRNN_CACHE/native/ under a name keyed by the sources, TensorFlow's v
 a changed source or another machine gets its own build; the first build (about 15 s) logs one info
 line. A library is used only if it has every op the package calls (`OPS`). Where the kernels cannot be
 built or loaded (no C++ compiler, no sources, an incompatible TensorFlow, a library missing an op)
-`load()` logs why once and returns None, and callers keep TensorFlow's own ops; TF_CHARRNN_NATIVE=0
-turns them off. The compiler is $CXX, else g++.
+`load()` logs why once and returns None (`build_error()` gives the message), and callers keep
+TensorFlow's own ops; TF_CHARRNN_NATIVE=0 turns them off. The compiler is $CXX, else g++.
 
 The bfloat16 ops (`BF16_OPS`, kernels/lstm_sequence_bf16.cc: recurrent products on AVX512-BF16's
 vdpbf16ps) are compiled only where -march=native targets AVX512-BF16, so the library has them exactly
@@ -35,7 +35,9 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
+from tf_charrnn import cache as cache_lib
 from tf_charrnn import files
+from tf_charrnn.errors import UserError
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
@@ -103,9 +105,9 @@ def _check_sources():
 
 
 def build(path):
-    """Compiles the kernels to `path` (through a temporary file, so a failed or concurrent build never
-    leaves a broken library there). Raises NativeBuildError with the compiler's last lines, or where the
-    package holds no kernel sources."""
+    """Compiles the kernels to `path` with a record of its size and hash (through a temporary file, so a
+    failed or concurrent build never leaves a broken library there). Raises NativeBuildError with the
+    compiler's last lines, or where the package holds no kernel sources."""
     _check_sources()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".so")
@@ -124,9 +126,7 @@ def build(path):
         if result.returncode != 0:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
             raise NativeBuildError(f"compiling the fused kernels failed ({shlex.join(command[:1])}):\n{tail}")
-        files.fsync_file(tmp_path)
-        os.replace(tmp_path, path)
-        files.fsync_directory(os.path.dirname(path))
+        cache_lib.publish(tmp_path, path)
     except FileNotFoundError as error:
         raise NativeBuildError(f"no C++ compiler: {error}") from error
     finally:
@@ -135,19 +135,25 @@ def build(path):
 
 
 def build_and_load(cache=""):
-    """The loaded kernel module, building it first where this machine has none (one info line).
+    """The loaded kernel module, building it first where this machine has none (one info line), or where
+    the library there fails its check (one warning).
 
     Raises:
       NativeBuildError: no kernel sources, a failed build or load, or a library without one of `OPS`.
+      UserError: the library is damaged and the cache is read-only (the line names what to delete).
     """
     _check_sources()  # else a library built from nothing would load, without a single op
     path = library_path(cache)
-    if not os.path.exists(path):
-        logging.info(
-            "Compiling the fused LSTM kernels once (about 15 s), cached in %s; TF_CHARRNN_NATIVE=0 skips it.",
-            path,
-        )
-        build(path)
+    # Checked against its record first: a truncated library would crash the interpreter when loaded.
+    if not cache_lib.check_before_use(path, "the compiled kernel library", f"the sources in {KERNELS_DIR}"):
+        with cache_lib.folder_lock(_made(os.path.dirname(path))):  # one process builds, the others wait
+            if cache_lib.problem(path) is not None:
+                logging.info(
+                    "Compiling the fused LSTM kernels once (about 15 s), cached in %s; TF_CHARRNN_NATIVE=0 "
+                    "skips it.",
+                    path,
+                )
+                build(path)
     try:
         module = tf.load_op_library(path)
     except (tf.errors.NotFoundError, OSError) as error:
@@ -158,17 +164,37 @@ def build_and_load(cache=""):
     return module
 
 
+def _made(folder):
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+# Why `load` found no kernels: the build's or loader's message (None: they loaded, or were turned off).
+_build_error = None
+
+
 @functools.cache
 def load():
     """The kernel module (ops char_rnn_lstm_sequence, ...), or None where TF_CHARRNN_NATIVE=0 or it
     cannot be built here (logged once)."""
+    global _build_error
     if os.environ.get("TF_CHARRNN_NATIVE", "1") == "0":
         return None
     try:
-        return build_and_load()
+        module = build_and_load()
     except (NativeBuildError, OSError) as error:
         logging.warning("fused LSTM kernels unavailable, using TensorFlow's ops: %s", error)
+        _build_error = str(error)
         return None
+    _build_error = None
+    return module
+
+
+def build_error():
+    """Why the kernels could not be built or loaded here (the compiler's or loader's message), or None:
+    they loaded, or TF_CHARRNN_NATIVE=0 turned them off. Builds them first where needed, as `load`."""
+    load()
+    return _build_error
 
 
 @functools.cache
@@ -195,7 +221,7 @@ def bfloat16_kernels():
 if __name__ == "__main__":
     try:
         module = build_and_load()
-    except NativeBuildError as error:
+    except (NativeBuildError, UserError) as error:
         sys.exit(f"error: {error}")
     print("bfloat16 ops:", "yes" if all(hasattr(module, op) for op in BF16_OPS) else "no (no AVX512-BF16)")
     print(library_path())

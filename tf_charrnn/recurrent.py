@@ -4,6 +4,7 @@ one character with explicit state, for sampling and export:
     num_states                   S, the state tensors of one layer (LSTM: h and c)
     step_weights()               its weights as tensors, read once before a loop of steps
     step(inputs, states, weights) -> (outputs [B, H], states [S, B, H])
+    implementation(), step_implementation()   what runs the time loop and the step (fused_lstm's names)
 
 The LSTM is `fused_lstm.FusedLSTM` (fused C++ kernels on a CPU); GRU and simple RNN step with their
 Keras cells, which read their own variables.
@@ -12,13 +13,20 @@ Keras cells, which read their own variables.
 import keras
 import tensorflow as tf
 
-from tf_charrnn.fused_lstm import FusedLSTM
+from tf_charrnn.fused_lstm import KERAS_OPS, FusedLSTM
 
 
 class _KerasCellStep:
     """`step` through the layer's own Keras cell."""
 
     num_states = 1
+
+    def implementation(self, mask=None):
+        del mask
+        return KERAS_OPS
+
+    def step_implementation(self):
+        return KERAS_OPS
 
     def step_weights(self):
         return None

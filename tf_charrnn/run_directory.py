@@ -4,6 +4,7 @@ that a configuration fits the run there; writing and reading its checkpoints.
 Everything needed to rebuild a run lives here, so sampling and export need only the directory.
 """
 
+import contextlib
 import fcntl
 import glob
 import json
@@ -237,8 +238,8 @@ def _check_fits(config, vocab):
 
 def prepare(config, vocab):
     """Checks that `config` may resume the run in its train_dir (if any) and start from --init_from (if
-    set), takes the run directory's lock, then writes config.json and vocab.json. Nothing is written
-    when a check fails.
+    set), then takes the run directory's lock. Writes nothing but the lock file, which the lock removes
+    when released: call `save_run` once training starts, so that a run refused before leaves nothing.
 
     Returns:
       (the RunConfig the run directory held before or None, the RunLock held until training ends; a
@@ -250,7 +251,6 @@ def prepare(config, vocab):
     lock = RunLock(config.length.train_dir)
     try:
         previous = _check_fits(config, vocab)  # again: another trainer may have written in between
-        save_run(config, vocab)
     except BaseException:
         lock.release()
         raise
@@ -261,7 +261,8 @@ class RunLock:
     """The run directory's exclusive lock, held by its one trainer for the whole run.
 
     An advisory lock (flock) on TRAIN_DIR/train.lock: the kernel drops it when its process ends, however
-    it ends, so a killed trainer leaves no lock behind. The file names the holder for whoever is refused.
+    it ends, so a killed trainer leaves no lock behind. The file names the holder for whoever is refused;
+    `release` removes it (and the run directory, where the lock created it and it is still empty).
     Sampling, evaluation and export do not take it.
 
     Raises:
@@ -269,26 +270,39 @@ class RunLock:
     """
 
     def __init__(self, train_dir):
-        os.makedirs(train_dir, exist_ok=True)
-        path = lock_path(train_dir)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        self._folders_made = files.make_folders(train_dir)
+        self._path = lock_path(train_dir)
+        while True:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(self._fd)
+                files.remove_empty_folders(self._folders_made)
+                raise UserError(
+                    f"{train_dir} is being trained by {holder} (it holds {self._path}); wait for it to "
+                    f"finish or stop it, or use another --train_dir"
+                ) from None
+            # The holder before may have removed the file between our open and our lock: then lock anew.
+            try:
+                if os.path.samestat(os.fstat(self._fd), os.stat(self._path)):
+                    break
+            except FileNotFoundError:
+                pass
             os.close(self._fd)
-            raise UserError(
-                f"{train_dir} is being trained by {holder} (it holds {path}); wait for it to finish or "
-                f"stop it, or use another --train_dir"
-            ) from None
         holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, holder.encode("utf-8"), 0)
 
     def release(self):
         if self._fd is not None:
+            # Removed while locked: a process that opened this file meanwhile finds it gone and locks anew.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+            files.remove_empty_folders(self._folders_made)
 
     def __enter__(self):
         return self

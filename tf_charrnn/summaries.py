@@ -19,29 +19,36 @@ HPARAM_METRICS = (
 
 class Summaries:
     """The run's logs/train and logs/val writers, and logs/ itself for the HParams table (a session whose
-    metrics come from logs/val); no-ops on a worker that is not the chief."""
+    metrics come from logs/val); no-ops on a worker that is not the chief. Each writer creates its event
+    file when it first writes, so a run refused before training starts leaves no event file."""
 
     def __init__(self, train_dir, is_chief):
-        if is_chief:
-            self._session = tf.summary.create_file_writer(run_directory.log_dir(train_dir))
-            self._train = tf.summary.create_file_writer(run_directory.log_dir(train_dir, "train"))
-            self._val = tf.summary.create_file_writer(run_directory.log_dir(train_dir, "val"))
-        else:
-            self._session = self._train = self._val = tf.summary.create_noop_writer()
+        self._train_dir = train_dir if is_chief else None
+        self._writers = {}
+
+    def _writer(self, split):
+        """The writer of logs/`split` ("" for logs/ itself), created on first use."""
+        if split not in self._writers:
+            self._writers[split] = (
+                tf.summary.create_file_writer(run_directory.log_dir(self._train_dir, split))
+                if self._train_dir is not None
+                else tf.summary.create_noop_writer()
+            )
+        return self._writers[split]
 
     def hparams(self, config):
         """The experiment's hyperparameters (the fields of HPARAM_SECTIONS, by name) and its metrics."""
         sections = config.to_dict()
         values = {name: value for section in HPARAM_SECTIONS for name, value in sections[section].items()}
-        with self._session.as_default():
+        with self._writer("").as_default():
             hparams_api.hparams_config(
                 hparams=[hparams_api.HParam(name) for name in values], metrics=list(HPARAM_METRICS)
             )
             hparams_api.hparams(values)
-        self._session.flush()
+        self._writer("").flush()
 
     def train(self, step, loss, learning_rate, grad_norm, chars_per_sec):
-        with self._train.as_default(step=step):
+        with self._writer("train").as_default(step=step):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("bits_per_char", losses.bits_per_char(loss))
             tf.summary.scalar("learning_rate", learning_rate)
@@ -49,7 +56,7 @@ class Summaries:
             tf.summary.scalar("chars_per_sec", chars_per_sec)
 
     def val(self, step, loss, best_loss, sample=None):
-        with self._val.as_default(step=step):
+        with self._writer("val").as_default(step=step):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("bits_per_char", losses.bits_per_char(loss))
             tf.summary.scalar("perplexity", losses.perplexity(loss))
@@ -57,8 +64,8 @@ class Summaries:
             tf.summary.scalar("best_bits_per_char", losses.bits_per_char(best_loss))
             if sample is not None:
                 tf.summary.text("sample", sample)
-        self._val.flush()
+        self._writer("val").flush()
 
     def flush(self):
-        for writer in (self._session, self._train, self._val):
+        for writer in self._writers.values():
             writer.flush()

@@ -62,42 +62,63 @@ def train(config, progress=None):
     keras.utils.set_random_seed(config.optimization.seed)
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    corpus = data_lib.load_corpus(config.data)
-    # The corpus's own vocabulary, or a fine-tuned run's (its source's characters first).
-    vocab = run_directory.run_vocab(config, corpus.vocab)
-    splits = data_lib.split_corpus(data_lib.in_vocab(corpus, vocab, config.data), config.layout)
-    config = config.replace(
-        vocab_size=len(splits.vocab),
-        corpus_sha256=splits.corpus_sha256,
-        corpus_size=splits.corpus_size,
-        corpus_files=splits.corpus_files,
-    )
-    if runtime.is_chief:
-        previous, lock = run_directory.prepare(config, splits.vocab)
-    else:
-        previous, lock = None, contextlib.nullcontext()
-    with lock:
-        trainer = Trainer(config, splits, runtime)
-        logging.info(
-            "Model: %s parameters; %s (--strategy=%s); precision %s; recurrent layers on %s",
-            f"{trainer.model.count_params():,}",
-            runtime.describe(),
-            config.runtime.strategy,
-            config.precision.mixed_precision if config.precision.mixed_precision != "none" else "float32",
-            (
-                "the fused C++ kernels" + (" (bfloat16 products)" if runtime.bfloat16_kernels else "")
-                if runtime.fused_kernels and config.model.cell == "lstm"
-                else "TensorFlow's ops"
-            ),
+    # Nothing is written until training starts: a newly encoded corpus stays out of the cache, config.json,
+    # vocab.json and the event files unwritten, until every check has passed and the run is restored.
+    corpus = data_lib.load_corpus(config.data, publish=False)
+    try:
+        # The corpus's own vocabulary, or a fine-tuned run's (its source's characters first).
+        vocab = run_directory.run_vocab(config, corpus.vocab)
+        splits = data_lib.split_corpus(data_lib.in_vocab(corpus, vocab, config.data), config.layout)
+    except BaseException:
+        if corpus.pending is not None:
+            corpus.pending.discard()
+        raise
+    try:
+        config = config.replace(
+            vocab_size=len(splits.vocab),
+            corpus_sha256=splits.corpus_sha256,
+            corpus_size=splits.corpus_size,
+            corpus_files=splits.corpus_files,
         )
-        try:
-            trainer.restore_or_initialize()
-            if previous is not None:
-                trainer.log_schedule_change(previous)
-            with _StopOnSignal() as stop:
-                return trainer.run(stop, progress)
-        finally:
-            trainer.checkpoints.close()
+        if runtime.is_chief:
+            previous, lock = run_directory.prepare(config, splits.vocab)
+        else:
+            previous, lock = None, contextlib.nullcontext()
+        with lock:
+            trainer = Trainer(config, splits, runtime)
+            _log_start(trainer, config, runtime)
+            try:
+                trainer.restore_or_initialize()
+                splits.publish_cache()
+                if runtime.is_chief:
+                    run_directory.save_run(config, splits.vocab)
+                if previous is not None:
+                    trainer.log_schedule_change(previous)
+                with _StopOnSignal() as stop:
+                    return trainer.run(stop, progress)
+            finally:
+                trainer.checkpoints.close()
+    except distribute.PEER_ERRORS as error:
+        if distribute.is_multi_worker(runtime.strategy):
+            raise distribute.lost_worker_error(runtime.strategy, error, config.length.train_dir) from error
+        raise
+    finally:
+        splits.discard_cache()  # a refused run: the corpus it encoded leaves no cache entry
+
+
+def _log_start(trainer, config, runtime):
+    logging.info(
+        "Model: %s parameters; %s (--strategy=%s); precision %s; recurrent layers on %s",
+        f"{trainer.model.count_params():,}",
+        runtime.describe(),
+        config.runtime.strategy,
+        config.precision.mixed_precision if config.precision.mixed_precision != "none" else "float32",
+        (
+            "the fused C++ kernels" + (" (bfloat16 products)" if runtime.bfloat16_kernels else "")
+            if runtime.fused_kernels and config.model.cell == "lstm"
+            else "TensorFlow's ops"
+        ),
+    )
 
 
 class Trainer:
