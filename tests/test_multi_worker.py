@@ -168,6 +168,8 @@ def test_the_readme_two_worker_run_continues_on_one_machine_as_written(shakespea
     # The run directory records the launch that wrote it last: this one, on one machine.
     with open(tmp_path / "runs" / "two" / "config.json") as f:
         assert json.load(f)["runtime"]["strategy"] == "auto"
+
+
 @pytest.mark.slow
 def test_a_lost_worker_is_named_in_one_line_and_both_commands_resume(text_file, env, tmp_path):
     corpus = text_file((QUOTE + " ") * 12)
