@@ -59,6 +59,9 @@ flags.DEFINE_string(
 flags.DEFINE_list(
     "corpus_mb", ["1", "100", "1024"], "--task=memory: synthetic corpus sizes in MiB, each in a fresh process"
 )
+flags.DEFINE_integer(
+    "corpus_files", 1, "--task=memory: > 1 writes each synthetic corpus as a folder of this many files"
+)
 flags.DEFINE_enum("cell", "lstm", CELLS, "recurrent cell")
 flags.DEFINE_integer("vocab_size", 65, "synthetic vocabulary size (tiny-shakespeare has 65)")
 flags.DEFINE_float("dropout", 0.2, "dropout, as in training")
@@ -249,7 +252,7 @@ def main(argv):
                 if measured.returncode:
                     sys.exit(measured.returncode)
             return
-        result = benchmark.measure_memory(config, float(FLAGS.corpus_mb[0]))
+        result = benchmark.measure_memory(config, float(FLAGS.corpus_mb[0]), num_files=FLAGS.corpus_files)
         print(json.dumps({"task": "memory", **common, **result}), flush=True)
         return
     if FLAGS.task in ("train", "sample", "all", "sweep"):

@@ -33,6 +33,9 @@ def world(tmp_path_factory):
         assert trained.returncode == 0, trained.stderr
     exported = run_command(script_command("export.py", f"--train_dir={root / 'run'}"), env, timeout=300)
     assert exported.returncode == 0, exported.stderr
+    (root / "empty_folder").mkdir()
+    (root / "binary_folder").mkdir()
+    (root / "binary_folder" / "data.bin").write_bytes(b"\x00\x01\x02")
     (root / "no_checkpoints").mkdir()
     for name in ("config.json", "vocab.json"):
         (root / "no_checkpoints" / name).write_bytes((root / "run" / name).read_bytes())
@@ -69,7 +72,23 @@ def _copy_run_and_break(root, name, relative_path, content, keep=False):
 # (script, arguments with {root} for the world's folder, the start of the one line on stderr)
 CASES = [
     ("train", ["--data_path={root}/missing.txt"], "error: --data_path {root}/missing.txt does not exist"),
-    ("train", ["--data_path={root}"], "error: --data_path {root} is a directory"),
+    (
+        "train",
+        ["--data_path={root}/empty_folder"],
+        "error: --data_path {root}/empty_folder holds no UTF-8 text",
+    ),
+    (
+        "train",
+        ["--data_path={root}/binary_folder"],
+        "error: --data_path {root}/binary_folder holds no UTF-8 text (1 skipped as binary or not UTF-8: ",
+    ),
+    ("train", ["--data_path={root}/*.nothing"], "error: --data_path {root}/*.nothing matches no files"),
+    (
+        "train",
+        ["--data_path={root}/good.txt,{root}/missing.txt"],
+        "error: --data_path {root}/missing.txt does not exist",
+    ),
+    ("train", ["--document_separator=\\q"], "error: --document_separator has an unknown escape \\q"),
     ("train", ["--data_path={root}/empty.txt"], "error: --data_path {root}/empty.txt is empty"),
     (
         "train",
@@ -107,9 +126,15 @@ CASES = [
     ),
     (
         "train",
-        ["--train_dir={root}/new", "--init_from={root}/other_run"],
-        "error: --init_from {root}/other_run has another vocabulary",
+        ["--train_dir={root}/new", "--init_from={root}/other_run", "--rnn_units=32"],
+        "error: --init_from {root}/other_run has another model shape (rnn_units 64 there, 32 here)",
     ),
+    (
+        "train",
+        ["--train_dir={root}/new", "--init_from={root}/run", "--cell=gru"],
+        "error: --init_from {root}/run has another model shape (cell 'lstm' there, 'gru' here)",
+    ),
+    ("train", ["--train_dir={root}/new", "--init_from={root}/nothing"], "error: {root}/nothing holds no run"),
     (
         "train",
         ["--strategy=horovod"],
@@ -146,6 +171,37 @@ CASES = [
         "sample",
         ["--train_dir={root}/run", "--sampling=beam"],
         "error: --sampling must be one of sample, greedy, sample_at_space",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--prime_file={root}/missing.txt"],
+        "error: --prime_file {root}/missing.txt does not exist",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--prime_file={root}/latin1.txt"],
+        "error: --prime_file {root}/latin1.txt is not valid UTF-8 at byte 72",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--prime_file={root}/empty.txt"],
+        "error: --prime_file {root}/empty.txt is empty",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--prime=K", "--prime_file={root}/good.txt"],
+        "error: pass --prime or --prime_file, not both",
+    ),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--stop_at=Zebra"],
+        "error: --stop_at has characters outside the run's vocabulary: ['Z', 'b', 'r']",
+    ),
+    ("sample", ["--train_dir={root}/run", "--stop_at=a\\"], "error: --stop_at has an unknown escape \\;"),
+    (
+        "sample",
+        ["--train_dir={root}/run", "--output={root}/empty_folder"],
+        "error: --output {root}/empty_folder is a folder",
     ),
     ("sample", ["--train_dir={root}/nothing"], "error: {root}/nothing holds no run"),
     ("sample", ["--train_dir={root}/no_checkpoints"], "error: {root}/no_checkpoints holds no checkpoint yet"),

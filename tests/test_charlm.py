@@ -108,6 +108,16 @@ def test_stream_joined_equals_generate(lm):
     assert list(lm.stream("is ", 0)) == ["is "] and lm.generate("is ", 0) == "is "
 
 
+def test_stop_at_ends_each_text_at_its_first_occurrence_generated_and_streamed(lm):
+    options = dict(seed=3, temperature=1.5, num_samples=4)
+    full = lm.generate("Willing", 80, **options)
+    cut = [text[: text.find(" ", 7) + 1] if " " in text[7:] else text for text in full]
+    assert lm.generate("Willing", 80, stop_at=" ", **options) == cut
+    assert any(len(text) < 87 for text in cut)  # some text stopped early
+    columns = zip(*lm.stream("Willing", 80, stop_at=" ", **options), strict=True)
+    assert ["".join(column) for column in columns] == cut
+
+
 def test_score_of_the_validation_split_is_evaluate_py_json(run, lm):
     train_dir, cache, _ = run
     result = run_script("evaluate.py", [f"--train_dir={train_dir}", "--json"], cache)

@@ -12,6 +12,8 @@ from tf_charrnn.config import (
     ModelConfig,
     OptimizationConfig,
     RunConfig,
+    escape,
+    unescape,
 )
 from tf_charrnn.errors import UserError
 
@@ -90,3 +92,20 @@ def test_every_shipped_config_parses_into_a_valid_run_config(name):
             assert str(value).lower() == text.lower(), (key, value, text)
         else:
             assert value == pytest.approx(float(text)), (key, value, text)
+
+
+def test_a_continued_run_takes_its_runtime_from_the_launch_and_the_rest_from_the_run():
+    recorded = RunConfig.from_flat(
+        dict(strategy="multi_worker", jit_compile=True, deterministic=True, tpu="grpc://x", rnn_units=64)
+    )
+    launch = RunConfig.from_flat(dict(strategy="default", max_steps=30))  # what this command says
+    continued = recorded.continued_by(launch, {"max_steps": 30})
+    assert continued.runtime == launch.runtime  # given or default, never the recorded launch's
+    assert (continued.model.rnn_units, continued.length.max_steps) == (64, 30)
+
+
+def test_escaped_flag_text():
+    assert unescape(r"a\n\tb\\n", "stop_at") == "a\n\tb\\n"
+    assert escape("\n\n") == r"\n\n" and unescape(escape("x\\y\r"), "x") == "x\\y\r"
+    with pytest.raises(UserError, match=r"--stop_at has an unknown escape \\q; write \\n for a newline"):
+        unescape(r"\q", "stop_at")

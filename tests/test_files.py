@@ -116,3 +116,11 @@ def test_sha256_file_streams_and_counts(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_bytes(b"abc" * 1000)
     assert files.sha256_file(str(path), chunk_bytes=7) == (files.sha256_hex(b"abc" * 1000), 3000)
+
+
+def test_make_folders_of_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    made = files.make_folders(os.path.join("runs", "two"))  # as --train_dir=runs/two in a fresh checkout
+    assert made == ["runs", os.path.join("runs", "two")] and os.path.isdir(tmp_path / "runs" / "two")
+    files.remove_empty_folders(made)
+    assert os.listdir(tmp_path) == []

@@ -87,7 +87,10 @@ def test_the_old_run_resumes(legacy_run, corpus_cache):
     assert all(np.isfinite(result.losses))
     with open(config.data.data_path, "rb") as f:
         corpus = f.read()
-    recorded = config.replace(corpus_sha256=hashlib.sha256(corpus).hexdigest(), corpus_size=len(corpus))
+    digest = hashlib.sha256(corpus).hexdigest()
+    recorded = config.replace(
+        corpus_sha256=digest, corpus_size=len(corpus), corpus_files=(f"{digest}  legacy_corpus.txt",)
+    )
     assert (
         run_directory.load_run(legacy_run)[0] == recorded
     )  # config.json rewritten in sections, corpus recorded

@@ -97,3 +97,23 @@ def test_step_matches_the_sequence_call_in_logits_and_state(cell):
     carried = np.reshape(state.numpy(), (-1, 3, 8))  # layer by layer: h (and c)
     for got, variable in zip(carried, model.state_variables, strict=True):
         np.testing.assert_allclose(got, variable.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_larger_vocabulary_keeps_the_old_characters_logits(cell):
+    source = CharRNN(
+        ModelConfig(**{**CONFIG.__dict__, "cell": cell}), batch_size=2, seed=5, fused_kernels=True
+    )
+    source.set_weights([w * 3.0 for w in source.get_weights()])  # far from the initialiser's
+    larger = ModelConfig(**{**CONFIG.__dict__, "cell": cell, "vocab_size": 15})
+    model = CharRNN(larger, batch_size=2, seed=9, fused_kernels=True)
+    model.copy_weights_extending_vocab(source)
+    ids = _ids(2, 9, seed=4)  # old characters only
+    np.testing.assert_allclose(model(ids).numpy()[..., :12], source(ids).numpy(), rtol=1e-6, atol=1e-6)
+    # The new characters: the mean embedding row, a zero logit column and the lowest old bias.
+    embedding, kernel, bias = (
+        v.numpy() for v in (model.embedding.embeddings, model.head.kernel, model.head.bias)
+    )
+    old_embedding = source.embedding.embeddings.numpy()
+    np.testing.assert_allclose(embedding[12:], np.tile(old_embedding.mean(axis=0), (3, 1)), rtol=1e-6)
+    assert not kernel[:, 12:].any() and (bias[12:] == source.head.bias.numpy().min()).all()

@@ -5,14 +5,18 @@ import os
 import re
 import signal
 import socket
+import sys
+import textwrap
 import time
 
 import numpy as np
 import pytest
 
-from helpers import QUOTE, run_command, script_env, smoke_train_command, start_command, step_losses
+from helpers import QUOTE, REPO_ROOT, run_command, script_env, smoke_train_command, start_command, step_losses
 
 TIMEOUT = 240  # seconds any one process may take
+# The README's run validates on all of tiny-shakespeare's validation split in batches of 4 x 16.
+README_TIMEOUT = 900
 FAULT_HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_hooks")
 PYTHONPATH = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
 
@@ -127,6 +131,43 @@ def test_two_workers_train_together_and_the_chief_checkpoint_resumes_alone(text_
     together = step_losses(shared_dir)
     assert len(together) == 9
     np.testing.assert_allclose(together, step_losses(alone_dir), rtol=0, atol=1e-5)
+
+
+def _readme_two_worker_commands():
+    """The README's two-worker example and its one-machine continuation, as written there."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = re.search(r"\n\n(    for index in 0 1; do\n.*?\n    wait)\n", readme, re.S).group(1)
+    continuation = re.search(
+        r"`(python scripts/train\.py --flagfile=configs/smoke\.cfg --train_dir=runs/two\s+--max_steps=30)`",
+        readme,
+    ).group(1)
+    return textwrap.dedent(block), " ".join(continuation.split())
+
+
+@pytest.mark.slow
+def test_the_readme_two_worker_run_continues_on_one_machine_as_written(shakespeare_cache, tmp_path):
+    workers, continuation = _readme_two_worker_commands()
+    # The README's commands in a folder of their own (runs/two is relative), with free ports (tests run
+    # in parallel) and this Python as `python`; nothing else changed.
+    for name in ("scripts", "configs"):
+        os.symlink(os.path.join(REPO_ROOT, name), tmp_path / name)
+    for readme_port, port in zip(("12345", "12346"), _free_ports(2), strict=True):
+        workers = workers.replace(readme_port, str(port))
+    env = script_env(
+        shakespeare_cache, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    )
+    together = run_command(["bash", "-c", workers], env, timeout=README_TIMEOUT, cwd=tmp_path)
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert "with 2 replica(s) (--strategy=multi_worker)" in together.stderr
+    alone = run_command(["bash", "-c", continuation], env, timeout=README_TIMEOUT, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "Resumed runs/two/checkpoints/ckpt-20 at step 20" in alone.stderr
+    assert "Training 30 steps" in alone.stderr and "with 1 replica(s) (--strategy=auto)" in alone.stderr
+    assert "Done at step 30" in alone.stderr
+    # The run directory records the launch that wrote it last: this one, on one machine.
+    with open(tmp_path / "runs" / "two" / "config.json") as f:
+        assert json.load(f)["runtime"]["strategy"] == "auto"
 
 
 @pytest.mark.slow

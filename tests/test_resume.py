@@ -1,5 +1,6 @@
 """Continuing a run from its directory alone; what may change on resume and what is refused; --patience."""
 
+import dataclasses
 import logging
 import os
 
@@ -65,6 +66,24 @@ def test_the_train_dir_alone_resumes_and_extends_with_the_flags_that_may_change(
     assert sorted(f for f in os.listdir(os.path.join(train_dir, "checkpoints")) if f.endswith(".index")) == [
         "ckpt-14.index"
     ]
+
+
+@pytest.mark.slow
+def test_init_from_alone_takes_the_source_runs_model_and_adds_the_new_characters(run_10_steps, tmp_path):
+    source_dir, cache = run_10_steps
+    new_text = tmp_path / "new.txt"
+    new_text.write_text((QUOTE + " Zebra #1\n") * 800, encoding="utf-8")
+    args = [f"--init_from={source_dir}", f"--data_path={new_text}", f"--train_dir={tmp_path / 'tuned'}"]
+    result = run_script("train.py", [*args, "--max_steps=2"], cache)
+    assert result.returncode == 0, result.stderr
+    assert f"Initialized weights from {source_dir}/checkpoints/ckpt-" in result.stderr  # its latest
+    assert (
+        f"5 new character(s) appended to the vocabulary of {source_dir} (ids 22 to 26): '#1Zbr'"
+        in result.stderr
+    )
+    tuned, _ = run_directory.load_run(str(tmp_path / "tuned"))
+    source, _ = run_directory.load_run(source_dir)
+    assert tuned.model == dataclasses.replace(source.model, vocab_size=source.model.vocab_size + 5)
 
 
 def _run_config(text_file, corpus_cache, tmp_path, **values):

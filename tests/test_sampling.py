@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -139,3 +141,62 @@ def test_korean_prime_on_a_korean_run(text_file, corpus_cache, tmp_path):
     korean_sampler, vocab = sampling.load_sampler(str(tmp_path / "run"), fused_kernels=True)
     texts = korean_sampler.generate(vocab, "서울은", 30, num_samples=2, seed=1)
     assert all(len(t) == 30 and set(t) <= set(text) for t in texts)
+
+
+@pytest.mark.parametrize("stop_at", ["d", "c ", "!!", "\n"])
+def test_stop_at_ends_each_sample_at_its_first_occurrence_compiled_and_streamed(sampler, stop_at):
+    options = dict(num_samples=5, seed=3, temperature=1.3)
+    full = sampler.generate(VOCAB, "ab d", 80, **options)
+    expected = [text[: text.find(stop_at) + len(stop_at)] if stop_at in text else text for text in full]
+    compiled = sampler.generate(VOCAB, "ab d", 80, stop_at=stop_at, **options)
+    streamed = [
+        "".join(column)
+        for column in zip(*sampler.stream(VOCAB, "ab d", 80, stop_at=stop_at, **options), strict=True)
+    ]
+    assert compiled == expected  # per sample: the others draw on as if nothing stopped
+    assert streamed == expected
+    assert any(text.endswith(stop_at) for text in compiled)  # the case is not vacuous
+
+
+def test_stop_at_ends_the_loop_once_every_sample_has_stopped(sampler):
+    # Greedy rows are all the same text: once it holds the stop string, no step is left to run.
+    text = sampler.generate(VOCAB, "ab c", 200, mode="greedy")[0]
+    stop_at = text[5:7]
+    first = text.find(stop_at) + len(stop_at)
+    prime_ids = tf.constant(VOCAB.encode("ab c")[None, :].repeat(3, axis=0))
+    ids = sampling.generate_ids(sampler.model, prime_ids, 200, 0, "greedy", stop_ids=VOCAB.encode(stop_at))
+    assert ids.shape == (3, first) and VOCAB.decode(ids.numpy()[0]) == text[:first]
+
+
+def test_stop_at_outside_the_vocabulary_is_refused(sampler):
+    with pytest.raises(UserError, match=r"--stop_at has characters outside the run's vocabulary: \['z'\]"):
+        sampler.generate(VOCAB, "a", 5, stop_at="az")
+
+
+def test_samples_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "samples.txt"
+    sampling.write_samples(str(path), "ab", ["c d", "dd"])
+    assert path.read_text(encoding="utf-8") == "--- sample 1 ---\nabc d\n--- sample 2 ---\nabdd\n"
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sampling.files.os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        sampling.write_samples(str(path), "ab", ["a much longer text that never lands"])
+    assert path.read_text(encoding="utf-8") == "--- sample 1 ---\nabc d\n--- sample 2 ---\nabdd\n"
+    assert os.listdir(tmp_path) == ["samples.txt"]  # no temporary file left
+
+
+def test_prime_file_is_read_whole_and_checked(tmp_path):
+    path = tmp_path / "prime.txt"
+    path.write_text("ROMEO:\nO, she doth teach\n", encoding="utf-8")
+    assert sampling.read_prime_file(str(path)) == "ROMEO:\nO, she doth teach\n"
+    path.write_bytes(b"caf\xe9")
+    with pytest.raises(UserError, match=r"--prime_file .* is not valid UTF-8 at byte 3"):
+        sampling.read_prime_file(str(path))
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match=r"--prime_file .* is empty"):
+        sampling.read_prime_file(str(path))
+    with pytest.raises(UserError, match=r"--prime_file .* is a folder"):
+        sampling.read_prime_file(str(tmp_path))

@@ -162,6 +162,35 @@ def test_sample_several_at_once_with_every_mode(trained_run):
         assert result.stdout.count("--- sample ") == 3
 
 
+def test_sample_prime_file_stop_at_and_output_compiled_and_streamed(trained_run, tmp_path):
+    train_dir, cache = trained_run
+    (tmp_path / "prime.txt").write_text("we must\n", encoding="utf-8")
+    common = [
+        f"--train_dir={train_dir}",
+        f"--prime_file={tmp_path / 'prime.txt'}",
+        "--stop_at=\\n",  # the flag's escape: a newline
+        "--num_samples=3",
+        "--length=200",
+        "--seed=5",
+    ]
+    for name, extra in (("compiled", []), ("streamed", ["--stream"])):
+        result = run_script("sample.py", [*common, f"--output={tmp_path / name}.txt", *extra], cache)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "" and f"Wrote 3 sample(s) to {tmp_path / name}.txt" in result.stderr
+    written = (tmp_path / "compiled.txt").read_text(encoding="utf-8")
+    assert written == (tmp_path / "streamed.txt").read_text(encoding="utf-8")
+    samples = written.split("--- sample ")[1:]
+    assert [sample[: len("1 ---\nwe must\n")] for sample in samples] == [
+        f"{index} ---\nwe must\n" for index in (1, 2, 3)
+    ]
+    for sample in samples:  # each ends at its first generated newline (or has all 200 characters)
+        generated = sample[len("1 ---\nwe must\n") : -1]
+        assert generated.find("\n") in (len(generated) - 1, -1)
+        assert generated.endswith("\n") or len(generated) == 200
+    printed = run_script("sample.py", common, cache)
+    assert printed.returncode == 0 and printed.stdout == written
+
+
 # The benchmark's `small` preset shrunk to seconds.
 TINY_BENCHMARK = ["--preset=small", "--rnn_units=8", "--embedding_dim=4", "--batch_size=3", "--seq_length=5"]
 
@@ -208,6 +237,20 @@ def test_benchmark_memory_task_trains_on_a_synthetic_corpus(corpus_cache):
     assert line["ids_mb"] == 2.0  # one byte per character: 65 distinct characters fit uint8
     assert line["peak_rss_mb"] >= line["peak_rss_encode_mb"] > line["ids_mb"]
     assert line["cached_load_seconds"] > 0 and line["cache_check_seconds"] > 0
+
+
+def test_benchmark_memory_task_on_a_folder_of_files(corpus_cache):
+    result = run_script(
+        "benchmark.py",
+        ["--task=memory", "--corpus_mb=1", "--corpus_files=200", *TINY_BENCHMARK],
+        corpus_cache,
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert line["num_files"] == 200
+    # One byte per character, and the separator's two newlines between two of the 200 files.
+    assert line["ids_mb"] == (2**20 + 199 * 2) / 2**20
+    assert line["peak_rss_mb"] >= line["peak_rss_encode_mb"] > line["ids_mb"]
 
 
 # A peer that logs its arguments and reports 10, 20, 30, ... chars/s on its 1st, 2nd, 3rd, ... call.

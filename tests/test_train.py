@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import QUOTE, make_config, scalar_values, tensorboard_events
-from tf_charrnn import run_directory, sampling, schedules, training
+from tf_charrnn import evaluate, run_directory, sampling, schedules, training
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
 
@@ -153,14 +153,57 @@ def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_ca
     for loaded, expected in zip(warm_weights, source_weights, strict=True):
         np.testing.assert_allclose(loaded, expected, atol=1e-6)
     assert warm.losses[0] < source_losses[0]  # starts where the source ended, not from scratch
-    other_vocab = _config(
-        text_file("zzzz yyyy " * 60, "other.txt"),
+    other_shape = _config(
+        corpus, corpus_cache, tmp_path / "bad", rnn_units=32, init_from=str(tmp_path / "source")
+    )
+    with pytest.raises(UserError, match=r"another model shape \(rnn_units 64 there, 32 here\)"):
+        training.train(other_shape)
+    assert not os.path.exists(tmp_path / "bad")
+
+
+def _logits(train_dir, text):
+    run_config, vocab = run_directory.load_run(train_dir)
+    model = CharRNN(run_config.model, batch_size=1, fused_kernels=True)
+    run_directory.restore_weights(train_dir, model)
+    return model(vocab.encode(text)[None, :]).numpy()[0]
+
+
+def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cache, tmp_path, caplog):
+    training.train(_config(corpus, corpus_cache, tmp_path / "source", max_steps=10, eval_every=1000))
+    new_text = text_file(("Zebra #1 (zoo) " + QUOTE + " ") * 5, "new.txt")
+    # A learning rate so small that one step leaves the weights as they were initialised.
+    warm = _config(
+        new_text,
         corpus_cache,
-        tmp_path / "bad",
+        tmp_path / "warm",
+        max_steps=1,
+        learning_rate=1e-12,
         init_from=str(tmp_path / "source"),
     )
-    with pytest.raises(UserError, match="another vocabulary"):
-        training.train(other_vocab)
+    with caplog.at_level("INFO"):
+        training.train(warm)
+    _, source_vocab = run_directory.load_run(str(tmp_path / "source"))
+    _, vocab = run_directory.load_run(str(tmp_path / "warm"))
+    new_chars = sorted(set("Zebra #1 (zoo)") - set(QUOTE))
+    assert vocab.chars == source_vocab.chars + new_chars  # old ids kept, new ones after them
+    assert f"8 new character(s) appended to the vocabulary of {tmp_path / 'source'}" in caplog.text
+    assert repr("".join(new_chars)) in caplog.text
+    # Text made of old characters: the old characters' logits are the source's.
+    source_logits, warm_logits = (
+        _logits(str(tmp_path / run), "we must apply. K") for run in ("source", "warm")
+    )
+    np.testing.assert_allclose(warm_logits[:, : len(source_vocab)], source_logits, atol=1e-5)
+    # The fine-tuned run resumes like any run: two sessions give one session's losses.
+    tuned = warm.replace(
+        train_dir=str(tmp_path / "tuned"), learning_rate=0.01, max_steps=6, deterministic=True
+    )
+    tuned_result = training.train(tuned)
+    whole = tuned_result.losses
+    # evaluate.py scores it on its own validation split, in its vocabulary, as training did.
+    scored = evaluate.evaluate_run(str(tmp_path / "tuned"), best=True)
+    assert scored.nats_per_char == pytest.approx(tuned_result.best_val_loss, rel=1e-5)
+    parts = tuned.replace(train_dir=str(tmp_path / "parts"), max_steps=3)
+    assert training.train(parts).losses + training.train(parts.replace(max_steps=6)).losses == whole
 
 
 def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):

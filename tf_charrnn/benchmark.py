@@ -201,23 +201,44 @@ def write_synthetic_corpus(path, num_chars, alphabet, seed=0, chunk_size=1 << 20
             f.write(table[picks].tobytes())
 
 
-def measure_memory(config, corpus_mb, steps=2):
+def write_synthetic_folder(folder, num_chars, alphabet, num_files):
+    """Writes `num_chars` random characters of `alphabet` as `num_files` files of (nearly) equal size in
+    `folder`, in two levels of subfolders (as a collection of documents is often stored)."""
+    for index in range(num_files):
+        path = os.path.join(folder, f"{index // 1000:03d}", f"{index % 1000 // 100:02d}", f"{index:06d}.txt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        size = num_chars // num_files + (index < num_chars % num_files)
+        write_synthetic_corpus(path, size, alphabet, seed=index)
+
+
+def measure_memory(config, corpus_mb, steps=2, num_files=1):
     """Peak RSS of encoding a synthetic corpus into the id cache, then of a real training run
     (`train.train`) of `steps` steps on it, validated on its last four batches.
 
     Run it in a fresh process: the peak covers everything the process did before.
 
+    Args:
+      config: RunConfig of the model to train.
+      corpus_mb: the corpus's size in MiB.
+      steps: training steps.
+      num_files: > 1: the corpus is a folder of this many files (--data_path=FOLDER).
+
     Returns:
-      dict with corpus_mb, ids_mb (the cached ids, memory-mapped by the trainer), cached_load_seconds
-      (loading it again, as a later start does: the corpus hashed and its cache entry checked),
-      cache_check_seconds (the check alone: the entry's files against their records), peak_rss_encode_mb
-      (the process's peak once the corpus is encoded) and peak_rss_mb (once training has run).
+      dict with corpus_mb, num_files, ids_mb (the cached ids, memory-mapped by the trainer),
+      cached_load_seconds (loading it again, as a later start does: the corpus hashed and its cache entry
+      checked), cache_check_seconds (the check alone: the entry's files against their records),
+      peak_rss_encode_mb (the process's peak once the corpus is encoded) and peak_rss_mb (once training
+      has run).
     """
     alphabet = "".join(chr(c) for c in range(33, 33 + config.model.vocab_size))
     with tempfile.TemporaryDirectory() as folder:
-        corpus = os.path.join(folder, "corpus.txt")
         num_chars = int(corpus_mb * 2**20)
-        write_synthetic_corpus(corpus, num_chars, alphabet)
+        if num_files > 1:
+            corpus = os.path.join(folder, "corpus")
+            write_synthetic_folder(corpus, num_chars, alphabet, num_files)
+        else:
+            corpus = os.path.join(folder, "corpus.txt")
+            write_synthetic_corpus(corpus, num_chars, alphabet)
         layout = config.layout
         config = config.replace(
             data_path=corpus,
@@ -241,6 +262,7 @@ def measure_memory(config, corpus_mb, steps=2):
         train_lib.train(config)
     return {
         "corpus_mb": corpus_mb,
+        "num_files": num_files,
         "ids_mb": ids_mb,
         "cached_load_seconds": cached_load_seconds,
         "cache_check_seconds": cache_check_seconds,

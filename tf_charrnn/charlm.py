@@ -118,6 +118,7 @@ class CharLM:
         sampling="sample",
         seed=0,
         num_samples=1,
+        stop_at="",
     ):
         """Generates text after `prime`: the same text `scripts/sample.py` prints for the same settings.
 
@@ -131,6 +132,8 @@ class CharLM:
             after a space).
           seed: the same seed gives the same text.
           num_samples: texts generated at once, as one batch.
+          stop_at: each text ends after the first occurrence of this string in what it generates (the
+            prime does not count), the string included; "": every text has `length` characters.
 
         Returns:
           `prime` followed by the generated text; a list of `num_samples` such strings when it is > 1.
@@ -151,6 +154,7 @@ class CharLM:
             sampling=sampling,
             seed=seed,
             num_samples=num_samples,
+            stop_at=stop_at,
         )
         with errors.python_arguments():
             texts = self._sampler.generate(self.vocab, options.prime, options.length, **_draws(options))
@@ -168,6 +172,7 @@ class CharLM:
         sampling="sample",
         seed=0,
         num_samples=1,
+        stop_at="",
     ):
         """Generates text a character at a time, as `generate` would (the same seed, the same text).
 
@@ -175,7 +180,8 @@ class CharLM:
 
         Yields:
           `prime`, then each generated character: strings whose concatenation is what `generate`
-          returns; with `num_samples` > 1, lists of `num_samples` strings.
+          returns; with `num_samples` > 1, lists of `num_samples` strings ("" for a sample that has
+          met `stop_at`).
         Raises:
           UserError: a bad argument, when the first piece is asked for.
 
@@ -194,6 +200,7 @@ class CharLM:
             sampling=sampling,
             seed=seed,
             num_samples=num_samples,
+            stop_at=stop_at,
         )
         several = options.num_samples > 1
         with errors.python_arguments():
@@ -289,6 +296,7 @@ def _draws(options):
         temperature=options.temperature,
         top_k=options.top_k,
         top_p=options.top_p,
+        stop_at=options.stop_at,
     )
 
 

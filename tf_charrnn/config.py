@@ -28,11 +28,44 @@ QUANTIZATIONS = ("none", "float16", "int8")
 DEFAULT_QUANTIZATION = {"saved_model": "none", "litert": "none", "web": "int8"}
 
 
-def _field(default, help_text, choices=None, derived=False):
+def _field(default, help_text, choices=None, derived=False, escaped=False):
     """A dataclass field with the help text (and, for choice flags, the choices) of the flag of the same
-    name; `derived` fields are computed by the library (e.g. from the corpus) and are no flags."""
-    metadata = {"help": help_text, "choices": choices, "derived": derived}
+    name; `derived` fields are computed by the library (e.g. from the corpus) and are no flags; the flag
+    of an `escaped` field writes a newline as \\n, a tab as \\t, a backslash as \\\\ (see `unescape`)."""
+    metadata = {"help": help_text, "choices": choices, "derived": derived, "escaped": escaped}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text, name):
+    """The text an escaped flag's value stands for: \\n a newline, \\t a tab, \\r a carriage return,
+    \\\\ a backslash.
+
+    Raises:
+      UserError: another character follows a backslash (naming the flag `name`).
+    """
+    pieces, index = [], 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            escaped = text[index + 1 : index + 2]
+            _require(
+                escaped in _ESCAPES,
+                f"--{name} has an unknown escape \\{escaped}; write \\n for a newline, \\t for "
+                f"a tab, \\r for a carriage return, \\\\ for a backslash",
+            )
+            char, index = _ESCAPES[escaped], index + 1
+        pieces.append(char)
+        index += 1
+    return "".join(pieces)
+
+
+def escape(text):
+    """The flag value that `unescape` turns into `text`."""
+    inverse = {value: "\\" + key for key, value in _ESCAPES.items()}
+    return "".join(inverse.get(char, char) for char in text)
 
 
 def _require(condition, message):
@@ -69,14 +102,27 @@ class DataConfig:
     must_match_on_resume: ClassVar[bool] = False
 
     data_path: str = _field(
-        "", "UTF-8 text file to train on; empty: tiny-shakespeare, downloaded and cached on first use"
+        "",
+        "UTF-8 text to train on: a file, a folder (every text file below it, in sorted path order), a glob "
+        "or a comma-separated list of these; empty: tiny-shakespeare, downloaded and cached on first use",
+    )
+    document_separator: str = _field(
+        "\n\n",
+        "written between two files of a folder, glob or list (\\n: newline, \\t: tab, \\\\: backslash)",
+        escaped=True,
     )
     cache_dir: str = _field(
         "", "cache folder for downloads and encoded ids; empty: $TF_CHARRNN_CACHE or ~/.cache/tf_charrnn"
     )
-    # The corpus file a run trained on, checked on resume (empty in runs written before it was recorded).
-    corpus_sha256: str = _field("", "SHA-256 of the corpus file's bytes", derived=True)
-    corpus_size: int = _field(0, "size of the corpus file in bytes", derived=True)
+    # The corpus a run trained on, checked on resume (empty in runs written before it was recorded).
+    corpus_sha256: str = _field(
+        "", "SHA-256 of the corpus file's bytes; of several files: of their manifest", derived=True
+    )
+    corpus_size: int = _field(0, "size of the corpus in bytes (several files: joined)", derived=True)
+    corpus_files: tuple = _field((), "'SHA256  NAME' of each file of the corpus, in order", derived=True)
+
+    def __post_init__(self):
+        object.__setattr__(self, "corpus_files", tuple(self.corpus_files))  # a list, read from JSON
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,9 +267,11 @@ class CadenceConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
-    """Where and how the steps run (see runtime.py, which resolves it once at start)."""
+    """Where and how the steps run (see runtime.py, which resolves it once at start). It describes one
+    launch, not the run: a resumed run takes it from the new launch, never from config.json."""
 
     must_match_on_resume: ClassVar[bool] = False
+    describes_launch: ClassVar[bool] = True
 
     strategy: str = _field(
         "auto",
@@ -293,6 +341,27 @@ class RunConfig:
         """A copy with the named fields (of any section) changed."""
         return type(self).from_flat({**self.flat(), **values})
 
+    def continued_by(self, launch, given):
+        """This (a run's recorded config) as a new launch continues it: the flags `given` now ({name:
+        value}) on top, and every section that describes a launch (the runtime) from `launch`, the new
+        launch's config (its given values or the defaults), never from the recorded run."""
+        values = {**self.flat(), **given}
+        for name, section in self.sections().items():
+            if getattr(section, "describes_launch", False):
+                values.update(dataclasses.asdict(getattr(launch, name)))
+        return type(self).from_flat(values)
+
+    def with_model_of(self, source, given):
+        """This config with each model field not in `given` ({name: value} of the flags given) taken from
+        `source`, the RunConfig of the run it starts from (--init_from); vocab_size is derived anew."""
+        return self.replace(
+            **{
+                field.name: getattr(source.model, field.name)
+                for field in dataclasses.fields(ModelConfig)
+                if field.name not in given and not field.metadata["derived"]
+            }
+        )
+
     def differences_that_block_resume(self, other):
         """'name old -> new' for each field of a must-match section where `other` differs."""
         changed = []
@@ -315,6 +384,7 @@ class SampleConfig:
     checkpoint: str = _field("", "checkpoint prefix to load; empty: the latest (or the best with --best)")
     best: bool = _field(False, "load the best-validation checkpoint")
     prime: str = _field("\n", "text that sets the state before generating")
+    prime_file: str = _field("", "read the prime from this UTF-8 file instead of --prime")
     length: int = _field(500, "characters to generate per sample")
     num_samples: int = _field(1, "texts generated at once, as one batch")
     seed: int = _field(0, "seed of the random draws: the same seed gives the same text")
@@ -327,6 +397,15 @@ class SampleConfig:
         choices=SAMPLING_MODES,
     )
     stream: bool = _field(False, "print characters as they are generated (one step per call)")
+    stop_at: str = _field(
+        "",
+        "end each sample after the first occurrence of this string in its generated text (not the prime), "
+        "the string included; \\n: newline, \\t: tab, \\\\: backslash; e.g. \\n\\n stops at a blank line",
+        escaped=True,
+    )
+    output: str = _field(
+        "", "write the samples to this file (atomically, after generating) instead of standard output"
+    )
 
     def __post_init__(self):
         _require(bool(self.train_dir), "--train_dir must not be empty")

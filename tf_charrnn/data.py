@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_charrnn import cache, files
+from tf_charrnn import cache, corpus_files, files
 from tf_charrnn.errors import UserError
 from tf_charrnn.vocab import Vocab
 
@@ -128,16 +128,26 @@ def read_text_chunks(path, chunk_bytes=1 << 22):
             offset, lines = offset + len(data), lines + data.count(b"\n")
 
 
+def read_corpus_chunks(listing, chunk_bytes=1 << 22):
+    """Yields the joined text of a corpus's files (a corpus_files.CorpusListing) as strings of about
+    `chunk_bytes` bytes: each file's chunks (see `read_text_chunks`), the separator between two files."""
+    for index, file in enumerate(listing.files):
+        if index and listing.separator:
+            yield listing.separator
+        yield from read_text_chunks(file.path, chunk_bytes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Corpus:
     """An encoded corpus: its vocabulary, its ids, and the identity of the file they came from."""
 
     vocab: Vocab
     ids: np.ndarray  # [N] in vocab.id_dtype, memory-mapped from the cache (read-only)
-    sha256: str  # of the file's bytes
-    size: int  # the file's bytes
+    sha256: str  # of the file's bytes; of several files: of their manifest (see corpus_files)
+    size: int  # the file's bytes; of several files: of the joined text
     # A newly encoded cache entry not yet in place (load_corpus(publish=False)); None when there is none.
     pending: cache.Pending | None = None
+    files: tuple = ()  # 'SHA256  NAME' of each file (corpus_files.CorpusListing.manifest)
 
 
 # Small: encoding a chunk takes about 30 bytes of temporaries per character, and the allocator keeps
@@ -145,9 +155,10 @@ class Corpus:
 _ENCODE_CHUNK_BYTES = 1 << 18
 
 
-def _encode_into_cache(path, ids_path, vocab_path):
-    """Encodes a text file into temporary files beside the id cache entry, in two streaming passes (the
-    characters, then the ids), so neither the whole text nor all its ids are ever in memory.
+def _encode_into_cache(listing, ids_path, vocab_path):
+    """Encodes a corpus's files (a corpus_files.CorpusListing) into temporary files beside the id cache
+    entry, in two streaming passes (the characters, then the ids), so neither the whole text nor all its
+    ids are ever in memory.
 
     Returns:
       (Vocab, the temporary ids file, the cache.Pending that puts the entry in place).
@@ -156,7 +167,7 @@ def _encode_into_cache(path, ids_path, vocab_path):
         or read-only (nothing is left behind).
     """
     chars, num_chars = set(), 0
-    for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
+    for piece in read_corpus_chunks(listing, _ENCODE_CHUNK_BYTES):
         chars.update(piece)
         num_chars += len(piece)
     vocab = Vocab(sorted(chars))
@@ -170,7 +181,7 @@ def _encode_into_cache(path, ids_path, vocab_path):
             with open(tmp_ids, "wb") as f:
                 header = {"descr": np.lib.format.dtype_to_descr(vocab.id_dtype), "fortran_order": False}
                 np.lib.format.write_array_header_1_0(f, {**header, "shape": (num_chars,)})
-                for piece in read_text_chunks(path, _ENCODE_CHUNK_BYTES):
+                for piece in read_corpus_chunks(listing, _ENCODE_CHUNK_BYTES):
                     f.write(vocab.encode(piece, dtype=vocab.id_dtype).tobytes())
                 f.flush()
                 os.fsync(f.fileno())
@@ -188,7 +199,8 @@ def _encode_into_cache(path, ids_path, vocab_path):
 def load_corpus(data_config, publish=True):
     """Loads the corpus named by `data_config`, encoding it into the id cache on first use.
 
-    The cache is keyed by the SHA-256 of the corpus bytes, so a changed corpus is never served stale;
+    --data_path may name a file, a folder, a glob or a list (see corpus_files.list_corpus). The cache is
+    keyed by the corpus's SHA-256, so a changed corpus is never served stale;
     its ids are memory-mapped, so memory does not grow with the corpus. Each cache file is checked
     against the size and hash recorded when it was written; a damaged one is rebuilt (one warning).
 
@@ -205,8 +217,8 @@ def load_corpus(data_config, publish=True):
     """
     cache_folder = files.cache_dir(data_config.cache_dir)
     path = data_config.data_path or download_shakespeare(cache_folder)
-    _check_text_file(path)
-    digest, size = files.sha256_file(path)
+    listing = corpus_files.list_corpus(path, data_config.document_separator)
+    digest, size, manifest = listing.sha256, listing.size, listing.manifest()
     stem = os.path.join(cache_folder, "encoded", digest)
     ids_path, vocab_path = stem + ".ids.npy", stem + ".vocab.json"
     cached = all(
@@ -214,12 +226,53 @@ def load_corpus(data_config, publish=True):
         for cache_path, what in ((ids_path, "the id cache"), (vocab_path, "the id cache's vocabulary"))
     )
     if cached:
-        return Corpus(Vocab.load(vocab_path), np.load(ids_path, mmap_mode="r"), digest, size)
-    vocab, tmp_ids, pending = _encode_into_cache(path, ids_path, vocab_path)
-    corpus = Corpus(vocab, np.load(tmp_ids, mmap_mode="r"), digest, size, pending)
+        return Corpus(Vocab.load(vocab_path), np.load(ids_path, mmap_mode="r"), digest, size, files=manifest)
+    vocab, tmp_ids, pending = _encode_into_cache(listing, ids_path, vocab_path)
+    corpus = Corpus(vocab, np.load(tmp_ids, mmap_mode="r"), digest, size, pending, manifest)
     if publish:
         pending.publish()
     return corpus
+
+
+def in_vocab(corpus, vocab, data_config):
+    """The corpus with its ids in `vocab`, a vocabulary that holds every character of the corpus in any
+    order (a fine-tuned run's: its source's characters first, then the new ones). The ids are mapped from
+    the corpus's own a chunk at a time into a cache file of their own (checked and recorded as the id
+    cache is; a new one is pending with the corpus's entry, see `load_corpus`), memory-mapped like those.
+
+    Returns:
+      Corpus.
+    Raises:
+      ValueError: the corpus has characters outside `vocab`.
+    """
+    if vocab == corpus.vocab:
+        return corpus
+    unknown = vocab.unknown_chars("".join(corpus.vocab.chars))
+    if unknown:
+        raise ValueError(f"characters not in the vocabulary: {unknown!r}")
+    table = vocab.encode("".join(corpus.vocab.chars), dtype=vocab.id_dtype)  # own id -> id in `vocab`
+    key = files.sha256_hex(vocab.to_json().encode("utf-8"))[:16]
+    folder = os.path.join(files.cache_dir(data_config.cache_dir), "encoded")
+    ids_path = os.path.join(folder, f"{corpus.sha256}.{key}.ids.npy")
+    if cache.check_before_use(ids_path, "the id cache in a fine-tuned run's vocabulary", "the id cache"):
+        return dataclasses.replace(corpus, vocab=vocab, ids=np.load(ids_path, mmap_mode="r"))
+    pending = corpus.pending or cache.Pending()
+    tmp_ids = pending.temporary(ids_path)
+    try:
+        with files.full_disk_is_user_error(
+            "the encoded corpus", folder, lambda: len(corpus.ids) * table.itemsize
+        ):
+            with open(tmp_ids, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(table.dtype), "fortran_order": False}
+                np.lib.format.write_array_header_1_0(f, {**header, "shape": (len(corpus.ids),)})
+                for start in range(0, len(corpus.ids), _ENCODE_CHUNK_BYTES):
+                    f.write(table[corpus.ids[start : start + _ENCODE_CHUNK_BYTES]].tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        pending.discard()
+        raise
+    return dataclasses.replace(corpus, vocab=vocab, ids=np.load(tmp_ids, mmap_mode="r"), pending=pending)
 
 
 def split_ids(ids, val_fraction):
@@ -397,6 +450,7 @@ class Splits:
     val_ids: np.ndarray
     corpus_sha256: str
     corpus_size: int
+    corpus_files: tuple  # 'SHA256  NAME' of each file
     # A newly encoded id cache entry not yet in place (load_splits(publish=False)); None when there is none.
     pending: cache.Pending | None = None
 
@@ -411,8 +465,33 @@ class Splits:
             self.pending.discard()
 
 
+def split_corpus(corpus, layout):
+    """Splits a Corpus and checks each split holds at least one batch of the layout (a LayoutConfig).
+
+    Returns:
+      Splits (with the corpus's pending cache entry, discarded when a split is too short).
+    Raises:
+      UserError: a split is shorter than one batch.
+    """
+    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
+    splits = Splits(
+        corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.files, corpus.pending
+    )
+    try:
+        check_split_size(
+            "training", len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
+        )
+        if layout.val_fraction > 0:
+            check_split_size("validation", len(splits.val_ids), layout.batch_size, layout.seq_length)
+    except BaseException:
+        splits.discard_cache()
+        raise
+    return splits
+
+
 def load_splits(data_config, layout, publish=True):
-    """Loads the corpus, splits it and checks each split holds at least one batch of the layout.
+    """Loads the corpus (in its own vocabulary), splits it and checks each split holds at least one batch
+    of the layout.
 
     Args:
       data_config: DataConfig, where the corpus comes from.
@@ -425,18 +504,7 @@ def load_splits(data_config, layout, publish=True):
       UserError: the corpus cannot be read, or a split is shorter than one batch (a corpus encoded for
         this call leaves no cache entry).
     """
-    corpus = load_corpus(data_config, publish=False)
-    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
-    splits = Splits(corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.pending)
-    try:
-        check_split_size(
-            "training", len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
-        )
-        if layout.val_fraction > 0:
-            check_split_size("validation", len(splits.val_ids), layout.batch_size, layout.seq_length)
-    except BaseException:
-        splits.discard_cache()
-        raise
+    splits = split_corpus(load_corpus(data_config, publish=False), layout)
     if publish:
         splits.publish_cache()
     return splits

@@ -70,14 +70,18 @@ def _validation_ids(config, vocab, train_dir):
             f"{train_dir} was trained without a validation split (--val_fraction=0); "
             f"pass --data_path=FILE to score a text"
         )
-    splits = data.load_splits(config.data, config.layout, publish=False)
+    corpus = data.load_corpus(config.data, publish=False)
     recorded = config.data.corpus_sha256
-    if splits.vocab != vocab or (recorded and recorded != splits.corpus_sha256):
-        splits.discard_cache()
+    # A fine-tuned run's vocabulary holds its source's characters first: its corpus is encoded in it.
+    fits = corpus.vocab == vocab or (config.length.init_from and not vocab.unknown_chars(corpus.vocab.chars))
+    if not fits or (recorded and recorded != corpus.sha256):
+        if corpus.pending is not None:
+            corpus.pending.discard()
         raise UserError(
             f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
-            f"now {splits.corpus_sha256}); pass --data_path=FILE to score a text"
+            f"now {corpus.sha256}); pass --data_path=FILE to score a text"
         )
+    splits = data.split_corpus(data.in_vocab(corpus, vocab, config.data), config.layout)
     splits.publish_cache()
     return splits.val_ids
 

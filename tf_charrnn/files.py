@@ -77,7 +77,7 @@ def make_folders(folder):
     """Creates `folder` and its missing parents, like os.makedirs; returns the folders it created,
     outermost first (for `remove_empty_folders`)."""
     made = []
-    while not os.path.isdir(folder):
+    while folder and not os.path.isdir(folder):  # a relative path ends in "": the current folder
         made.append(folder)
         parent = os.path.dirname(folder)
         if parent == folder:

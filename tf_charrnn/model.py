@@ -9,6 +9,7 @@ layer (2 for LSTM's h and c, 1 for GRU and RNN).
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_charrnn import recurrent
@@ -116,3 +117,31 @@ class CharRNN(keras.Model):
         """Copies the learned weights of a model of the same config and any batch size. Recurrent state
         and dropout generator state are left alone: they belong to one batch size."""
         self.set_weights(source.get_weights())
+
+    def copy_weights_extending_vocab(self, source):
+        """Copies the learned weights of a model of the same shape whose vocabulary this model's extends
+        (the source's characters first, in its order, then new ones: fine-tuning on a text with new
+        characters). The source's characters keep their embedding rows and logit columns, so on text made
+        of them the logits of the source's characters are the source's. A new character's embedding row
+        is the mean of the source's rows (an average character to the recurrent layers), its logit column
+        is zero with the source's lowest bias (as unlikely as the source's rarest character, until
+        training says otherwise).
+
+        Args:
+          source: CharRNN, any batch size, with config.vocab_size <= this model's.
+        """
+        old, new = source.config.vocab_size, self.config.vocab_size - source.config.vocab_size
+        embedding = source.embedding.embeddings.numpy()
+        self.embedding.embeddings.assign(
+            np.concatenate([embedding, np.tile(embedding.mean(axis=0, keepdims=True), (new, 1))])
+        )
+        for layer, source_layer in zip(self.recurrent_layers, source.recurrent_layers, strict=True):
+            for weight, source_weight in zip(
+                layer.trainable_weights, source_layer.trainable_weights, strict=True
+            ):
+                weight.assign(source_weight)
+        kernel, bias = source.head.kernel.numpy(), source.head.bias.numpy()
+        self.head.kernel.assign(
+            np.concatenate([kernel, np.zeros([kernel.shape[0], new], kernel.dtype)], axis=1)
+        )
+        self.head.bias.assign(np.concatenate([bias, np.full([new], bias[:old].min(), bias.dtype)]))

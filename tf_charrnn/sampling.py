@@ -5,10 +5,11 @@ Random draws use stateless ops keyed by (seed, step), so the same seed gives the
 """
 
 import functools
+import os
 
 import tensorflow as tf
 
-from tf_charrnn import run_directory
+from tf_charrnn import files, run_directory
 from tf_charrnn.config import SAMPLING_MODES
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
@@ -97,7 +98,16 @@ def feed_prime(model, prime_ids, weights=None):
 
 
 def generate_ids(
-    model, prime_ids, length, seed, mode="sample", space_id=-1, temperature=1.0, top_k=0, top_p=1.0
+    model,
+    prime_ids,
+    length,
+    seed,
+    mode="sample",
+    space_id=-1,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    stop_ids=None,
 ):
     """Feeds the prime, then samples `length` ids; traceable, so one tf.function runs it all.
 
@@ -106,19 +116,32 @@ def generate_ids(
       prime_ids: int32 [B, P], P >= 1.
       length: int32 scalar, characters to generate.
       seed, mode, space_id, temperature, top_k, top_p: see `choose_next`.
+      stop_ids: int32 [K]: a row stops after the first K ids it generates that equal these (the prime
+        does not count); None or K = 0: no row stops early.
 
     Returns:
-      int32 [B, length].
+      int32 [B, N]: N = length, or fewer when every row has stopped (the loop then ends); the ids a
+      row generates after its stop are -1.
     """
     weights = model.step_weights()
     logits, state = feed_prime(model, prime_ids, weights)
     previous = prime_ids[:, -1]
-    generated = tf.TensorArray(tf.int32, size=length)
+    stop_ids = tf.zeros([0], tf.int32) if stop_ids is None else tf.convert_to_tensor(stop_ids, tf.int32)
+    stopping = tf.size(stop_ids) > 0
+    recent = tf.fill([tf.shape(prime_ids)[0], tf.size(stop_ids)], -1)  # each row's last K ids
+    lengths = tf.fill([tf.shape(prime_ids)[0]], length)  # where each row stops
+    generated = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     for step in tf.range(length):
         previous = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
         generated = generated.write(step, previous)
+        recent = tf.concat([recent, previous[:, None]], axis=1)[:, 1:]
+        matched = stopping & tf.reduce_all(tf.equal(recent, stop_ids[None, :]), axis=1)
+        lengths = tf.where(matched & (lengths == length), step + 1, lengths)
+        if tf.reduce_all(lengths <= step + 1):  # every row has stopped (or this was the last step)
+            break
         logits, state = model.step(previous, state, weights)
-    return tf.transpose(generated.stack())
+    ids = tf.transpose(generated.stack())
+    return tf.where(tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None], ids, -1)
 
 
 class Sampler:
@@ -144,7 +167,7 @@ class Sampler:
         return ids, logits, state
 
     @staticmethod
-    def _arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p):
+    def _arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p, stop_at):
         unknown = vocab.unknown_chars(prime)
         if unknown:
             raise UserError(
@@ -153,6 +176,12 @@ class Sampler:
             )
         if not prime:
             raise UserError("--prime must hold at least one character (the default is a newline)")
+        unknown = vocab.unknown_chars(stop_at)
+        if unknown:
+            raise UserError(
+                f"--stop_at has characters outside the run's vocabulary: {unknown!r}; it could never be "
+                f"generated: pass a string of the run's characters"
+            )
         prime_ids = tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
         return prime_ids, dict(
             seed=tf.constant(seed, tf.int64),
@@ -164,26 +193,127 @@ class Sampler:
         )
 
     def generate(
-        self, vocab, prime, length, num_samples=1, seed=0, mode="sample", temperature=1.0, top_k=0, top_p=1.0
+        self,
+        vocab,
+        prime,
+        length,
+        num_samples=1,
+        seed=0,
+        mode="sample",
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        stop_at="",
     ):
-        """Generates `num_samples` continuations of `prime` in one compiled call; a list of strings."""
-        prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
-        ids = self._compiled_generate(prime_ids, tf.constant(length, tf.int32), **options)
-        return [vocab.decode(row) for row in ids.numpy()]
+        """Generates `num_samples` continuations of `prime` in one compiled call.
+
+        Args:
+          vocab: the run's Vocab.
+          prime: text that sets the state (characters of `vocab`, at least one).
+          length: the most characters generated per sample.
+          num_samples: texts generated at once, as one batch.
+          seed, mode, temperature, top_k, top_p: see `choose_next`.
+          stop_at: each text ends after the first occurrence of this string in what it generates (the
+            prime does not count), the string included; "": every text has `length` characters.
+
+        Returns:
+          A list of `num_samples` strings, without the prime.
+        Raises:
+          UserError: `prime` is empty, or `prime` or `stop_at` has characters outside `vocab`.
+        """
+        prime_ids, options = self._arguments(
+            vocab, prime, num_samples, seed, mode, temperature, top_k, top_p, stop_at
+        )
+        stop_ids = tf.constant(vocab.encode(stop_at), tf.int32)
+        ids = self._compiled_generate(prime_ids, tf.constant(length, tf.int32), stop_ids=stop_ids, **options)
+        return [vocab.decode(row[row >= 0]) for row in ids.numpy()]
 
     def stream(
-        self, vocab, prime, length, num_samples=1, seed=0, mode="sample", temperature=1.0, top_k=0, top_p=1.0
+        self,
+        vocab,
+        prime,
+        length,
+        num_samples=1,
+        seed=0,
+        mode="sample",
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        stop_at="",
     ):
-        """Yields the generated characters one step at a time: a list of `num_samples` strings per step."""
-        prime_ids, options = self._arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p)
+        """Yields the generated characters one step at a time: a list of `num_samples` strings per step,
+        "" for a sample that has stopped (see `generate`, whose texts these steps spell out); ends when
+        every sample has `length` characters or has stopped."""
+        prime_ids, options = self._arguments(
+            vocab, prime, num_samples, seed, mode, temperature, top_k, top_p, stop_at
+        )
         weights = self._compiled_step_weights()
         logits, state = self._compiled_prime(prime_ids, weights)
         previous = prime_ids[:, -1]
+        tails = [""] * num_samples  # each sample's last len(stop_at) characters
+        stopped = [False] * num_samples
         for step in range(length):
             previous, logits, state = self._compiled_step(
                 logits, state, previous, tf.constant(step), weights, **options
             )
-            yield [vocab.chars[i] for i in previous.numpy()]
+            chars = [
+                vocab.chars[i] if not done else "" for i, done in zip(previous.numpy(), stopped, strict=True)
+            ]
+            yield chars
+            if stop_at:
+                tails = [(tail + char)[-len(stop_at) :] for tail, char in zip(tails, chars, strict=True)]
+                stopped = [done or tail == stop_at for done, tail in zip(stopped, tails, strict=True)]
+                if all(stopped):
+                    return
+
+
+def read_prime_file(path):
+    """The text of a prime file (UTF-8; its last newline is kept, as it is part of the prime).
+
+    Raises:
+      UserError: the file is missing, a folder, empty or not UTF-8.
+    """
+    if not os.path.isfile(path):
+        what = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise UserError(f"--prime_file {path} {what}; pass a UTF-8 text file")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"--prime_file {path} is not valid UTF-8 at byte {error.start} ({error.reason}); convert it, "
+            f"e.g. iconv -f LATIN1 -t UTF-8"
+        ) from None
+    if not text:
+        raise UserError(f"--prime_file {path} is empty; pass a file with at least one character")
+    return text
+
+
+def format_samples(prime, texts):
+    """The samples as sample.py prints them: each after its prime and followed by a newline; several
+    headed by '--- sample N ---' lines."""
+    if len(texts) == 1:
+        return prime + texts[0] + "\n"
+    return "".join(f"--- sample {index} ---\n{prime}{text}\n" for index, text in enumerate(texts, 1))
+
+
+def check_output_path(path):
+    """Raises UserError when samples cannot be written to `path` (a folder, or in a folder not writable)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"--output {path} is a folder; pass a file path")
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise UserError(f"--output {path}: cannot write in {existing}; pass a path in a writable folder")
+
+
+def write_samples(path, prime, texts):
+    """Writes the samples (see `format_samples`) to `path` atomically: a reader, or a crash, sees the old
+    file or the whole new one, never a part."""
+    files.write_atomic(path, format_samples(prime, texts))
 
 
 def load_sampler(train_dir, checkpoint=None, best=False, fused_kernels=False):

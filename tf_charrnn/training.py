@@ -64,10 +64,21 @@ def train(config, progress=None):
         tf.config.experimental.enable_op_determinism()
     # Nothing is written until training starts: a newly encoded corpus stays out of the cache, config.json,
     # vocab.json and the event files unwritten, until every check has passed and the run is restored.
-    splits = data_lib.load_splits(config.data, config.layout, publish=False)
+    corpus = data_lib.load_corpus(config.data, publish=False)
+    try:
+        # The corpus's own vocabulary, or a fine-tuned run's (its source's characters first).
+        vocab = run_directory.run_vocab(config, corpus.vocab)
+        splits = data_lib.split_corpus(data_lib.in_vocab(corpus, vocab, config.data), config.layout)
+    except BaseException:
+        if corpus.pending is not None:
+            corpus.pending.discard()
+        raise
     try:
         config = config.replace(
-            vocab_size=len(splits.vocab), corpus_sha256=splits.corpus_sha256, corpus_size=splits.corpus_size
+            vocab_size=len(splits.vocab),
+            corpus_sha256=splits.corpus_sha256,
+            corpus_size=splits.corpus_size,
+            corpus_files=splits.corpus_files,
         )
         if runtime.is_chief:
             previous, lock = run_directory.prepare(config, splits.vocab)
@@ -397,8 +408,19 @@ class Trainer:
                 int(self.batch_in_epoch),
             )
         elif self.config.length.init_from:
-            path = run_directory.restore_weights(self.config.length.init_from, self.model)
+            path, new_chars = run_directory.initialize_from_run(
+                self.config.length.init_from, self.model, self.vocab
+            )
             logging.info("Initialized weights from %s", path)
+            if new_chars:
+                logging.info(
+                    "%d new character(s) appended to the vocabulary of %s (ids %d to %d): %r",
+                    len(new_chars),
+                    self.config.length.init_from,
+                    len(self.vocab) - len(new_chars),
+                    len(self.vocab) - 1,
+                    "".join(new_chars),
+                )
 
     def evaluate(self):
         """Mean validation nats/char over the stream layout, leaving the training state untouched."""

@@ -26,6 +26,12 @@ class Vocab:
         """The characters of `text`, sorted by code point."""
         return cls(sorted(set(text)))
 
+    def extended(self, chars):
+        """This vocabulary, its ids kept, with the characters of `chars` it lacks appended in sorted order
+        (a fine-tuned run's vocabulary: its source's, then the new text's new characters)."""
+        known = set(self.chars)
+        return Vocab(self.chars + sorted(set(chars) - known))
+
     @property
     def id_dtype(self):
         """The smallest numpy integer type that holds every id (uint8 up to 256 characters)."""

@@ -7,7 +7,7 @@ import sys
 from absl import app, flags
 
 from tf_charrnn import files
-from tf_charrnn.config import flag_fields
+from tf_charrnn.config import escape, flag_fields, unescape
 from tf_charrnn.errors import UserError
 
 _DEFINE = {
@@ -24,11 +24,12 @@ def define_flags(config_class, flag_values=flags.FLAGS):
     help and choices from the field; derived fields are no flags)."""
     for field in flag_fields(config_class):
         help_text = field.metadata.get("help", "")
+        default = escape(field.default) if field.metadata.get("escaped") else field.default
         # Registered to the main script, so that --helpshort lists them.
         if field.metadata.get("choices"):
             flags.DEFINE_enum(
                 field.name,
-                field.default,
+                default,
                 field.metadata["choices"],
                 help_text,
                 module_name=sys.argv[0],
@@ -36,22 +37,26 @@ def define_flags(config_class, flag_values=flags.FLAGS):
             )
         else:
             _DEFINE[field.type](
-                field.name, field.default, help_text, module_name=sys.argv[0], flag_values=flag_values
+                field.name, default, help_text, module_name=sys.argv[0], flag_values=flag_values
             )
+
+
+def _value(field, flag_values=flags.FLAGS):
+    """The flag's value as the config field holds it (an escaped flag's text unescaped)."""
+    value = flag_values[field.name].value
+    return unescape(value, field.name) if field.metadata.get("escaped") else value
 
 
 def config_from_flags(config_class):
     """Builds `config_class` (a RunConfig: all its sections) from the flags `define_flags` defined."""
-    values = {field.name: flags.FLAGS[field.name].value for field in flag_fields(config_class)}
+    values = {field.name: _value(field) for field in flag_fields(config_class)}
     return config_class.from_flat(values) if hasattr(config_class, "from_flat") else config_class(**values)
 
 
 def given_values(config_class):
     """{name: value} of the flags of `config_class` given on the command line or in a flagfile."""
     return {
-        field.name: flags.FLAGS[field.name].value
-        for field in flag_fields(config_class)
-        if flags.FLAGS[field.name].present
+        field.name: _value(field) for field in flag_fields(config_class) if flags.FLAGS[field.name].present
     }
 
 
@@ -70,7 +75,11 @@ def read_flagfile(path, config_class):
         flag_values(["flagfile", f"--flagfile={path}"])
     except flags.Error as error:
         raise UserError(f"--flagfile={path}: {_flag_error_message(error, flag_values)}") from None
-    return {name: flag_values[name].value for name in flag_values if flag_values[name].present}
+    return {
+        field.name: _value(field, flag_values)
+        for field in flag_fields(config_class)
+        if flag_values[field.name].present
+    }
 
 
 def _flag_error_message(error, flag_values=flags.FLAGS):

@@ -1,38 +1,48 @@
 """Generates text from a trained run: scripts/sample.py --train_dir=runs/shakespeare_cpu --prime="ROMEO:".
 
 Without --stream the whole text comes from one compiled call; with it, characters print as they come.
-The same --seed prints the same text either way.
+The same --seed prints the same text either way, --stop_at included. --prime_file=FILE reads the prime
+from a file; --output=FILE writes the samples there (atomically) instead of printing them.
 """
 
 import sys
 
+from absl import logging
+
 from tf_charrnn.cli import flags
 from tf_charrnn.config import SampleConfig
+from tf_charrnn.errors import UserError
 
 
-def _stream(sampler, vocab, config, options):
-    """Prints a single sample as it is generated; collects several and returns them to print after."""
-    steps = sampler.stream(vocab, config.prime, config.length, **options)
-    if config.num_samples > 1:
-        columns = [[] for _ in range(config.num_samples)]
-        for chars in steps:
-            for column, char in zip(columns, chars, strict=True):
-                column.append(char)
-        return ["".join(column) for column in columns]
-    sys.stdout.write(config.prime)
+def _stream(sampler, vocab, prime, config, options):
+    """Prints a single sample as it is generated (unless it goes to --output) and returns the samples."""
+    steps = sampler.stream(vocab, prime, config.length, **options)
+    columns = [[] for _ in range(config.num_samples)]
+    printing = config.num_samples == 1 and not config.output
+    if printing:
+        sys.stdout.write(prime)
     for chars in steps:
-        sys.stdout.write(chars[0])
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    return []
+        for column, char in zip(columns, chars, strict=True):
+            column.append(char)
+        if printing:
+            sys.stdout.write(chars[0])
+            sys.stdout.flush()
+    if printing:
+        sys.stdout.write("\n")
+    return ["".join(column) for column in columns]
 
 
 def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(SampleConfig)
+    if config.prime_file and "prime" in flags.given_values(SampleConfig):
+        raise UserError("pass --prime or --prime_file, not both")
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     from tf_charrnn import runtime, sampling
 
+    prime = sampling.read_prime_file(config.prime_file) if config.prime_file else config.prime
+    if config.output:
+        sampling.check_output_path(config.output)
     runtime.grow_gpu_memory()
     sampler, vocab = sampling.load_sampler(
         config.train_dir, config.checkpoint, config.best, fused_kernels=runtime.fused_kernels_apply()
@@ -44,16 +54,20 @@ def main(argv):
         temperature=config.temperature,
         top_k=config.top_k,
         top_p=config.top_p,
+        stop_at=config.stop_at,
     )
     if config.stream:
-        texts = _stream(sampler, vocab, config, options)
+        texts = _stream(sampler, vocab, prime, config, options)
+        printed = config.num_samples == 1 and not config.output
     else:
-        texts = sampler.generate(vocab, config.prime, config.length, **options)
-    for index, text in enumerate(texts):
-        if config.num_samples > 1:
-            sys.stdout.write(f"--- sample {index + 1} ---\n")
-        sys.stdout.write(config.prime + text + "\n")
-    sys.stdout.flush()
+        texts = sampler.generate(vocab, prime, config.length, **options)
+        printed = False
+    if config.output:
+        sampling.write_samples(config.output, prime, texts)
+        logging.info("Wrote %d sample(s) to %s", len(texts), config.output)
+    elif not printed:
+        sys.stdout.write(sampling.format_samples(prime, texts))
+        sys.stdout.flush()
 
 
 def run():

@@ -1,8 +1,10 @@
 """Trains a Char-RNN: scripts/train.py --flagfile=configs/shakespeare.cfg [--flag=value ...].
 
 Re-running the same command resumes from the run's latest checkpoint; so does --train_dir=DIR alone,
-with the run's own configuration. Flags given on resume may change the run's length, cadences and
-runtime; a different model, data layout, precision or optimisation is refused.
+with the run's own configuration. Flags given on resume may change the run's length and cadences; the
+runtime (--strategy, --jit_compile, --deterministic, --tpu) is this launch's, given or default; a
+different model, data layout, precision or optimisation is refused. --init_from=RUN_DIR starts a new run
+from another's weights, with that run's model flags unless given (its corpus may add characters).
 """
 
 import sys
@@ -20,7 +22,8 @@ def main(argv):
     from tf_charrnn import run_directory
     from tf_charrnn import training as train_lib
 
-    # A run already there: its own config, and the flags given now (train refuses those that must match).
+    # A run already there: its own config, the flags given now (train refuses those that must match) and
+    # this launch's runtime; a new run from --init_from: that run's model flags unless given.
     config = run_directory.config_to_train(config, flags.given_values(RunConfig))
     result = train_lib.train(config)
     logging.info(
