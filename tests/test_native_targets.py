@@ -44,8 +44,12 @@ def test_the_kernels_compile_for_every_known_cpu_target(tmp_path):
         pytest.skip("the C++ compiler targets no x86-64 CPU (e.g. aarch64): only -march=native is built")
     assert {"x86-64-v2", "x86-64-v3", "skylake-avx512", "sapphirerapids"} <= set(targets)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = dict(zip(targets, pool.map(lambda march: _compile(march, tmp_path), targets)))
-    failed = {march: result.stderr.strip().splitlines()[-3:] for march, result in results.items() if result.returncode}
+        results = dict(zip(targets, pool.map(lambda march: _compile(march, tmp_path), targets), strict=True))
+    failed = {
+        march: result.stderr.strip().splitlines()[-3:]
+        for march, result in results.items()
+        if result.returncode
+    }
     assert not failed, failed
 
 

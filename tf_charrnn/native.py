@@ -92,7 +92,8 @@ def library_path(cache=""):
     for source in sorted(glob.glob(os.path.join(KERNELS_DIR, "*"))):  # sources and headers
         with open(source, "rb") as f:
             digest.update(f.read())
-    for part in [tf.__version__, _cpu_signature(), *_compiler(), *compile_flags(), *tf.sysconfig.get_compile_flags()]:
+    build = [*_compiler(), *compile_flags(), *tf.sysconfig.get_compile_flags()]
+    for part in [tf.__version__, _cpu_signature(), *build]:
         digest.update(part.encode())
     return os.path.join(files.cache_dir(cache), "native", f"tf_charrnn_kernels-{digest.hexdigest()[:16]}.so")
 
