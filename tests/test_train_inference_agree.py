@@ -69,7 +69,7 @@ def _trainer(tmp_path, cell, implementation):
     if not fused:
         runtime = dataclasses.replace(runtime, fused_kernels=False, bfloat16_kernels=False)
     ids = np.random.default_rng(0).integers(0, len(VOCAB), 2 * BATCH * TIME + 1).astype(np.int32)
-    splits = data_lib.Splits(VOCAB, ids, ids, "", 0)
+    splits = data_lib.Splits(VOCAB, ids, ids, "", 0, ())
     run_directory.save_run(config, VOCAB)
     trainer = training.Trainer(config, splits, runtime)
     on_kernels = [
