@@ -180,7 +180,7 @@ def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cac
         learning_rate=1e-12,
         init_from=str(tmp_path / "source"),
     )
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="absl"):  # another test in this worker may have quieted absl
         training.train(warm)
     _, source_vocab = run_directory.load_run(str(tmp_path / "source"))
     _, vocab = run_directory.load_run(str(tmp_path / "warm"))
