@@ -48,13 +48,17 @@ def _layers(units, batch_size, seed=0):
 
 
 @needs_kernels
-@pytest.mark.parametrize("batch_size, time, units", [(7, 5, 64), (3, 1, 128), (13, 24, 64)])
+@pytest.mark.parametrize(
+    "batch_size, time, units", [(7, 5, 64), (3, 1, 128), (13, 24, 64), (1, 4, 512), (64, 3, 128), (64, 2, 512)]
+)
 def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_size, time, units):
     fused, reference = _layers(units, batch_size)
     assert fused._kernels(None) is not None
     rng = np.random.default_rng(1)
     upstream = tf.constant(rng.normal(size=(batch_size, time, units)), tf.float32)
     upstream_c = tf.constant(rng.normal(size=(batch_size, units)), tf.float32)
+    # float32 sums over H terms in another order than Keras': up to 1.2e-5 apart at H = 512
+    atol = 1e-5 * max(1, units // 128)
 
     @tf.function
     def run(layer, inputs):
@@ -69,14 +73,14 @@ def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_si
         inputs = tf.constant(rng.normal(size=(batch_size, time, 5)), tf.float32)
         got, want = run(fused, inputs), run(reference, inputs)
         for name, g, w in zip(["outputs", "h", "c"], got[:3], want[:3], strict=True):
-            np.testing.assert_allclose(g, w, rtol=0, atol=1e-5, err_msg=f"call {call}: {name}")
+            np.testing.assert_allclose(g, w, rtol=0, atol=atol, err_msg=f"call {call}: {name}")
         for name, g, w in zip(["inputs", "kernel", "recurrent_kernel", "bias"], got[3], want[3], strict=True):
             scale = max(1.0, float(np.abs(w).max()))
             np.testing.assert_allclose(
-                g / scale, w / scale, rtol=0, atol=1e-5, err_msg=f"call {call}: d{name}"
+                g / scale, w / scale, rtol=0, atol=atol, err_msg=f"call {call}: d{name}"
             )
     for g, w in zip(fused.states, reference.states, strict=True):
-        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=0, atol=atol)
 
 
 @needs_kernels
@@ -114,7 +118,7 @@ def _relative_error(got, want):
 
 
 @needs_bfloat16_kernels
-@pytest.mark.parametrize("batch_size, time, units", [(7, 5, 64), (13, 24, 128)])
+@pytest.mark.parametrize("batch_size, time, units", [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64)])
 def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_size, time, units):
     kernels = native.load()
     rng = np.random.default_rng(6)
@@ -141,6 +145,72 @@ def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_
     names = ["h", "c", "dinputs", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias"]
     for name, g, w in zip(names, got, want, strict=True):
         assert _relative_error(g, w) < 2e-2, f"{name}: {_relative_error(g, w)}"
+
+
+# One process per TF_CHARRNN_AMX setting (the choice is made once per process): the bfloat16 kernels'
+# h, c and every gradient on shapes that take each row tiling (1, 16 + 1 and 64 rows; 64 to 512 units).
+_BF16_PRODUCTS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, tensorflow as tf
+    from tf_charrnn import fused_lstm, native
+
+    kernels, results = native.load(), {"products": np.array(native.bf16_products())}
+    for batch_size, time, units in [(1, 3, 64), (17, 4, 128), (64, 2, 512)]:
+        rng = np.random.default_rng(units)
+        normal = lambda *shape, scale=1.0: tf.constant(rng.normal(0.0, scale, shape), tf.float32)
+        inputs, h0, c0 = normal(batch_size, time, 5), normal(batch_size, units), normal(batch_size, units)
+        weights = [normal(5, 4 * units, scale=0.3), normal(units, 4 * units, scale=0.1), normal(4 * units)]
+        upstream_h, upstream_c = normal(batch_size, time, units), normal(batch_size, time, units)
+        sequences = {"bfloat16": fused_lstm.lstm_sequence_bfloat16, "float32": fused_lstm.lstm_sequence}
+        for dtype, sequence in sequences.items():
+            with tf.GradientTape() as tape:
+                arguments = [inputs, h0, c0, *weights]
+                tape.watch(arguments)
+                h, c = sequence(kernels, tf.cast(inputs, dtype), h0, c0, *weights)
+                loss = tf.reduce_sum(tf.cast(h, tf.float32) * upstream_h) + tf.reduce_sum(c * upstream_c)
+            for name, value in zip(NAMES, [h, c, *tape.gradient(loss, arguments)]):
+                results[f"{dtype} {batch_size} {units} {name}"] = tf.cast(value, tf.float32).numpy()
+    np.savez(sys.argv[1], **results)
+    """
+)
+_BF16_NAMES = ["h", "c", "dinputs", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias"]
+
+
+def _bf16_kernel_results(setting, tmp_path):
+    """The script's results in a process with TF_CHARRNN_AMX=`setting`."""
+    path = tmp_path / f"{setting}.npz"
+    script = f"NAMES = {_BF16_NAMES!r}\n{_BF16_PRODUCTS_SCRIPT}"
+    result = run_command(
+        [sys.executable, "-c", script, str(path)], env={**os.environ, "TF_CHARRNN_AMX": setting}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(np.load(path))
+
+
+@pytest.mark.slow
+@needs_bfloat16_kernels
+def test_amx_tile_code_matches_the_avx512_bf16_kernels_and_float32(tmp_path):
+    # The AMX tile code runs through its software model here (TF_CHARRNN_AMX=emulate), and on the
+    # hardware too where this CPU and OS grant AMX (the default setting then picks it).
+    reference = _bf16_kernel_results("0", tmp_path)
+    assert reference.pop("products") == "avx512_bf16"
+    settings = ["emulate"] + (["auto"] if native.bf16_products() == "amx" else [])
+    for setting in settings:
+        got = _bf16_kernel_results(setting, tmp_path)
+        assert got.pop("products") == {"emulate": "amx (emulated)", "auto": "amx"}[setting]
+        assert got.keys() == reference.keys()
+        for key in got:
+            if key.startswith("float32"):  # untouched by the setting
+                np.testing.assert_array_equal(got[key], reference[key], err_msg=key)
+                continue
+            # Against the AVX512-BF16 products: the same bfloat16 inputs, float32 sums in another order,
+            # so a value rounded to bfloat16 (h, dz) may land one step (2^-7) away; measured up to 2e-3.
+            # A wrong tile (row, column block, depth chunk) is off by far more.
+            assert _relative_error(got[key], reference[key]) < 1e-2, f"{setting} {key}"
+            # Against float32 kernels: bfloat16 precision, as the AVX512-BF16 kernels are held to.
+            want = reference[key.replace("bfloat16", "float32", 1)]
+            assert _relative_error(got[key], want) < 2e-2, f"{setting} {key} against float32"
 
 
 @needs_kernels

@@ -1,8 +1,8 @@
 import os
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from helpers import make_config

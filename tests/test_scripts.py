@@ -378,7 +378,10 @@ def test_benchmark_sweep_alternates_sizes_and_precisions_with_the_peer_and_write
         assert row["matmul_peak_gflops"] == header["matmul_peak_gflops"][row["mixed_precision"]]
     if native.load() is not None:
         assert rows[0]["recurrent"] == "fused kernels, float32"
-        assert rows[1]["recurrent"] in ("fused kernels, bfloat16", "fused kernels, float32")
+        bfloat16 = (
+            f"fused kernels, bfloat16 ({native.bf16_products()})" if native.bfloat16_kernels() else None
+        )
+        assert rows[1]["recurrent"] == (bfloat16 or "fused kernels, float32")
     table = (tmp_path / "sweep.md").read_text().splitlines()
     assert table[0] == f"CPU: {header['cpu']}" and len(table) == 6
     assert table[4].startswith("| 64 | float32 |") and table[5].startswith("| 64 | bfloat16 |")

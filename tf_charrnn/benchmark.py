@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace format
 
-from tf_charrnn import cache, files
+from tf_charrnn import cache, files, fused_lstm, native
 from tf_charrnn import data as data_lib
 from tf_charrnn import runtime as runtime_lib
 from tf_charrnn import training as train_lib
@@ -49,8 +49,12 @@ def _synthetic_training(config, num_batches):
 
 def recurrent_implementation(layers, step=False):
     """What runs the time loops of the recurrent `layers` (with `step`, their one-character steps):
-    fused_lstm's FUSED_FLOAT32, FUSED_BFLOAT16 or KERAS_OPS, several joined by ' + ' where layers differ."""
+    fused_lstm's FUSED_FLOAT32, FUSED_BFLOAT16 (with what ran its products: "amx" or "avx512_bf16") or
+    KERAS_OPS, several joined by ' + ' where layers differ."""
     names = [layer.step_implementation() if step else layer.implementation() for layer in layers]
+    names = [
+        f"{name} ({native.bf16_products()})" if name == fused_lstm.FUSED_BFLOAT16 else name for name in names
+    ]
     return " + ".join(dict.fromkeys(names))
 
 

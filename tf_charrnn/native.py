@@ -17,7 +17,9 @@ The bfloat16 ops (`BF16_OPS`, kernels/lstm_sequence_bf16.cc: recurrent products 
 vdpbf16ps) are compiled only where -march=native targets AVX512-BF16, so the library has them exactly
 where this CPU and compiler support them; `bfloat16_kernels()` says whether the mixed_bfloat16 policy
 runs on them (else on the float32 kernels) and logs the choice once. TF_CHARRNN_BF16_KERNELS=0 keeps the
-float32 kernels for bfloat16 too.
+float32 kernels for bfloat16 too. Their recurrent products run on AMX tiles where the CPU has AMX-BF16 and
+the OS grants it (`bf16_products()`, kernels/amx.h); TF_CHARRNN_AMX=0 keeps AVX512-BF16 there, and
+TF_CHARRNN_AMX=emulate runs the tile code through a software model on any CPU (tests).
 
     python -m tf_charrnn.native    # builds now (as .ci/run does) and prints the library's path
 """
@@ -44,7 +46,7 @@ SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
 # The ops the package calls (fused_lstm.py), as attributes of the loaded module.
 OPS = ("char_rnn_lstm_sequence", "char_rnn_lstm_sequence_grad", "char_rnn_lstm_step")
 # The bfloat16 ops, in the library only where the CPU and compiler support AVX512-BF16.
-BF16_OPS = ("char_rnn_lstm_sequence_bf16", "char_rnn_lstm_sequence_bf16_grad")
+BF16_OPS = ("char_rnn_lstm_sequence_bf16", "char_rnn_lstm_sequence_bf16_grad", "char_rnn_bf16_products")
 _FLAGS = ["-shared", "-fPIC", "-O3", "-Wno-deprecated-declarations"]
 # Instruction sets the kernels never use and TensorFlow's headers cannot be compiled with, turned off
 # where the compiler knows the option (g++ 12: Eigen's PacketMathFP16.h under __AVX512FP16__).
@@ -198,6 +200,27 @@ def build_error():
     return _build_error
 
 
+# TF_CHARRNN_AMX: where the bfloat16 kernels run their recurrent products (kernels/amx.h).
+AMX_SETTINGS = ("auto", "0", "emulate")
+
+
+def bf16_products():
+    """What the loaded bfloat16 kernels run their recurrent products on in this process: "amx",
+    "amx (emulated)" or "avx512_bf16" (chosen once, by the CPU, the OS and TF_CHARRNN_AMX); None where
+    the library has no bfloat16 ops.
+
+    Raises:
+      UserError: TF_CHARRNN_AMX is set to something else than auto, 0 or emulate.
+    """
+    setting = os.environ.get("TF_CHARRNN_AMX", "auto")
+    if setting not in AMX_SETTINGS:
+        raise UserError(f"TF_CHARRNN_AMX={setting!r} is not a setting; use one of {', '.join(AMX_SETTINGS)}")
+    module = load()
+    if module is None or not all(hasattr(module, op) for op in BF16_OPS):
+        return None
+    return module.char_rnn_bf16_products().numpy().decode()
+
+
 @functools.cache
 def bfloat16_kernels():
     """Whether the loaded kernels have the bfloat16 ops and they are not turned off; decided and logged
@@ -208,21 +231,23 @@ def bfloat16_kernels():
     if os.environ.get("TF_CHARRNN_BF16_KERNELS", "1") == "0":
         logging.info("bfloat16 LSTM layers run on the float32 fused kernels: TF_CHARRNN_BF16_KERNELS=0")
         return False
-    if not all(hasattr(module, op) for op in BF16_OPS):
+    products = bf16_products()
+    if products is None:
         logging.info(
             "bfloat16 LSTM layers run on the float32 fused kernels: this CPU or compiler lacks AVX512-BF16 "
             "(a bfloat16 config such as configs/shakespeare_cpu.cfg may run faster here with "
             "--mixed_precision=none)"
         )
         return False
-    logging.info("bfloat16 LSTM layers run on the bfloat16 fused kernels (AVX512-BF16)")
+    logging.info("bfloat16 LSTM layers run on the bfloat16 fused kernels (recurrent products: %s)", products)
     return True
 
 
 if __name__ == "__main__":
     try:
-        module = build_and_load()
+        build_and_load()
+        products = bf16_products()
     except (NativeBuildError, UserError) as error:
         sys.exit(f"error: {error}")
-    print("bfloat16 ops:", "yes" if all(hasattr(module, op) for op in BF16_OPS) else "no (no AVX512-BF16)")
+    print("bfloat16 ops:", f"yes (recurrent products: {products})" if products else "no (no AVX512-BF16)")
     print(library_path())

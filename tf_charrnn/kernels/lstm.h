@@ -172,13 +172,25 @@ inline ::tensorflow::Status StartGradient(OpKernelContext* context, GradOutputs*
 // the calling thread leaves the other free for the ops TensorFlow runs beside the kernel.
 constexpr int64_t kMinSequenceFlopsPerShard = 1 << 23;
 
-// Runs `step.Tile` over all batch rows and unit blocks: the blocks in one contiguous shard per
-// intra-op thread (the calling thread runs one), with no shard under `min_flops_per_shard`: handing
-// work to a thread costs more the longer it has been idle.
+// Runs work(first, last) over blocks [0, blocks) in one contiguous shard per intra-op thread (the calling
+// thread runs one), with no shard under `min_flops_per_shard`: handing work to a thread costs more the
+// longer it has been idle.
+template <typename Work>
+void ShardBlocks(OpKernelContext* context, int blocks, int64_t flops_per_block, int64_t min_flops_per_shard,
+                 const Work& work) {
+  auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
+  const int64_t shards = std::min<int64_t>(
+      {threads->NumThreads(), blocks, std::max<int64_t>(1, flops_per_block * blocks / min_flops_per_shard)});
+  if (shards <= 1) return work(0, blocks);
+  threads->ParallelFor(blocks, ::tsl::thread::ThreadPool::SchedulingParams::Fixed((blocks + shards - 1) / shards),
+                       work);
+}
+
+// Runs `step.Tile` over all batch rows and unit blocks, the blocks split across threads by ShardBlocks.
 template <typename Step>
 void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block,
                int64_t min_flops_per_shard) {
-  auto work = [&step, batch](int64_t first, int64_t last) {
+  ShardBlocks(context, blocks, flops_per_block, min_flops_per_shard, [&step, batch](int64_t first, int64_t last) {
     for (int block = first; block < last; ++block) {
       int row = 0;
       for (; row + kMaxRows <= batch; row += kMaxRows) step.template Tile<kMaxRows>(row, block);
@@ -191,13 +203,7 @@ void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks
         default: break;
       }
     }
-  };
-  auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
-  const int64_t shards = std::min<int64_t>(
-      {threads->NumThreads(), blocks, std::max<int64_t>(1, flops_per_block * blocks / min_flops_per_shard)});
-  if (shards <= 1) return work(0, blocks);
-  threads->ParallelFor(blocks, ::tsl::thread::ThreadPool::SchedulingParams::Fixed((blocks + shards - 1) / shards),
-                       work);
+  });
 }
 
 }  // namespace tf_charrnn

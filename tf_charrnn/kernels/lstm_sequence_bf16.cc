@@ -1,7 +1,7 @@
 // CharRnnLstmSequenceBf16 / CharRnnLstmSequenceBf16Grad: CharRnnLstmSequence's time loop (see
 // lstm_sequence.cc) for the mixed_bfloat16 policy, with each step's recurrent product in bfloat16 and
 // float32 accumulation (AVX512-BF16 vdpbf16ps: 32 products per instruction, twice an FMA's, over
-// weights half the bytes). The gates, the cell state and all gradients are computed in float32; only
+// weights half the bytes), or on AMX tiles where the CPU and OS grant them (amx.h). The gates, the cell state and all gradients are computed in float32; only
 // what feeds a product is rounded to bfloat16: the recurrent weights (converted once per call, while
 // packing), h and dz. The op's tensors are those of the surrounding bfloat16 matmuls: xw, h, dh and dz
 // are bfloat16; c, the gates and everything else float32.
@@ -15,7 +15,9 @@
 
 #include <cstring>
 
+#include "amx.h"
 #include "lstm.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -106,6 +108,25 @@ struct ForwardStepBf16 {
       StoreBf16(h.at(row + r) + u0, _mm512_load_ps(h_new));
     }
   }
+
+  // Tile for `rows` (<= 16) rows with the product on AMX tiles (or their software model).
+  template <typename Tiles>
+  void TileAmx(int row, int rows, int block) const {
+    const int u0 = block * kLanes;
+    alignas(64) float product[kTileRows][kWidth];  // [row][gate * 16 + lane]
+    MultiplyRowsAmx<Tiles>(h_prev.at(row), h_prev.stride, units,
+                           packed + static_cast<int64_t>(block) * (units / 2) * kWidth, rows, product);
+    for (int r = 0; r < rows; ++r) {
+      alignas(64) float z[4][kLanes];
+      alignas(64) float h_new[kLanes];
+      for (int g = 0; g < 4; ++g)
+        _mm512_store_ps(z[g], _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(bias + g * units + u0),
+                                                          LoadBf16(xw.at(row + r) + g * units + u0)),
+                                            _mm512_load_ps(product[r] + g * kLanes)));
+      ApplyGates(z, c_prev.at(row + r) + u0, gates.at(row + r) + u0, units, c.at(row + r) + u0, h_new);
+      StoreBf16(h.at(row + r) + u0, _mm512_load_ps(h_new));
+    }
+  }
 };
 
 // One backward step for units [u0, u0 + 64): dh = dz_next U^T + upstream dh, then GateGradients.
@@ -130,18 +151,29 @@ struct BackwardStepBf16 {
     if (!first)
       MultiplyTileBf16<Count>(dz_next.at(row), dz_next.stride, 4 * units,
                               packed + static_cast<int64_t>(block) * 2 * units * kWidth, acc);
-    for (int r = 0; r < Count; ++r) {
-      for (int v = 0; v < kVectors; ++v) {
-        const int u = u0 + v * kLanes;
-        alignas(64) float dh[kLanes];
-        _mm512_store_ps(dh, _mm512_add_ps(acc[r][v], LoadBf16(dh_up.at(row + r) + u)));
-        Lanes dz_gates[4];
-        GateGradients(ConstMap(dh), gates.at(row + r) + u, c.at(row + r) + u, c_prev.at(row + r) + u,
-                      dc_up.at(row + r) + u, dc_carry.at(row + r) + u, dbias + u, units, dz_gates);
-        for (int gate = 0; gate < 4; ++gate)
-          StoreBf16(dz.at(row + r) + gate * units + u, _mm512_loadu_ps(dz_gates[gate].data()));
-      }
-    }
+    for (int r = 0; r < Count; ++r)
+      for (int v = 0; v < kVectors; ++v) Finish(row + r, u0 + v * kLanes, acc[r][v]);
+  }
+
+  // Tile for `rows` (<= 16) rows with the product on AMX tiles (or their software model).
+  template <typename Tiles>
+  void TileAmx(int row, int rows, int block) const {
+    alignas(64) float product[kTileRows][kWidth] = {};  // [row][unit - u0]
+    if (!first)
+      MultiplyRowsAmx<Tiles>(dz_next.at(row), dz_next.stride, 4 * units,
+                             packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
+    for (int r = 0; r < rows; ++r)
+      for (int v = 0; v < kVectors; ++v) Finish(row + r, block * kWidth + v * kLanes, _mm512_load_ps(product[r] + v * kLanes));
+  }
+
+  // Row `row`, units [u, u + 16): from the recurrent part of dh, the gate gradients (dz, dc, dbias).
+  void Finish(int row, int u, __m512 dh_recurrent) const {
+    alignas(64) float dh[kLanes];
+    _mm512_store_ps(dh, _mm512_add_ps(dh_recurrent, LoadBf16(dh_up.at(row) + u)));
+    Lanes dz_gates[4];
+    GateGradients(ConstMap(dh), gates.at(row) + u, c.at(row) + u, c_prev.at(row) + u, dc_up.at(row) + u,
+                  dc_carry.at(row) + u, dbias + u, units, dz_gates);
+    for (int gate = 0; gate < 4; ++gate) StoreBf16(dz.at(row) + gate * units + u, _mm512_loadu_ps(dz_gates[gate].data()));
   }
 };
 
@@ -162,6 +194,14 @@ struct InitialStateGradBf16 {
     for (int r = 0; r < Count; ++r)
       for (int v = 0; v < kVectors; ++v) _mm512_storeu_ps(dh0.at(row + r) + block * kWidth + v * kLanes, acc[r][v]);
   }
+
+  template <typename Tiles>
+  void TileAmx(int row, int rows, int block) const {
+    alignas(64) float product[kTileRows][kWidth];
+    MultiplyRowsAmx<Tiles>(dz0.at(row), dz0.stride, 4 * units,
+                           packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
+    for (int r = 0; r < rows; ++r) std::memcpy(dh0.at(row + r) + block * kWidth, product[r], sizeof(product[r]));
+  }
 };
 
 // A temporary of `count` 32-bit words (bfloat16 pairs).
@@ -173,7 +213,8 @@ struct InitialStateGradBf16 {
 
 class LstmSequenceBf16Op : public OpKernel {
  public:
-  using OpKernel::OpKernel;
+  explicit LstmSequenceBf16Op(::tensorflow::OpKernelConstruction* context)
+      : OpKernel(context), products_(ProcessBf16Products()) {}
 
   void Compute(OpKernelContext* context) override {
     const Tensor &xw = context->input(0), &h0 = context->input(1), &c0 = context->input(2),
@@ -220,14 +261,19 @@ class LstmSequenceBf16Op : public OpKernel {
       step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
       step.h = {Bits(h) + t * units, seq_h};
       step.c = {c->flat<float>().data() + t * units, seq_h};
-      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
+      RunBf16Blocks(products_, context, step, batch, units / kLanes, 2LL * batch * units * kWidth,
+                    kMinSequenceFlopsPerShard);
     }
   }
+
+ private:
+  const Bf16Products products_;
 };
 
 class LstmSequenceBf16GradOp : public OpKernel {
  public:
-  using OpKernel::OpKernel;
+  explicit LstmSequenceBf16GradOp(::tensorflow::OpKernelConstruction* context)
+      : OpKernel(context), products_(ProcessBf16Products()) {}
 
   void Compute(OpKernelContext* context) override {
     const Tensor &dh = context->input(0), &dc = context->input(1), &gates = context->input(2),
@@ -265,15 +311,37 @@ class LstmSequenceBf16GradOp : public OpKernel {
       step.c = {c.flat<float>().data() + t * units, seq_h};
       step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
       step.dz = {dz_bits + t * 4 * units, seq_z};
-      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
+      RunBf16Blocks(products_, context, step, batch, units / kWidth, 8LL * batch * units * kWidth,
+                    kMinSequenceFlopsPerShard);
     }
     InitialStateGradBf16 initial{{dz_bits, seq_z}, {dh0->flat<float>().data(), units}, packed_data, units};
-    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
+    RunBf16Blocks(products_, context, initial, batch, units / kWidth, 8LL * batch * units * kWidth,
+                  kMinSequenceFlopsPerShard);
+  }
+
+ private:
+  const Bf16Products products_;
+};
+
+class Bf16ProductsOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    Tensor* name;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({}), &name));
+    name->scalar<::tensorflow::tstring>()() = Bf16ProductsName(ProcessBf16Products());
   }
 };
 
 }  // namespace
 }  // namespace tf_charrnn
+
+REGISTER_OP("CharRnnBf16Products")
+    .Output("products: string")
+    .SetShapeFn(::tensorflow::shape_inference::ScalarShape)
+    .Doc("What the bfloat16 ops run their recurrent products on in this process: \"amx\", \"amx (emulated)\" "
+         "or \"avx512_bf16\" (see kernels/amx.h).");
 
 REGISTER_OP("CharRnnLstmSequenceBf16")
     .Input("xw: bfloat16")
@@ -317,6 +385,7 @@ REGISTER_OP("CharRnnLstmSequenceBf16Grad")
     .Doc("Backward of CharRnnLstmSequenceBf16: dh bfloat16 and dc [B, T, H] -> dz bfloat16 [B, T, 4H], "
          "dh0, dc0 [B, H] and the bias gradient [4H].");
 
+REGISTER_KERNEL_BUILDER(Name("CharRnnBf16Products").Device(::tensorflow::DEVICE_CPU), tf_charrnn::Bf16ProductsOp);
 REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceBf16").Device(::tensorflow::DEVICE_CPU),
                         tf_charrnn::LstmSequenceBf16Op);
 REGISTER_KERNEL_BUILDER(Name("CharRnnLstmSequenceBf16Grad").Device(::tensorflow::DEVICE_CPU),
