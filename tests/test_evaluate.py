@@ -122,6 +122,27 @@ def test_a_text_scores_in_streams(trained, text_file, length, streams, seq_lengt
     assert result.nats_per_char == pytest.approx(want, abs=1e-5)
 
 
+def test_a_folder_scores_as_its_files_joined_with_the_runs_separator(trained, tmp_path):
+    train_dir = trained[0]
+    parts = [QUOTE[:30], QUOTE[30:], (QUOTE + " ") * 2]
+    folder = tmp_path / "texts"
+    (folder / "b").mkdir(parents=True)
+    for name, text in zip(["a.txt", "b/c.txt", "d.txt"], parts, strict=True):
+        (folder / name).write_text(text, encoding="utf-8")
+    joined = tmp_path / "joined.txt"
+    joined.write_text("\n\n".join(parts), encoding="utf-8")  # the run's separator, in sorted path order
+    # The run's corpus has no newline: the two separators' four characters are left out, and counted.
+    want = evaluate.evaluate_run(train_dir, data_path=str(joined), skip_unknown=True)
+    assert want.skipped_characters == 4
+    for data_path in [str(folder), f"{folder}/a.txt,{folder}/b/c.txt,{folder}/d.txt"]:
+        got = evaluate.evaluate_run(train_dir, data_path=data_path, skip_unknown=True)
+        assert (got.characters, got.nats_per_char, got.skipped_characters) == (
+            want.characters,
+            want.nats_per_char,
+            want.skipped_characters,
+        )
+
+
 def test_a_single_character_is_refused(trained, text_file):
     with pytest.raises(UserError, match="the text has 1 character"):
         evaluate.evaluate_run(trained[0], data_path=text_file("K", "one.txt"))

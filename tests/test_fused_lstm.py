@@ -49,7 +49,8 @@ def _layers(units, batch_size, seed=0):
 
 @needs_kernels
 @pytest.mark.parametrize(
-    "batch_size, time, units", [(7, 5, 64), (3, 1, 128), (13, 24, 64), (1, 4, 512), (64, 3, 128), (64, 2, 512)]
+    "batch_size, time, units",
+    [(7, 5, 64), (3, 1, 128), (13, 24, 64), (1, 4, 512), (64, 3, 128), (64, 2, 512)],
 )
 def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_size, time, units):
     fused, reference = _layers(units, batch_size)

@@ -511,7 +511,11 @@ class EvaluateConfig:
     train_dir: str = _field("runs/default", "run directory to evaluate")
     checkpoint: str = _field("", "checkpoint prefix to score; empty: the latest (or the best with --best)")
     best: bool = _field(False, "score the best-validation checkpoint")
-    data_path: str = _field("", "UTF-8 text file to score; empty: the run's own validation split")
+    data_path: str = _field(
+        "",
+        "UTF-8 text to score: a file, a folder, a glob or a comma-separated list (files joined with the "
+        "run's --document_separator); empty: the run's own validation split",
+    )
     skip_unknown: bool = _field(
         False, "leave out (and count) characters outside the run's vocabulary instead of refusing the text"
     )

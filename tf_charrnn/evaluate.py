@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tf_charrnn import data, losses, run_directory, runtime
+from tf_charrnn import corpus_files, data, losses, run_directory, runtime
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
 
@@ -50,9 +50,10 @@ def describe_chars(chars):
     return listed if len(chars) <= _MAX_LISTED else f"{listed} and {len(chars) - _MAX_LISTED} more"
 
 
-def _text_ids(data_path, vocab, skip_unknown):
-    """A --data_path text as ids of the run's vocabulary, and the characters left out."""
-    text = data.read_text(data_path)
+def _text_ids(data_path, separator, vocab, skip_unknown):
+    """A --data_path text (a file, folder, glob or list, its files joined with `separator` as in
+    training) as ids of the run's vocabulary, and the characters left out."""
+    text = "".join(data.read_corpus_chunks(corpus_files.list_corpus(data_path, separator)))
     unknown = vocab.unknown_chars(text)
     if unknown and not skip_unknown:
         raise UserError(
@@ -68,7 +69,7 @@ def _validation_ids(config, vocab, train_dir):
     if config.layout.val_fraction <= 0:
         raise UserError(
             f"{train_dir} was trained without a validation split (--val_fraction=0); "
-            f"pass --data_path=FILE to score a text"
+            f"pass --data_path=FILE (or a folder) to score a text"
         )
     corpus = data.load_corpus(config.data, publish=False)
     recorded = config.data.corpus_sha256
@@ -79,7 +80,7 @@ def _validation_ids(config, vocab, train_dir):
             corpus.pending.discard()
         raise UserError(
             f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
-            f"now {corpus.sha256}); pass --data_path=FILE to score a text"
+            f"now {corpus.sha256}); pass --data_path=FILE (or a folder) to score a text"
         )
     splits = data.split_corpus(data.in_vocab(corpus, vocab, config.data), config.layout)
     splits.publish_cache()
@@ -93,7 +94,8 @@ def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknow
       train_dir: the run directory.
       checkpoint: the checkpoint prefix to score; empty: the latest (or the best with `best`).
       best: score the best-validation checkpoint.
-      data_path: a UTF-8 text file; empty: the run's own validation split.
+      data_path: a UTF-8 text file, a folder of them, a glob or a comma-separated list (joined with the
+        run's --document_separator, as training joins them); empty: the run's own validation split.
       skip_unknown: leave out characters outside the run's vocabulary instead of raising.
 
     Returns:
@@ -105,7 +107,7 @@ def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknow
     # Before the text: a run without checkpoints fails at once, not after reading (or downloading) a corpus.
     path = run_directory.find_checkpoint(train_dir, checkpoint or None, best)
     if data_path:
-        ids, skipped = _text_ids(data_path, vocab, skip_unknown)
+        ids, skipped = _text_ids(data_path, config.data.document_separator, vocab, skip_unknown)
     else:
         ids, skipped = _validation_ids(config, vocab, train_dir), 0
     streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
