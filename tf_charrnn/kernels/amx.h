@@ -6,7 +6,7 @@
 // Which products a process runs (`Bf16Products`) is chosen once: AMX where the CPU has AMX-BF16 and the
 // OS grants the tile state (arch_prctl ARCH_REQ_XCOMP_PERM), else AVX512-BF16. TF_CHARRNN_AMX=0 keeps
 // AVX512-BF16 on an AMX CPU; TF_CHARRNN_AMX=emulate runs the same tile code through a software model of
-// the four tile instructions on any CPU (slow: for testing the tile code where no AMX CPU is at hand).
+// the tile instructions on any CPU (slow: for testing the tile code where no AMX CPU is at hand).
 #ifndef TF_CHARRNN_KERNELS_AMX_H_
 #define TF_CHARRNN_KERNELS_AMX_H_
 
@@ -63,23 +63,33 @@ constexpr int kTileRows = 16;  // batch rows per AMX tile
 #pragma GCC target("amx-tile,amx-bf16")
 
 // The tile registers: C0..C3 = tmm0..3 (16 float32 columns each), A = tmm4 (32 bfloat16 columns),
-// B = tmm5 and tmm6 in turn (16 rows of 16 pairs). Strides are in bytes.
-struct HardwareTiles {
+// B = tmm5 and tmm6 in turn (16 rows of 16 pairs). Strides are in bytes. One object serves a thread's
+// shard of a step: the configuration is loaded again only when the number of rows changes, and the
+// tiles are freed when the object goes.
+class HardwareTiles {
+ public:
   struct alignas(64) Config {
     uint8_t palette = 1, start_row = 0, reserved[14] = {};
     uint16_t colsb[16] = {};
     uint8_t rows[16] = {};
   };
 
+  ~HardwareTiles() {
+    if (rows_ > 0) _tile_release();
+  }
+  // Zeroes C0..C3 for a product of `rows` rows.
   void Start(int rows) {
-    Config config;
-    for (int t = 0; t < 5; ++t) {
-      config.colsb[t] = 64;
-      config.rows[t] = rows;
+    if (rows != rows_) {
+      Config config;
+      for (int t = 0; t < 5; ++t) {
+        config.colsb[t] = 64;
+        config.rows[t] = rows;
+      }
+      config.colsb[5] = config.colsb[6] = 64;
+      config.rows[5] = config.rows[6] = 16;
+      _tile_loadconfig(&config);
+      rows_ = rows;
     }
-    config.colsb[5] = config.colsb[6] = 64;
-    config.rows[5] = config.rows[6] = 16;
-    _tile_loadconfig(&config);
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -95,14 +105,16 @@ struct HardwareTiles {
       default: _tile_loadd(6, b, stride); _tile_dpbf16ps(3, 4, 6); break;
     }
   }
-  // Stores C_v at out + 16 v floats (rows `stride` bytes apart) and frees the tiles.
+  // Stores C_v at out + 16 v floats (rows `stride` bytes apart).
   void Finish(float* out, int64_t stride) {
     _tile_stored(0, out, stride);
     _tile_stored(1, out + kLanes, stride);
     _tile_stored(2, out + 2 * kLanes, stride);
     _tile_stored(3, out + 3 * kLanes, stride);
-    _tile_release();
   }
+
+ private:
+  int rows_ = 0;  // rows of the loaded configuration; 0: none loaded
 };
 
 #pragma GCC pop_options
@@ -148,9 +160,8 @@ class EmulatedTiles {
 // `lda` elements apart, `depth` a multiple of 32; w holds per pair of rows k, k + 1 the 64 columns' pairs
 // (`kWidth` pairs per pair of rows); out is [16][64] float32.
 template <typename Tiles>
-void MultiplyRowsAmx(const uint16_t* a, int64_t lda, int depth, const uint32_t* w, int rows,
+void MultiplyRowsAmx(Tiles& tiles, const uint16_t* a, int64_t lda, int depth, const uint32_t* w, int rows,
                      float (&out)[kTileRows][kWidth]) {
-  Tiles tiles;
   tiles.Start(rows);
   constexpr int64_t kPairRowBytes = kWidth * sizeof(uint32_t);
   for (int k = 0; k < depth; k += 32) {
@@ -161,15 +172,16 @@ void MultiplyRowsAmx(const uint16_t* a, int64_t lda, int depth, const uint32_t* 
   tiles.Finish(&out[0][0], kWidth * sizeof(float));
 }
 
-// Runs `step.template TileAmx<Tiles>(row, rows, block)` over all batch rows (in tiles of up to 16) and
-// unit blocks, the blocks split across threads as RunBlocks splits them.
+// Runs `step.TileAmx(tiles, row, rows, block)` over all batch rows (in tiles of up to 16) and unit blocks,
+// the blocks split across threads as RunBlocks splits them, one Tiles per shard.
 template <typename Tiles, typename Step>
 void RunBlocksAmx(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block,
                   int64_t min_flops_per_shard) {
   ShardBlocks(context, blocks, flops_per_block, min_flops_per_shard, [&step, batch](int64_t first, int64_t last) {
+    Tiles tiles;
     for (int block = first; block < last; ++block)
       for (int row = 0; row < batch; row += kTileRows)
-        step.template TileAmx<Tiles>(row, std::min(kTileRows, batch - row), block);
+        step.TileAmx(tiles, row, std::min(kTileRows, batch - row), block);
   });
 }
 

@@ -1,10 +1,11 @@
 // CharRnnLstmSequenceBf16 / CharRnnLstmSequenceBf16Grad: CharRnnLstmSequence's time loop (see
 // lstm_sequence.cc) for the mixed_bfloat16 policy, with each step's recurrent product in bfloat16 and
 // float32 accumulation (AVX512-BF16 vdpbf16ps: 32 products per instruction, twice an FMA's, over
-// weights half the bytes), or on AMX tiles where the CPU and OS grant them (amx.h). The gates, the cell state and all gradients are computed in float32; only
-// what feeds a product is rounded to bfloat16: the recurrent weights (converted once per call, while
-// packing), h and dz. The op's tensors are those of the surrounding bfloat16 matmuls: xw, h, dh and dz
-// are bfloat16; c, the gates and everything else float32.
+// weights half the bytes; or AMX tiles where the CPU and OS grant them, amx.h). The gates, the cell
+// state and all gradients are computed in float32; only what feeds a product is rounded to bfloat16:
+// the recurrent weights (converted once per call, while packing), h and dz. The op's tensors are those
+// of the surrounding bfloat16 matmuls: xw, h, dh and dz are bfloat16; c, the gates and everything else
+// float32.
 //
 // Built only where the compiler targets AVX512-BF16 (-march=native on such a CPU defines
 // __AVX512BF16__); elsewhere this file is empty and the library has no bfloat16 ops (native.py then
@@ -111,10 +112,10 @@ struct ForwardStepBf16 {
 
   // Tile for `rows` (<= 16) rows with the product on AMX tiles (or their software model).
   template <typename Tiles>
-  void TileAmx(int row, int rows, int block) const {
+  void TileAmx(Tiles& tiles, int row, int rows, int block) const {
     const int u0 = block * kLanes;
     alignas(64) float product[kTileRows][kWidth];  // [row][gate * 16 + lane]
-    MultiplyRowsAmx<Tiles>(h_prev.at(row), h_prev.stride, units,
+    MultiplyRowsAmx(tiles, h_prev.at(row), h_prev.stride, units,
                            packed + static_cast<int64_t>(block) * (units / 2) * kWidth, rows, product);
     for (int r = 0; r < rows; ++r) {
       alignas(64) float z[4][kLanes];
@@ -157,13 +158,14 @@ struct BackwardStepBf16 {
 
   // Tile for `rows` (<= 16) rows with the product on AMX tiles (or their software model).
   template <typename Tiles>
-  void TileAmx(int row, int rows, int block) const {
+  void TileAmx(Tiles& tiles, int row, int rows, int block) const {
     alignas(64) float product[kTileRows][kWidth] = {};  // [row][unit - u0]
     if (!first)
-      MultiplyRowsAmx<Tiles>(dz_next.at(row), dz_next.stride, 4 * units,
+      MultiplyRowsAmx(tiles, dz_next.at(row), dz_next.stride, 4 * units,
                              packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
     for (int r = 0; r < rows; ++r)
-      for (int v = 0; v < kVectors; ++v) Finish(row + r, block * kWidth + v * kLanes, _mm512_load_ps(product[r] + v * kLanes));
+      for (int v = 0; v < kVectors; ++v)
+        Finish(row + r, block * kWidth + v * kLanes, _mm512_load_ps(product[r] + v * kLanes));
   }
 
   // Row `row`, units [u, u + 16): from the recurrent part of dh, the gate gradients (dz, dc, dbias).
@@ -196,9 +198,9 @@ struct InitialStateGradBf16 {
   }
 
   template <typename Tiles>
-  void TileAmx(int row, int rows, int block) const {
+  void TileAmx(Tiles& tiles, int row, int rows, int block) const {
     alignas(64) float product[kTileRows][kWidth];
-    MultiplyRowsAmx<Tiles>(dz0.at(row), dz0.stride, 4 * units,
+    MultiplyRowsAmx(tiles, dz0.at(row), dz0.stride, 4 * units,
                            packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
     for (int r = 0; r < rows; ++r) std::memcpy(dh0.at(row + r) + block * kWidth, product[r], sizeof(product[r]));
   }
