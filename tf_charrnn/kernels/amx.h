@@ -21,6 +21,12 @@
 
 #include "lstm.h"
 
+// The hardware tile code needs g++ 11 or later (its AMX intrinsics and target("amx-tile")); an older
+// compiler (or another one) builds the rest, and its library never picks AMX.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#define TF_CHARRNN_AMX_TILES 1
+#endif
+
 namespace tf_charrnn {
 
 enum class Bf16Products { kAvx512Bf16, kAmx, kAmxEmulated };
@@ -48,7 +54,10 @@ inline Bf16Products ChooseBf16Products() {
   const std::string value = setting == nullptr ? "auto" : setting;
   if (value == "0") return Bf16Products::kAvx512Bf16;
   if (value == "emulate") return Bf16Products::kAmxEmulated;
-  return AmxGranted() ? Bf16Products::kAmx : Bf16Products::kAvx512Bf16;
+#ifdef TF_CHARRNN_AMX_TILES
+  if (AmxGranted()) return Bf16Products::kAmx;
+#endif
+  return Bf16Products::kAvx512Bf16;
 }
 
 // Chosen on first use, for the life of the process.
@@ -59,6 +68,7 @@ inline Bf16Products ProcessBf16Products() {
 
 constexpr int kTileRows = 16;  // batch rows per AMX tile
 
+#ifdef TF_CHARRNN_AMX_TILES
 #pragma GCC push_options
 #pragma GCC target("amx-tile,amx-bf16")
 
@@ -118,6 +128,7 @@ class HardwareTiles {
 };
 
 #pragma GCC pop_options
+#endif  // TF_CHARRNN_AMX_TILES
 
 // The same four operations in software: each pair product summed in float32, then added to C (the
 // hardware rounds likewise; it also flushes denormals, which these tests never meet).
@@ -190,8 +201,10 @@ template <typename Step>
 void RunBf16Blocks(Bf16Products products, OpKernelContext* context, const Step& step, int batch, int blocks,
                    int64_t flops_per_block, int64_t min_flops_per_shard) {
   switch (products) {
+#ifdef TF_CHARRNN_AMX_TILES
     case Bf16Products::kAmx:
       return RunBlocksAmx<HardwareTiles>(context, step, batch, blocks, flops_per_block, min_flops_per_shard);
+#endif
     case Bf16Products::kAmxEmulated:
       return RunBlocksAmx<EmulatedTiles>(context, step, batch, blocks, flops_per_block, min_flops_per_shard);
     default:
