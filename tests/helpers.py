@@ -173,3 +173,39 @@ def assert_models_agree(got_model, want_model, ids, calls=2):
             np.testing.assert_allclose(
                 tf.convert_to_tensor(got), tf.convert_to_tensor(want), rtol=0, atol=1e-5
             )
+
+
+KERNEL_GRADIENT_NAMES = ["h", "c", "dinputs", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias"]
+
+
+def lstm_sequence_results(batch_size, time, units, seed):
+    """One LSTM layer's sequence on the fused kernels, in bfloat16 and in float32, from the same random
+    inputs (5 features), initial state, weights and upstream gradients (every step's h and c carry one):
+    {"bfloat16": [...], "float32": [...]}, each h, c and the gradients named KERNEL_GRADIENT_NAMES[2:]."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_charrnn import fused_lstm, native
+
+    kernels = native.load()
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, scale=1.0):
+        return tf.constant(rng.normal(0.0, scale, shape), tf.float32)
+
+    inputs, h0, c0 = normal(batch_size, time, 5), normal(batch_size, units), normal(batch_size, units)
+    weights = [normal(5, 4 * units, scale=0.3), normal(units, 4 * units, scale=0.1), normal(4 * units)]
+    upstream_h, upstream_c = normal(batch_size, time, units), normal(batch_size, time, units)
+
+    def run(sequence, dtype):
+        with tf.GradientTape() as tape:
+            arguments = [inputs, h0, c0, *weights]
+            tape.watch(arguments)
+            h, c = sequence(kernels, tf.cast(inputs, dtype), h0, c0, *weights)
+            loss = tf.reduce_sum(tf.cast(h, tf.float32) * upstream_h) + tf.reduce_sum(c * upstream_c)
+        return [h, c, *tape.gradient(loss, arguments)]
+
+    return {
+        "bfloat16": run(fused_lstm.lstm_sequence_bfloat16, tf.bfloat16),
+        "float32": run(fused_lstm.lstm_sequence, tf.float32),
+    }

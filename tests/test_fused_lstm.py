@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import QUOTE, assert_models_agree, run_command
+from helpers import KERNEL_GRADIENT_NAMES, QUOTE, assert_models_agree, lstm_sequence_results, run_command
 from tf_charrnn import data as data_lib
 from tf_charrnn import fused_lstm, native, sampling
 from tf_charrnn import runtime as runtime_lib
@@ -121,69 +121,39 @@ def _relative_error(got, want):
 @needs_bfloat16_kernels
 @pytest.mark.parametrize("batch_size, time, units", [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64)])
 def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_size, time, units):
-    kernels = native.load()
-    rng = np.random.default_rng(6)
-
-    def normal(*shape, scale=1.0):
-        return tf.constant(rng.normal(0.0, scale, shape), tf.float32)
-
-    inputs, h0, c0 = normal(batch_size, time, 5), normal(batch_size, units), normal(batch_size, units)
-    weights = [normal(5, 4 * units, scale=0.3), normal(units, 4 * units, scale=0.1), normal(4 * units)]
-    upstream_h, upstream_c = normal(batch_size, time, units), normal(batch_size, time, units)
-
-    def run(sequence, dtype):
-        with tf.GradientTape() as tape:
-            arguments = [inputs, h0, c0, *weights]
-            tape.watch(arguments)
-            h, c = sequence(kernels, tf.cast(inputs, dtype), h0, c0, *weights)
-            # Every output carries gradient: every step's h and c.
-            loss = tf.reduce_sum(tf.cast(h, tf.float32) * upstream_h) + tf.reduce_sum(c * upstream_c)
-        return [h, c, *tape.gradient(loss, arguments)]
-
-    got = run(fused_lstm.lstm_sequence_bfloat16, tf.bfloat16)
-    want = run(fused_lstm.lstm_sequence, tf.float32)
+    results = lstm_sequence_results(batch_size, time, units, seed=6)
+    got, want = results["bfloat16"], results["float32"]
     assert got[0].dtype == tf.bfloat16 and got[1].dtype == tf.float32
-    names = ["h", "c", "dinputs", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias"]
-    for name, g, w in zip(names, got, want, strict=True):
+    for name, g, w in zip(KERNEL_GRADIENT_NAMES, got, want, strict=True):
         assert _relative_error(g, w) < 2e-2, f"{name}: {_relative_error(g, w)}"
 
 
 # One process per TF_CHARRNN_AMX setting (the choice is made once per process): the bfloat16 kernels'
 # h, c and every gradient on shapes that take each row tiling (1, 16 + 1 and 64 rows; 64 to 512 units).
 _BF16_PRODUCTS_SCRIPT = textwrap.dedent(
-    """
+    f"""
     import sys
+    sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
     import numpy as np, tensorflow as tf
-    from tf_charrnn import fused_lstm, native
+    from helpers import KERNEL_GRADIENT_NAMES, lstm_sequence_results
+    from tf_charrnn import native
 
-    kernels, results = native.load(), {"products": np.array(native.bf16_products())}
+    results = {{"products": np.array(native.bf16_products())}}
     for batch_size, time, units in [(1, 3, 64), (17, 4, 128), (64, 2, 512)]:
-        rng = np.random.default_rng(units)
-        normal = lambda *shape, scale=1.0: tf.constant(rng.normal(0.0, scale, shape), tf.float32)
-        inputs, h0, c0 = normal(batch_size, time, 5), normal(batch_size, units), normal(batch_size, units)
-        weights = [normal(5, 4 * units, scale=0.3), normal(units, 4 * units, scale=0.1), normal(4 * units)]
-        upstream_h, upstream_c = normal(batch_size, time, units), normal(batch_size, time, units)
-        sequences = {"bfloat16": fused_lstm.lstm_sequence_bfloat16, "float32": fused_lstm.lstm_sequence}
-        for dtype, sequence in sequences.items():
-            with tf.GradientTape() as tape:
-                arguments = [inputs, h0, c0, *weights]
-                tape.watch(arguments)
-                h, c = sequence(kernels, tf.cast(inputs, dtype), h0, c0, *weights)
-                loss = tf.reduce_sum(tf.cast(h, tf.float32) * upstream_h) + tf.reduce_sum(c * upstream_c)
-            for name, value in zip(NAMES, [h, c, *tape.gradient(loss, arguments)]):
-                results[f"{dtype} {batch_size} {units} {name}"] = tf.cast(value, tf.float32).numpy()
+        for dtype, values in lstm_sequence_results(batch_size, time, units, seed=units).items():
+            for name, value in zip(KERNEL_GRADIENT_NAMES, values, strict=True):
+                results[f"{{dtype}} {{batch_size}} {{units}} {{name}}"] = tf.cast(value, tf.float32).numpy()
     np.savez(sys.argv[1], **results)
     """
 )
-_BF16_NAMES = ["h", "c", "dinputs", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias"]
 
 
 def _bf16_kernel_results(setting, tmp_path):
     """The script's results in a process with TF_CHARRNN_AMX=`setting`."""
     path = tmp_path / f"{setting}.npz"
-    script = f"NAMES = {_BF16_NAMES!r}\n{_BF16_PRODUCTS_SCRIPT}"
     result = run_command(
-        [sys.executable, "-c", script, str(path)], env={**os.environ, "TF_CHARRNN_AMX": setting}
+        [sys.executable, "-c", _BF16_PRODUCTS_SCRIPT, str(path)],
+        env={**os.environ, "TF_CHARRNN_AMX": setting},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(np.load(path))

@@ -97,17 +97,10 @@ struct ForwardStepBf16 {
     const int u0 = block * kLanes;
     __m512 acc[kMaxRows][kVectors];
     for (int r = 0; r < Count; ++r)
-      for (int g = 0; g < 4; ++g)
-        acc[r][g] = _mm512_add_ps(_mm512_loadu_ps(bias + g * units + u0), LoadBf16(xw.at(row + r) + g * units + u0));
+      for (int g = 0; g < 4; ++g) acc[r][g] = Input(row + r, g, u0);
     MultiplyTileBf16<Count>(h_prev.at(row), h_prev.stride, units,
                             packed + static_cast<int64_t>(block) * (units / 2) * kWidth, acc);
-    for (int r = 0; r < Count; ++r) {
-      alignas(64) float z[4][kLanes];
-      alignas(64) float h_new[kLanes];
-      for (int g = 0; g < 4; ++g) _mm512_store_ps(z[g], acc[r][g]);
-      ApplyGates(z, c_prev.at(row + r) + u0, gates.at(row + r) + u0, units, c.at(row + r) + u0, h_new);
-      StoreBf16(h.at(row + r) + u0, _mm512_load_ps(h_new));
-    }
+    for (int r = 0; r < Count; ++r) Finish(row + r, u0, acc[r]);
   }
 
   // Tile for `rows` (<= 16) rows with the product on AMX tiles (or their software model).
@@ -116,17 +109,26 @@ struct ForwardStepBf16 {
     const int u0 = block * kLanes;
     alignas(64) float product[kTileRows][kWidth];  // [row][gate * 16 + lane]
     MultiplyRowsAmx(tiles, h_prev.at(row), h_prev.stride, units,
-                           packed + static_cast<int64_t>(block) * (units / 2) * kWidth, rows, product);
+                    packed + static_cast<int64_t>(block) * (units / 2) * kWidth, rows, product);
     for (int r = 0; r < rows; ++r) {
-      alignas(64) float z[4][kLanes];
-      alignas(64) float h_new[kLanes];
-      for (int g = 0; g < 4; ++g)
-        _mm512_store_ps(z[g], _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(bias + g * units + u0),
-                                                          LoadBf16(xw.at(row + r) + g * units + u0)),
-                                            _mm512_load_ps(product[r] + g * kLanes)));
-      ApplyGates(z, c_prev.at(row + r) + u0, gates.at(row + r) + u0, units, c.at(row + r) + u0, h_new);
-      StoreBf16(h.at(row + r) + u0, _mm512_load_ps(h_new));
+      __m512 z[4];
+      for (int g = 0; g < 4; ++g) z[g] = _mm512_add_ps(Input(row + r, g, u0), _mm512_load_ps(product[r] + g * kLanes));
+      Finish(row + r, u0, z);
     }
+  }
+
+  // b + xw of gate g, units [u0, u0 + 16) of row `row`.
+  __m512 Input(int row, int g, int u0) const {
+    return _mm512_add_ps(_mm512_loadu_ps(bias + g * units + u0), LoadBf16(xw.at(row) + g * units + u0));
+  }
+
+  // Row `row`, units [u0, u0 + 16): from the pre-activations z of the four gates, the gates, c and h.
+  void Finish(int row, int u0, const __m512 (&z)[kVectors]) const {
+    alignas(64) float gates_z[4][kLanes];
+    alignas(64) float h_new[kLanes];
+    for (int g = 0; g < 4; ++g) _mm512_store_ps(gates_z[g], z[g]);
+    ApplyGates(gates_z, c_prev.at(row) + u0, gates.at(row) + u0, units, c.at(row) + u0, h_new);
+    StoreBf16(h.at(row) + u0, _mm512_load_ps(h_new));
   }
 };
 
@@ -162,7 +164,7 @@ struct BackwardStepBf16 {
     alignas(64) float product[kTileRows][kWidth] = {};  // [row][unit - u0]
     if (!first)
       MultiplyRowsAmx(tiles, dz_next.at(row), dz_next.stride, 4 * units,
-                             packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
+                      packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
     for (int r = 0; r < rows; ++r)
       for (int v = 0; v < kVectors; ++v)
         Finish(row + r, block * kWidth + v * kLanes, _mm512_load_ps(product[r] + v * kLanes));
@@ -201,7 +203,7 @@ struct InitialStateGradBf16 {
   void TileAmx(Tiles& tiles, int row, int rows, int block) const {
     alignas(64) float product[kTileRows][kWidth];
     MultiplyRowsAmx(tiles, dz0.at(row), dz0.stride, 4 * units,
-                           packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
+                    packed + static_cast<int64_t>(block) * 2 * units * kWidth, rows, product);
     for (int r = 0; r < rows; ++r) std::memcpy(dh0.at(row + r) + block * kWidth, product[r], sizeof(product[r]));
   }
 };
