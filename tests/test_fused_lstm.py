@@ -16,6 +16,7 @@ from tf_charrnn import data as data_lib
 from tf_charrnn import fused_lstm, native, sampling
 from tf_charrnn import runtime as runtime_lib
 from tf_charrnn.config import ModelConfig, RunConfig
+from tf_charrnn.errors import UserError
 from tf_charrnn.model import CharRNN
 from tf_charrnn.train_step import TrainStep
 from tf_charrnn.vocab import Vocab
@@ -291,6 +292,12 @@ def test_bfloat16_kernels_are_off_without_their_ops_or_when_turned_off(monkeypat
     finally:
         monkeypatch.undo()
         native.bfloat16_kernels.cache_clear()
+
+
+def test_an_unknown_amx_setting_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("TF_CHARRNN_AMX", "on")
+    with pytest.raises(UserError, match="TF_CHARRNN_AMX='on' is not a setting; use one of auto, 0, emulate"):
+        native.bf16_products()
 
 
 @pytest.mark.slow
