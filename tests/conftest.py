@@ -1,14 +1,19 @@
-"""Fixtures and pytest hooks: quiet TensorFlow, two logical CPUs, a corpus cache seeded from ../shared
-when it is there, text files. Plain helpers live in helpers.py."""
+"""Fixtures and pytest hooks: quiet TensorFlow, two logical CPUs, a corpus cache, tiny-shakespeare
+wherever this machine has it, the web page's runtime and browser, text files. Plain helpers live in
+helpers.py."""
 
+import fcntl
 import os
 import shutil
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from helpers import SHARED_CORPUS  # noqa: E402
+from helpers import REPO_ROOT, SHARED_CORPUS  # noqa: E402
+
+NODE_MODULES = os.path.join(REPO_ROOT, "web", "node_modules")
 
 
 def pytest_configure(config):
@@ -28,15 +33,56 @@ def corpus_cache(tmp_path):
     return str(path)
 
 
+def _shakespeare_corpus():
+    """tiny-shakespeare where this machine has it: ../shared/data (the project's machines), else the
+    user's corpus cache (where the first training run downloaded it), else downloaded into that cache
+    now, checked against its SHA-256, as training would. Skips, saying why, where it cannot be had."""
+    if os.path.isfile(SHARED_CORPUS):
+        return SHARED_CORPUS
+    from tf_charrnn import data, files
+    from tf_charrnn.errors import UserError
+
+    try:
+        return data.download_shakespeare(files.cache_dir())
+    except UserError as error:
+        pytest.skip(f"tiny-shakespeare is neither in ../shared/data nor in the corpus cache: {error}")
+
+
 @pytest.fixture
 def shakespeare_cache(corpus_cache):
-    """A cache already holding tiny-shakespeare (copied from ../shared/data); skips when absent."""
-    if not os.path.isfile(SHARED_CORPUS):
-        pytest.skip("../shared/data/tinyshakespeare/input.txt is not present")
+    """A cache already holding tiny-shakespeare (see `_shakespeare_corpus`)."""
     target = os.path.join(corpus_cache, "data", "tinyshakespeare")
     os.makedirs(target)
-    shutil.copy(SHARED_CORPUS, target)
+    shutil.copy(_shakespeare_corpus(), target)
     return corpus_cache
+
+
+@pytest.fixture(scope="session")
+def web_runtime():
+    """web/node_modules, holding the LiteRT.js that web/package-lock.json pins: installed with `npm ci`
+    where it is missing (one process at a time). Skips, saying why, where npm is not installed."""
+    if not os.path.isdir(NODE_MODULES):
+        npm = shutil.which("npm") or pytest.skip(
+            "no npm, which the web page's tests need: apt-get install -y npm"
+        )
+        with open(os.path.join(REPO_ROOT, "web", ".npm-ci.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.isdir(NODE_MODULES):
+                command = [npm, "ci", "--prefix", os.path.join(REPO_ROOT, "web"), "--no-audit", "--no-fund"]
+                result = subprocess.run(command, capture_output=True, text=True)
+                assert result.returncode == 0, f"npm ci in web/ failed: {result.stderr.strip()[-2000:]}"
+    return NODE_MODULES
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The system's Chromium, which Playwright drives (it downloads no browser). Skips, saying why, where
+    it is not installed."""
+    from tf_charrnn import browser
+
+    if not os.path.isfile(browser.CHROMIUM):
+        pytest.skip(f"no Chromium at {browser.CHROMIUM}: apt-get install -y chromium (.ci/run does)")
+    return browser.CHROMIUM
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from helpers import REPO_ROOT, run_script, train_tiny_run
 from tf_charrnn import browser, export, litert, sampling, web
 from tf_charrnn.errors import UserError
 
-NODE_MODULES = os.path.join(REPO_ROOT, "web", "node_modules")
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "litert_generate.py")
 PRIME = "Willing "
 
@@ -29,13 +28,12 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pages(run_dir, tmp_path_factory):
+def pages(run_dir, web_runtime, tmp_path_factory):
     """{quantize: web export folder} with LiteRT.js copied in from web/node_modules (`npm ci` in web/)."""
-    assert os.path.isdir(NODE_MODULES), "web/node_modules is missing: run `npm ci` in web/ (.ci/run does)"
     root = tmp_path_factory.mktemp("web_exports")
     return {
         quantize: export.export_run(
-            run_dir, str(root / quantize), format="web", quantize=quantize, web_runtime_dir=NODE_MODULES
+            run_dir, str(root / quantize), format="web", quantize=quantize, web_runtime_dir=web_runtime
         )
         for quantize in ("none", "int8")
     }
@@ -48,8 +46,9 @@ def _assert_offline_and_clean(page):
 
 
 @pytest.fixture(scope="module")
-def playwright():
+def playwright(chromium):
     """One Playwright for the module's pages (its sync API allows one per thread)."""
+    del chromium  # installed, or the page tests skip saying so
     with browser.start_playwright() as started:
         yield started
 
@@ -129,15 +128,15 @@ def test_without_a_runtime_dir_the_page_loads_the_pinned_runtime_from_the_cdn(ru
     assert "weights int8" in index  # --quantize=auto: int8 for the web
 
 
-def test_a_runtime_dir_without_the_pinned_litert_js_is_refused(run_dir, tmp_path):
+def test_a_runtime_dir_without_the_pinned_litert_js_is_refused(run_dir, web_runtime, tmp_path):
     fake = tmp_path / "node_modules"
-    shutil.copytree(NODE_MODULES, fake, ignore=shutil.ignore_patterns("*.wasm"))
+    shutil.copytree(web_runtime, fake, ignore=shutil.ignore_patterns("*.wasm"))
     with pytest.raises(
         UserError, match=r"has no @litertjs/core/wasm/litert_wasm_internal.wasm; run `npm ci`"
     ):
         export.export_run(run_dir, str(tmp_path / "a"), format="web", web_runtime_dir=str(fake))
     shutil.rmtree(fake)
-    shutil.copytree(NODE_MODULES, fake)
+    shutil.copytree(web_runtime, fake)
     package = fake / "@litertjs" / "core" / "package.json"
     package.write_text(json.dumps({**json.loads(package.read_text()), "version": "9.9.9"}))
     with pytest.raises(
@@ -248,7 +247,7 @@ def test_page_works_by_keyboard_on_a_phone_width_screen(pages, playwright):
 
 
 @pytest.mark.slow
-def test_webpage_script_prints_the_text_and_speed_and_writes_a_screenshot(pages, tmp_path):
+def test_webpage_script_prints_the_text_and_speed_and_writes_a_screenshot(pages, chromium, tmp_path):
     screenshot = tmp_path / "page.png"
     args = [f"--export_dir={pages['int8']}", f"--prime={PRIME}", "--length=80", "--sampling=greedy"]
     result = run_script("webpage.py", [*args, f"--screenshot={screenshot}"], tmp_path / "cache", timeout=300)

@@ -12,7 +12,8 @@ The names below load on first use (PEP 562), so `import tf_charrnn` does not loa
 """
 
 import importlib
-import os
+
+from tf_charrnn import startup
 
 # name -> the module that defines it
 _EXPORTS = {
@@ -27,8 +28,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # Quiet TensorFlow's C++ start-up lines, as the command-line tools do (only before it loads).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    startup.import_tensorflow()  # without its start-up noise, as the command-line tools do
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value

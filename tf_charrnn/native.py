@@ -207,7 +207,8 @@ AMX_SETTINGS = ("auto", "0", "emulate")
 def bf16_products():
     """What the loaded bfloat16 kernels run their recurrent products on in this process: "amx",
     "amx (emulated)" or "avx512_bf16" (chosen once, by the CPU, the OS and TF_CHARRNN_AMX); None where
-    the library has no bfloat16 ops.
+    the library has no bfloat16 ops. Asked eagerly whatever the caller is tracing (the first call may
+    come from inside a tf.function, e.g. a scorer's loss).
 
     Raises:
       UserError: TF_CHARRNN_AMX is set to something else than auto, 0 or emulate.
@@ -215,10 +216,16 @@ def bf16_products():
     setting = os.environ.get("TF_CHARRNN_AMX", "auto")
     if setting not in AMX_SETTINGS:
         raise UserError(f"TF_CHARRNN_AMX={setting!r} is not a setting; use one of {', '.join(AMX_SETTINGS)}")
+    return _bf16_products()
+
+
+@functools.cache
+def _bf16_products():
     module = load()
     if module is None or not all(hasattr(module, op) for op in BF16_OPS):
         return None
-    return module.char_rnn_bf16_products().numpy().decode()
+    with tf.init_scope():  # out of any graph being traced: the op's answer is a value, not a symbol
+        return module.char_rnn_bf16_products().numpy().decode()
 
 
 @functools.cache

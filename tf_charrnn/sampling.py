@@ -140,7 +140,8 @@ def generate_ids(
         if tf.reduce_all(lengths <= step + 1):  # every row has stopped (or this was the last step)
             break
         logits, state = model.step(previous, state, weights)
-    ids = tf.transpose(generated.stack())
+    # [N, B] -> [B, N]; an int32 Transpose in a graph makes oneDNN log a spurious error line, Einsum not.
+    ids = tf.einsum("nb->bn", generated.stack())
     return tf.where(tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None], ids, -1)
 
 

@@ -1,8 +1,5 @@
 """The command-line entry points: flags -> a config -> one library call. The only place flags exist.
 
-Importing this package quiets TensorFlow's C++ start-up logging (set before TensorFlow is imported).
+Each command that runs a model imports TensorFlow quietly (`tf_charrnn.startup.import_tensorflow`) once
+its flags are valid.
 """
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 
+from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import EvaluateConfig
 
@@ -31,6 +32,7 @@ def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(EvaluateConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    startup.import_tensorflow()
     from tf_charrnn import evaluate, runtime
 
     runtime.grow_gpu_memory()

@@ -12,6 +12,7 @@ With --format=web it writes a static page that generates text in the browser (in
 
 from absl import logging
 
+from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import ExportConfig
 
@@ -20,6 +21,7 @@ def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(ExportConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    startup.import_tensorflow()
     from tf_charrnn import export, runtime
 
     runtime.grow_gpu_memory()

@@ -9,6 +9,7 @@ import sys
 
 from absl import logging
 
+from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import SampleConfig
 from tf_charrnn.errors import UserError
@@ -38,6 +39,7 @@ def main(argv):
     if config.prime_file and "prime" in flags.given_values(SampleConfig):
         raise UserError("pass --prime or --prime_file, not both")
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    startup.import_tensorflow()
     from tf_charrnn import runtime, sampling
 
     prime = sampling.read_prime_file(config.prime_file) if config.prime_file else config.prime

@@ -11,6 +11,7 @@ import sys
 
 from absl import logging
 
+from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import RunConfig
 
@@ -19,6 +20,7 @@ def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(RunConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    startup.import_tensorflow()
     from tf_charrnn import run_directory
     from tf_charrnn import training as train_lib
 
