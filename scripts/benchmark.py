@@ -25,10 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from tf_charrnn import benchmark, native, runtime  # noqa: E402
+import benchmark_lib  # noqa: E402 (beside this script: the measurements)
 from tf_charrnn.cli import flags as cli_flags  # noqa: E402
 from tf_charrnn.config import CELLS, MIXED_PRECISION_POLICIES, RunConfig  # noqa: E402
 from tf_charrnn.errors import UserError  # noqa: E402
+from tf_charrnn.model import native  # noqa: E402
+from tf_charrnn.runtime import placement  # noqa: E402
 
 PRESETS = {
     "large": dict(rnn_units=512, num_layers=2, embedding_dim=64, batch_size=64, seq_length=100),
@@ -147,7 +149,7 @@ def _measure(
     measurement printed, then a line with the ratio of the medians (and what `extend` adds to it), which
     is returned."""
     if not (FLAGS.peer_python and peer_mode):
-        print(json.dumps({**record, **measure(), "peak_rss_mb": benchmark.peak_rss_mb()}), flush=True)
+        print(json.dumps({**record, **measure(), "peak_rss_mb": benchmark_lib.peak_rss_mb()}), flush=True)
         return None
     peer_precision = _peer_precision(peer_mode, mixed_precision)
     ours, peers = [], []
@@ -177,7 +179,7 @@ def _refuse_a_comparison_without_kernels():
     script."""
     if FLAGS.peer_python and not os.path.isfile(FLAGS.peer_script):
         raise UserError(f"no peer script {FLAGS.peer_script}: pass --peer_script=PATH/torch_charlstm.py")
-    if not FLAGS.peer_python or FLAGS.compare_without_kernels or FLAGS.jit_compile or runtime.on_gpu():
+    if not FLAGS.peer_python or FLAGS.compare_without_kernels or FLAGS.jit_compile or placement.on_gpu():
         return
     error = native.build_error()
     if error is not None:
@@ -185,7 +187,7 @@ def _refuse_a_comparison_without_kernels():
         reason = " ".join([first.rstrip(":"), *[line.strip() for line in rest if "error" in line][:1]])
         raise UserError(
             f"the fused LSTM kernels failed to build here ({reason}), so the comparison with "
-            "the peer would measure Keras ops: fix the build (python -m tf_charrnn.native shows the "
+            "the peer would measure Keras ops: fix the build (python -m tf_charrnn.model.native shows the "
             "compiler's error) or pass --compare_without_kernels"
         )
 
@@ -208,22 +210,22 @@ def _sweep(config, sizes):
         for precision in FLAGS.sweep_precisions
     ]
     if FLAGS.sweep_output:
-        benchmark.check_sweep_output(FLAGS.sweep_output)
-    peaks = {p: benchmark.matmul_gflops(benchmark.SWEEP_DTYPES[p]) for p in FLAGS.sweep_precisions}
-    cpu = benchmark.cpu_description()
+        benchmark_lib.check_sweep_output(FLAGS.sweep_output)
+    peaks = {p: benchmark_lib.matmul_gflops(benchmark_lib.SWEEP_DTYPES[p]) for p in FLAGS.sweep_precisions}
+    cpu = benchmark_lib.cpu_description()
     print(json.dumps({"task": "sweep", "cpu": cpu, "matmul_peak_gflops": peaks}), flush=True)
     rows = []
     for row_config in row_configs:
         precision = row_config.precision.mixed_precision
         sized = {**sizes, "rnn_units": row_config.model.rnn_units}
-        measure = functools.partial(benchmark.measure_train, row_config, steps=FLAGS.steps)
+        measure = functools.partial(benchmark_lib.measure_train, row_config, steps=FLAGS.steps)
         figures = functools.partial(
-            benchmark.sweep_figures, model_config=row_config.model, peak_gflops=peaks[precision]
+            benchmark_lib.sweep_figures, model_config=row_config.model, peak_gflops=peaks[precision]
         )
         record = {"task": "sweep", **sized, "mixed_precision": precision}
         rows.append(_measure(record, measure, "train", sized, sized["batch_size"], precision, figures))
     if FLAGS.sweep_output:
-        benchmark.write_sweep(FLAGS.sweep_output, rows, cpu)
+        benchmark_lib.write_sweep(FLAGS.sweep_output, rows, cpu)
 
 
 def main(argv):
@@ -252,7 +254,7 @@ def main(argv):
                 if measured.returncode:
                     sys.exit(measured.returncode)
             return
-        result = benchmark.measure_memory(config, float(FLAGS.corpus_mb[0]), num_files=FLAGS.corpus_files)
+        result = benchmark_lib.measure_memory(config, float(FLAGS.corpus_mb[0]), num_files=FLAGS.corpus_files)
         print(json.dumps({"task": "memory", **common, **result}), flush=True)
         return
     if FLAGS.task in ("train", "sample", "all", "sweep"):
@@ -262,13 +264,13 @@ def main(argv):
         return
     if FLAGS.task == "profile":
         with tempfile.TemporaryDirectory() as folder:
-            result = benchmark.profile_train(config, FLAGS.profile_dir or folder, steps=FLAGS.steps)
+            result = benchmark_lib.profile_train(config, FLAGS.profile_dir or folder, steps=FLAGS.steps)
         print(json.dumps({"task": "profile", **common, "mixed_precision": FLAGS.mixed_precision, **result}))
         return
     if FLAGS.task in ("train", "all"):
         _measure(
             {"task": "train", **common, "mixed_precision": FLAGS.mixed_precision},
-            lambda: benchmark.measure_train(config, steps=FLAGS.steps),
+            lambda: benchmark_lib.measure_train(config, steps=FLAGS.steps),
             "train",
             sizes,
             sizes["batch_size"],
@@ -285,7 +287,7 @@ def main(argv):
                         "length": FLAGS.length,
                         "mode": "streamed" if streamed else "compiled",
                     },
-                    lambda b=batch_size, s=streamed: benchmark.measure_sample(model, b, FLAGS.length, s),
+                    lambda b=batch_size, s=streamed: benchmark_lib.measure_sample(model, b, FLAGS.length, s),
                     None if streamed else "sample",  # the peer's best loop, against our compiled one
                     sizes,
                     batch_size,

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from helpers import QUOTE, REPO_ROOT, run_command, script_command, script_env, smoke_args
-from tf_charrnn import native
+from tf_charrnn.model import native
 
 IMPLEMENTATIONS = {
     "fused": ({}, "the fused C++ kernels"),

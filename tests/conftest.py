@@ -1,4 +1,4 @@
-"""Fixtures and pytest hooks: quiet TensorFlow, two logical CPUs, a corpus cache, tiny-shakespeare
+"""Fixtures and pytest hooks: TensorFlow imported quietly, two logical CPUs, a corpus cache, tiny-shakespeare
 wherever this machine has it, the web page's runtime and browser, text files. Plain helpers live in
 helpers.py."""
 
@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tf_charrnn import startup
+
+startup.import_tensorflow()  # TensorFlow's start-up notices held back, as the commands do
 
 import pytest  # noqa: E402
 
@@ -39,11 +41,12 @@ def _shakespeare_corpus():
     now, checked against its SHA-256, as training would. Skips, saying why, where it cannot be had."""
     if os.path.isfile(SHARED_CORPUS):
         return SHARED_CORPUS
-    from tf_charrnn import data, files
+    from tf_charrnn import files
+    from tf_charrnn.data import sources
     from tf_charrnn.errors import UserError
 
     try:
-        return data.download_shakespeare(files.cache_dir())
+        return sources.download_shakespeare(files.cache_dir())
     except UserError as error:
         pytest.skip(f"tiny-shakespeare is neither in ../shared/data nor in the corpus cache: {error}")
 
@@ -78,7 +81,7 @@ def web_runtime():
 def chromium():
     """The system's Chromium, which Playwright drives (it downloads no browser). Skips, saying why, where
     it is not installed."""
-    from tf_charrnn import browser
+    from tf_charrnn.export import browser
 
     if not os.path.isfile(browser.CHROMIUM):
         pytest.skip(f"no Chromium at {browser.CHROMIUM}: apt-get install -y chromium (.ci/run does)")

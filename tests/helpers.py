@@ -32,13 +32,13 @@ def make_config(corpus, cache, train_dir, /, **flat_values):
 def train_tiny_run(root, **flat_values):
     """Trains a tiny run on QUOTE into root/run (cache root/cache), 40 steps of batch 4 x 12, no dropout;
     `flat_values` (e.g. rnn_units) on top. Returns the run directory."""
-    from tf_charrnn import training
+    from tf_charrnn.training import trainer
 
     corpus = root / "corpus.txt"
     corpus.write_text((QUOTE + " ") * 8, encoding="utf-8")
     defaults = dict(batch_size=4, seq_length=12, num_layers=2, dropout=0.0, max_steps=40, learning_rate=0.01)
     values = {**defaults, "eval_every": 40, "sample_length": 0, **flat_values}
-    training.train(make_config(corpus, root / "cache", root / "run", **values))
+    trainer.train(make_config(corpus, root / "cache", root / "run", **values))
     return str(root / "run")
 
 
@@ -85,7 +85,7 @@ def seed_kernels(cache):
     """Copies this process's fused-kernel library (if built and good) and its record into the cache
     folder `cache`."""
     from tf_charrnn import cache as cache_lib
-    from tf_charrnn import native
+    from tf_charrnn.model import native
 
     built, target = native.library_path(), native.library_path(str(cache))
     if cache_lib.problem(built) is None and not os.path.isfile(target):
@@ -185,7 +185,7 @@ def lstm_sequence_results(batch_size, time, units, seed):
     import numpy as np
     import tensorflow as tf
 
-    from tf_charrnn import fused_lstm, native
+    from tf_charrnn.model import fused_lstm, native
 
     kernels = native.load()
     rng = np.random.default_rng(seed)

@@ -33,9 +33,9 @@ def test_exported_names_are_no_submodules():
     # A submodule named like an export (say tf_charrnn/train.py) would replace the export once imported.
     submodules = {module.name for module in pkgutil.iter_modules(tf_charrnn.__path__)}
     assert not submodules & set(tf_charrnn.__all__)
-    from tf_charrnn import training  # noqa: F401 - imports every module the training call needs
+    from tf_charrnn.training import trainer  # noqa: F401 - imports every module the training call needs
 
-    assert tf_charrnn.train is api.train and tf_charrnn.TrainResult is training.TrainResult
+    assert tf_charrnn.train is api.train and tf_charrnn.TrainResult is trainer.TrainResult
     assert set(dir(tf_charrnn)) >= {"train", "CharLM", "TrainResult", "UserError"}
 
 

@@ -14,8 +14,10 @@ import sys
 import pytest
 
 from helpers import QUOTE, REPO_ROOT, run_command, script_env, smoke_train_command, snapshot
-from tf_charrnn import cache, data, files, native
+from tf_charrnn import cache, files
 from tf_charrnn.config import DataConfig
+from tf_charrnn.data import encoded
+from tf_charrnn.model import native
 
 FAULT_HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_hooks")
 COMPILER = shlex.join([sys.executable, os.path.join(FAULT_HOOKS, "copying_compiler.py")])
@@ -92,7 +94,7 @@ def corpus_entry(tmp_path):
     corpus.write_text((QUOTE + "\n") * 30, encoding="utf-8")
     folder = tmp_path / "cache"
     env = script_env(folder)
-    digest = data.load_corpus(DataConfig(data_path=str(corpus), cache_dir=str(folder))).sha256
+    digest = encoded.load_corpus(DataConfig(data_path=str(corpus), cache_dir=str(folder))).sha256
     stem = folder / "encoded" / digest
     return corpus, folder, env, {"ids": f"{stem}.ids.npy", "vocab": f"{stem}.vocab.json"}
 
@@ -206,14 +208,15 @@ def test_a_truncated_kernel_library_is_rebuilt_with_one_warning_never_loaded(
 # files lines them up), each checking what it got.
 BUILD_TOGETHER = """
 import glob, os, sys, time
-from tf_charrnn import data, native
+from tf_charrnn.data import encoded
+from tf_charrnn.model import native
 from tf_charrnn.config import DataConfig
 
 corpus, cache_folder, barrier = sys.argv[1:]
 open(f"{barrier}.{os.getpid()}", "w").close()
 while len(glob.glob(barrier + ".*")) < 2:
     time.sleep(0.001)
-loaded = data.load_corpus(DataConfig(data_path=corpus, cache_dir=cache_folder))
+loaded = encoded.load_corpus(DataConfig(data_path=corpus, cache_dir=cache_folder))
 with open(corpus, encoding="utf-8") as f:
     assert loaded.vocab.decode(loaded.ids) == f.read()
 assert all(hasattr(native.build_and_load(cache_folder), op) for op in native.OPS)

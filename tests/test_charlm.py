@@ -14,8 +14,10 @@ import tensorflow as tf
 
 import tf_charrnn
 from helpers import QUOTE, run_script, snapshot
-from tf_charrnn import data, evaluate, runtime
 from tf_charrnn.config import SampleConfig
+from tf_charrnn.data.splits import load_splits
+from tf_charrnn.inference import scoring
+from tf_charrnn.runtime import placement
 
 SETTINGS = dict(
     batch_size=3,
@@ -54,7 +56,7 @@ def test_from_run_loads_the_latest_checkpoint_on_the_scripts_runtime(run, lm):
     assert lm.checkpoint == os.path.join(train_dir, "checkpoints", "ckpt-20")
     assert lm.config.model.rnn_units == 24 and len(lm.vocab) == lm.config.model.vocab_size
     assert isinstance(lm.model, tf.keras.Model)
-    fused = runtime.fused_kernels_apply()
+    fused = placement.fused_kernels_apply()
     assert fused  # this CPU builds the kernels (CI does too), so the test checks that CharLM uses them
     assert all(layer.use_kernels for layer in lm.model.recurrent_layers)
     best = tf_charrnn.CharLM.from_run(train_dir, best=True)
@@ -123,7 +125,7 @@ def test_score_of_the_validation_split_is_evaluate_py_json(run, lm):
     result = run_script("evaluate.py", [f"--train_dir={train_dir}", "--json"], cache)
     assert result.returncode == 0, result.stderr
     expected = json.loads(result.stdout)
-    splits = data.load_splits(lm.config.data, lm.config.layout)
+    splits = load_splits(lm.config.data, lm.config.layout)
     scored = lm.score(lm.vocab.decode(splits.val_ids))
     assert scored.characters == expected["characters"] and scored.checkpoint == expected["checkpoint"]
     for key in ("nats_per_char", "bits_per_char", "perplexity"):
@@ -133,7 +135,7 @@ def test_score_of_the_validation_split_is_evaluate_py_json(run, lm):
         path = run[2] / "score.txt"
         path.write_text(text, encoding="utf-8")
         scored = lm.score(text, skip_unknown=skip_unknown)
-        expected = evaluate.evaluate_run(train_dir, data_path=str(path), skip_unknown=skip_unknown)
+        expected = scoring.evaluate_run(train_dir, data_path=str(path), skip_unknown=skip_unknown)
         assert dataclasses.asdict(scored) == pytest.approx(dataclasses.asdict(expected), abs=1e-6)
     assert scored.skipped_characters == 1
 

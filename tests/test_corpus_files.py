@@ -8,9 +8,10 @@ import os
 import pytest
 
 from helpers import QUOTE, make_config
-from tf_charrnn import corpus_files, data, training
 from tf_charrnn.config import DataConfig
+from tf_charrnn.data import corpus_files, encoded
 from tf_charrnn.errors import UserError
+from tf_charrnn.training import trainer
 
 TEXTS = {"b.txt": "Bee text.\n", "a.txt": "Ay text\n", os.path.join("sub", "c.md"): "Sea? ü 😀"}
 
@@ -28,7 +29,7 @@ def folder(tmp_path):
 
 
 def _text(data_path, cache, separator="\n\n"):
-    corpus = data.load_corpus(
+    corpus = encoded.load_corpus(
         DataConfig(data_path=str(data_path), cache_dir=cache, document_separator=separator)
     )
     return corpus.vocab.decode(corpus.ids)
@@ -117,7 +118,7 @@ def test_an_edited_added_or_removed_file_is_refused_on_resume_by_name(folder, co
         eval_every=2,
         sample_length=0,
     )
-    training.train(config)
+    trainer.train(config)
     with open(tmp_path / "run" / "config.json") as f:
         recorded = json.load(f)["data"]["corpus_files"]
     assert [line.split("  ")[1] for line in recorded][:3] == ["a.txt", "b.txt", "quote0.txt"]
@@ -135,6 +136,6 @@ def test_an_edited_added_or_removed_file_is_refused_on_resume_by_name(folder, co
             with pytest.raises(
                 UserError, match=rf"the corpus has changed since .*; {named}\); resume with the"
             ):
-                training.train(config.replace(max_steps=4))
+                trainer.train(config.replace(max_steps=4))
     (folder / "a.txt").write_text(TEXTS["a.txt"], encoding="utf-8")
-    assert training.train(config.replace(max_steps=3)).step == 3  # the same files again: resumes
+    assert trainer.train(config.replace(max_steps=3)).step == 3  # the same files again: resumes

@@ -7,14 +7,14 @@ import urllib.error
 import numpy as np
 import pytest
 
-from tf_charrnn import data
 from tf_charrnn.config import DataConfig
+from tf_charrnn.data import encoded, pipeline, sources, splits
 from tf_charrnn.errors import UserError
 
 
 def _batches(ids, batch_size, seq_length, offset=0, start_batch=0, random_offset=False):
-    num_batches = data.num_stream_batches(len(ids), batch_size, seq_length, random_offset)
-    dataset = data.stream_dataset(ids, batch_size, seq_length, num_batches, offset, start_batch)
+    num_batches = pipeline.num_stream_batches(len(ids), batch_size, seq_length, random_offset)
+    dataset = pipeline.stream_dataset(ids, batch_size, seq_length, num_batches, offset, start_batch)
     return [(x.numpy(), y.numpy()) for x, y in dataset]
 
 
@@ -57,43 +57,43 @@ def test_offset_and_start_batch():
 
 
 def test_random_offset_keeps_the_batch_count_and_is_seeded():
-    offsets = {int(data.epoch_offset(7, epoch, 10, True)) for epoch in range(30)}
+    offsets = {int(pipeline.epoch_offset(7, epoch, 10, True)) for epoch in range(30)}
     assert len(offsets) > 1 and all(0 <= o < 10 for o in offsets)
-    assert int(data.epoch_offset(7, 3, 10, True)) == int(data.epoch_offset(7, 3, 10, True))
-    assert int(data.epoch_offset(7, 3, 10, False)) == 0
-    num_batches = data.num_stream_batches(1000, 4, 10, random_offset=True)
+    assert int(pipeline.epoch_offset(7, 3, 10, True)) == int(pipeline.epoch_offset(7, 3, 10, True))
+    assert int(pipeline.epoch_offset(7, 3, 10, False)) == 0
+    num_batches = pipeline.num_stream_batches(1000, 4, 10, random_offset=True)
     for offset in range(10):
-        data.stream_dataset(np.arange(1000), 4, 10, num_batches, offset)  # fits for every offset
+        pipeline.stream_dataset(np.arange(1000), 4, 10, num_batches, offset)  # fits for every offset
 
 
 def test_training_dataset_runs_epoch_after_epoch_and_resumes():
     ids = np.arange(200, dtype=np.int32)
-    num_batches = data.num_stream_batches(200, 2, 10, random_offset=True)  # (200 - 1 - 9) // 20 = 9
-    elements = list(data.training_dataset(ids, 2, 10, num_batches, seed=3, random_offset=True).take(20))
+    num_batches = pipeline.num_stream_batches(200, 2, 10, random_offset=True)  # (200 - 1 - 9) // 20 = 9
+    elements = list(pipeline.training_dataset(ids, 2, 10, num_batches, seed=3, random_offset=True).take(20))
     positions = [(int(e), int(k)) for e, k, _, _ in elements]
     assert positions == [(0, k) for k in range(9)] + [(1, k) for k in range(9)] + [(2, 0), (2, 1)]
     for epoch, k, x, y in elements:
-        offset = int(data.epoch_offset(3, epoch, 10, True))
+        offset = int(pipeline.epoch_offset(3, epoch, 10, True))
         start = offset + k.numpy() * 10
         assert x.numpy()[0].tolist() == list(range(start, start + 10))
         assert x.numpy()[1, 0] == offset + 90 + k.numpy() * 10  # stream 1 starts S = 90 ids later
         assert np.array_equal(y.numpy(), x.numpy() + 1)
     resumed = list(
-        data.training_dataset(ids, 2, 10, num_batches, 3, True, start_epoch=1, start_batch=7).take(3)
+        pipeline.training_dataset(ids, 2, 10, num_batches, 3, True, start_epoch=1, start_batch=7).take(3)
     )
     assert [(int(e), int(k)) for e, k, _, _ in resumed] == [(1, 7), (1, 8), (2, 0)]
     assert np.array_equal(resumed[0][2], elements[16][2])
 
 
 def test_split_is_contiguous():
-    train, val = data.split_ids(np.arange(100), 0.1)
+    train, val = splits.split_ids(np.arange(100), 0.1)
     assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
 
 
 def test_unicode_corpus_round_trips(text_file, corpus_cache):
     text = "한국어 텍스트와 이모지 😀🎉 그리고 English.\n" * 3
     path = text_file(text)
-    corpus = data.load_corpus(DataConfig(data_path=path, cache_dir=corpus_cache))
+    corpus = encoded.load_corpus(DataConfig(data_path=path, cache_dir=corpus_cache))
     assert corpus.vocab.decode(corpus.ids) == text
     assert len(corpus.ids) == len(text)
     data_bytes = text.encode("utf-8")
@@ -101,7 +101,7 @@ def test_unicode_corpus_round_trips(text_file, corpus_cache):
 
 
 def test_cached_ids_are_memory_mapped_and_read_only(text_file, corpus_cache):
-    corpus = data.load_corpus(DataConfig(data_path=text_file("abcabc"), cache_dir=corpus_cache))
+    corpus = encoded.load_corpus(DataConfig(data_path=text_file("abcabc"), cache_dir=corpus_cache))
     assert isinstance(corpus.ids, np.memmap) and corpus.ids.dtype == np.uint8
     assert not corpus.ids.flags.writeable
 
@@ -111,7 +111,7 @@ def test_text_streams_in_chunks_without_splitting_characters(tmp_path, chunk_byt
     text = "aé한😀\n" * 7 + "z"
     path = tmp_path / "corpus.txt"
     path.write_text(text, encoding="utf-8")
-    pieces = list(data.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
+    pieces = list(sources.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
     assert "".join(pieces) == text
     assert all(len(piece.encode("utf-8")) <= chunk_bytes + 3 for piece in pieces)  # + a carried character
 
@@ -121,31 +121,31 @@ def test_streamed_utf8_error_names_the_file_offset_and_line(tmp_path, chunk_byte
     path = tmp_path / "corpus.txt"
     path.write_bytes("é\n한\n".encode("utf-8") * 3 + b"ok\xff" + "😀".encode("utf-8")[:2])
     with pytest.raises(UserError, match=r"not valid UTF-8 at byte 23 \(line 7: invalid start byte\)"):
-        list(data.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
+        list(sources.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
     path.write_bytes(b"ok" + "😀".encode("utf-8")[:2])  # ends inside a character
     with pytest.raises(UserError, match="not valid UTF-8 at byte 2 .line 1: unexpected end of data"):
-        list(data.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
+        list(sources.read_text_chunks(str(path), chunk_bytes=chunk_bytes))
 
 
 def test_id_cache_is_keyed_by_content(text_file, corpus_cache):
     path = text_file("abcabc")
     config = DataConfig(data_path=path, cache_dir=corpus_cache)
-    corpus = data.load_corpus(config)
-    encoded = os.path.join(corpus_cache, "encoded")
+    corpus = encoded.load_corpus(config)
+    folder = os.path.join(corpus_cache, "encoded")
     entry = [corpus.sha256 + suffix for suffix in (".ids.npy", ".vocab.json")]
-    assert sorted(os.listdir(encoded)) == sorted(entry + [name + ".record.json" for name in entry])
-    cached = data.load_corpus(config)  # served from the cache
+    assert sorted(os.listdir(folder)) == sorted(entry + [name + ".record.json" for name in entry])
+    cached = encoded.load_corpus(config)  # served from the cache
     assert cached.vocab.decode(cached.ids) == "abcabc"
     with open(path, "w", encoding="utf-8") as f:  # the same path, new content: never the stale ids
         f.write("xyzzy")
-    corpus = data.load_corpus(config)
+    corpus = encoded.load_corpus(config)
     assert corpus.vocab.decode(corpus.ids) == "xyzzy"
-    assert len(os.listdir(encoded)) == 8
+    assert len(os.listdir(folder)) == 8
 
 
 def test_shakespeare_split_matches_nanogpt(shakespeare_cache):
-    corpus = data.load_corpus(DataConfig(cache_dir=shakespeare_cache))
-    train, val = data.split_ids(corpus.ids, 0.1)
+    corpus = encoded.load_corpus(DataConfig(cache_dir=shakespeare_cache))
+    train, val = splits.split_ids(corpus.ids, 0.1)
     assert (len(train), len(val)) == (1003854, 111540)
 
 
@@ -159,47 +159,47 @@ class _Response(io.BytesIO):
 
 def test_download_is_checked_and_cached(monkeypatch, corpus_cache):
     payload = b"not the corpus"
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
+    monkeypatch.setattr(sources.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
     with pytest.raises(UserError, match="does not match sha256"):
-        data.download_shakespeare(corpus_cache)
-    assert not os.path.exists(os.path.join(corpus_cache, data.SHAKESPEARE_CACHE_PATH))
-    monkeypatch.setattr(data, "SHAKESPEARE_SHA256", data.files.sha256_hex(payload))
-    path = data.download_shakespeare(corpus_cache)
+        sources.download_shakespeare(corpus_cache)
+    assert not os.path.exists(os.path.join(corpus_cache, sources.SHAKESPEARE_CACHE_PATH))
+    monkeypatch.setattr(sources, "SHAKESPEARE_SHA256", sources.files.sha256_hex(payload))
+    path = sources.download_shakespeare(corpus_cache)
     assert open(path, "rb").read() == payload
 
 
 def test_a_damaged_download_is_downloaded_again_with_one_warning(monkeypatch, corpus_cache, caplog):
     payload = b"the corpus"
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
-    monkeypatch.setattr(data, "SHAKESPEARE_SHA256", data.files.sha256_hex(payload))
-    path = os.path.join(corpus_cache, data.SHAKESPEARE_CACHE_PATH)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
+    monkeypatch.setattr(sources, "SHAKESPEARE_SHA256", sources.files.sha256_hex(payload))
+    path = os.path.join(corpus_cache, sources.SHAKESPEARE_CACHE_PATH)
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as f:
         f.write(b"the cor")  # a download cut short
     with caplog.at_level(logging.WARNING, logger="absl"):
-        assert data.download_shakespeare(corpus_cache) == path
+        assert sources.download_shakespeare(corpus_cache) == path
     assert open(path, "rb").read() == payload
     (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert warning.startswith(f"The downloaded corpus {path} is not the tiny-shakespeare corpus (7 bytes, ")
     with open(path, "wb") as f:
         f.write(b"the cor")
-    monkeypatch.setattr(data.cache, "writable", lambda folder: False)  # a read-only cache
+    monkeypatch.setattr(sources.cache, "writable", lambda folder: False)  # a read-only cache
     with pytest.raises(UserError, match=f"{path} is not the tiny-shakespeare corpus .* delete it"):
-        data.download_shakespeare(corpus_cache)
+        sources.download_shakespeare(corpus_cache)
 
 
 def test_offline_download_names_the_url_and_data_path(monkeypatch, corpus_cache):
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", offline)
     with pytest.raises(UserError) as error:
-        data.download_shakespeare(corpus_cache)
-    assert data.SHAKESPEARE_URL in str(error.value) and "--data_path" in str(error.value)
+        sources.download_shakespeare(corpus_cache)
+    assert sources.SHAKESPEARE_URL in str(error.value) and "--data_path" in str(error.value)
     assert "\n" not in str(error.value)
 
 
 def test_too_short_split_says_which_flags():
     with pytest.raises(UserError, match="lower --batch_size or --seq_length"):
-        data.check_split_size("validation", 50, batch_size=4, seq_length=16)
-    data.check_split_size("training", 65, batch_size=4, seq_length=16)
+        splits.check_split_size("validation", 50, batch_size=4, seq_length=16)
+    splits.check_split_size("training", 65, batch_size=4, seq_length=16)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tf_charrnn import data
+from tf_charrnn.data import pipeline
 
 
 @settings(max_examples=60, deadline=None)
@@ -19,12 +19,12 @@ def test_stream_batches_shift_continue_and_lose_only_the_remainder(
     num_ids, batch_size, seq_length, offset_seed, random_offset
 ):
     positions = np.arange(num_ids, dtype=np.int32)  # a corpus whose id is its own position
-    num_batches = data.num_stream_batches(num_ids, batch_size, seq_length, random_offset)
+    num_batches = pipeline.num_stream_batches(num_ids, batch_size, seq_length, random_offset)
     if num_batches == 0:
         assert num_ids - 1 < batch_size * seq_length + (seq_length - 1 if random_offset else 0)
         return
-    offset = int(data.epoch_offset(offset_seed, 0, seq_length, random_offset))
-    batches = list(data.stream_dataset(positions, batch_size, seq_length, num_batches, offset))
+    offset = int(pipeline.epoch_offset(offset_seed, 0, seq_length, random_offset))
+    batches = list(pipeline.stream_dataset(positions, batch_size, seq_length, num_batches, offset))
     assert len(batches) == num_batches
     inputs = np.concatenate([x.numpy() for x, _ in batches], axis=1)  # [B, num_batches * T]
     targets = np.concatenate([y.numpy() for _, y in batches], axis=1)

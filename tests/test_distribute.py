@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from helpers import QUOTE, make_config
-from tf_charrnn import data as data_lib
-from tf_charrnn import distribute, training
+from tf_charrnn.data import pipeline
 from tf_charrnn.errors import UserError
+from tf_charrnn.runtime import distribute
+from tf_charrnn.training import trainer
 
 # A small run on `corpus`: 4 streams of 8 characters (2 per replica under mirrored), random offsets.
 _config = functools.partial(
@@ -48,8 +49,8 @@ def test_the_test_session_has_two_logical_cpus():
 
 
 def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tmp_path):
-    single = training.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default"))
-    mirrored = training.train(_config(corpus, corpus_cache, tmp_path / "mirrored", strategy="mirrored"))
+    single = trainer.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default"))
+    mirrored = trainer.train(_config(corpus, corpus_cache, tmp_path / "mirrored", strategy="mirrored"))
     assert len(mirrored.losses) == 8
     np.testing.assert_allclose(mirrored.losses, single.losses, rtol=0, atol=1e-5)
     assert mirrored.best_val_loss == pytest.approx(single.best_val_loss, abs=1e-5)
@@ -63,10 +64,10 @@ def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tm
 
 
 def test_a_mirrored_run_resumes_on_one_device(corpus, corpus_cache, tmp_path):
-    uninterrupted = training.train(_config(corpus, corpus_cache, tmp_path / "one", strategy="default"))
+    uninterrupted = trainer.train(_config(corpus, corpus_cache, tmp_path / "one", strategy="default"))
     config = _config(corpus, corpus_cache, tmp_path / "moved", strategy="mirrored")
-    first = training.train(config.replace(max_steps=5))  # stops mid-epoch, after an evaluation
-    second = training.train(config.replace(strategy="default"))
+    first = trainer.train(config.replace(max_steps=5))  # stops mid-epoch, after an evaluation
+    second = trainer.train(config.replace(strategy="default"))
     np.testing.assert_allclose(first.losses + second.losses, uninterrupted.losses, rtol=0, atol=1e-5)
 
 
@@ -77,17 +78,17 @@ def test_replicas_must_divide_the_global_batch(corpus, corpus_cache, tmp_path):
     with pytest.raises(
         UserError, match="--batch_size 3 does not divide among 2 replicas; use a multiple of 2"
     ):
-        training.train(config)
+        trainer.train(config)
 
 
 def test_each_replica_receives_its_own_contiguous_streams():
     ids = np.arange(200, dtype=np.int32)
     strategy = distribute.make_strategy("mirrored")
-    layout = data_lib.stream_dataset(ids, 4, 5, 3)
+    layout = pipeline.stream_dataset(ids, 4, 5, 3)
     distributed = distribute.distribute_streams(
         strategy,
         4,
-        lambda first_row, num_rows: data_lib.stream_dataset(
+        lambda first_row, num_rows: pipeline.stream_dataset(
             ids, 4, 5, 3, first_row=first_row, num_rows=num_rows
         ),
     )
@@ -111,7 +112,7 @@ def test_mixed_precision_training_learns(mixed_precision, corpus, corpus_cache, 
         max_steps=60,
         learning_rate=0.02,
     )
-    result = training.train(config)
+    result = trainer.train(config)
     assert np.isfinite(result.losses).all()
     # float32 goes from 2.99 to 1.79 here; the vocabulary's uniform loss is log(21) = 3.04.
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) - 0.9
@@ -121,9 +122,9 @@ def test_mixed_precision_training_learns(mixed_precision, corpus, corpus_cache, 
 
 def test_mixed_precision_is_part_of_the_run(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
-    training.train(config)
+    trainer.train(config)
     with pytest.raises(UserError, match="mixed_precision 'none' -> 'float16'"):
-        training.train(config.replace(mixed_precision="float16", max_steps=4))
+        trainer.train(config.replace(mixed_precision="float16", max_steps=4))
 
 
 def test_multi_worker_needs_tf_config(monkeypatch):
@@ -140,11 +141,11 @@ def test_xla_compiles_the_whole_step_on_one_device_and_each_replica_step_under_m
 ):
     # The default run steps its LSTMs on the fused kernels, which XLA cannot compile: with
     # --jit_compile the layers fall back to Keras' LSTM and train to the same losses.
-    on_kernels = training.train(
+    on_kernels = trainer.train(
         _config(corpus, corpus_cache, tmp_path / "kernels", strategy="default", max_steps=4)
     )
     for strategy in ["default", "mirrored"]:
-        compiled = training.train(
+        compiled = trainer.train(
             _config(
                 corpus,
                 corpus_cache,

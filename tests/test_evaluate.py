@@ -11,10 +11,14 @@ import pytest
 import tensorflow as tf
 
 from helpers import QUOTE, make_config, read_scalars, run_script, seed_kernels, snapshot
-from tf_charrnn import evaluate, losses, run_directory, runtime, training
 from tf_charrnn.cli.evaluate import _human_line
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
+from tf_charrnn.inference import scoring
+from tf_charrnn.model import losses
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import run_directory
+from tf_charrnn.runtime import placement
+from tf_charrnn.training import trainer
 
 # 3 streams of 8 characters; the corpus is 730 characters, its validation split 73: 3 batches, 72 scored.
 BATCH_SIZE, SEQ_LENGTH, VAL_CHARS = 3, 8, 72
@@ -40,14 +44,14 @@ def trained(tmp_path_factory):
     config = make_config(
         corpus, root / "cache", root / "run", **SETTINGS, max_steps=10, eval_every=5, ckpt_every=5
     )
-    return str(root / "run"), training.train(config), root
+    return str(root / "run"), trainer.train(config), root
 
 
 def _reference_loss(train_dir, ids, streams, length):
     """Mean loss of `streams` contiguous streams of `length` characters, each in one call from a zero
     state: what the stream layout computes batch by batch."""
     config, _ = run_directory.load_run(train_dir)
-    model = CharRNN(config.model, streams, fused_kernels=runtime.fused_kernels_apply())
+    model = CharRNN(config.model, streams, fused_kernels=placement.fused_kernels_apply())
     run_directory.restore_weights(train_dir, model)
     ids = np.asarray(ids[: streams * length + 1], np.int32)
     inputs, targets = ids[:-1].reshape(streams, length), ids[1:].reshape(streams, length)
@@ -60,16 +64,16 @@ def test_validation_split_reproduces_the_val_loss_training_logged(trained):
     assert sorted(logged) == [5, 10]
     for step, val_loss in logged.items():
         checkpoint = os.path.join(run_directory.checkpoint_dir(train_dir), f"ckpt-{step}")
-        scored = evaluate.evaluate_run(train_dir, checkpoint=checkpoint)
+        scored = scoring.evaluate_run(train_dir, checkpoint=checkpoint)
         assert scored.checkpoint == checkpoint
         assert scored.characters == VAL_CHARS and scored.skipped_characters == 0
         assert scored.nats_per_char == pytest.approx(val_loss, abs=1e-4)
         assert scored.bits_per_char == pytest.approx(scored.nats_per_char / np.log(2), rel=1e-9)
         assert scored.perplexity == pytest.approx(np.exp(scored.nats_per_char), rel=1e-9)
-    best = evaluate.evaluate_run(train_dir, best=True)
+    best = scoring.evaluate_run(train_dir, best=True)
     assert os.path.dirname(best.checkpoint) == run_directory.checkpoint_dir(train_dir, best=True)
     assert best.nats_per_char == pytest.approx(result.best_val_loss, abs=1e-4)
-    assert evaluate.evaluate_run(train_dir).checkpoint.endswith("ckpt-10")  # the latest by default
+    assert scoring.evaluate_run(train_dir).checkpoint.endswith("ckpt-10")  # the latest by default
 
 
 def test_validation_split_reproduces_the_val_loss_under_bfloat16(text_file, corpus_cache, tmp_path):
@@ -83,8 +87,8 @@ def test_validation_split_reproduces_the_val_loss_under_bfloat16(text_file, corp
         eval_every=2,
         ckpt_every=2,
     )
-    result = training.train(config)
-    scored = evaluate.evaluate_run(config.length.train_dir, best=True)
+    result = trainer.train(config)
+    scored = scoring.evaluate_run(config.length.train_dir, best=True)
     assert scored.nats_per_char == pytest.approx(result.best_val_loss, abs=1e-4)
 
 
@@ -94,13 +98,13 @@ def test_validation_split_reproduces_the_val_loss_under_bfloat16(text_file, corp
     + [(5, (1, 4, 1)), (2, (1, 1, 1))],
 )
 def test_stream_layout_uses_the_runs_streams_or_fewer(num_ids, layout):
-    assert evaluate.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH) == layout
+    assert scoring.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH) == layout
 
 
 @pytest.mark.parametrize("num_ids", [0, 1])
 def test_stream_layout_needs_two_characters(num_ids):
     with pytest.raises(UserError, match="at least 2 are needed"):
-        evaluate.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH)
+        scoring.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +120,7 @@ def test_a_text_scores_in_streams(trained, text_file, length, streams, seq_lengt
     train_dir = trained[0]
     _, vocab = run_directory.load_run(train_dir)
     text = ((QUOTE + " ") * 2)[:length]
-    result = evaluate.evaluate_run(train_dir, data_path=text_file(text, "text.txt"))
+    result = scoring.evaluate_run(train_dir, data_path=text_file(text, "text.txt"))
     assert result.characters == scored and result.skipped_characters == 0
     want = _reference_loss(train_dir, vocab.encode(text), streams, seq_length)
     assert result.nats_per_char == pytest.approx(want, abs=1e-5)
@@ -132,10 +136,10 @@ def test_a_folder_scores_as_its_files_joined_with_the_runs_separator(trained, tm
     joined = tmp_path / "joined.txt"
     joined.write_text("\n\n".join(parts), encoding="utf-8")  # the run's separator, in sorted path order
     # The run's corpus has no newline: the two separators' four characters are left out, and counted.
-    want = evaluate.evaluate_run(train_dir, data_path=str(joined), skip_unknown=True)
+    want = scoring.evaluate_run(train_dir, data_path=str(joined), skip_unknown=True)
     assert want.skipped_characters == 4
     for data_path in [str(folder), f"{folder}/a.txt,{folder}/b/c.txt,{folder}/d.txt"]:
-        got = evaluate.evaluate_run(train_dir, data_path=data_path, skip_unknown=True)
+        got = scoring.evaluate_run(train_dir, data_path=data_path, skip_unknown=True)
         assert (got.characters, got.nats_per_char, got.skipped_characters) == (
             want.characters,
             want.nats_per_char,
@@ -145,7 +149,7 @@ def test_a_folder_scores_as_its_files_joined_with_the_runs_separator(trained, tm
 
 def test_a_single_character_is_refused(trained, text_file):
     with pytest.raises(UserError, match="the text has 1 character"):
-        evaluate.evaluate_run(trained[0], data_path=text_file("K", "one.txt"))
+        scoring.evaluate_run(trained[0], data_path=text_file("K", "one.txt"))
 
 
 def test_unknown_characters_are_refused_or_left_out_and_counted(trained, text_file):
@@ -153,15 +157,15 @@ def test_unknown_characters_are_refused_or_left_out_and_counted(trained, text_fi
     clean = (QUOTE + " ") * 2
     path = text_file("Z" + clean[:40] + "€" + clean[40:] + "ZZ", "unknown.txt")
     with pytest.raises(UserError, match=r"outside the run's vocabulary: \['Z', '€'\]; pass --skip_unknown"):
-        evaluate.evaluate_run(train_dir, data_path=path)
-    skipped = evaluate.evaluate_run(train_dir, data_path=path, skip_unknown=True)
+        scoring.evaluate_run(train_dir, data_path=path)
+    skipped = scoring.evaluate_run(train_dir, data_path=path, skip_unknown=True)
     assert skipped.skipped_characters == 4
-    without = evaluate.evaluate_run(train_dir, data_path=text_file(clean, "clean.txt"))
+    without = scoring.evaluate_run(train_dir, data_path=text_file(clean, "clean.txt"))
     assert (skipped.characters, skipped.nats_per_char) == (without.characters, without.nats_per_char)
 
 
 def test_the_human_line_names_what_was_left_out():
-    result = evaluate.Evaluation("runs/x/checkpoints/ckpt-60", 4096, 1.23451, 1.78103, 3.43687, 0)
+    result = scoring.Evaluation("runs/x/checkpoints/ckpt-60", 4096, 1.23451, 1.78103, 3.43687, 0)
     line = "ckpt-60 | 4,096 characters | 1.2345 nats/char | 1.7810 bits/char | perplexity 3.437"
     assert _human_line(result) == line
     assert _human_line(dataclasses.replace(result, skipped_characters=1200)) == (
@@ -203,7 +207,7 @@ def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):
     pattern = r"ckpt-10 \| 72 characters \| (\S+) nats/char \| (\S+) bits/char \| perplexity (\S+)"
     match = re.fullmatch(pattern, human.stdout.strip())
     assert match, human.stdout
-    assert float(match[1]) == pytest.approx(evaluate.evaluate_run(train_dir).nats_per_char, abs=1e-4)
+    assert float(match[1]) == pytest.approx(scoring.evaluate_run(train_dir).nats_per_char, abs=1e-4)
 
     printed = results["json"]
     assert printed.returncode == 0, printed.stderr

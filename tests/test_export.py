@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 from helpers import run_command, train_tiny_run
-from tf_charrnn import export, sampling
 from tf_charrnn.errors import UserError
+from tf_charrnn.export import saved_model
+from tf_charrnn.inference import sampling
 
 SETTINGS = dict(prime="Willing ", length=80, temperature=0.8, seed=7)
 
@@ -41,7 +42,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_dir):
-    return export.export_run(run_dir)
+    return saved_model.export_run(run_dir)
 
 
 def _in_process_text(run_dir):
@@ -135,8 +136,8 @@ def test_export_refuses_a_non_empty_dir_and_replaces_with_overwrite(run_dir, tmp
     target.mkdir()
     (target / "keep.txt").write_text("precious")
     with pytest.raises(UserError, match="--overwrite"):
-        export.export_run(run_dir, str(target))
+        saved_model.export_run(run_dir, str(target))
     assert os.listdir(target) == ["keep.txt"]
-    export.export_run(run_dir, str(target), overwrite=True)
+    saved_model.export_run(run_dir, str(target), overwrite=True)
     assert "saved_model.pb" in os.listdir(target) and "keep.txt" not in os.listdir(target)
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []  # no staging left

@@ -20,7 +20,7 @@ from helpers import (
     start_command,
     step_losses,
 )
-from tf_charrnn import run_directory
+from tf_charrnn.run import run_directory
 
 FAULT_HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_hooks")
 STEPS = 16

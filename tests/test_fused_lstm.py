@@ -12,14 +12,15 @@ import pytest
 import tensorflow as tf
 
 from helpers import KERNEL_GRADIENT_NAMES, QUOTE, assert_models_agree, lstm_sequence_results, run_command
-from tf_charrnn import data as data_lib
-from tf_charrnn import fused_lstm, native, sampling
-from tf_charrnn import runtime as runtime_lib
 from tf_charrnn.config import ModelConfig, RunConfig
+from tf_charrnn.data import pipeline
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
-from tf_charrnn.train_step import TrainStep
-from tf_charrnn.vocab import Vocab
+from tf_charrnn.inference import sampling
+from tf_charrnn.model import fused_lstm, native
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.runtime import placement
+from tf_charrnn.training.train_step import TrainStep
 
 needs_kernels = pytest.mark.skipif(native.load() is None, reason="the fused kernels cannot be built here")
 needs_bfloat16_kernels = pytest.mark.skipif(
@@ -137,7 +138,7 @@ _BF16_PRODUCTS_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
     import numpy as np, tensorflow as tf
     from helpers import KERNEL_GRADIENT_NAMES, lstm_sequence_results
-    from tf_charrnn import native
+    from tf_charrnn.model import native
 
     results = {{"products": np.array(native.bf16_products())}}
     for batch_size, time, units in [(1, 3, 64), (17, 4, 128), (64, 2, 512)]:
@@ -238,13 +239,13 @@ def test_bfloat16_training_follows_the_float32_loss_curve():
                 seed=1,
             )
         )
-        runtime = runtime_lib.resolve(config.replace(strategy="default"))
+        runtime = placement.resolve(config.replace(strategy="default"))
         assert runtime.fused_kernels
         keras.utils.set_random_seed(1)
         train_step = TrainStep(config, runtime)
         losses[mixed_precision] = [
             float(train_step.train(inputs, targets, 0.01)["loss"])
-            for inputs, targets in data_lib.stream_dataset(ids, 8, 32, 10)
+            for inputs, targets in pipeline.stream_dataset(ids, 8, 32, 10)
             for _ in range(3)  # 30 steps: each batch three times, so the loss falls far
         ]
     want, got = np.array(losses["none"]), np.array(losses["bfloat16"])
@@ -308,9 +309,9 @@ def test_a_build_without_avx512_bf16_runs_bfloat16_on_the_float32_kernels(tmp_pa
     script = textwrap.dedent(
         """
         import numpy as np, tensorflow as tf
-        from tf_charrnn import native
+        from tf_charrnn.model import native
         from tf_charrnn.config import ModelConfig
-        from tf_charrnn.model import CharRNN
+        from tf_charrnn.model.char_rnn import CharRNN
 
         assert native.load() is not None and not native.bfloat16_kernels()
         assert not any(hasattr(native.load(), op) for op in native.BF16_OPS)

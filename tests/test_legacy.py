@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_charrnn import export, native, run_directory, sampling, training
 from tf_charrnn.config import RunConfig
+from tf_charrnn.export import saved_model
+from tf_charrnn.inference import sampling
+from tf_charrnn.model import native
+from tf_charrnn.run import run_directory
+from tf_charrnn.training import trainer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 EXPECTED = json.load(open(os.path.join(FIXTURES, "legacy_expected.json"), encoding="utf-8"))
@@ -67,7 +71,7 @@ def test_the_tensorflow_step_gives_the_old_savedmodel_text(legacy_run):
 
 def test_old_and_new_savedmodels_agree(legacy_run, tmp_path):
     _, vocab = run_directory.load_run(legacy_run)
-    new_export = export.export_run(legacy_run, str(tmp_path / "new_export"))
+    new_export = saved_model.export_run(legacy_run, str(tmp_path / "new_export"))
     for path in (os.path.join(FIXTURES, "legacy_export"), new_export):
         text, logits = _saved_model_outputs(path, vocab)
         assert text == EXPECTED["saved_model_text"]
@@ -82,7 +86,7 @@ def test_the_old_run_resumes(legacy_run, corpus_cache):
         cache_dir=corpus_cache,
         max_steps=63,
     )
-    result = training.train(config)
+    result = trainer.train(config)
     assert result.step == 63 and len(result.losses) == 3  # steps 61-63 only: it resumed at step 60
     assert all(np.isfinite(result.losses))
     with open(config.data.data_path, "rb") as f:

@@ -11,11 +11,12 @@ import pytest
 import tensorflow as tf
 
 from helpers import QUOTE, REPO_ROOT, run_command, run_script, train_tiny_run
-from tf_charrnn import export, litert, sampling
 from tf_charrnn.config import ExportConfig, ModelConfig
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
-from tf_charrnn.vocab import Vocab
+from tf_charrnn.export import litert, saved_model
+from tf_charrnn.inference import sampling
+from tf_charrnn.model.char_rnn import CharRNN
 
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "litert_generate.py")
 PRIME = "Willing "
@@ -48,7 +49,7 @@ def exports(run_dir, tmp_path_factory):
     """{quantize: export folder} for each quantization."""
     root = tmp_path_factory.mktemp("litert_exports")
     return {
-        quantize: export.export_run(run_dir, str(root / quantize), format="litert", quantize=quantize)
+        quantize: saved_model.export_run(run_dir, str(root / quantize), format="litert", quantize=quantize)
         for quantize in ("none", "float16", "int8")
     }
 
@@ -91,7 +92,7 @@ def test_every_cell_converts_to_builtin_ops(cell, tmp_path):
     config = ModelConfig(vocab_size=12, embedding_dim=8, rnn_units=16, num_layers=2, dropout=0.0, cell=cell)
     model = CharRNN(config, batch_size=1)
     path = tmp_path / litert.MODEL_FILE
-    path.write_bytes(litert.convert(export.StepModule(model)))
+    path.write_bytes(litert.convert(saved_model.StepModule(model)))
     runner = litert.step_runner(str(path))
     ids = np.array([3, 7], np.int32)
     states = np.random.default_rng(0).normal(size=litert.state_shape(runner, 2)).astype(np.float32)
@@ -167,7 +168,7 @@ def test_choose_next_masks_all_but_the_top_k(example):
 
 
 def test_litert_export_is_atomic_and_refuses_a_non_empty_dir(run_dir, tmp_path):
-    default = export.export_run(run_dir, format="litert")
+    default = saved_model.export_run(run_dir, format="litert")
     assert default == os.path.join(run_dir, "export_litert")
     assert sorted(os.listdir(default)) == ["model.tflite", "vocab.json"]
     assert Vocab.load(os.path.join(default, "vocab.json")) == Vocab.load(os.path.join(run_dir, "vocab.json"))
@@ -175,9 +176,9 @@ def test_litert_export_is_atomic_and_refuses_a_non_empty_dir(run_dir, tmp_path):
     target.mkdir()
     (target / "keep.txt").write_text("precious")
     with pytest.raises(UserError, match="--overwrite"):
-        export.export_run(run_dir, str(target), format="litert")
+        saved_model.export_run(run_dir, str(target), format="litert")
     assert os.listdir(target) == ["keep.txt"]
-    export.export_run(run_dir, str(target), overwrite=True, format="litert", quantize="int8")
+    saved_model.export_run(run_dir, str(target), overwrite=True, format="litert", quantize="int8")
     assert sorted(os.listdir(target)) == ["model.tflite", "vocab.json"]
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []  # no staging left
 

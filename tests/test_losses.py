@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from tf_charrnn import losses
+from tf_charrnn.model import losses
 
 
 def _log_softmax(x):

@@ -3,7 +3,7 @@ import pytest
 
 from helpers import assert_models_agree
 from tf_charrnn.config import ModelConfig
-from tf_charrnn.model import CharRNN
+from tf_charrnn.model.char_rnn import CharRNN
 
 CONFIG = ModelConfig(vocab_size=12, embedding_dim=6, rnn_units=8, num_layers=2, dropout=0.0)
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import tensorflow as tf
 
-from tf_charrnn import native
+from tf_charrnn.model import native
 
 # x86-64: SSE4.2 only, AVX2, AVX-512 without BF16, with BF16, with FP16 and AMX, Zen 3/4/5.
 TARGETS = (

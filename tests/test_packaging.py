@@ -19,9 +19,9 @@ import tensorflow as tf
 
 from helpers import QUOTE, REPO_ROOT, run_command
 from tf_charrnn import cache as cache_lib
-from tf_charrnn import native
+from tf_charrnn.model import native
 
-KERNELS = os.path.join(REPO_ROOT, "tf_charrnn", "kernels")
+KERNELS = os.path.join(REPO_ROOT, "tf_charrnn", "model", "kernels")
 SCRIPTS = [
     "tf-charrnn-train",
     "tf-charrnn-sample",
@@ -76,7 +76,7 @@ def site(wheel, tmp_path_factory):
 
 
 def _expected_package_files():
-    kernels = [f"tf_charrnn/kernels/{name}" for name in sorted(os.listdir(KERNELS))]
+    kernels = [f"tf_charrnn/model/kernels/{name}" for name in sorted(os.listdir(KERNELS))]
     cli = [
         os.path.relpath(path, REPO_ROOT).replace(os.sep, "/")
         for path in sorted(glob.glob(os.path.join(REPO_ROOT, "tf_charrnn", "cli", "*.py")))
@@ -94,8 +94,8 @@ def test_wheel_carries_the_kernel_sources_and_the_cli(wheel):
         entry_points = archive.read(entry_points).decode()
     assert set(kernels) <= names
     assert set(cli) <= names
-    page = os.path.join(REPO_ROOT, "tf_charrnn", "web_page")
-    assert {f"tf_charrnn/web_page/{name}" for name in os.listdir(page)} <= names  # --format=web's page
+    page = os.path.join(REPO_ROOT, "tf_charrnn", "export", "web_page")
+    assert {f"tf_charrnn/export/web_page/{name}" for name in os.listdir(page)} <= names  # --format=web's page
     for script in SCRIPTS:
         assert f"{script} = tf_charrnn.cli.{script.rsplit('-', 1)[1]}:run" in entry_points
 
@@ -126,7 +126,9 @@ from absl import logging
 
 logging.set_verbosity(logging.INFO)
 
-from tf_charrnn import native, runtime, training
+from tf_charrnn.model import native
+from tf_charrnn.runtime import placement
+from tf_charrnn.training import trainer
 from tf_charrnn.config import RunConfig
 
 kernels = native.load()
@@ -147,8 +149,8 @@ for op in native.OPS:  # the layers call the module's attributes while they are 
     setattr(kernels, op, counted(op, getattr(kernels, op)))
 
 config = RunConfig.from_flat(json.loads(sys.argv[2]))
-fused_kernels = runtime.resolve(config).fused_kernels
-result = training.train(config)
+fused_kernels = placement.resolve(config).fused_kernels
+result = trainer.train(config)
 print("RESULT " + json.dumps({
     "kernels_dir": native.KERNELS_DIR,
     "library": native.library_path(),
@@ -188,7 +190,7 @@ def test_installed_wheel_builds_the_kernels_trains_on_them_and_runs_its_scripts(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     report = json.loads(line.removeprefix("RESULT "))
-    assert report["kernels_dir"] == os.path.join(site, "tf_charrnn", "kernels")
+    assert report["kernels_dir"] == os.path.join(site, "tf_charrnn", "model", "kernels")
     assert report["library"].startswith(str(cache) + os.sep) and os.path.isfile(report["library"])
     assert result.stderr.count("Compiling the fused LSTM kernels once") == 1, result.stderr[-3000:]
     assert report["fused_kernels"]
@@ -238,7 +240,7 @@ def _files_under(path):
 
 
 def test_no_kernel_sources_is_refused_and_builds_nothing(monkeypatch, cache, caplog):
-    # As a wheel built without package data installs: the package without tf_charrnn/kernels.
+    # As a wheel built without package data installs: the package without tf_charrnn/model/kernels.
     monkeypatch.setattr(native, "SOURCES", [])
     with pytest.raises(native.NativeBuildError, match=f"no kernel sources.*{native.KERNELS_DIR}"):
         native.build_and_load(cache=str(cache))

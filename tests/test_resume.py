@@ -7,7 +7,8 @@ import os
 import pytest
 
 from helpers import QUOTE, make_config, read_scalars, run_script, smoke_args, snapshot
-from tf_charrnn import run_directory, training
+from tf_charrnn.run import run_directory
+from tf_charrnn.training import trainer
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def _run_config(text_file, corpus_cache, tmp_path, **values):
 def _scripted_validation(monkeypatch, losses):
     """Makes each validation return the next of `losses`."""
     remaining = list(losses)
-    monkeypatch.setattr(training.Trainer, "evaluate", lambda self: remaining.pop(0))
+    monkeypatch.setattr(trainer.Trainer, "evaluate", lambda self: remaining.pop(0))
 
 
 def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
@@ -118,17 +119,17 @@ def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
     caplog.set_level(logging.INFO, logger="absl")
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=20, patience=2, lr_schedule="cosine")
     _scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.4])
-    result = training.train(config)
+    result = trainer.train(config)
     # Validation after every step: a new best at step 2, none at steps 3 and 4.
     assert (result.step, result.stopped_early, result.best_val_loss) == (4, True, 2.0)
     assert "Stopping early at step 4: 2 validations without a new best" in caplog.text
     assert run_directory.find_checkpoint(config.length.train_dir).endswith("ckpt-4")
     # Resumed with the same patience: the count was saved, so it stops before a step.
-    assert training.train(config).step == 4
+    assert trainer.train(config).step == 4
     # With more patience it trains on, and one more validation without a new best uses it up.
     caplog.clear()
     _scripted_validation(monkeypatch, [2.1])
-    result = training.train(config.replace(patience=3))
+    result = trainer.train(config.replace(patience=3))
     assert (result.step, result.stopped_early) == (5, True)
     assert "The run now ends" not in caplog.text  # same length: no schedule change to report
 
@@ -136,9 +137,9 @@ def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
 def test_a_longer_cosine_run_says_what_its_learning_rate_does(text_file, corpus_cache, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="absl")
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=3, lr_schedule="cosine", eval_every=100)
-    training.train(config)
+    trainer.train(config)
     caplog.clear()
-    result = training.train(config.replace(max_steps=6))
+    result = trainer.train(config.replace(max_steps=6))
     assert result.step == 6
     assert (
         "The run now ends at step 6, not 3: the cosine schedule decays over the new length, so the "
@@ -155,7 +156,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
     from tf_charrnn.errors import UserError
 
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=1, eval_every=100)
-    training.train(config)
+    trainer.train(config)
     config, vocab = run_directory.load_run(config.length.train_dir)
     before = snapshot(config.length.train_dir)
     other_strings = {"lstm": "gru", "exponential": "cosine", "none": "bfloat16"}

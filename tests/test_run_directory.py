@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from tf_charrnn import run_directory
 from tf_charrnn.errors import UserError
+from tf_charrnn.run import run_directory
 
 
 def test_the_lock_file_lives_only_while_the_lock_is_held(tmp_path):

@@ -2,17 +2,18 @@
 
 import pytest
 
-from tf_charrnn import native, runtime
 from tf_charrnn.config import RunConfig
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
-from tf_charrnn.sampling import Sampler
+from tf_charrnn.inference.sampling import Sampler
+from tf_charrnn.model import native
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.runtime import placement
 
 needs_kernels = pytest.mark.skipif(native.load() is None, reason="the fused kernels cannot be built here")
 
 
 def _resolve(**values):
-    return runtime.resolve(RunConfig.from_flat({"strategy": "default", **values}))
+    return placement.resolve(RunConfig.from_flat({"strategy": "default", **values}))
 
 
 @needs_kernels
@@ -21,7 +22,7 @@ def test_a_cpu_run_unrolls_and_runs_the_kernels():
     assert (decided.replicas, decided.replica_batch_size, decided.single_device) == (1, 64, True)
     assert decided.fused_kernels and decided.unroll and decided.is_chief
     assert decided.dtype_policy is None and not decided.loss_scaling and not decided.bfloat16_kernels
-    assert not _resolve(seq_length=runtime.MAX_UNROLLED_SEQ_LENGTH + 1).unroll
+    assert not _resolve(seq_length=placement.MAX_UNROLLED_SEQ_LENGTH + 1).unroll
 
 
 def test_xla_keeps_the_kernels_off_in_training_and_eval_samples():
@@ -34,7 +35,7 @@ def test_xla_keeps_the_kernels_off_in_training_and_eval_samples():
 
 
 def test_on_a_gpu_nothing_builds_or_calls_the_kernels(monkeypatch):
-    monkeypatch.setattr(runtime, "on_gpu", lambda: True)
+    monkeypatch.setattr(placement, "on_gpu", lambda: True)
     monkeypatch.setattr(native, "load", lambda: pytest.fail("the kernels were loaded on a GPU"))
     decided = _resolve(seq_length=100)
     assert not decided.fused_kernels and not decided.unroll  # cuDNN wants the loop
@@ -71,14 +72,14 @@ def test_gpu_memory_grows_on_every_visible_gpu_before_the_strategy_starts(monkey
     monkeypatch.setattr(
         tf.config.experimental, "set_memory_growth", lambda gpu, enable: calls.append(("grow", gpu, enable))
     )
-    runtime.grow_gpu_memory()
+    placement.grow_gpu_memory()
     assert calls == [("grow", "GPU:0", True), ("grow", "GPU:1", True)]
     calls.clear()
-    monkeypatch.setattr(runtime.native, "load", lambda: None)
+    monkeypatch.setattr(placement.native, "load", lambda: None)
     monkeypatch.setattr(
-        runtime.distribute,
+        placement.distribute,
         "make_strategy",
         lambda name, tpu: calls.append(("strategy",)) or tf.distribute.get_strategy(),
     )
-    runtime.resolve(RunConfig.from_flat({"strategy": "default"}))
+    placement.resolve(RunConfig.from_flat({"strategy": "default"}))
     assert calls[:3] == [("grow", "GPU:0", True), ("grow", "GPU:1", True), ("strategy",)]

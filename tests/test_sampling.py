@@ -6,11 +6,12 @@ import pytest
 import tensorflow as tf
 
 from helpers import make_config
-from tf_charrnn import sampling, training
 from tf_charrnn.config import ModelConfig
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
-from tf_charrnn.vocab import Vocab
+from tf_charrnn.inference import sampling
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.training import trainer
 
 LOGITS = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype=np.float32))
 
@@ -139,7 +140,7 @@ def test_korean_prime_on_a_korean_run(text_file, corpus_cache, tmp_path):
         eval_every=30,
         sample_length=10,
     )
-    training.train(config)
+    trainer.train(config)
     korean_sampler, vocab = sampling.load_sampler(str(tmp_path / "run"), fused_kernels=True)
     texts = korean_sampler.generate(vocab, "서울은", 30, num_samples=2, seed=1)
     assert all(len(t) == 30 and set(t) <= set(text) for t in texts)

@@ -1,7 +1,7 @@
 import pytest
 
 from tf_charrnn.config import OptimizationConfig
-from tf_charrnn.schedules import describe_length_change, learning_rate
+from tf_charrnn.training.schedules import describe_length_change, learning_rate
 
 
 def test_exponential_decays_once_per_epoch_after_decay_after():

@@ -19,7 +19,7 @@ from helpers import (
     smoke_args,
     smoke_train_command,
 )
-from tf_charrnn import native
+from tf_charrnn.model import native
 
 
 @pytest.mark.slow
@@ -85,12 +85,12 @@ def test_signal_saves_a_checkpoint_that_resumes(signum, text_file, corpus_cache,
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A small run trained through the library (the script path is covered above)."""
-    from tf_charrnn import training
+    from tf_charrnn.training import trainer
 
     root = tmp_path_factory.mktemp("scripts")
     corpus = root / "corpus.txt"
     corpus.write_text((QUOTE + "\n") * 10, encoding="utf-8")
-    training.train(
+    trainer.train(
         make_config(
             corpus,
             root / "cache",

@@ -12,9 +12,10 @@ import urllib.request
 import pytest
 
 from helpers import QUOTE, make_config, scalar_values
-from tf_charrnn import run_directory, training
 from tf_charrnn.config import RunConfig
-from tf_charrnn.summaries import HPARAM_SECTIONS
+from tf_charrnn.run import run_directory
+from tf_charrnn.training import trainer
+from tf_charrnn.training.summaries import HPARAM_SECTIONS
 
 
 def _free_port():
@@ -84,7 +85,7 @@ def test_the_hparams_table_shows_the_experiment_and_its_validation_loss(
             eval_every=3,
             sample_length=0,
         )
-        results[name] = training.train(config)
+        results[name] = trainer.train(config)
 
     experiment = _post(f"{tensorboard}/data/plugin/hparams/experiment", {"experimentName": ""})
     expected = {field for section in HPARAM_SECTIONS for field in RunConfig().to_dict()[section]}

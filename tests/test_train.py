@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from helpers import QUOTE, make_config, scalar_values, tensorboard_events
-from tf_charrnn import evaluate, run_directory, sampling, schedules, training
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
+from tf_charrnn.inference import sampling, scoring
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import run_directory
+from tf_charrnn.training import schedules, trainer
 
 # A small run on `corpus`: 2 streams of 8 characters, two LSTM layers of 64 units (the fused kernels' size).
 _config = functools.partial(
@@ -52,7 +54,7 @@ def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache,
         log_every=50,
         sample_length=0,
     )
-    result = training.train(config)
+    result = trainer.train(config)
     assert np.mean(result.losses[-3:]) < 0.01
     sampler, vocab = sampling.load_sampler(config.length.train_dir, fused_kernels=True)
     assert sampler.generate(vocab, "K", len(QUOTE) - 1, mode="greedy")[0] == QUOTE[1:]
@@ -70,23 +72,23 @@ def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path):
         ckpt_every=1000,
         eval_every=7,
     )
-    expected = training.train(whole).losses
+    expected = trainer.train(whole).losses
     assert len(expected) == 60  # crosses two epoch boundaries (24 batches per epoch with offsets)
     parts = whole.replace(train_dir=str(tmp_path / "parts"), max_steps=31)
-    first = training.train(parts).losses
-    rest = training.train(parts.replace(max_steps=60)).losses
+    first = trainer.train(parts).losses
+    rest = trainer.train(parts.replace(max_steps=60)).losses
     assert first + rest == expected
 
 
 def test_evaluation_does_not_disturb_training(corpus, corpus_cache, tmp_path):
     often = _config(corpus, corpus_cache, tmp_path / "often", eval_every=1, deterministic=True)
     never = _config(corpus, corpus_cache, tmp_path / "never", eval_every=1000, deterministic=True)
-    assert training.train(often).losses == training.train(never).losses
+    assert trainer.train(often).losses == trainer.train(never).losses
 
 
 def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", keep=2)
-    result = training.train(config)
+    result = trainer.train(config)
     train_dir = config.length.train_dir
     saved = json.load(open(os.path.join(train_dir, "config.json")))
     assert saved["model"]["vocab_size"] == len(set(QUOTE + " ")) and saved["layout"]["batch_size"] == 2
@@ -117,14 +119,14 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
 
 def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
-    training.train(config)
+    trainer.train(config)
     before = open(run_directory.config_path(config.length.train_dir)).read()
     other_model = config.replace(rnn_units=32)
     with pytest.raises(UserError, match=r"rnn_units 64 -> 32.*--init_from"):
-        training.train(other_model)
+        trainer.train(other_model)
     other_corpus = config.replace(data_path=text_file("completely different text! " * 30, "other.txt"))
     with pytest.raises(UserError, match="vocabulary"):
-        training.train(other_corpus)
+        trainer.train(other_corpus)
     assert open(run_directory.config_path(config.length.train_dir)).read() == before
 
 
@@ -137,9 +139,9 @@ def _weights(train_dir):
 
 def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_cache, tmp_path):
     source = _config(corpus, corpus_cache, tmp_path / "source", max_steps=20, eval_every=1000)
-    source_losses = training.train(source).losses
+    source_losses = trainer.train(source).losses
     # A learning rate so small that one step leaves the weights as they were loaded.
-    warm = training.train(
+    warm = trainer.train(
         _config(
             corpus,
             corpus_cache,
@@ -157,7 +159,7 @@ def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_ca
         corpus, corpus_cache, tmp_path / "bad", rnn_units=32, init_from=str(tmp_path / "source")
     )
     with pytest.raises(UserError, match=r"another model shape \(rnn_units 64 there, 32 here\)"):
-        training.train(other_shape)
+        trainer.train(other_shape)
     assert not os.path.exists(tmp_path / "bad")
 
 
@@ -169,7 +171,7 @@ def _logits(train_dir, text):
 
 
 def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cache, tmp_path, caplog):
-    training.train(_config(corpus, corpus_cache, tmp_path / "source", max_steps=10, eval_every=1000))
+    trainer.train(_config(corpus, corpus_cache, tmp_path / "source", max_steps=10, eval_every=1000))
     new_text = text_file(("Zebra #1 (zoo) " + QUOTE + " ") * 5, "new.txt")
     # A learning rate so small that one step leaves the weights as they were initialised.
     warm = _config(
@@ -181,7 +183,7 @@ def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cac
         init_from=str(tmp_path / "source"),
     )
     with caplog.at_level("INFO", logger="absl"):  # another test in this worker may have quieted absl
-        training.train(warm)
+        trainer.train(warm)
     _, source_vocab = run_directory.load_run(str(tmp_path / "source"))
     _, vocab = run_directory.load_run(str(tmp_path / "warm"))
     new_chars = sorted(set("Zebra #1 (zoo)") - set(QUOTE))
@@ -197,18 +199,18 @@ def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cac
     tuned = warm.replace(
         train_dir=str(tmp_path / "tuned"), learning_rate=0.01, max_steps=6, deterministic=True
     )
-    tuned_result = training.train(tuned)
+    tuned_result = trainer.train(tuned)
     whole = tuned_result.losses
     # evaluate.py scores it on its own validation split, in its vocabulary, as training did.
-    scored = evaluate.evaluate_run(str(tmp_path / "tuned"), best=True)
+    scored = scoring.evaluate_run(str(tmp_path / "tuned"), best=True)
     assert scored.nats_per_char == pytest.approx(tuned_result.best_val_loss, rel=1e-5)
     parts = tuned.replace(train_dir=str(tmp_path / "parts"), max_steps=3)
-    assert training.train(parts).losses + training.train(parts.replace(max_steps=6)).losses == whole
+    assert trainer.train(parts).losses + trainer.train(parts.replace(max_steps=6)).losses == whole
 
 
 def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=3)
-    training.train(config)
+    trainer.train(config)
     run_config, _ = run_directory.load_run(config.length.train_dir)
     for batch_size in (1, 5):
         model = CharRNN(run_config.model, batch_size, fused_kernels=True)
@@ -220,11 +222,11 @@ def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
 
 def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, tmp_path, monkeypatch):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=4, ckpt_every=2, eval_every=1000)
-    training.train(config)
+    trainer.train(config)
     # The run goes on at a learning rate that blows it up (the optimisation itself may not change on resume).
     monkeypatch.setattr(schedules, "learning_rate", lambda *args: 1e38)
     with pytest.raises(UserError, match=r"training diverged at step \d+ .*lower --learning_rate"):
-        training.train(config.replace(max_steps=40))
+        trainer.train(config.replace(max_steps=40))
     latest = run_directory.find_checkpoint(config.length.train_dir)
     model = CharRNN(
         run_directory.load_run(config.length.train_dir)[0].model, batch_size=1, fused_kernels=True
@@ -258,11 +260,11 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(damage, corpus, co
         dropout=0.2,
         eval_every=1000,
     )
-    expected = training.train(whole).losses
+    expected = trainer.train(whole).losses
     parts = whole.replace(train_dir=str(tmp_path / "parts"), max_steps=6, ckpt_every=2)
-    training.train(parts)
+    trainer.train(parts)
     damage(str(tmp_path / "parts" / "checkpoints" / "ckpt-6"))
     with caplog.at_level("WARNING"):
-        resumed = training.train(parts.replace(max_steps=8))
+        resumed = trainer.train(parts.replace(max_steps=8))
     assert "ckpt-6 is unreadable" in caplog.text
     assert resumed.losses == expected[4:]  # steps 5..8 again, from ckpt-4

@@ -12,13 +12,15 @@ import pytest
 import tensorflow as tf
 
 from helpers import SMOKE_CONFIG, make_config, train_tiny_run
-from tf_charrnn import data as data_lib
-from tf_charrnn import losses, native, run_directory, training
-from tf_charrnn import runtime as runtime_lib
 from tf_charrnn.config import RunConfig
-from tf_charrnn.model import CharRNN
-from tf_charrnn.sampling import Sampler
-from tf_charrnn.vocab import Vocab
+from tf_charrnn.data.splits import Splits
+from tf_charrnn.data.vocab import Vocab
+from tf_charrnn.inference.sampling import Sampler
+from tf_charrnn.model import losses, native
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import run_directory
+from tf_charrnn.runtime import placement
+from tf_charrnn.training.trainer import Trainer, train
 
 VOCAB = Vocab(list("abcdefghijkl"))
 BATCH, TIME, UNITS = 4, 8, 64  # 64 units: the fused kernels apply
@@ -65,13 +67,13 @@ def _trainer(tmp_path, cell, implementation):
             train_dir=str(tmp_path / "run"),
         )
     )
-    runtime = runtime_lib.resolve(config)
+    runtime = placement.resolve(config)
     if not fused:
         runtime = dataclasses.replace(runtime, fused_kernels=False, bfloat16_kernels=False)
     ids = np.random.default_rng(0).integers(0, len(VOCAB), 2 * BATCH * TIME + 1).astype(np.int32)
-    splits = data_lib.Splits(VOCAB, ids, ids, "", 0, ())
+    splits = Splits(VOCAB, ids, ids, "", 0, ())
     run_directory.save_run(config, VOCAB)
-    trainer = training.Trainer(config, splits, runtime)
+    trainer = Trainer(config, splits, runtime)
     on_kernels = [
         cell == "lstm" and layer._kernels(None) is not None for layer in trainer.model.recurrent_layers
     ]
@@ -196,7 +198,7 @@ def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog):
         seed=1,
     )
     with caplog.at_level(logging.WARNING):
-        result = training.train(config)
+        result = train(config)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     caplog.clear()
     return float(np.mean(result.losses[-10:])), result.best_val_loss, warnings
@@ -222,15 +224,15 @@ def test_a_run_that_predicts_only_from_its_carried_state_says_so(shakespeare_cac
 def test_a_gap_the_incoming_state_does_not_explain_is_not_blamed_on_it(tmp_path, monkeypatch, caplog):
     # Validation far above training, as overfitting gives, on a model that predicts alike from a zero
     # state and from training's: the check scores both and stays silent.
-    monkeypatch.setattr(training.Trainer, "evaluate", lambda self: 10.0)
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: 10.0)
     scored = []
-    validation_losses = training.Trainer._validation_losses
+    validation_losses = Trainer._validation_losses
 
     def spy(self, from_carried_state=False, batches=None):
         scored.append(from_carried_state)
         return validation_losses(self, from_carried_state, batches)
 
-    monkeypatch.setattr(training.Trainer, "_validation_losses", spy)
+    monkeypatch.setattr(Trainer, "_validation_losses", spy)
     with caplog.at_level(logging.WARNING):
         train_tiny_run(tmp_path, rnn_units=64, embedding_dim=8)
     assert scored == [False, True]  # the check ran once, from a zero state and from training's

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tf_charrnn.vocab import Vocab
+from tf_charrnn.data.vocab import Vocab
 
 
 def test_sorted_by_code_point_and_round_trip():

@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 from helpers import REPO_ROOT, run_script, train_tiny_run
-from tf_charrnn import browser, export, litert, sampling, web
 from tf_charrnn.errors import UserError
+from tf_charrnn.export import browser, litert, saved_model, web
+from tf_charrnn.inference import sampling
 
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "litert_generate.py")
 PRIME = "Willing "
@@ -32,7 +33,7 @@ def pages(run_dir, web_runtime, tmp_path_factory):
     """{quantize: web export folder} with LiteRT.js copied in from web/node_modules (`npm ci` in web/)."""
     root = tmp_path_factory.mktemp("web_exports")
     return {
-        quantize: export.export_run(
+        quantize: saved_model.export_run(
             run_dir, str(root / quantize), format="web", quantize=quantize, web_runtime_dir=web_runtime
         )
         for quantize in ("none", "int8")
@@ -117,7 +118,7 @@ def test_export_writes_a_static_page_with_a_batch_1_model(pages, run_dir):
 
 
 def test_without_a_runtime_dir_the_page_loads_the_pinned_runtime_from_the_cdn(run_dir, tmp_path):
-    folder = export.export_run(run_dir, str(tmp_path / "cdn"), format="web")
+    folder = saved_model.export_run(run_dir, str(tmp_path / "cdn"), format="web")
     assert not os.path.exists(os.path.join(folder, "litert"))
     index = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
     pinned = f"https://cdn.jsdelivr.net/npm/@litertjs/core@{web.LITERT_JS_VERSION}"
@@ -134,7 +135,7 @@ def test_a_runtime_dir_without_the_pinned_litert_js_is_refused(run_dir, web_runt
     with pytest.raises(
         UserError, match=r"has no @litertjs/core/wasm/litert_wasm_internal.wasm; run `npm ci`"
     ):
-        export.export_run(run_dir, str(tmp_path / "a"), format="web", web_runtime_dir=str(fake))
+        saved_model.export_run(run_dir, str(tmp_path / "a"), format="web", web_runtime_dir=str(fake))
     shutil.rmtree(fake)
     shutil.copytree(web_runtime, fake)
     package = fake / "@litertjs" / "core" / "package.json"
@@ -142,7 +143,7 @@ def test_a_runtime_dir_without_the_pinned_litert_js_is_refused(run_dir, web_runt
     with pytest.raises(
         UserError, match=rf"holds @litertjs/core 9.9.9, the page is written for {web.LITERT_JS_VERSION}"
     ):
-        export.export_run(run_dir, str(tmp_path / "b"), format="web", web_runtime_dir=str(fake))
+        saved_model.export_run(run_dir, str(tmp_path / "b"), format="web", web_runtime_dir=str(fake))
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
 
@@ -280,7 +281,7 @@ console.log(JSON.stringify({
 
 
 def test_page_sampler_is_seeded_and_masks_all_but_the_top_k():
-    sampler = os.path.join(REPO_ROOT, "tf_charrnn", "web_page", "sampler.js")
+    sampler = os.path.join(REPO_ROOT, "tf_charrnn", "export", "web_page", "sampler.js")
     check = SAMPLER_CHECK % sampler
     out = subprocess.run(
         ["node", "--input-type=module", "-e", check], capture_output=True, text=True, timeout=60

@@ -13,13 +13,14 @@ The names below load on first use (PEP 562), so `import tf_charrnn` does not loa
 
 import importlib
 
-from tf_charrnn import startup
+from tf_charrnn import moved, startup
 
+moved.install()  # the flat layout's module paths (tf_charrnn.sampling, ...) still import
 # name -> the module that defines it
 _EXPORTS = {
     "train": "tf_charrnn.api",
-    "TrainResult": "tf_charrnn.training",
-    "CharLM": "tf_charrnn.charlm",
+    "TrainResult": "tf_charrnn.training.trainer",
+    "CharLM": "tf_charrnn.inference.charlm",
     "UserError": "tf_charrnn.errors",
 }
 __all__ = sorted(_EXPORTS)

@@ -33,10 +33,11 @@ def main(argv):
     config = flags.config_from_flags(EvaluateConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
-    from tf_charrnn import evaluate, runtime
+    from tf_charrnn.inference import scoring
+    from tf_charrnn.runtime import placement
 
-    runtime.grow_gpu_memory()
-    result = evaluate.evaluate_run(
+    placement.grow_gpu_memory()
+    result = scoring.evaluate_run(
         config.train_dir, config.checkpoint, config.best, config.data_path, config.skip_unknown
     )
     if config.json:

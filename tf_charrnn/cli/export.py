@@ -22,10 +22,11 @@ def main(argv):
     config = flags.config_from_flags(ExportConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
-    from tf_charrnn import export, runtime
+    from tf_charrnn.export import saved_model
+    from tf_charrnn.runtime import placement
 
-    runtime.grow_gpu_memory()
-    path = export.export_run(
+    placement.grow_gpu_memory()
+    path = saved_model.export_run(
         config.train_dir,
         config.export_dir,
         config.checkpoint,

@@ -40,14 +40,15 @@ def main(argv):
         raise UserError("pass --prime or --prime_file, not both")
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
-    from tf_charrnn import runtime, sampling
+    from tf_charrnn.inference import sampling
+    from tf_charrnn.runtime import placement
 
     prime = sampling.read_prime_file(config.prime_file) if config.prime_file else config.prime
     if config.output:
         sampling.check_output_path(config.output)
-    runtime.grow_gpu_memory()
+    placement.grow_gpu_memory()
     sampler, vocab = sampling.load_sampler(
-        config.train_dir, config.checkpoint, config.best, fused_kernels=runtime.fused_kernels_apply()
+        config.train_dir, config.checkpoint, config.best, fused_kernels=placement.fused_kernels_apply()
     )
     options = dict(
         num_samples=config.num_samples,

@@ -15,7 +15,7 @@ from tf_charrnn.errors import UserError
 def main(argv):
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(WebPageConfig)
-    from tf_charrnn import browser
+    from tf_charrnn.export import browser
 
     with browser.open_page(config.export_dir, config.chromium, width=config.width) as page:
         result = page.generate(

@@ -8,8 +8,8 @@ Under a tf.distribute strategy each replica holds batch_size / replicas contiguo
 import keras
 import tensorflow as tf
 
-from tf_charrnn import losses
-from tf_charrnn.model import CharRNN
+from tf_charrnn.model import losses
+from tf_charrnn.model.char_rnn import CharRNN
 
 
 class TrainStep:

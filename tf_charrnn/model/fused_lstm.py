@@ -2,7 +2,7 @@
 keras.layers.LSTM, about twice as fast per layer on a CPU.
 
 The input projection x W is one large matmul; the kernel CharRnnLstmSequence runs the recurrence
-(tf_charrnn/kernels/lstm_sequence.cc); the gradient runs the recurrence backwards in
+(tf_charrnn/model/kernels/lstm_sequence.cc); the gradient runs the recurrence backwards in
 CharRnnLstmSequenceGrad (which also sums the bias gradient) and forms the other weight and input
 gradients as three large matmuls. Under the mixed_bfloat16 policy the layer runs
 CharRnnLstmSequenceBf16 (kernels/lstm_sequence_bf16.cc: recurrent products in bfloat16 with float32
@@ -13,15 +13,15 @@ where cuDNN is faster; a mask, dropout inside the cell, a float16 compute dtype,
 64, kernels not built) the layer is keras.layers.LSTM.
 
 The layer also steps one character with explicit state (`step`, for sampling and export): on the
-CharRnnLstmStep kernel (tf_charrnn/kernels/lstm_step.cc) where the kernels are on, else `lstm_cell_step`,
-Keras LSTMCell's arithmetic on weight tensors.
+CharRnnLstmStep kernel (tf_charrnn/model/kernels/lstm_step.cc) where the kernels are on, else
+`lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors.
 """
 
 import keras
 import tensorflow as tf
 from keras.src.backend import AutocastScope  # no public name; reads variables uncast
 
-from tf_charrnn import native
+from tf_charrnn.model import native
 
 KERNEL_UNITS_MULTIPLE = 64
 # The compute dtypes the sequence kernels run in (see the module docstring).

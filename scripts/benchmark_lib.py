@@ -14,14 +14,15 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace format
 
-from tf_charrnn import cache, files, fused_lstm, native
-from tf_charrnn import data as data_lib
-from tf_charrnn import runtime as runtime_lib
-from tf_charrnn import training as train_lib
+from tf_charrnn import cache, files
+from tf_charrnn.data import encoded, pipeline
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.sampling import Sampler
-from tf_charrnn.train_step import TrainStep
-from tf_charrnn.vocab import Vocab
+from tf_charrnn.inference.sampling import Sampler
+from tf_charrnn.model import fused_lstm, native
+from tf_charrnn.runtime import placement
+from tf_charrnn.training import trainer
+from tf_charrnn.training.train_step import TrainStep
 
 # The matmul dtype of each --mixed_precision a sweep measures (its peak is that dtype's tf.matmul).
 SWEEP_DTYPES = {"none": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
@@ -43,8 +44,8 @@ def _synthetic_training(config, num_batches):
     """The real training step of `config` on one device, and `num_batches` batches of synthetic ids."""
     layout = config.layout
     ids = synthetic_ids(layout.batch_size * layout.seq_length * num_batches + 1, config.model.vocab_size)
-    train_step = TrainStep(config, runtime_lib.resolve(config.replace(strategy="default")))
-    return train_step, list(data_lib.stream_dataset(ids, layout.batch_size, layout.seq_length, num_batches))
+    train_step = TrainStep(config, placement.resolve(config.replace(strategy="default")))
+    return train_step, list(pipeline.stream_dataset(ids, layout.batch_size, layout.seq_length, num_batches))
 
 
 def recurrent_implementation(layers, step=False):
@@ -175,7 +176,7 @@ def measure_sample(model_config, batch_size, length, streamed):
       dict with chars_per_sec and recurrent (what ran the layers' steps).
     """
     vocab = Vocab([chr(0x4E00 + i) for i in range(model_config.vocab_size)])
-    sampler = Sampler(model_config, fused_kernels=runtime_lib.fused_kernels_apply())
+    sampler = Sampler(model_config, fused_kernels=placement.fused_kernels_apply())
     prime = vocab.chars[0]
 
     def run(chars):
@@ -253,17 +254,17 @@ def measure_memory(config, corpus_mb, steps=2, num_files=1):
             eval_every=steps,
             sample_length=0,
         )
-        corpus = data_lib.load_corpus(config.data)
+        corpus = encoded.load_corpus(config.data)
         ids_mb = corpus.ids.nbytes / 2**20
         peak_rss_encode_mb = peak_rss_mb()
         started = time.perf_counter()
-        data_lib.load_corpus(config.data)  # a later start: the corpus hashed, its cache entry checked
+        encoded.load_corpus(config.data)  # a later start: the corpus hashed, its cache entry checked
         cached_load_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for suffix in (".ids.npy", ".vocab.json"):
             assert cache.problem(os.path.join(folder, "encoded", corpus.sha256 + suffix)) is None
         cache_check_seconds = time.perf_counter() - started
-        train_lib.train(config)
+        trainer.train(config)
     return {
         "corpus_mb": corpus_mb,
         "num_files": num_files,

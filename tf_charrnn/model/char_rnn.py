@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_charrnn import recurrent
+from tf_charrnn.model import recurrent
 
 
 class CharRNN(keras.Model):

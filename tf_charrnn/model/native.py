@@ -1,7 +1,7 @@
-"""The fused C++ kernels (tf_charrnn/kernels/): built from source against the installed TensorFlow
+"""The fused C++ kernels (tf_charrnn/model/kernels/): built from source against the installed TensorFlow
 on first use, cached, loaded.
 
-The sources ship inside the package (wheel and sdist carry tf_charrnn/kernels/*.cc and *.h). They are
+The sources ship inside the package (wheel and sdist carry tf_charrnn/model/kernels/*.cc and *.h). They are
 compiled for this machine's CPU (-march=native) with the compile and link flags TensorFlow reports,
 and with AVX512-FP16 turned off where the compiler knows it (`compile_flags`: Eigen's half-precision
 packets inside TensorFlow's headers do not compile with it under g++ 12, and the kernels use no
@@ -21,7 +21,7 @@ float32 kernels for bfloat16 too. Their recurrent products run on AMX tiles wher
 the OS grants it (`bf16_products()`, kernels/amx.h); TF_CHARRNN_AMX=0 keeps AVX512-BF16 there, and
 TF_CHARRNN_AMX=emulate runs the tile code through a software model on any CPU (tests).
 
-    python -m tf_charrnn.native    # builds now (as .ci/run does) and prints the library's path
+    python -m tf_charrnn.model.native    # builds now (as .ci/run does) and prints the library's path
 """
 
 import functools

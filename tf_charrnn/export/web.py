@@ -1,5 +1,5 @@
 """The web page export: the LiteRT step model at batch 1 (LiteRT.js wants static shapes), the vocabulary,
-and the static page of tf_charrnn/web_page/ that generates text with them in a browser, on LiteRT.js
+and the static page of tf_charrnn/export/web_page/ that generates text with them in a browser, on LiteRT.js
 (`@litertjs/core`, WebAssembly) copied from a local npm install (no network needed) or from a pinned CDN.
 """
 
@@ -8,8 +8,8 @@ import json
 import os
 import shutil
 
-from tf_charrnn import litert
 from tf_charrnn.errors import UserError
+from tf_charrnn.export import litert
 
 # The LiteRT.js release the page is written and tested for (web/package.json pins the same).
 LITERT_JS_VERSION = "2.5.3"

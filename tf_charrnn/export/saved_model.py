@@ -10,9 +10,11 @@ import os
 
 import tensorflow as tf
 
-from tf_charrnn import files, litert, sampling, web
+from tf_charrnn import files
 from tf_charrnn.config import DEFAULT_QUANTIZATION, EXPORT_FORMATS
 from tf_charrnn.errors import UserError
+from tf_charrnn.export import litert, web
+from tf_charrnn.inference import sampling
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
 _SCALAR_FLOAT = tf.TensorSpec([], tf.float32)

@@ -13,7 +13,7 @@ Keras cells, which read their own variables.
 import keras
 import tensorflow as tf
 
-from tf_charrnn.fused_lstm import KERAS_OPS, FusedLSTM
+from tf_charrnn.model.fused_lstm import KERAS_OPS, FusedLSTM
 
 
 class _KerasCellStep:

@@ -19,11 +19,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_charrnn import corpus_files, files
+from tf_charrnn import files
 from tf_charrnn.config import RunConfig
+from tf_charrnn.data import corpus_files
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
-from tf_charrnn.vocab import Vocab
+from tf_charrnn.model.char_rnn import CharRNN
 
 
 def config_path(train_dir):

@@ -6,9 +6,12 @@ import os
 
 import tensorflow as tf
 
-from tf_charrnn import errors, evaluate, run_directory, runtime, sampling
+from tf_charrnn import errors
 from tf_charrnn.config import SampleConfig, python_settings
 from tf_charrnn.errors import UserError
+from tf_charrnn.inference import sampling, scoring
+from tf_charrnn.run import run_directory
+from tf_charrnn.runtime import placement
 
 
 class CharLM:
@@ -58,7 +61,7 @@ class CharLM:
         self.checkpoint = checkpoint
         self._sampler = sampler
         self._feed = tf.function(functools.partial(sampling.feed_prime, self.model))
-        self._scorers = {}  # stream rows -> evaluate.StreamScorer holding these weights
+        self._scorers = {}  # stream rows -> scoring.StreamScorer holding these weights
 
     @classmethod
     def from_run(cls, train_dir, best=False, checkpoint=None):
@@ -90,8 +93,8 @@ class CharLM:
             train_dir, checkpoint = os.fspath(train_dir), checkpoint and os.fspath(checkpoint)
             config, vocab = run_directory.load_run(train_dir)
             path = run_directory.find_checkpoint(train_dir, checkpoint or None, best)
-            runtime.grow_gpu_memory()
-            sampler = sampling.Sampler(config.model, fused_kernels=runtime.fused_kernels_apply())
+            placement.grow_gpu_memory()
+            sampler = sampling.Sampler(config.model, fused_kernels=placement.fused_kernels_apply())
             path = run_directory.restore_weights(train_dir, sampler.model, path, best)
         return cls(train_dir, config, vocab, sampler, path)
 
@@ -222,7 +225,7 @@ class CharLM:
           skip_unknown: leave out characters outside the vocabulary instead of raising.
 
         Returns:
-          evaluate.Evaluation: nats_per_char, bits_per_char, perplexity, characters (predicted), and
+          scoring.Evaluation: nats_per_char, bits_per_char, perplexity, characters (predicted), and
           skipped_characters, checkpoint.
         Raises:
           UserError: characters outside the vocabulary (without `skip_unknown`), or a text too short.
@@ -237,18 +240,18 @@ class CharLM:
         unknown = self.vocab.unknown_chars(text)
         if unknown and not skip_unknown:
             raise UserError(
-                f"text= has characters outside the run's vocabulary: {evaluate.describe_chars(unknown)}; "
+                f"text= has characters outside the run's vocabulary: {scoring.describe_chars(unknown)}; "
                 f"pass skip_unknown=True to score the text without them"
             )
         kept = text.translate({ord(char): None for char in unknown}) if unknown else text
         if len(kept) < 2:
             raise UserError(f"text= has {len(kept)} character(s) to score; at least 2 are needed")
         ids = self.vocab.encode(kept)
-        streams, _, _ = evaluate.stream_layout(
+        streams, _, _ = scoring.stream_layout(
             len(ids), self.config.layout.batch_size, self.config.layout.seq_length
         )
         if streams not in self._scorers:
-            scorer = evaluate.StreamScorer(self.config, streams)
+            scorer = scoring.StreamScorer(self.config, streams)
             scorer.model.copy_weights_from(self.model)
             self._scorers[streams] = scorer
         return self._scorers[streams].evaluation(ids, self.checkpoint, len(text) - len(kept))
@@ -279,7 +282,7 @@ class CharLM:
         unknown = self.vocab.unknown_chars(text)
         if unknown:
             raise UserError(
-                f"text= has characters outside the run's vocabulary: {evaluate.describe_chars(unknown)}"
+                f"text= has characters outside the run's vocabulary: {scoring.describe_chars(unknown)}"
             )
         logits, _ = self._feed(tf.constant(self.vocab.encode(text)[None, :]))
         probabilities = tf.nn.softmax(logits[0]).numpy()

@@ -14,9 +14,9 @@ import re
 
 import tensorflow as tf
 
-from tf_charrnn import data as data_lib
-from tf_charrnn import run_directory
+from tf_charrnn.data import pipeline
 from tf_charrnn.errors import UserError
+from tf_charrnn.run import run_directory
 
 
 @functools.cache
@@ -256,11 +256,11 @@ class RunBatches:
         self._layout = layout
         self._seed = seed
         self._train_ids = splits.train_ids  # compact (uint8 for most corpora), memory-mapped
-        self.steps_per_epoch = data_lib.num_stream_batches(
+        self.steps_per_epoch = pipeline.num_stream_batches(
             len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
         )
         self.val_batches = (
-            data_lib.num_stream_batches(len(splits.val_ids), layout.batch_size, layout.seq_length)
+            pipeline.num_stream_batches(len(splits.val_ids), layout.batch_size, layout.seq_length)
             if layout.val_fraction > 0
             else 0
         )
@@ -268,7 +268,7 @@ class RunBatches:
             distribute_streams(
                 strategy,
                 layout.batch_size,
-                lambda first_row, num_rows: data_lib.stream_dataset(
+                lambda first_row, num_rows: pipeline.stream_dataset(
                     splits.val_ids,
                     layout.batch_size,
                     layout.seq_length,
@@ -287,7 +287,7 @@ class RunBatches:
         return distribute_streams(
             self._strategy,
             layout.batch_size,
-            lambda first_row, num_rows: data_lib.training_dataset(
+            lambda first_row, num_rows: pipeline.training_dataset(
                 self._train_ids,
                 layout.batch_size,
                 layout.seq_length,

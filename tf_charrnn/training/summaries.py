@@ -4,7 +4,8 @@
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from tf_charrnn import losses, run_directory
+from tf_charrnn.model import losses
+from tf_charrnn.run import run_directory
 
 # The config sections that describe the experiment (not file paths, cadences or the runtime).
 HPARAM_SECTIONS = ("layout", "model", "precision", "optimization")

@@ -9,10 +9,11 @@ import os
 
 import tensorflow as tf
 
-from tf_charrnn import files, run_directory
+from tf_charrnn import files
 from tf_charrnn.config import SAMPLING_MODES
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import run_directory
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):

@@ -6,9 +6,13 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tf_charrnn import corpus_files, data, losses, run_directory, runtime
+from tf_charrnn.data import corpus_files, encoded, pipeline, sources
+from tf_charrnn.data.splits import split_corpus
 from tf_charrnn.errors import UserError
-from tf_charrnn.model import CharRNN
+from tf_charrnn.model import losses
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import run_directory
+from tf_charrnn.runtime import placement
 
 _MAX_LISTED = 20  # unknown characters named in an error message
 
@@ -41,7 +45,7 @@ def stream_layout(num_ids, batch_size, seq_length):
     streams = min(batch_size, (num_ids - 1) // seq_length)
     if streams < 1:
         return 1, num_ids - 1, 1
-    return streams, seq_length, data.num_stream_batches(num_ids, streams, seq_length)
+    return streams, seq_length, pipeline.num_stream_batches(num_ids, streams, seq_length)
 
 
 def describe_chars(chars):
@@ -53,7 +57,7 @@ def describe_chars(chars):
 def _text_ids(data_path, separator, vocab, skip_unknown):
     """A --data_path text (a file, folder, glob or list, its files joined with `separator` as in
     training) as ids of the run's vocabulary, and the characters left out."""
-    text = "".join(data.read_corpus_chunks(corpus_files.list_corpus(data_path, separator)))
+    text = "".join(sources.read_corpus_chunks(corpus_files.list_corpus(data_path, separator)))
     unknown = vocab.unknown_chars(text)
     if unknown and not skip_unknown:
         raise UserError(
@@ -71,7 +75,7 @@ def _validation_ids(config, vocab, train_dir):
             f"{train_dir} was trained without a validation split (--val_fraction=0); "
             f"pass --data_path=FILE (or a folder) to score a text"
         )
-    corpus = data.load_corpus(config.data, publish=False)
+    corpus = encoded.load_corpus(config.data, publish=False)
     recorded = config.data.corpus_sha256
     # A fine-tuned run's vocabulary holds its source's characters first: its corpus is encoded in it.
     fits = corpus.vocab == vocab or (config.length.init_from and not vocab.unknown_chars(corpus.vocab.chars))
@@ -82,7 +86,7 @@ def _validation_ids(config, vocab, train_dir):
             f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
             f"now {corpus.sha256}); pass --data_path=FILE (or a folder) to score a text"
         )
-    splits = data.split_corpus(data.in_vocab(corpus, vocab, config.data), config.layout)
+    splits = split_corpus(encoded.in_vocab(corpus, vocab, config.data), config.layout)
     splits.publish_cache()
     return splits.val_ids
 
@@ -130,8 +134,8 @@ class StreamScorer:
         self.model = CharRNN(
             config.model,
             batch_size=streams,
-            dtype_policy=runtime.dtype_policy(config.precision.mixed_precision),
-            fused_kernels=runtime.fused_kernels_apply(),
+            dtype_policy=placement.dtype_policy(config.precision.mixed_precision),
+            fused_kernels=placement.fused_kernels_apply(),
         )
         self._loss = tf.function(
             lambda inputs, targets: losses.sequence_loss(targets, self.model(inputs, training=False))
@@ -144,7 +148,7 @@ class StreamScorer:
         )
         self.model.reset_state()
         total = 0.0
-        for inputs, targets in data.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
+        for inputs, targets in pipeline.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
             total += float(self._loss(inputs, targets))
         nats = total / num_batches
         return Evaluation(

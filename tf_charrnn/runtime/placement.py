@@ -9,8 +9,9 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tf_charrnn import distribute, native
 from tf_charrnn.config import MIXED_PRECISION_POLICIES
+from tf_charrnn.model import native
+from tf_charrnn.runtime import distribute
 
 # Longer windows unroll into graphs that take too long to trace.
 MAX_UNROLLED_SEQ_LENGTH = 256

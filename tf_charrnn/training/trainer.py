@@ -14,13 +14,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_charrnn import data as data_lib
-from tf_charrnn import distribute, losses, run_directory, schedules
-from tf_charrnn import runtime as runtime_lib
+from tf_charrnn.data import encoded
+from tf_charrnn.data.splits import split_corpus
 from tf_charrnn.errors import UserError
-from tf_charrnn.sampling import Sampler
-from tf_charrnn.summaries import Summaries
-from tf_charrnn.train_step import TrainStep
+from tf_charrnn.inference.sampling import Sampler
+from tf_charrnn.model import losses
+from tf_charrnn.run import run_directory
+from tf_charrnn.runtime import distribute, placement
+from tf_charrnn.training import schedules
+from tf_charrnn.training.summaries import Summaries
+from tf_charrnn.training.train_step import TrainStep
 
 # The state-regime check (see `Trainer._check_state_regime`): a validation this many nats above the
 # training loss, this much of which goes when validation starts from training's carried state, on up
@@ -58,17 +61,17 @@ def train(config, progress=None):
     Returns:
       TrainResult.
     """
-    runtime = runtime_lib.resolve(config)  # creates the strategy, before any other op
+    runtime = placement.resolve(config)  # creates the strategy, before any other op
     keras.utils.set_random_seed(config.optimization.seed)
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     # Nothing is written until training starts: a newly encoded corpus stays out of the cache, config.json,
     # vocab.json and the event files unwritten, until every check has passed and the run is restored.
-    corpus = data_lib.load_corpus(config.data, publish=False)
+    corpus = encoded.load_corpus(config.data, publish=False)
     try:
         # The corpus's own vocabulary, or a fine-tuned run's (its source's characters first).
         vocab = run_directory.run_vocab(config, corpus.vocab)
-        splits = data_lib.split_corpus(data_lib.in_vocab(corpus, vocab, config.data), config.layout)
+        splits = split_corpus(encoded.in_vocab(corpus, vocab, config.data), config.layout)
     except BaseException:
         if corpus.pending is not None:
             corpus.pending.discard()

@@ -1,0 +1,91 @@
+"""Import paths of the flat layout (tf_charrnn 0.1's `tf_charrnn.sampling`, `tf_charrnn.data.load_corpus`,
+...) served from where their modules and names went, each with a DeprecationWarning naming the new path."""
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+# Old module -> the module it became.
+MODULES = {
+    "tf_charrnn.benchmark": None,  # scripts/benchmark_lib.py: a developer's tool, outside the package
+    "tf_charrnn.browser": "tf_charrnn.export.browser",
+    "tf_charrnn.charlm": "tf_charrnn.inference.charlm",
+    "tf_charrnn.corpus_files": "tf_charrnn.data.corpus_files",
+    "tf_charrnn.distribute": "tf_charrnn.runtime.distribute",
+    "tf_charrnn.evaluate": "tf_charrnn.inference.scoring",
+    "tf_charrnn.fused_lstm": "tf_charrnn.model.fused_lstm",
+    "tf_charrnn.litert": "tf_charrnn.export.litert",
+    "tf_charrnn.losses": "tf_charrnn.model.losses",
+    "tf_charrnn.native": "tf_charrnn.model.native",
+    "tf_charrnn.recurrent": "tf_charrnn.model.recurrent",
+    "tf_charrnn.run_directory": "tf_charrnn.run.run_directory",
+    "tf_charrnn.sampling": "tf_charrnn.inference.sampling",
+    "tf_charrnn.schedules": "tf_charrnn.training.schedules",
+    "tf_charrnn.summaries": "tf_charrnn.training.summaries",
+    "tf_charrnn.train_step": "tf_charrnn.training.train_step",
+    "tf_charrnn.vocab": "tf_charrnn.data.vocab",
+    "tf_charrnn.web": "tf_charrnn.export.web",
+}
+# Old modules whose names are now packages: the package -> the modules that hold the old module's names.
+PACKAGES = {
+    "tf_charrnn.data": (
+        "tf_charrnn.data.sources",
+        "tf_charrnn.data.encoded",
+        "tf_charrnn.data.splits",
+        "tf_charrnn.data.pipeline",
+    ),
+    "tf_charrnn.export": ("tf_charrnn.export.saved_model",),
+    "tf_charrnn.model": ("tf_charrnn.model.char_rnn",),
+    "tf_charrnn.runtime": ("tf_charrnn.runtime.placement",),
+    "tf_charrnn.training": ("tf_charrnn.training.trainer",),
+}
+
+
+def _warn(old, new):
+    warnings.warn(f"{old} moved to {new}; import it from there", DeprecationWarning, stacklevel=3)
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old module path and loads it as the module it became (the same module object)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        del path, target
+        return importlib.util.spec_from_loader(fullname, self) if fullname in MODULES else None
+
+    def create_module(self, spec):
+        new = MODULES[spec.name]
+        if new is None:
+            raise ImportError(f"{spec.name} moved out of the package: it is scripts/benchmark_lib.py")
+        _warn(spec.name, new)
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        del module  # the module it became is already executed
+
+
+def install():
+    """Lets the old module paths import (once per process)."""
+    if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _MovedModules())  # before an editable install's finder
+
+
+def package_getattr(package):
+    """A PEP 562 `__getattr__` for `package` that serves the names its old module of the same name had."""
+
+    def __getattr__(name):
+        # A submodule not yet imported is the import system's to find (and importing the modules below
+        # while one of them is being imported would be circular); private names were never served.
+        if name.startswith("_") or importlib.util.find_spec(f"{package}.{name}") is not None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        for module_name in PACKAGES[package]:
+            module = importlib.import_module(module_name)
+            if hasattr(module, name):
+                _warn(f"{package}.{name}", f"{module_name}.{name}")
+                value = getattr(module, name)
+                setattr(sys.modules[package], name, value)  # warned once
+                return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
