@@ -216,14 +216,14 @@ def bf16_products():
     setting = os.environ.get("TF_CHARRNN_AMX", "auto")
     if setting not in AMX_SETTINGS:
         raise UserError(f"TF_CHARRNN_AMX={setting!r} is not a setting; use one of {', '.join(AMX_SETTINGS)}")
-    return _bf16_products()
-
-
-@functools.cache
-def _bf16_products():
     module = load()
     if module is None or not all(hasattr(module, op) for op in BF16_OPS):
         return None
+    return _products_of(module)
+
+
+@functools.cache
+def _products_of(module):
     with tf.init_scope():  # out of any graph being traced: the op's answer is a value, not a symbol
         return module.char_rnn_bf16_products().numpy().decode()
 
