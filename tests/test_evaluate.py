@@ -16,7 +16,7 @@ from tf_charrnn.errors import UserError
 from tf_charrnn.inference import scoring
 from tf_charrnn.model import losses
 from tf_charrnn.model.char_rnn import CharRNN
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
 from tf_charrnn.training import trainer
 
@@ -50,9 +50,9 @@ def trained(tmp_path_factory):
 def _reference_loss(train_dir, ids, streams, length):
     """Mean loss of `streams` contiguous streams of `length` characters, each in one call from a zero
     state: what the stream layout computes batch by batch."""
-    config, _ = run_directory.load_run(train_dir)
+    config, _ = layout.load_run(train_dir)
     model = CharRNN(config.model, streams, fused_kernels=placement.fused_kernels_apply())
-    run_directory.restore_weights(train_dir, model)
+    checkpoints.restore_weights(train_dir, model)
     ids = np.asarray(ids[: streams * length + 1], np.int32)
     inputs, targets = ids[:-1].reshape(streams, length), ids[1:].reshape(streams, length)
     return float(losses.sequence_loss(targets, model(tf.constant(inputs), training=False)))
@@ -60,10 +60,10 @@ def _reference_loss(train_dir, ids, streams, length):
 
 def test_validation_split_reproduces_the_val_loss_training_logged(trained):
     train_dir, result, _ = trained
-    logged = dict(read_scalars(run_directory.log_dir(train_dir, "val"))["loss"])
+    logged = dict(read_scalars(layout.log_dir(train_dir, "val"))["loss"])
     assert sorted(logged) == [5, 10]
     for step, val_loss in logged.items():
-        checkpoint = os.path.join(run_directory.checkpoint_dir(train_dir), f"ckpt-{step}")
+        checkpoint = os.path.join(layout.checkpoint_dir(train_dir), f"ckpt-{step}")
         scored = scoring.evaluate_run(train_dir, checkpoint=checkpoint)
         assert scored.checkpoint == checkpoint
         assert scored.characters == VAL_CHARS and scored.skipped_characters == 0
@@ -71,7 +71,7 @@ def test_validation_split_reproduces_the_val_loss_training_logged(trained):
         assert scored.bits_per_char == pytest.approx(scored.nats_per_char / np.log(2), rel=1e-9)
         assert scored.perplexity == pytest.approx(np.exp(scored.nats_per_char), rel=1e-9)
     best = scoring.evaluate_run(train_dir, best=True)
-    assert os.path.dirname(best.checkpoint) == run_directory.checkpoint_dir(train_dir, best=True)
+    assert os.path.dirname(best.checkpoint) == layout.checkpoint_dir(train_dir, best=True)
     assert best.nats_per_char == pytest.approx(result.best_val_loss, abs=1e-4)
     assert scoring.evaluate_run(train_dir).checkpoint.endswith("ckpt-10")  # the latest by default
 
@@ -118,7 +118,7 @@ def test_stream_layout_needs_two_characters(num_ids):
 )
 def test_a_text_scores_in_streams(trained, text_file, length, streams, seq_length, scored):
     train_dir = trained[0]
-    _, vocab = run_directory.load_run(train_dir)
+    _, vocab = layout.load_run(train_dir)
     text = ((QUOTE + " ") * 2)[:length]
     result = scoring.evaluate_run(train_dir, data_path=text_file(text, "text.txt"))
     assert result.characters == scored and result.skipped_characters == 0
@@ -215,7 +215,7 @@ def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):
     values = json.loads(line)
     assert set(values) == JSON_KEYS
     assert values["skipped_characters"] == 1 and values["characters"] == 144
-    assert values["checkpoint"] == os.path.join(run_directory.checkpoint_dir(train_dir), "ckpt-10")
+    assert values["checkpoint"] == os.path.join(layout.checkpoint_dir(train_dir), "ckpt-10")
     assert after == before
 
 

@@ -20,7 +20,7 @@ from helpers import (
     start_command,
     step_losses,
 )
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import lock
 
 FAULT_HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_hooks")
 STEPS = 16
@@ -90,7 +90,7 @@ def test_a_second_trainer_is_refused_and_the_first_finishes_as_if_alone(alone, t
         first.kill()
         first.wait()
     assert step_losses(str(train_dir)) == expected
-    with run_directory.RunLock(str(train_dir)):  # the lock ended with its holder: the directory is free
+    with lock.RunLock(str(train_dir)):  # the lock ended with its holder: the directory is free
         pass
 
 

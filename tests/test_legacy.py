@@ -14,7 +14,7 @@ from tf_charrnn.config import RunConfig
 from tf_charrnn.export import saved_model
 from tf_charrnn.inference import sampling
 from tf_charrnn.model import native
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import layout
 from tf_charrnn.training import trainer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -44,7 +44,7 @@ def _saved_model_outputs(path, vocab):
 
 
 def test_the_old_config_json_reads_into_sections(legacy_run):
-    config, vocab = run_directory.load_run(legacy_run)
+    config, vocab = layout.load_run(legacy_run)
     with open(os.path.join(legacy_run, "config.json"), encoding="utf-8") as f:
         old = json.load(f)
     flat_old = {name: value for section in old.values() for name, value in section.items()}
@@ -70,7 +70,7 @@ def test_the_tensorflow_step_gives_the_old_savedmodel_text(legacy_run):
 
 
 def test_old_and_new_savedmodels_agree(legacy_run, tmp_path):
-    _, vocab = run_directory.load_run(legacy_run)
+    _, vocab = layout.load_run(legacy_run)
     new_export = saved_model.export_run(legacy_run, str(tmp_path / "new_export"))
     for path in (os.path.join(FIXTURES, "legacy_export"), new_export):
         text, logits = _saved_model_outputs(path, vocab)
@@ -79,7 +79,7 @@ def test_old_and_new_savedmodels_agree(legacy_run, tmp_path):
 
 
 def test_the_old_run_resumes(legacy_run, corpus_cache):
-    config, _ = run_directory.load_run(legacy_run)
+    config, _ = layout.load_run(legacy_run)
     config = config.replace(
         train_dir=legacy_run,
         data_path=os.path.join(os.path.dirname(legacy_run), "legacy_corpus.txt"),
@@ -95,6 +95,4 @@ def test_the_old_run_resumes(legacy_run, corpus_cache):
     recorded = config.replace(
         corpus_sha256=digest, corpus_size=len(corpus), corpus_files=(f"{digest}  legacy_corpus.txt",)
     )
-    assert (
-        run_directory.load_run(legacy_run)[0] == recorded
-    )  # config.json rewritten in sections, corpus recorded
+    assert layout.load_run(legacy_run)[0] == recorded  # config.json rewritten in sections, corpus recorded

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from helpers import QUOTE, make_config, read_scalars, run_script, smoke_args, snapshot
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout, resume
 from tf_charrnn.training import trainer
 
 
@@ -59,7 +59,7 @@ def test_the_train_dir_alone_resumes_and_extends_with_the_flags_that_may_change(
     assert "The run now ends at step 14, not 10: the exponential schedule decays per epoch" in result.stderr
     logged_steps = [step for step, _ in read_scalars(os.path.join(train_dir, "logs", "train"))["loss"]]
     assert logged_steps == [5, 10, 11, 12, 13, 14]  # --log_every 5 (smoke.cfg), then 1 as given
-    config, _ = run_directory.load_run(train_dir)
+    config, _ = layout.load_run(train_dir)
     assert (config.length.max_steps, config.cadence.log_every, config.cadence.keep) == (14, 1, 1)
     assert (
         config.model.rnn_units == 64 and config.runtime.strategy == "default"
@@ -82,8 +82,8 @@ def test_init_from_alone_takes_the_source_runs_model_and_adds_the_new_characters
         f"5 new character(s) appended to the vocabulary of {source_dir} (ids 22 to 26): '#1Zbr'"
         in result.stderr
     )
-    tuned, _ = run_directory.load_run(str(tmp_path / "tuned"))
-    source, _ = run_directory.load_run(source_dir)
+    tuned, _ = layout.load_run(str(tmp_path / "tuned"))
+    source, _ = layout.load_run(source_dir)
     assert tuned.model == dataclasses.replace(source.model, vocab_size=source.model.vocab_size + 5)
 
 
@@ -123,7 +123,7 @@ def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
     # Validation after every step: a new best at step 2, none at steps 3 and 4.
     assert (result.step, result.stopped_early, result.best_val_loss) == (4, True, 2.0)
     assert "Stopping early at step 4: 2 validations without a new best" in caplog.text
-    assert run_directory.find_checkpoint(config.length.train_dir).endswith("ckpt-4")
+    assert checkpoints.find_checkpoint(config.length.train_dir).endswith("ckpt-4")
     # Resumed with the same patience: the count was saved, so it stops before a step.
     assert trainer.train(config).step == 4
     # With more patience it trains on, and one more validation without a new best uses it up.
@@ -157,7 +157,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
 
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=1, eval_every=100)
     trainer.train(config)
-    config, vocab = run_directory.load_run(config.length.train_dir)
+    config, vocab = layout.load_run(config.length.train_dir)
     before = snapshot(config.length.train_dir)
     other_strings = {"lstm": "gru", "exponential": "cosine", "none": "bfloat16"}
 
@@ -178,7 +178,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
             value = getattr(getattr(config, name), field.name)
             changed = config.replace(**{field.name: other(value)})
             with pytest.raises(UserError, match=rf"another config \({field.name} {value!r} -> "):
-                run_directory.prepare(changed, vocab)
+                resume.prepare(changed, vocab)
             refused.append(field.name)
     assert snapshot(config.length.train_dir) == before
     assert len(refused) == 18 and {"rnn_units", "batch_size", "mixed_precision", "seed"} <= set(refused)

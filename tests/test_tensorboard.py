@@ -13,7 +13,7 @@ import pytest
 
 from helpers import QUOTE, make_config, scalar_values
 from tf_charrnn.config import RunConfig
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import layout
 from tf_charrnn.training import trainer
 from tf_charrnn.training.summaries import HPARAM_SECTIONS
 
@@ -118,7 +118,7 @@ def test_the_hparams_table_shows_the_experiment_and_its_validation_loss(
     for group in groups:
         name = "small" if group["hparams"]["rnn_units"] == 64 else "large"
         metrics = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
-        logged = scalar_values(run_directory.log_dir(str(tmp_path / "runs" / name), "val"))["loss"]
+        logged = scalar_values(layout.log_dir(str(tmp_path / "runs" / name), "val"))["loss"]
         assert metrics["best_loss"] == pytest.approx(results[name].best_val_loss, rel=1e-6)
         assert metrics["best_loss"] == pytest.approx(min(logged), rel=1e-6)
         assert metrics["loss"] == pytest.approx(logged[-1], rel=1e-6)

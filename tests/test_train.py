@@ -9,7 +9,7 @@ from helpers import QUOTE, make_config, scalar_values, tensorboard_events
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import sampling, scoring
 from tf_charrnn.model.char_rnn import CharRNN
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.training import schedules, trainer
 
 # A small run on `corpus`: 2 streams of 8 characters, two LSTM layers of 64 units (the fused kernels' size).
@@ -96,23 +96,23 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
         sorted(set(QUOTE + " "))
     )
     assert result.last_checkpoint.endswith("ckpt-12")
-    assert sorted(f for f in os.listdir(run_directory.checkpoint_dir(train_dir)) if f.endswith(".index")) == [
+    assert sorted(f for f in os.listdir(layout.checkpoint_dir(train_dir)) if f.endswith(".index")) == [
         "ckpt-10.index",
         "ckpt-12.index",
     ]  # keep=2
-    assert run_directory.find_checkpoint(train_dir, best=True).split("-")[-1] in {"5", "10", "12"}
+    assert checkpoints.find_checkpoint(train_dir, best=True).split("-")[-1] in {"5", "10", "12"}
 
-    train_scalars = scalar_values(run_directory.log_dir(train_dir, "train"))
+    train_scalars = scalar_values(layout.log_dir(train_dir, "train"))
     assert {"loss", "bits_per_char", "learning_rate", "grad_norm", "chars_per_sec"} <= set(train_scalars)
     assert len(train_scalars["loss"]) == 4  # steps 3, 6, 9, 12
-    val_scalars = scalar_values(run_directory.log_dir(train_dir, "val"))
+    val_scalars = scalar_values(layout.log_dir(train_dir, "val"))
     assert len(val_scalars["loss"]) == 3  # steps 5, 10, 12
     np.testing.assert_allclose(
         val_scalars["bits_per_char"], np.array(val_scalars["loss"]) / np.log(2), rtol=1e-6
     )
     np.testing.assert_allclose(val_scalars["perplexity"], np.exp(val_scalars["loss"]), rtol=1e-5)
     assert min(val_scalars["loss"]) == pytest.approx(result.best_val_loss, rel=1e-6)
-    val_events = tensorboard_events(run_directory.log_dir(train_dir, "val"))
+    val_events = tensorboard_events(layout.log_dir(train_dir, "val"))
     sample = val_events.Tensors("sample")[-1].tensor_proto.string_val[0].decode("utf-8")
     assert len(sample) == 20
 
@@ -120,20 +120,20 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
 def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
     trainer.train(config)
-    before = open(run_directory.config_path(config.length.train_dir)).read()
+    before = open(layout.config_path(config.length.train_dir)).read()
     other_model = config.replace(rnn_units=32)
     with pytest.raises(UserError, match=r"rnn_units 64 -> 32.*--init_from"):
         trainer.train(other_model)
     other_corpus = config.replace(data_path=text_file("completely different text! " * 30, "other.txt"))
     with pytest.raises(UserError, match="vocabulary"):
         trainer.train(other_corpus)
-    assert open(run_directory.config_path(config.length.train_dir)).read() == before
+    assert open(layout.config_path(config.length.train_dir)).read() == before
 
 
 def _weights(train_dir):
-    run_config, _ = run_directory.load_run(train_dir)
+    run_config, _ = layout.load_run(train_dir)
     model = CharRNN(run_config.model, batch_size=1, fused_kernels=True)
-    run_directory.restore_weights(train_dir, model)
+    checkpoints.restore_weights(train_dir, model)
     return model.get_weights()
 
 
@@ -164,9 +164,9 @@ def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_ca
 
 
 def _logits(train_dir, text):
-    run_config, vocab = run_directory.load_run(train_dir)
+    run_config, vocab = layout.load_run(train_dir)
     model = CharRNN(run_config.model, batch_size=1, fused_kernels=True)
-    run_directory.restore_weights(train_dir, model)
+    checkpoints.restore_weights(train_dir, model)
     return model(vocab.encode(text)[None, :]).numpy()[0]
 
 
@@ -184,8 +184,8 @@ def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cac
     )
     with caplog.at_level("INFO", logger="absl"):  # another test in this worker may have quieted absl
         trainer.train(warm)
-    _, source_vocab = run_directory.load_run(str(tmp_path / "source"))
-    _, vocab = run_directory.load_run(str(tmp_path / "warm"))
+    _, source_vocab = layout.load_run(str(tmp_path / "source"))
+    _, vocab = layout.load_run(str(tmp_path / "warm"))
     new_chars = sorted(set("Zebra #1 (zoo)") - set(QUOTE))
     assert vocab.chars == source_vocab.chars + new_chars  # old ids kept, new ones after them
     assert f"8 new character(s) appended to the vocabulary of {tmp_path / 'source'}" in caplog.text
@@ -211,13 +211,13 @@ def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cac
 def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=3)
     trainer.train(config)
-    run_config, _ = run_directory.load_run(config.length.train_dir)
+    run_config, _ = layout.load_run(config.length.train_dir)
     for batch_size in (1, 5):
         model = CharRNN(run_config.model, batch_size, fused_kernels=True)
-        path = run_directory.restore_weights(config.length.train_dir, model)
+        path = checkpoints.restore_weights(config.length.train_dir, model)
         assert path.endswith("ckpt-3")
     with pytest.raises(UserError, match="holds no run"):
-        run_directory.restore_weights(str(tmp_path / "nothing"), model)
+        checkpoints.restore_weights(str(tmp_path / "nothing"), model)
 
 
 def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, tmp_path, monkeypatch):
@@ -227,11 +227,9 @@ def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, 
     monkeypatch.setattr(schedules, "learning_rate", lambda *args: 1e38)
     with pytest.raises(UserError, match=r"training diverged at step \d+ .*lower --learning_rate"):
         trainer.train(config.replace(max_steps=40))
-    latest = run_directory.find_checkpoint(config.length.train_dir)
-    model = CharRNN(
-        run_directory.load_run(config.length.train_dir)[0].model, batch_size=1, fused_kernels=True
-    )
-    run_directory.restore_weights(config.length.train_dir, model)
+    latest = checkpoints.find_checkpoint(config.length.train_dir)
+    model = CharRNN(layout.load_run(config.length.train_dir)[0].model, batch_size=1, fused_kernels=True)
+    checkpoints.restore_weights(config.length.train_dir, model)
     assert all(np.isfinite(w).all() for w in model.get_weights()), latest
 
 

@@ -18,7 +18,7 @@ from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.inference.sampling import Sampler
 from tf_charrnn.model import losses, native
 from tf_charrnn.model.char_rnn import CharRNN
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
 from tf_charrnn.training.trainer import Trainer, train
 
@@ -72,7 +72,7 @@ def _trainer(tmp_path, cell, implementation):
         runtime = dataclasses.replace(runtime, fused_kernels=False, bfloat16_kernels=False)
     ids = np.random.default_rng(0).integers(0, len(VOCAB), 2 * BATCH * TIME + 1).astype(np.int32)
     splits = Splits(VOCAB, ids, ids, "", 0, ())
-    run_directory.save_run(config, VOCAB)
+    layout.save_run(config, VOCAB)
     trainer = Trainer(config, splits, runtime)
     on_kernels = [
         cell == "lstm" and layer._kernels(None) is not None for layer in trainer.model.recurrent_layers
@@ -156,10 +156,10 @@ def test_training_validation_and_step_losses_agree_also_after_a_checkpoint(tmp_p
         np.testing.assert_allclose(training, validation, rtol=1e-6, err_msg=weights)
         np.testing.assert_allclose(through_step, training, rtol=precision, err_msg=weights)
 
-        run_directory.restore_weights(config.length.train_dir, evaluation_model, checkpoint)
+        checkpoints.restore_weights(config.length.train_dir, evaluation_model, checkpoint)
         _set_state(evaluation_model, state)
         restored_validation = float(losses.sequence_loss(targets, evaluation_model(inputs, training=False)))
-        run_directory.restore_weights(config.length.train_dir, restored_sampler.model, checkpoint)
+        checkpoints.restore_weights(config.length.train_dir, restored_sampler.model, checkpoint)
         restored_step = _step_loss(restored_sampler.model, state, inputs, targets)
         np.testing.assert_allclose(restored_validation, validation, rtol=precision, err_msg=weights)
         np.testing.assert_allclose(restored_step, through_step, rtol=1e-6, err_msg=weights)

@@ -66,10 +66,10 @@ def train(train_dir=None, data_path=None, config=None, *, progress=True, **setti
         named = {name: value for name, value in named.items() if value is not None}
         given.update(python_settings(RunConfig, {**settings, **named}))
         run_config = RunConfig.from_flat(given)  # checks every value, before TensorFlow loads
-        from tf_charrnn.run import run_directory
+        from tf_charrnn.run import resume
         from tf_charrnn.training import trainer
 
-        run_config = run_directory.config_to_train(run_config, given)
+        run_config = resume.config_to_train(run_config, given)
         bar = _ProgressBar(run_config.cadence.log_every) if progress else None
         try:
             return trainer.train(run_config, bar)

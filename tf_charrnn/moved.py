@@ -5,9 +5,10 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 
-# Old module -> the module it became.
+# Old module -> the module it became (or the modules a split module's names went to).
 MODULES = {
     "tf_charrnn.benchmark": None,  # scripts/benchmark_lib.py: a developer's tool, outside the package
     "tf_charrnn.browser": "tf_charrnn.export.browser",
@@ -20,7 +21,13 @@ MODULES = {
     "tf_charrnn.losses": "tf_charrnn.model.losses",
     "tf_charrnn.native": "tf_charrnn.model.native",
     "tf_charrnn.recurrent": "tf_charrnn.model.recurrent",
-    "tf_charrnn.run_directory": "tf_charrnn.run.run_directory",
+    # Split: its names are served from these modules.
+    "tf_charrnn.run_directory": (
+        "tf_charrnn.run.layout",
+        "tf_charrnn.run.resume",
+        "tf_charrnn.run.lock",
+        "tf_charrnn.run.checkpoints",
+    ),
     "tf_charrnn.sampling": "tf_charrnn.inference.sampling",
     "tf_charrnn.schedules": "tf_charrnn.training.schedules",
     "tf_charrnn.summaries": "tf_charrnn.training.summaries",
@@ -58,6 +65,10 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new = MODULES[spec.name]
         if new is None:
             raise ImportError(f"{spec.name} moved out of the package: it is scripts/benchmark_lib.py")
+        if isinstance(new, tuple):  # a module split in several: one that serves their names
+            module = types.ModuleType(spec.name, f"{spec.name}'s names, from {', '.join(new)}")
+            module.__getattr__ = _names_from(spec.name, new)
+            return module
         _warn(spec.name, new)
         return importlib.import_module(new)
 
@@ -73,19 +84,26 @@ def install():
 
 def package_getattr(package):
     """A PEP 562 `__getattr__` for `package` that serves the names its old module of the same name had."""
+    return _names_from(package, PACKAGES[package])
+
+
+def _names_from(old, modules):
+    """A PEP 562 `__getattr__` for the module `old` (a package, or a split module) that serves the names
+    of `modules`."""
 
     def __getattr__(name):
-        # A submodule not yet imported is the import system's to find (and importing the modules below
-        # while one of them is being imported would be circular); private names were never served.
-        if name.startswith("_") or importlib.util.find_spec(f"{package}.{name}") is not None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        for module_name in PACKAGES[package]:
+        # A private name was never served. A package's submodule not yet imported is the import system's
+        # to find (importing the modules below while one of them is being imported would be circular).
+        is_package = hasattr(sys.modules.get(old), "__path__")
+        if name.startswith("_") or (is_package and importlib.util.find_spec(f"{old}.{name}") is not None):
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        for module_name in modules:
             module = importlib.import_module(module_name)
             if hasattr(module, name):
-                _warn(f"{package}.{name}", f"{module_name}.{name}")
+                _warn(f"{old}.{name}", f"{module_name}.{name}")
                 value = getattr(module, name)
-                setattr(sys.modules[package], name, value)  # warned once
+                setattr(sys.modules[old], name, value)  # warned once
                 return value
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        raise AttributeError(f"module {old!r} has no attribute {name!r}")
 
     return __getattr__

@@ -21,12 +21,12 @@ def main(argv):
     config = flags.config_from_flags(RunConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
-    from tf_charrnn.run import run_directory
+    from tf_charrnn.run import resume
     from tf_charrnn.training import trainer
 
     # A run already there: its own config, the flags given now (train refuses those that must match) and
     # this launch's runtime; a new run from --init_from: that run's model flags unless given.
-    config = run_directory.config_to_train(config, flags.given_values(RunConfig))
+    config = resume.config_to_train(config, flags.given_values(RunConfig))
     result = trainer.train(config)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",

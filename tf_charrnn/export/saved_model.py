@@ -130,7 +130,7 @@ def export_run(
       train_dir: the run directory.
       export_dir: the folder to write; empty: TRAIN_DIR/export (saved_model), TRAIN_DIR/export_litert,
         TRAIN_DIR/export_web.
-      checkpoint, best: which checkpoint (see `run_directory.restore_weights`).
+      checkpoint, best: which checkpoint (see `checkpoints.restore_weights`).
       overwrite: replace a non-empty `export_dir`.
       format: "saved_model", "litert" or "web" (config.EXPORT_FORMATS).
       quantize: a LiteRT or web export's weights: "none", "float16" or "int8" (config.QUANTIZATIONS);

@@ -10,7 +10,7 @@ from tf_charrnn import errors
 from tf_charrnn.config import SampleConfig, python_settings
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import sampling, scoring
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
 
 
@@ -91,11 +91,11 @@ class CharLM:
                 checkpoint=(checkpoint, (str, os.PathLike, type(None))),
             )
             train_dir, checkpoint = os.fspath(train_dir), checkpoint and os.fspath(checkpoint)
-            config, vocab = run_directory.load_run(train_dir)
-            path = run_directory.find_checkpoint(train_dir, checkpoint or None, best)
+            config, vocab = layout.load_run(train_dir)
+            path = checkpoints.find_checkpoint(train_dir, checkpoint or None, best)
             placement.grow_gpu_memory()
             sampler = sampling.Sampler(config.model, fused_kernels=placement.fused_kernels_apply())
-            path = run_directory.restore_weights(train_dir, sampler.model, path, best)
+            path = checkpoints.restore_weights(train_dir, sampler.model, path, best)
         return cls(train_dir, config, vocab, sampler, path)
 
     def __repr__(self):

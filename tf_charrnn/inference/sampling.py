@@ -13,7 +13,7 @@ from tf_charrnn import files
 from tf_charrnn.config import SAMPLING_MODES
 from tf_charrnn.errors import UserError
 from tf_charrnn.model.char_rnn import CharRNN
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -324,7 +324,7 @@ def load_sampler(train_dir, checkpoint=None, best=False, fused_kernels=False):
     Returns:
       (Sampler, Vocab).
     """
-    config, vocab = run_directory.load_run(train_dir)
+    config, vocab = layout.load_run(train_dir)
     sampler = Sampler(config.model, fused_kernels)
-    run_directory.restore_weights(train_dir, sampler.model, checkpoint, best)
+    checkpoints.restore_weights(train_dir, sampler.model, checkpoint, best)
     return sampler, vocab

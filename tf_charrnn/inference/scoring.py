@@ -11,7 +11,7 @@ from tf_charrnn.data.splits import split_corpus
 from tf_charrnn.errors import UserError
 from tf_charrnn.model import losses
 from tf_charrnn.model.char_rnn import CharRNN
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
 
 _MAX_LISTED = 20  # unknown characters named in an error message
@@ -107,16 +107,16 @@ def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknow
     Raises:
       UserError: no run or checkpoint, an unreadable or too short text, or unknown characters.
     """
-    config, vocab = run_directory.load_run(train_dir)
+    config, vocab = layout.load_run(train_dir)
     # Before the text: a run without checkpoints fails at once, not after reading (or downloading) a corpus.
-    path = run_directory.find_checkpoint(train_dir, checkpoint or None, best)
+    path = checkpoints.find_checkpoint(train_dir, checkpoint or None, best)
     if data_path:
         ids, skipped = _text_ids(data_path, config.data.document_separator, vocab, skip_unknown)
     else:
         ids, skipped = _validation_ids(config, vocab, train_dir), 0
     streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
     scorer = StreamScorer(config, streams)
-    path = run_directory.restore_weights(train_dir, scorer.model, path, best)
+    path = checkpoints.restore_weights(train_dir, scorer.model, path, best)
     return scorer.evaluation(ids, path, skipped)
 
 

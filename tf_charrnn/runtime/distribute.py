@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tf_charrnn.data import pipeline
 from tf_charrnn.errors import UserError
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout
 
 
 @functools.cache
@@ -129,9 +129,9 @@ def lost_worker_error(strategy, error, train_dir):
 
 def _newest_checkpoint(train_dir):
     """The newest checkpoint of the run directory, for a message."""
-    directory = run_directory.checkpoint_dir(train_dir)
+    directory = layout.checkpoint_dir(train_dir)
     try:
-        paths = run_directory.checkpoint_paths(directory)
+        paths = checkpoints.checkpoint_paths(directory)
     except UserError:
         paths = []
     present = [path for path in paths if os.path.isfile(path + ".index")]

@@ -5,7 +5,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from tf_charrnn.model import losses
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import layout
 
 # The config sections that describe the experiment (not file paths, cadences or the runtime).
 HPARAM_SECTIONS = ("layout", "model", "precision", "optimization")
@@ -31,7 +31,7 @@ class Summaries:
         """The writer of logs/`split` ("" for logs/ itself), created on first use."""
         if split not in self._writers:
             self._writers[split] = (
-                tf.summary.create_file_writer(run_directory.log_dir(self._train_dir, split))
+                tf.summary.create_file_writer(layout.log_dir(self._train_dir, split))
                 if self._train_dir is not None
                 else tf.summary.create_noop_writer()
             )

@@ -19,7 +19,7 @@ from tf_charrnn.data.splits import split_corpus
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference.sampling import Sampler
 from tf_charrnn.model import losses
-from tf_charrnn.run import run_directory
+from tf_charrnn.run import checkpoints, layout, resume
 from tf_charrnn.runtime import distribute, placement
 from tf_charrnn.training import schedules
 from tf_charrnn.training.summaries import Summaries
@@ -70,7 +70,7 @@ def train(config, progress=None):
     corpus = encoded.load_corpus(config.data, publish=False)
     try:
         # The corpus's own vocabulary, or a fine-tuned run's (its source's characters first).
-        vocab = run_directory.run_vocab(config, corpus.vocab)
+        vocab = resume.run_vocab(config, corpus.vocab)
         splits = split_corpus(encoded.in_vocab(corpus, vocab, config.data), config.layout)
     except BaseException:
         if corpus.pending is not None:
@@ -84,7 +84,7 @@ def train(config, progress=None):
             corpus_files=splits.corpus_files,
         )
         if runtime.is_chief:
-            previous, lock = run_directory.prepare(config, splits.vocab)
+            previous, lock = resume.prepare(config, splits.vocab)
         else:
             previous, lock = None, contextlib.nullcontext()
         with lock:
@@ -94,7 +94,7 @@ def train(config, progress=None):
                 trainer.restore_or_initialize()
                 splits.publish_cache()
                 if runtime.is_chief:
-                    run_directory.save_run(config, splits.vocab)
+                    layout.save_run(config, splits.vocab)
                 if previous is not None:
                     trainer.log_schedule_change(previous)
                 with _StopOnSignal() as stop:
@@ -150,7 +150,7 @@ class Trainer:
         self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
         # Validations since the best one, for --patience (checkpoints written before it lack it: 0).
         self.evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="evals_since_best")
-        contents = run_directory.checkpoint_contents(
+        contents = checkpoints.checkpoint_contents(
             self.model,
             self.steps.optimizer,
             recurrent_state=self.global_state.variables,
@@ -159,13 +159,13 @@ class Trainer:
             batch_in_epoch=self.batch_in_epoch,
             best_val_loss=self.best_val_loss,
         )
-        self.checkpoints = run_directory.Checkpoints(
+        self.checkpoints = checkpoints.Checkpoints(
             contents,
             self.step,
             config.length.train_dir,
             config.cadence.keep,
             runtime.is_chief,
-            added={"evals_since_best": self.evals_since_best},
+            optional={"evals_since_best": self.evals_since_best},
         )
         self.batches = distribute.RunBatches(runtime.strategy, splits, layout, config.optimization.seed)
         self.steps_per_epoch = self.batches.steps_per_epoch
@@ -411,7 +411,7 @@ class Trainer:
                 int(self.batch_in_epoch),
             )
         elif self.config.length.init_from:
-            path, new_chars = run_directory.initialize_from_run(
+            path, new_chars = checkpoints.initialize_from_run(
                 self.config.length.init_from, self.model, self.vocab
             )
             logging.info("Initialized weights from %s", path)
@@ -463,7 +463,7 @@ class Trainer:
         )[0]
 
     def save(self, best=False):
-        """Saves a checkpoint of the current step (see run_directory.Checkpoints.save); returns its path."""
+        """Saves a checkpoint of the current step (see checkpoints.Checkpoints.save); returns its path."""
         return self.checkpoints.save(best, before_save=self.global_state.gather)
 
 

@@ -1,0 +1,101 @@
+"""What a run directory holds and where: config.json, vocab.json, checkpoints/ (and checkpoints/best/), logs/,
+the lock file; reading and writing the config and the vocabulary.
+
+Everything needed to rebuild a run lives there, so sampling and export need only the directory.
+"""
+
+import json
+import os
+
+from tf_charrnn import files
+from tf_charrnn.config import RunConfig
+from tf_charrnn.data.vocab import Vocab
+from tf_charrnn.errors import UserError
+
+
+def config_path(train_dir):
+    return os.path.join(train_dir, "config.json")
+
+
+def vocab_path(train_dir):
+    return os.path.join(train_dir, "vocab.json")
+
+
+def checkpoint_dir(train_dir, best=False):
+    path = os.path.join(train_dir, "checkpoints")
+    return os.path.join(path, "best") if best else path
+
+
+def log_dir(train_dir, split=""):
+    """logs/ (the HParams session), or its train or val folder."""
+    return os.path.join(train_dir, "logs", split)
+
+
+def lock_path(train_dir):
+    return os.path.join(train_dir, "train.lock")
+
+
+def has_run(train_dir):
+    return os.path.isfile(config_path(train_dir))
+
+
+def check_config_present(train_dir):
+    """Raises UserError when train_dir holds parts of a run (vocab.json, checkpoints/) but no config.json."""
+    if has_run(train_dir):
+        return
+    parts = [path for path in (vocab_path(train_dir), checkpoint_dir(train_dir)) if os.path.exists(path)]
+    if parts:
+        raise UserError(
+            f"{config_path(train_dir)} is missing but {train_dir} holds a run ({', '.join(parts)}); "
+            f"restore config.json from a backup, or use a new --train_dir"
+        )
+
+
+def _read_run_file(path, parse, what):
+    """parse(text) of a run-directory file, or UserError naming the file, what is wrong and the fix."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing; restore it from a backup, or use a new --train_dir")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse(f.read())
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSON, UTF-8 and field errors
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"{path} is not a valid {what} ({reason}); restore it from a backup, or use a new --train_dir"
+        ) from None
+
+
+def _parse_config(text):
+    return RunConfig.from_dict(json.loads(text))
+
+
+def load_run(train_dir):
+    """Reads a run's config and vocabulary.
+
+    Returns:
+      (RunConfig, Vocab).
+    Raises:
+      UserError: train_dir holds no run, or its config.json or vocab.json is missing, unreadable or
+        does not fit the other.
+    """
+    check_config_present(train_dir)
+    if not has_run(train_dir):
+        raise UserError(
+            f"{train_dir} holds no run (no config.json); train one with scripts/train.py "
+            f"--train_dir={train_dir}"
+        )
+    config = _read_run_file(config_path(train_dir), _parse_config, "config")
+    vocab = _read_run_file(vocab_path(train_dir), Vocab.from_json, "vocabulary")
+    if config.model.vocab_size and config.model.vocab_size != len(vocab):
+        raise UserError(
+            f"{vocab_path(train_dir)} holds {len(vocab)} characters but config.json says "
+            f"{config.model.vocab_size}; restore the run's vocab.json, or use a new --train_dir"
+        )
+    return config, vocab
+
+
+def save_run(config, vocab):
+    """Writes config.json and vocab.json atomically into config.length.train_dir."""
+    train_dir = config.length.train_dir
+    files.write_atomic(config_path(train_dir), json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
+    vocab.save(vocab_path(train_dir))
