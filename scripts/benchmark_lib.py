@@ -18,7 +18,7 @@ from tf_charrnn import cache, files
 from tf_charrnn.data import encoded, pipeline
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.inference.sampling import Sampler
+from tf_charrnn.inference.sampling import Decoding, Sampler
 from tf_charrnn.model import fused_lstm, native
 from tf_charrnn.runtime import placement
 from tf_charrnn.training import trainer
@@ -181,10 +181,10 @@ def measure_sample(model_config, batch_size, length, streamed):
 
     def run(chars):
         if streamed:
-            for _ in sampler.stream(vocab, prime, chars, num_samples=batch_size, seed=1):
+            for _ in sampler.stream(vocab, prime, chars, Decoding(seed=1), num_samples=batch_size):
                 pass
         else:
-            sampler.generate(vocab, prime, chars, num_samples=batch_size, seed=1)
+            sampler.generate(vocab, prime, chars, Decoding(seed=1), num_samples=batch_size)
 
     run(20)  # tracing
     started = time.perf_counter()

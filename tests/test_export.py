@@ -47,13 +47,8 @@ def exported(run_dir):
 
 def _in_process_text(run_dir):
     sampler, vocab = sampling.load_sampler(run_dir, fused_kernels=True)
-    return sampler.generate(
-        vocab,
-        SETTINGS["prime"],
-        SETTINGS["length"],
-        seed=SETTINGS["seed"],
-        temperature=SETTINGS["temperature"],
-    )[0]
+    decoding = sampling.Decoding(seed=SETTINGS["seed"], temperature=SETTINGS["temperature"])
+    return sampler.generate(vocab, SETTINGS["prime"], SETTINGS["length"], decoding)[0]
 
 
 def test_saved_model_in_a_fresh_process_matches_in_process_text(run_dir, exported, tmp_path):
@@ -92,7 +87,7 @@ def test_step_and_initial_state_signatures_drive_generation(run_dir, exported):
         top_k=tf.constant(1),
         top_p=tf.constant(1.0),
     )["text"]
-    assert top_k.numpy().decode() == sampler.generate(vocab, "W", 30, mode="greedy")[0]
+    assert top_k.numpy().decode() == sampler.generate(vocab, "W", 30, sampling.Decoding("greedy"))[0]
 
 
 def test_unknown_prime_characters_fail_inside_the_saved_model(exported):

@@ -17,6 +17,7 @@ from tf_charrnn.data import pipeline
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import sampling
+from tf_charrnn.inference.sampling import Decoding
 from tf_charrnn.model import fused_lstm, native
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.runtime import placement
@@ -407,9 +408,10 @@ def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
     assert all("packed" in layer for layer in fused.model.step_weights()["layers"])
     vocab = Vocab("abcdefgh\n")
     for mode in ["greedy", "sample"]:
-        want = plain.generate(vocab, "ab", 200, num_samples=2, seed=7, mode=mode)
-        assert fused.generate(vocab, "ab", 200, num_samples=2, seed=7, mode=mode) == want
-        steps = list(fused.stream(vocab, "ab", 200, num_samples=2, seed=7, mode=mode))
+        decoding = Decoding(mode, seed=7)
+        want = plain.generate(vocab, "ab", 200, decoding, num_samples=2)
+        assert fused.generate(vocab, "ab", 200, decoding, num_samples=2) == want
+        steps = list(fused.stream(vocab, "ab", 200, decoding, num_samples=2))
         streamed = ["".join(chars) for chars in zip(*steps, strict=True)]
         assert streamed == want
 

@@ -57,15 +57,14 @@ def test_the_old_config_json_reads_into_sections(legacy_run):
 def test_the_sampler_on_the_kernels_gives_the_old_text(legacy_run):
     # The recorded texts came from that commit's sampler, which stepped the LSTM on the fused kernel.
     sampler, vocab = sampling.load_sampler(legacy_run, fused_kernels=True)
-    assert (
-        sampler.generate(vocab, "Willing ", 80, num_samples=2, seed=3, temperature=0.7) == EXPECTED["sample"]
-    )
-    assert sampler.generate(vocab, "Willing ", 60, mode="greedy")[0] == EXPECTED["greedy"]
+    decoding = sampling.Decoding(seed=3, temperature=0.7)
+    assert sampler.generate(vocab, "Willing ", 80, decoding, num_samples=2) == EXPECTED["sample"]
+    assert sampler.generate(vocab, "Willing ", 60, sampling.Decoding("greedy"))[0] == EXPECTED["greedy"]
 
 
 def test_the_tensorflow_step_gives_the_old_savedmodel_text(legacy_run):
     sampler, vocab = sampling.load_sampler(legacy_run, fused_kernels=False)
-    text = sampler.generate(vocab, "Willing ", 80, seed=3, temperature=0.7)[0]
+    text = sampler.generate(vocab, "Willing ", 80, sampling.Decoding(seed=3, temperature=0.7))[0]
     assert text == EXPECTED["saved_model_text"]
 
 

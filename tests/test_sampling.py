@@ -10,6 +10,7 @@ from tf_charrnn.config import ModelConfig
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import sampling
+from tf_charrnn.inference.sampling import Decoding
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.training import trainer
 
@@ -36,18 +37,20 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass(top_p, kept):
 
 def test_top_k_one_equals_greedy():
     logits = np.random.default_rng(0).normal(size=(16, 30)).astype(np.float32)
-    greedy = sampling.choose_next(logits, seed=0, step=0, mode="greedy").numpy()
+    greedy = sampling.choose_next(logits, 0, Decoding("greedy")).numpy()
     assert greedy.tolist() == np.argmax(logits, axis=-1).tolist()
     for seed in range(5):
-        assert sampling.choose_next(logits, seed, 3, "sample", top_k=1).numpy().tolist() == greedy.tolist()
+        assert (
+            sampling.choose_next(logits, 3, Decoding(seed=seed, top_k=1)).numpy().tolist() == greedy.tolist()
+        )
 
 
 def test_sample_at_space_draws_only_after_a_space():
     logits = np.tile(np.log(np.array([[0.4, 0.3, 0.3]], dtype=np.float32)), (400, 1))
     space_id = 2
     previous = np.array([space_id, 0] * 200, dtype=np.int32)
-    chosen = sampling.choose_next(logits, 9, 1, "sample_at_space", previous, space_id).numpy()
-    sampled = sampling.choose_next(logits, 9, 1, "sample").numpy()
+    chosen = sampling.choose_next(logits, 1, Decoding("sample_at_space", seed=9), previous, space_id).numpy()
+    sampled = sampling.choose_next(logits, 1, Decoding(seed=9)).numpy()
     assert (chosen[1::2] == 0).all()  # argmax after a non-space
     assert chosen[0::2].tolist() == sampled[0::2].tolist()  # the seeded draw after a space
     assert len(set(chosen[0::2].tolist())) == 3
@@ -55,21 +58,21 @@ def test_sample_at_space_draws_only_after_a_space():
 
 def test_fixed_seed_gives_exact_draws():
     logits = np.tile(LOGITS, (8, 1))
-    first = sampling.choose_next(logits, seed=1234, step=7).numpy().tolist()
-    assert first == sampling.choose_next(logits, seed=1234, step=7).numpy().tolist()
+    first = sampling.choose_next(logits, 7, Decoding(seed=1234)).numpy().tolist()
+    assert first == sampling.choose_next(logits, 7, Decoding(seed=1234)).numpy().tolist()
     assert first == [3, 2, 1, 0, 0, 0, 0, 0]  # pinned on TF 2.21: stateless draws are stable per version
-    assert first != sampling.choose_next(logits, seed=1235, step=7).numpy().tolist()
+    assert first != sampling.choose_next(logits, 7, Decoding(seed=1235)).numpy().tolist()
 
 
 def test_sampled_frequencies_follow_the_softmax():
     logits = np.array([[2.0, 1.0, 0.5, 0.0, -1.0]], dtype=np.float32)
     draws = 40000
-    chosen = sampling.choose_next(np.tile(logits, (draws, 1)), seed=3, step=0, temperature=1.0).numpy()
+    chosen = sampling.choose_next(np.tile(logits, (draws, 1)), 0, Decoding(seed=3, temperature=1.0)).numpy()
     observed = np.bincount(chosen, minlength=5)
     expected = draws * tf.nn.softmax(logits[0]).numpy()
     chi_square = float(((observed - expected) ** 2 / expected).sum())
     assert chi_square < 18.47  # 4 degrees of freedom, p = 0.001
-    hot = sampling.choose_next(np.tile(logits, (draws, 1)), seed=3, step=0, temperature=0.5).numpy()
+    hot = sampling.choose_next(np.tile(logits, (draws, 1)), 0, Decoding(seed=3, temperature=0.5)).numpy()
     expected_hot = draws * tf.nn.softmax(logits[0] / 0.5).numpy()
     assert float(((np.bincount(hot, minlength=5) - expected_hot) ** 2 / expected_hot).sum()) < 18.47
 
@@ -91,7 +94,7 @@ def sampler():
 
 @pytest.mark.parametrize("mode", ["sample", "greedy", "sample_at_space"])
 def test_compiled_and_streamed_give_the_same_text(sampler, mode):
-    options = dict(num_samples=3, seed=11, mode=mode, temperature=0.9, top_k=5, top_p=0.95)
+    options = dict(num_samples=3, decoding=Decoding(mode, seed=11, temperature=0.9, top_k=5, top_p=0.95))
     compiled = sampler.generate(VOCAB, "ab c", 60, **options)
     streamed = ["".join(column) for column in zip(*sampler.stream(VOCAB, "ab c", 60, **options), strict=True)]
     assert compiled == streamed
@@ -112,7 +115,7 @@ def test_greedy_equals_the_argmax_chain_of_the_keras_model(sampler):
         next_id = int(np.argmax(logits[0]))
         expected.append(next_id)
         logits = stateful(np.array([[next_id]], dtype=np.int32))[:, -1]
-    assert sampler.generate(VOCAB, "ab c", 40, mode="greedy")[0] == VOCAB.decode(expected)
+    assert sampler.generate(VOCAB, "ab c", 40, Decoding("greedy"))[0] == VOCAB.decode(expected)
 
 
 def test_prime_errors(sampler):
@@ -142,13 +145,13 @@ def test_korean_prime_on_a_korean_run(text_file, corpus_cache, tmp_path):
     )
     trainer.train(config)
     korean_sampler, vocab = sampling.load_sampler(str(tmp_path / "run"), fused_kernels=True)
-    texts = korean_sampler.generate(vocab, "서울은", 30, num_samples=2, seed=1)
+    texts = korean_sampler.generate(vocab, "서울은", 30, Decoding(seed=1), num_samples=2)
     assert all(len(t) == 30 and set(t) <= set(text) for t in texts)
 
 
 @pytest.mark.parametrize("stop_at", ["d", "c ", "!!", "\n"])
 def test_stop_at_ends_each_sample_at_its_first_occurrence_compiled_and_streamed(sampler, stop_at):
-    options = dict(num_samples=5, seed=3, temperature=1.3)
+    options = dict(num_samples=5, decoding=Decoding(seed=3, temperature=1.3))
     full = sampler.generate(VOCAB, "ab d", 80, **options)
     expected = [text[: text.find(stop_at) + len(stop_at)] if stop_at in text else text for text in full]
     compiled = sampler.generate(VOCAB, "ab d", 80, stop_at=stop_at, **options)
@@ -163,11 +166,13 @@ def test_stop_at_ends_each_sample_at_its_first_occurrence_compiled_and_streamed(
 
 def test_stop_at_ends_the_loop_once_every_sample_has_stopped(sampler):
     # Greedy rows are all the same text: once it holds the stop string, no step is left to run.
-    text = sampler.generate(VOCAB, "ab c", 200, mode="greedy")[0]
+    text = sampler.generate(VOCAB, "ab c", 200, Decoding("greedy"))[0]
     stop_at = text[5:7]
     first = text.find(stop_at) + len(stop_at)
     prime_ids = tf.constant(VOCAB.encode("ab c")[None, :].repeat(3, axis=0))
-    ids = sampling.generate_ids(sampler.model, prime_ids, 200, 0, "greedy", stop_ids=VOCAB.encode(stop_at))
+    ids = sampling.generate_ids(
+        sampler.model, prime_ids, 200, Decoding("greedy"), stop_ids=VOCAB.encode(stop_at)
+    )
     assert ids.shape == (3, first) and VOCAB.decode(ids.numpy()[0]) == text[:first]
 
 

@@ -8,6 +8,7 @@ import pytest
 from helpers import QUOTE, make_config, scalar_values, tensorboard_events
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import sampling, scoring
+from tf_charrnn.inference.sampling import Decoding
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.training import schedules, trainer
@@ -57,7 +58,7 @@ def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache,
     result = trainer.train(config)
     assert np.mean(result.losses[-3:]) < 0.01
     sampler, vocab = sampling.load_sampler(config.length.train_dir, fused_kernels=True)
-    assert sampler.generate(vocab, "K", len(QUOTE) - 1, mode="greedy")[0] == QUOTE[1:]
+    assert sampler.generate(vocab, "K", len(QUOTE) - 1, Decoding("greedy"))[0] == QUOTE[1:]
 
 
 def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path):

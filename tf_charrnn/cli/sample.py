@@ -51,13 +51,7 @@ def main(argv):
         config.train_dir, config.checkpoint, config.best, fused_kernels=placement.fused_kernels_apply()
     )
     options = dict(
-        num_samples=config.num_samples,
-        seed=config.seed,
-        mode=config.sampling,
-        temperature=config.temperature,
-        top_k=config.top_k,
-        top_p=config.top_p,
-        stop_at=config.stop_at,
+        decoding=sampling.Decoding.of(config), num_samples=config.num_samples, stop_at=config.stop_at
     )
     if config.stream:
         texts = _stream(sampler, vocab, prime, config, options)

@@ -64,17 +64,8 @@ class CharRNNModule(StepModule):
         tf.debugging.assert_non_negative(prime_ids, message="prime has characters outside the vocabulary")
         tf.debugging.assert_non_negative(length, message="length must be >= 0")
         tf.debugging.assert_positive(temperature, message="temperature must be > 0")
-        ids = sampling.generate_ids(
-            self.model,
-            prime_ids[None, :],
-            length,
-            tf.cast(seed, tf.int64),
-            "sample",
-            self.space_id,
-            temperature,
-            top_k,
-            top_p,
-        )
+        decoding = sampling.Decoding("sample", seed, temperature, top_k, top_p).as_tensors()
+        ids = sampling.generate_ids(self.model, prime_ids[None, :], length, decoding, self.space_id)
         return {"text": tf.strings.reduce_join(tf.gather(self.chars, ids[0]))}
 
     @tf.function(input_signature=_GENERATE_SPEC)

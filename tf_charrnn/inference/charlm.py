@@ -293,13 +293,7 @@ class CharLM:
 def _draws(options):
     """Sampler keyword arguments of a SampleConfig."""
     return dict(
-        num_samples=options.num_samples,
-        seed=options.seed,
-        mode=options.sampling,
-        temperature=options.temperature,
-        top_k=options.top_k,
-        top_p=options.top_p,
-        stop_at=options.stop_at,
+        decoding=sampling.Decoding.of(options), num_samples=options.num_samples, stop_at=options.stop_at
     )
 
 

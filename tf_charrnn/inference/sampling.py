@@ -6,6 +6,7 @@ Random draws use stateless ops keyed by (seed, step), so the same seed gives the
 
 import functools
 import os
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -14,6 +15,38 @@ from tf_charrnn.config import SAMPLING_MODES
 from tf_charrnn.errors import UserError
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
+
+
+class Decoding(NamedTuple):
+    """How each next character is chosen: one object through the generation loop (a NamedTuple, so that a
+    tf.function takes it whole; `sampling` stays a Python string, the numbers may be tensors).
+
+    Attributes:
+      sampling: "sample" (weighted random), "greedy" (argmax), or "sample_at_space" (random only right
+        after a space, argmax otherwise, as in TF1 char-rnn).
+      seed: with the position in the text, keys the stateless draw.
+      temperature, top_k, top_p: see `filter_logits`.
+    """
+
+    sampling: str = "sample"
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @classmethod
+    def of(cls, options):
+        """The Decoding of an object with these fields (a SampleConfig)."""
+        return cls(*(getattr(options, field) for field in cls._fields))
+
+    def as_tensors(self):
+        """The numbers as tensors, so that a tf.function is traced once for all their values."""
+        return self._replace(
+            seed=tf.cast(self.seed, tf.int64),
+            temperature=tf.cast(self.temperature, tf.float32),
+            top_k=tf.cast(self.top_k, tf.int32),
+            top_p=tf.cast(self.top_p, tf.float32),
+        )
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -43,40 +76,36 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     return tf.where((top_p < 1.0) & (logits < lowest_kept), neg_inf, logits)
 
 
-def choose_next(
-    logits, seed, step, mode="sample", previous_ids=None, space_id=-1, temperature=1.0, top_k=0, top_p=1.0
-):
+def choose_next(logits, step, decoding, previous_ids=None, space_id=-1):
     """Picks the next id of every row.
 
     Args:
       logits: float [B, V] scores for the next character.
-      seed: int seed; with `step` it keys the stateless draw.
-      step: int position in the generated text.
-      mode: "sample" (weighted random), "greedy" (argmax), or "sample_at_space" (random only right
-        after a space, argmax otherwise, as in TF1 char-rnn).
+      step: int position in the generated text; with `decoding.seed` it keys the stateless draw.
+      decoding: a Decoding.
       previous_ids: int32 [B] ids just emitted (used by sample_at_space).
       space_id: the id of " " in the vocabulary, -1 if absent.
-      temperature, top_k, top_p: see `filter_logits`.
 
     Returns:
       int32 [B] ids.
     """
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    if mode == "greedy":
+    if decoding.sampling == "greedy":
         return greedy
     # Most draws filter nothing; skipping the sorts then leaves the same logits at a fraction of the cost.
+    temperature, top_k, top_p = decoding.temperature, decoding.top_k, decoding.top_p
     filtered = tf.cond(
         (tf.convert_to_tensor(top_k) > 0) | (tf.convert_to_tensor(top_p) < 1.0),
         lambda: filter_logits(logits, temperature, top_k, top_p),
         lambda: tf.cast(logits, tf.float32) / temperature,
     )
-    draw_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    draw_seed = tf.stack([tf.cast(decoding.seed, tf.int64), tf.cast(step, tf.int64)])
     sampled = tf.cast(tf.random.stateless_categorical(filtered, 1, seed=draw_seed)[:, 0], tf.int32)
-    if mode == "sample":
+    if decoding.sampling == "sample":
         return sampled
-    if mode == "sample_at_space":
+    if decoding.sampling == "sample_at_space":
         return tf.where(tf.equal(previous_ids, space_id), sampled, greedy)
-    raise ValueError(f"unknown sampling mode {mode!r}; use one of {', '.join(SAMPLING_MODES)}")
+    raise ValueError(f"unknown sampling {decoding.sampling!r}; use one of {', '.join(SAMPLING_MODES)}")
 
 
 def feed_prime(model, prime_ids, weights=None):
@@ -98,25 +127,14 @@ def feed_prime(model, prime_ids, weights=None):
     return logits, state
 
 
-def generate_ids(
-    model,
-    prime_ids,
-    length,
-    seed,
-    mode="sample",
-    space_id=-1,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    stop_ids=None,
-):
+def generate_ids(model, prime_ids, length, decoding, space_id=-1, stop_ids=None):
     """Feeds the prime, then samples `length` ids; traceable, so one tf.function runs it all.
 
     Args:
       model: CharRNN.
       prime_ids: int32 [B, P], P >= 1.
       length: int32 scalar, characters to generate.
-      seed, mode, space_id, temperature, top_k, top_p: see `choose_next`.
+      decoding, space_id: see `choose_next`.
       stop_ids: int32 [K]: a row stops after the first K ids it generates that equal these (the prime
         does not count); None or K = 0: no row stops early.
 
@@ -133,7 +151,7 @@ def generate_ids(
     lengths = tf.fill([tf.shape(prime_ids)[0]], length)  # where each row stops
     generated = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     for step in tf.range(length):
-        previous = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
+        previous = choose_next(logits, step, decoding, previous, space_id)
         generated = generated.write(step, previous)
         recent = tf.concat([recent, previous[:, None]], axis=1)[:, 1:]
         matched = stopping & tf.reduce_all(tf.equal(recent, stop_ids[None, :]), axis=1)
@@ -163,13 +181,14 @@ class Sampler:
         self._compiled_step_weights = tf.function(self.model.step_weights)
         self._compiled_step = tf.function(self._step)
 
-    def _step(self, logits, state, previous, step, weights, seed, mode, space_id, temperature, top_k, top_p):
-        ids = choose_next(logits, seed, step, mode, previous, space_id, temperature, top_k, top_p)
+    def _step(self, logits, state, previous, step, weights, decoding, space_id):
+        ids = choose_next(logits, step, decoding, previous, space_id)
         logits, state = self.model.step(ids, state, weights)
         return ids, logits, state
 
     @staticmethod
-    def _arguments(vocab, prime, num_samples, seed, mode, temperature, top_k, top_p, stop_at):
+    def _prime_ids(vocab, prime, num_samples, stop_at):
+        """The prime's ids, one row per sample, once the prime and `stop_at` are checked."""
         unknown = vocab.unknown_chars(prime)
         if unknown:
             raise UserError(
@@ -184,37 +203,17 @@ class Sampler:
                 f"--stop_at has characters outside the run's vocabulary: {unknown!r}; it could never be "
                 f"generated: pass a string of the run's characters"
             )
-        prime_ids = tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
-        return prime_ids, dict(
-            seed=tf.constant(seed, tf.int64),
-            mode=mode,
-            space_id=tf.constant(vocab.space_id),
-            temperature=tf.constant(temperature, tf.float32),
-            top_k=tf.constant(top_k, tf.int32),
-            top_p=tf.constant(top_p, tf.float32),
-        )
+        return tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
 
-    def generate(
-        self,
-        vocab,
-        prime,
-        length,
-        num_samples=1,
-        seed=0,
-        mode="sample",
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        stop_at="",
-    ):
+    def generate(self, vocab, prime, length, decoding=None, num_samples=1, stop_at=""):
         """Generates `num_samples` continuations of `prime` in one compiled call.
 
         Args:
           vocab: the run's Vocab.
           prime: text that sets the state (characters of `vocab`, at least one).
           length: the most characters generated per sample.
+          decoding: a Decoding (see `choose_next`); None: Decoding()'s defaults.
           num_samples: texts generated at once, as one batch.
-          seed, mode, temperature, top_k, top_p: see `choose_next`.
           stop_at: each text ends after the first occurrence of this string in what it generates (the
             prime does not count), the string included; "": every text has `length` characters.
 
@@ -223,32 +222,22 @@ class Sampler:
         Raises:
           UserError: `prime` is empty, or `prime` or `stop_at` has characters outside `vocab`.
         """
-        prime_ids, options = self._arguments(
-            vocab, prime, num_samples, seed, mode, temperature, top_k, top_p, stop_at
+        prime_ids = self._prime_ids(vocab, prime, num_samples, stop_at)
+        ids = self._compiled_generate(
+            prime_ids,
+            tf.constant(length, tf.int32),
+            (decoding or Decoding()).as_tensors(),
+            tf.constant(vocab.space_id),
+            stop_ids=tf.constant(vocab.encode(stop_at), tf.int32),
         )
-        stop_ids = tf.constant(vocab.encode(stop_at), tf.int32)
-        ids = self._compiled_generate(prime_ids, tf.constant(length, tf.int32), stop_ids=stop_ids, **options)
         return [vocab.decode(row[row >= 0]) for row in ids.numpy()]
 
-    def stream(
-        self,
-        vocab,
-        prime,
-        length,
-        num_samples=1,
-        seed=0,
-        mode="sample",
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        stop_at="",
-    ):
+    def stream(self, vocab, prime, length, decoding=None, num_samples=1, stop_at=""):
         """Yields the generated characters one step at a time: a list of `num_samples` strings per step,
         "" for a sample that has stopped (see `generate`, whose texts these steps spell out); ends when
         every sample has `length` characters or has stopped."""
-        prime_ids, options = self._arguments(
-            vocab, prime, num_samples, seed, mode, temperature, top_k, top_p, stop_at
-        )
+        prime_ids = self._prime_ids(vocab, prime, num_samples, stop_at)
+        decoding, space_id = (decoding or Decoding()).as_tensors(), tf.constant(vocab.space_id)
         weights = self._compiled_step_weights()
         logits, state = self._compiled_prime(prime_ids, weights)
         previous = prime_ids[:, -1]
@@ -256,7 +245,7 @@ class Sampler:
         stopped = [False] * num_samples
         for step in range(length):
             previous, logits, state = self._compiled_step(
-                logits, state, previous, tf.constant(step), weights, **options
+                logits, state, previous, tf.constant(step), weights, decoding, space_id
             )
             chars = [
                 vocab.chars[i] if not done else "" for i, done in zip(previous.numpy(), stopped, strict=True)

@@ -17,7 +17,7 @@ from absl import logging
 from tf_charrnn.data import encoded
 from tf_charrnn.data.splits import split_corpus
 from tf_charrnn.errors import UserError
-from tf_charrnn.inference.sampling import Sampler
+from tf_charrnn.inference.sampling import Decoding, Sampler
 from tf_charrnn.model import losses
 from tf_charrnn.run import checkpoints, layout, resume
 from tf_charrnn.runtime import distribute, placement
@@ -454,13 +454,8 @@ class Trainer:
         """A short seeded sample from the current weights, for TensorBoard."""
         self.sampler.model.copy_weights_from(self.model)
         prime = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
-        return self.sampler.generate(
-            self.vocab,
-            prime,
-            self.config.cadence.sample_length,
-            seed=self.config.optimization.seed,
-            temperature=0.8,
-        )[0]
+        decoding = Decoding(seed=self.config.optimization.seed, temperature=0.8)
+        return self.sampler.generate(self.vocab, prime, self.config.cadence.sample_length, decoding)[0]
 
     def save(self, best=False):
         """Saves a checkpoint of the current step (see checkpoints.Checkpoints.save); returns its path."""
