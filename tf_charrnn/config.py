@@ -13,7 +13,7 @@ import numbers
 import os
 from typing import ClassVar
 
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 
 CELLS = ("lstm", "gru", "rnn")
 LR_SCHEDULES = ("exponential", "cosine")
@@ -53,7 +53,7 @@ def unescape(text, name):
             escaped = text[index + 1 : index + 2]
             _require(
                 escaped in _ESCAPES,
-                f"--{name} has an unknown escape \\{escaped}; write \\n for a newline, \\t for "
+                f"{flag(name)} has an unknown escape \\{escaped}; write \\n for a newline, \\t for "
                 f"a tab, \\r for a carriage return, \\\\ for a backslash",
             )
             char, index = _ESCAPES[escaped], index + 1
@@ -76,13 +76,17 @@ def _require(condition, message):
 def _check_positive_ints(config, names):
     for name in names:
         value = getattr(config, name)
-        _require(isinstance(value, int) and value >= 1, f"--{name} must be an integer >= 1, got {value!r}")
+        _require(
+            isinstance(value, int) and value >= 1, f"{flag(name)} must be an integer >= 1, got {value!r}"
+        )
 
 
 def _check_non_negative_ints(config, names):
     for name in names:
         value = getattr(config, name)
-        _require(isinstance(value, int) and value >= 0, f"--{name} must be an integer >= 0, got {value!r}")
+        _require(
+            isinstance(value, int) and value >= 0, f"{flag(name)} must be an integer >= 0, got {value!r}"
+        )
 
 
 def _check_choices(config):
@@ -91,7 +95,7 @@ def _check_choices(config):
         value = getattr(config, field.name)
         _require(
             choices is None or value in choices,
-            f"--{field.name} must be one of {', '.join(choices or ())}, got {value!r}",
+            f"{flag(field.name)} must be one of {', '.join(choices or ())}, got {value!r}",
         )
 
 
@@ -140,7 +144,10 @@ class LayoutConfig:
 
     def __post_init__(self):
         _check_positive_ints(self, ("batch_size", "seq_length"))
-        _require(0.0 <= self.val_fraction < 1.0, f"--val_fraction must be in [0, 1), got {self.val_fraction}")
+        _require(
+            0.0 <= self.val_fraction < 1.0,
+            f"{flag('val_fraction')} must be in [0, 1), got {self.val_fraction}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +169,7 @@ class ModelConfig:
             isinstance(self.vocab_size, int) and self.vocab_size >= 0,
             f"vocab_size must be >= 0, got {self.vocab_size!r}",
         )
-        _require(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+        _require(0.0 <= self.dropout < 1.0, f"{flag('dropout')} must be in [0, 1), got {self.dropout}")
         _check_choices(self)
 
 
@@ -207,17 +214,19 @@ class OptimizationConfig:
     def __post_init__(self):
         _require(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
-            f"--learning_rate must be > 0, got {self.learning_rate}",
+            f"{flag('learning_rate')} must be > 0, got {self.learning_rate}",
         )
         _check_choices(self)
-        _require(0.0 < self.decay_rate <= 1.0, f"--decay_rate must be in (0, 1], got {self.decay_rate}")
+        _require(
+            0.0 < self.decay_rate <= 1.0, f"{flag('decay_rate')} must be in (0, 1], got {self.decay_rate}"
+        )
         _require(
             0.0 <= self.min_learning_rate <= self.learning_rate,
-            f"--min_learning_rate must be in [0, learning_rate], got {self.min_learning_rate}",
+            f"{flag('min_learning_rate')} must be in [0, learning_rate], got {self.min_learning_rate}",
         )
         _require(
             math.isfinite(self.grad_clip) and self.grad_clip > 0,
-            f"--grad_clip must be > 0, got {self.grad_clip}",
+            f"{flag('grad_clip')} must be > 0, got {self.grad_clip}",
         )
         _check_non_negative_ints(self, ("decay_after", "warmup_steps"))
 
@@ -236,9 +245,12 @@ class LengthConfig:
     max_steps: int = _field(0, "steps to train; > 0 overrides num_epochs")
 
     def __post_init__(self):
-        _require(bool(self.train_dir), "--train_dir must not be empty")
+        _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _check_non_negative_ints(self, ("max_steps", "num_epochs"))
-        _require(self.max_steps > 0 or self.num_epochs > 0, "set --num_epochs or --max_steps above 0")
+        _require(
+            self.max_steps > 0 or self.num_epochs > 0,
+            f"set {flag('num_epochs')} or {flag('max_steps')} above 0",
+        )
 
     def total_steps(self, steps_per_epoch):
         """The run's last step: max_steps, else num_epochs epochs of steps_per_epoch."""
@@ -408,17 +420,20 @@ class SampleConfig:
     )
 
     def __post_init__(self):
-        _require(bool(self.train_dir), "--train_dir must not be empty")
+        _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _require(
-            isinstance(self.length, int) and self.length >= 0, f"--length must be >= 0, got {self.length}"
+            isinstance(self.length, int) and self.length >= 0,
+            f"{flag('length')} must be >= 0, got {self.length}",
         )
         _check_positive_ints(self, ("num_samples",))
         _require(
             math.isfinite(self.temperature) and self.temperature > 0,
-            f"--temperature must be > 0, got {self.temperature}",
+            f"{flag('temperature')} must be > 0, got {self.temperature}",
         )
-        _require(isinstance(self.top_k, int) and self.top_k >= 0, f"--top_k must be >= 0, got {self.top_k}")
-        _require(0.0 < self.top_p <= 1.0, f"--top_p must be in (0, 1], got {self.top_p}")
+        _require(
+            isinstance(self.top_k, int) and self.top_k >= 0, f"{flag('top_k')} must be >= 0, got {self.top_k}"
+        )
+        _require(0.0 < self.top_p <= 1.0, f"{flag('top_p')} must be in (0, 1], got {self.top_p}")
         _check_choices(self)
 
 
@@ -456,18 +471,18 @@ class ExportConfig:
     )
 
     def __post_init__(self):
-        _require(bool(self.train_dir), "--train_dir must not be empty")
+        _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _check_choices(self)
         if self.quantize == "auto":  # resolved here, so that the config names the weights it exports
             object.__setattr__(self, "quantize", DEFAULT_QUANTIZATION[self.format])
         _require(
             self.quantize == "none" or self.format in ("litert", "web"),
-            f"--quantize={self.quantize} applies to LiteRT exports only; add --format=litert "
-            f"or --format=web (a SavedModel keeps float32 weights)",
+            f"{flag('quantize')}={self.quantize} applies to LiteRT exports only; add {flag('format')}=litert "
+            f"or {flag('format')}=web (a SavedModel keeps float32 weights)",
         )
         _require(
             not self.web_runtime_dir or self.format == "web",
-            "--web_runtime_dir applies to web exports only; add --format=web",
+            f"{flag('web_runtime_dir')} applies to web exports only; add {flag('format')}=web",
         )
 
 
@@ -487,18 +502,23 @@ class WebPageConfig:
     chromium: str = _field("/usr/bin/chromium", "the Chromium executable to drive")
 
     def __post_init__(self):
-        _require(bool(self.export_dir), "--export_dir must name a folder written by --format=web")
         _require(
-            isinstance(self.length, int) and self.length >= 0, f"--length must be >= 0, got {self.length}"
+            bool(self.export_dir), f"{flag('export_dir')} must name a folder written by {flag('format')}=web"
+        )
+        _require(
+            isinstance(self.length, int) and self.length >= 0,
+            f"{flag('length')} must be >= 0, got {self.length}",
         )
         _require(
             math.isfinite(self.temperature) and self.temperature > 0,
-            f"--temperature must be > 0, got {self.temperature}",
+            f"{flag('temperature')} must be > 0, got {self.temperature}",
         )
-        _require(isinstance(self.top_k, int) and self.top_k >= 0, f"--top_k must be >= 0, got {self.top_k}")
+        _require(
+            isinstance(self.top_k, int) and self.top_k >= 0, f"{flag('top_k')} must be >= 0, got {self.top_k}"
+        )
         _require(
             isinstance(self.seed, int) and 0 <= self.seed < 2**32,
-            f"--seed must be in [0, 2**32), got {self.seed}",
+            f"{flag('seed')} must be in [0, 2**32), got {self.seed}",
         )
         _check_positive_ints(self, ("width",))
         _check_choices(self)
@@ -522,7 +542,7 @@ class EvaluateConfig:
     json: bool = _field(False, "print one JSON line instead of the human-readable line")
 
     def __post_init__(self):
-        _require(bool(self.train_dir), "--train_dir must not be empty")
+        _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
 
 
 def _all_fields(config_class):

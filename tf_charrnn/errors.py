@@ -1,32 +1,88 @@
-"""Errors the user can fix: what the scripts print as one line instead of a traceback, and what the Python
-API raises (`tf_charrnn.UserError`), its messages naming Python arguments instead of flags."""
+"""Errors the user can fix, as data: a `UserError` knows the settings its message is about and says them as
+the command line does (`--prime`, `--strategy=tpu`) or as the Python API does (`prime=`, `strategy=tpu`).
+
+A message marks a setting with `flag(name)`, the command that trains a run with `train_command(train_dir)`
+and the advice to try again with `RERUN`; the markers are private-use characters that no text of the
+user's holds, and `UserError.render` replaces them for its audience.
+"""
 
 import contextlib
-import re
 
-# "scripts/train.py --train_dir=DIR" in a message: the command that trains a run, said in Python.
-_TRAIN_COMMAND = re.compile(r"scripts/train\.py --train_dir=(\S+?)(?=[);,]|\s|$)")
-_FLAG = re.compile(r"--(\w+)(=?)")
+_FLAG, _END, _TRAIN, _RERUN = "\ue000", "\ue001", "\ue002", "\ue003"
 # Flags whose Python argument has another name.
 _PYTHON_NAMES = {"flagfile": "config"}
+COMMAND_LINE, PYTHON = "command_line", "python"
+
+# "re-run the same command", or to a Python caller "make the same call again".
+RERUN = _RERUN
+
+
+def flag(name):
+    """The setting `name` in a message: `--name` on the command line, `name=` in Python (`name` before an
+    `=` the message writes itself, as in `flag("strategy") + "=tpu"`)."""
+    return f"{_FLAG}{name}{_END}"
+
+
+def train_command(train_dir):
+    """The command that trains the run in `train_dir`, for a message."""
+    return f"{_TRAIN}{train_dir}{_END}"
 
 
 class UserError(ValueError):
-    """A problem with what the user asked for; its message names the problem and the fix."""
+    """A problem with what the user asked for; its message names the problem and the fix.
 
+    Attributes:
+      message: the message with its markers (see the module docstring).
+      audience: COMMAND_LINE (str() says `--prime`) or PYTHON (`prime=`).
+    """
 
-def in_python_terms(message):
-    """A message written for the command line, said to a Python caller: `--prime` -> `prime=`,
-    `--train_dir=runs/x` -> `train_dir=runs/x`, the training command -> `tf_charrnn.train(train_dir=...)`."""
-    message = message.replace("re-run the same command", "make the same call again")
-    message = _TRAIN_COMMAND.sub(lambda match: f"tf_charrnn.train(train_dir={match.group(1)!r})", message)
-    return _FLAG.sub(lambda match: _PYTHON_NAMES.get(match.group(1), match.group(1)) + "=", message)
+    def __init__(self, message, audience=COMMAND_LINE):
+        super().__init__(message)
+        self.message = message
+        self.audience = audience
+
+    @property
+    def settings(self):
+        """The names of the settings the message is about, in order."""
+        return [part.split(_END, 1)[0] for part in self.message.split(_FLAG)[1:]]
+
+    def render(self, audience):
+        """The message for `audience` (COMMAND_LINE or PYTHON)."""
+        text = self.message.replace(
+            _RERUN, "make the same call again" if audience == PYTHON else "re-run the same command"
+        )
+        pieces = text.split(_TRAIN)
+        text = pieces[0]
+        for piece in pieces[1:]:
+            train_dir, rest = piece.split(_END, 1)
+            command = (
+                f"tf_charrnn.train(train_dir={train_dir!r})"
+                if audience == PYTHON
+                else (f"scripts/train.py --train_dir={train_dir}")
+            )
+            text += command + rest
+        pieces = text.split(_FLAG)
+        text = pieces[0]
+        for piece in pieces[1:]:
+            name, rest = piece.split(_END, 1)
+            if audience == PYTHON:
+                name = _PYTHON_NAMES.get(name, name)
+                text += name + ("" if rest.startswith("=") else "=") + rest
+            else:
+                text += f"--{name}{rest}"
+        return text
+
+    def __str__(self):
+        return self.render(self.audience)
+
+    def __reduce__(self):  # pickled (e.g. by a multiprocessing pool) with its audience
+        return type(self), (self.message, self.audience)
 
 
 @contextlib.contextmanager
 def python_arguments():
-    """Raises a UserError from inside the block again with its message `in_python_terms`."""
+    """Raises a UserError from inside the block again, said to a Python caller."""
     try:
         yield
     except UserError as error:
-        raise UserError(in_python_terms(str(error))) from None
+        raise UserError(error.message, PYTHON) from None

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import RERUN, UserError
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -21,7 +21,7 @@ def is_out_of_space(error):
     return "No space left on device" in message or "Disk quota exceeded" in message
 
 
-def out_of_space(what, directory, needed_bytes, rerun="re-run the same command"):
+def out_of_space(what, directory, needed_bytes, rerun=RERUN):
     """The UserError for a write of `what` into `directory` that found the disk full: how much it needs,
     how much is free, and what to do."""
     free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0

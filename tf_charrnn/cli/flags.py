@@ -8,7 +8,7 @@ from absl import app, flags
 
 from tf_charrnn import files
 from tf_charrnn.config import escape, flag_fields, unescape
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 
 _DEFINE = {
     bool: flags.DEFINE_bool,
@@ -74,7 +74,7 @@ def read_flagfile(path, config_class):
     try:
         flag_values(["flagfile", f"--flagfile={path}"])
     except flags.Error as error:
-        raise UserError(f"--flagfile={path}: {_flag_error_message(error, flag_values)}") from None
+        raise UserError(f"{flag('flagfile')}={path}: {_flag_error_message(error, flag_values)}") from None
     return {
         field.name: _value(field, flag_values)
         for field in flag_fields(config_class)
@@ -83,12 +83,13 @@ def read_flagfile(path, config_class):
 
 
 def _flag_error_message(error, flag_values=flags.FLAGS):
+    """absl's error, as a UserError's message (a choice flag's named with `flag`)."""
     message = re.sub(r"^ERROR:+\s*", "", " ".join(str(error).split()))
     enum_error = _ENUM_ERROR.match(message)
     if enum_error:
         name, value = enum_error.groups()
         choices = ", ".join(flag_values[name].parser.enum_values)
-        return f"--{name} must be one of {choices}, got {value!r}"
+        return f"{flag(name)} must be one of {choices}, got {value!r}"
     return message
 
 
@@ -96,7 +97,7 @@ def _parse_flags(argv):
     try:
         remaining = flags.FLAGS(argv)
     except flags.Error as error:
-        sys.exit(f"error: {_flag_error_message(error)}; see --helpshort for the flags")
+        sys.exit(f"error: {UserError(_flag_error_message(error))}; see --helpshort for the flags")
     if len(remaining) > 1:
         sys.exit(f"error: unexpected arguments {remaining[1:]}; flags take the form --name=value")
     return remaining

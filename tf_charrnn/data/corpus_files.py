@@ -15,7 +15,7 @@ import os
 
 from absl import logging
 
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 
 _READ_BYTES = 1 << 20
 _NAMES_LISTED = 5  # in a warning or an error, the first few names of a long list
@@ -81,8 +81,8 @@ def list_corpus(data_path, separator="\n\n"):
     if not files:
         also = f" ({len(skipped)} skipped as binary or not UTF-8: {_first_names(skipped)})" if skipped else ""
         raise UserError(
-            f"--data_path {data_path} holds no UTF-8 text{also}; pass a folder or glob with text files, "
-            f"or convert them, e.g. iconv -f LATIN1 -t UTF-8"
+            f"{flag('data_path')} {data_path} holds no UTF-8 text{also}; pass a folder or glob with text "
+            f"files, or convert them, e.g. iconv -f LATIN1 -t UTF-8"
         )
     size = sum(file.size for file in files) + (len(files) - 1) * len(separator.encode("utf-8"))
     listing = CorpusListing(tuple(files), separator, files[0].sha256, size, tuple(skipped))
@@ -99,7 +99,7 @@ def _parts(data_path):
     parts = [part.strip() for part in data_path.split(",") if part.strip()]
     if not parts:
         raise UserError(
-            f"--data_path {data_path!r} names no file; pass a UTF-8 text file, a folder or a glob"
+            f"{flag('data_path')} {data_path!r} names no file; pass a UTF-8 text file, a folder or a glob"
         )
     return parts
 
@@ -114,7 +114,7 @@ def _expand(part):
         matches = sorted(glob.glob(part, recursive=True))
         if not matches:
             raise UserError(
-                f"--data_path {part} matches no files; check the pattern (and quote it, so that the "
+                f"{flag('data_path')} {part} matches no files; check the pattern (and quote it, so that the "
                 f"shell does not expand it)"
             )
         root = _glob_root(part)
@@ -126,7 +126,7 @@ def _expand(part):
                 found.append((match, os.path.relpath(match, root), False))
         return found
     raise UserError(
-        f"--data_path {part} does not exist; pass a UTF-8 text file, a folder, a glob or a "
+        f"{flag('data_path')} {part} does not exist; pass a UTF-8 text file, a folder, a glob or a "
         f"comma-separated list of them"
     )
 
@@ -174,7 +174,8 @@ def _scan(path, named):
                 data = pending + chunk
                 line = lines + data.count(b"\n", 0, error.start) + 1
                 raise UserError(
-                    f"--data_path {path} is not valid UTF-8 at byte {size - len(pending) + error.start} "
+                    f"{flag('data_path')} {path} is not valid UTF-8 at byte "
+                    f"{size - len(pending) + error.start} "
                     f"(line {line}: {error.reason}); convert it, e.g. iconv -f LATIN1 -t UTF-8"
                 ) from None
             if not chunk:
@@ -185,7 +186,7 @@ def _scan(path, named):
             size += len(chunk)
             lines += chunk.count(b"\n")
     if named and size == 0:
-        raise UserError(f"--data_path {path} is empty; pass a UTF-8 text file with some text")
+        raise UserError(f"{flag('data_path')} {path} is empty; pass a UTF-8 text file with some text")
     return digest.hexdigest(), size
 
 

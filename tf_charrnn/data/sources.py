@@ -8,7 +8,7 @@ import urllib.request
 from absl import logging
 
 from tf_charrnn import cache, files
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -40,12 +40,12 @@ def download_shakespeare(cache_folder):
     except (urllib.error.URLError, OSError) as e:
         raise UserError(
             f"could not download the tiny-shakespeare corpus from {SHAKESPEARE_URL} ({e}); "
-            f"download it by hand, or pass --data_path=FILE with any UTF-8 text"
+            f"download it by hand, or pass {flag('data_path')}=FILE with any UTF-8 text"
         ) from None
     if files.sha256_hex(data) != SHAKESPEARE_SHA256:
         raise UserError(
             f"the file downloaded from {SHAKESPEARE_URL} does not match sha256 "
-            f"{SHAKESPEARE_SHA256}; retry, or pass --data_path=FILE"
+            f"{SHAKESPEARE_SHA256}; retry, or pass {flag('data_path')}=FILE"
         )
     files.write_atomic(path, data)
     return path
@@ -53,17 +53,17 @@ def download_shakespeare(cache_folder):
 
 def _check_text_file(path):
     if os.path.isdir(path):
-        raise UserError(f"--data_path {path} is a directory; pass a UTF-8 text file")
+        raise UserError(f"{flag('data_path')} {path} is a directory; pass a UTF-8 text file")
     if not os.path.isfile(path):
-        raise UserError(f"--data_path {path} does not exist; pass a UTF-8 text file")
+        raise UserError(f"{flag('data_path')} {path} does not exist; pass a UTF-8 text file")
     if os.path.getsize(path) == 0:
-        raise UserError(f"--data_path {path} is empty; pass a UTF-8 text file with some text")
+        raise UserError(f"{flag('data_path')} {path} is empty; pass a UTF-8 text file with some text")
 
 
 def _not_utf8(path, data, error, offset, lines):
     line = lines + data.count(b"\n", 0, error.start) + 1
     return UserError(
-        f"--data_path {path} is not valid UTF-8 at byte {offset + error.start} "
+        f"{flag('data_path')} {path} is not valid UTF-8 at byte {offset + error.start} "
         f"(line {line}: {error.reason}); convert it, e.g. iconv -f LATIN1 -t UTF-8"
     )
 

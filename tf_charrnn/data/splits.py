@@ -9,7 +9,7 @@ from tf_charrnn import cache
 from tf_charrnn.data.encoded import load_corpus
 from tf_charrnn.data.pipeline import num_stream_batches
 from tf_charrnn.data.vocab import Vocab
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 
 
 def split_ids(ids, val_fraction):
@@ -22,7 +22,7 @@ def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False)
     """Raises UserError when a split is too short for one batch of the stream layout."""
     if num_stream_batches(num_ids, batch_size, seq_length, random_offset) < 1:
         formula = (
-            "batch_size * seq_length + seq_length with --random_offset"
+            f"batch_size * seq_length + seq_length with {flag('random_offset')}"
             if random_offset
             else ("batch_size * seq_length + 1")
         )
@@ -30,8 +30,8 @@ def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False)
         raise UserError(
             f"the {name} split has {num_ids} characters, fewer than one batch needs "
             f"({formula} = {needed}); "
-            f"lower --batch_size or --seq_length, or use a longer corpus"
-            + (" or a larger --val_fraction" if name == "validation" else "")
+            f"lower {flag('batch_size')} or {flag('seq_length')}, or use a longer corpus"
+            + (f" or a larger {flag('val_fraction')}" if name == "validation" else "")
         )
 
 

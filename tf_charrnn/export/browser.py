@@ -13,7 +13,7 @@ import re
 import tempfile
 import threading
 
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
@@ -180,7 +180,7 @@ def open_page(folder, chromium=CHROMIUM, width=1280, height=800, playwright=None
         its model.
     """
     if not os.path.isfile(os.path.join(folder, "index.html")):
-        raise UserError(f"{folder} holds no web page; write one with scripts/export.py --format=web")
+        raise UserError(f"{folder} holds no web page; write one with scripts/export.py {flag('format')}=web")
     with contextlib.ExitStack() as stack:
         if playwright is None:
             playwright = stack.enter_context(start_playwright())

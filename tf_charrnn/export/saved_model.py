@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tf_charrnn import files
 from tf_charrnn.config import DEFAULT_QUANTIZATION, EXPORT_FORMATS
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.export import litert, web
 from tf_charrnn.inference import sampling
 
@@ -143,8 +143,8 @@ def export_run(
     export_dir = os.path.abspath(export_dir or os.path.join(train_dir, default))
     if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
         raise UserError(
-            f"--export_dir {export_dir} is not empty; pass --overwrite to replace it "
-            f"or choose another --export_dir"
+            f"{flag('export_dir')} {export_dir} is not empty; pass {flag('overwrite')} to replace it "
+            f"or choose another {flag('export_dir')}"
         )
     if web_runtime_dir:
         web.check_runtime(web_runtime_dir)

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.export import litert
 
 # The LiteRT.js release the page is written and tested for (web/package.json pins the same).
@@ -45,12 +45,13 @@ def check_runtime(node_modules):
         folder = os.path.join(node_modules, package)
         missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
         if missing:
-            raise UserError(f"--web_runtime_dir {node_modules} has no {package}/{missing[0]}; {fix}")
+            raise UserError(f"{flag('web_runtime_dir')} {node_modules} has no {package}/{missing[0]}; {fix}")
         with open(os.path.join(folder, "package.json"), encoding="utf-8") as f:
             version = json.load(f).get("version")
         if version != LITERT_JS_VERSION:
             raise UserError(
-                f"--web_runtime_dir {node_modules} holds {package} {version}, the page is written for "
+                f"{flag('web_runtime_dir')} {node_modules} holds {package} {version}, the page is written "
+                "for "
                 f"{LITERT_JS_VERSION}; {fix}"
             )
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tf_charrnn import files
 from tf_charrnn.config import SAMPLING_MODES
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
 
@@ -192,15 +192,16 @@ class Sampler:
         unknown = vocab.unknown_chars(prime)
         if unknown:
             raise UserError(
-                f"--prime has characters outside the run's vocabulary: {unknown!r}; "
+                f"{flag('prime')} has characters outside the run's vocabulary: {unknown!r}; "
                 f"remove them or train on a corpus that has them"
             )
         if not prime:
-            raise UserError("--prime must hold at least one character (the default is a newline)")
+            raise UserError(f"{flag('prime')} must hold at least one character (the default is a newline)")
         unknown = vocab.unknown_chars(stop_at)
         if unknown:
             raise UserError(
-                f"--stop_at has characters outside the run's vocabulary: {unknown!r}; it could never be "
+                f"{flag('stop_at')} has characters outside the run's vocabulary: {unknown!r}; it could never "
+                "be "
                 f"generated: pass a string of the run's characters"
             )
         return tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
@@ -266,18 +267,19 @@ def read_prime_file(path):
     """
     if not os.path.isfile(path):
         what = "is a folder" if os.path.isdir(path) else "does not exist"
-        raise UserError(f"--prime_file {path} {what}; pass a UTF-8 text file")
+        raise UserError(f"{flag('prime_file')} {path} {what}; pass a UTF-8 text file")
     with open(path, "rb") as f:
         data = f.read()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise UserError(
-            f"--prime_file {path} is not valid UTF-8 at byte {error.start} ({error.reason}); convert it, "
+            f"{flag('prime_file')} {path} is not valid UTF-8 at byte {error.start} ({error.reason}); convert "
+            "it, "
             f"e.g. iconv -f LATIN1 -t UTF-8"
         ) from None
     if not text:
-        raise UserError(f"--prime_file {path} is empty; pass a file with at least one character")
+        raise UserError(f"{flag('prime_file')} {path} is empty; pass a file with at least one character")
     return text
 
 
@@ -293,12 +295,14 @@ def check_output_path(path):
     """Raises UserError when samples cannot be written to `path` (a folder, or in a folder not writable)."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise UserError(f"--output {path} is a folder; pass a file path")
+        raise UserError(f"{flag('output')} {path} is a folder; pass a file path")
     existing = folder
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
-        raise UserError(f"--output {path}: cannot write in {existing}; pass a path in a writable folder")
+        raise UserError(
+            f"{flag('output')} {path}: cannot write in {existing}; pass a path in a writable folder"
+        )
 
 
 def write_samples(path, prime, texts):

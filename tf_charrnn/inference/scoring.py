@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tf_charrnn.data import corpus_files, encoded, pipeline, sources
 from tf_charrnn.data.splits import split_corpus
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model import losses
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
@@ -40,7 +40,8 @@ def stream_layout(num_ids, batch_size, seq_length):
     """
     if num_ids < 2:
         raise UserError(
-            f"the text has {num_ids} character(s) to score; at least 2 are needed, pass a longer --data_path"
+            f"the text has {num_ids} character(s) to score; at least 2 are needed, pass a longer "
+            f"{flag('data_path')}"
         )
     streams = min(batch_size, (num_ids - 1) // seq_length)
     if streams < 1:
@@ -61,8 +62,8 @@ def _text_ids(data_path, separator, vocab, skip_unknown):
     unknown = vocab.unknown_chars(text)
     if unknown and not skip_unknown:
         raise UserError(
-            f"--data_path {data_path} has characters outside the run's vocabulary: "
-            f"{describe_chars(unknown)}; pass --skip_unknown to score the text without them"
+            f"{flag('data_path')} {data_path} has characters outside the run's vocabulary: "
+            f"{describe_chars(unknown)}; pass {flag('skip_unknown')} to score the text without them"
         )
     kept = text.translate({ord(char): None for char in unknown}) if unknown else text
     return vocab.encode(kept, dtype=vocab.id_dtype), len(text) - len(kept)
@@ -72,8 +73,8 @@ def _validation_ids(config, vocab, train_dir):
     """The run's own validation split, from its corpus (which must still have the run's vocabulary)."""
     if config.layout.val_fraction <= 0:
         raise UserError(
-            f"{train_dir} was trained without a validation split (--val_fraction=0); "
-            f"pass --data_path=FILE (or a folder) to score a text"
+            f"{train_dir} was trained without a validation split ({flag('val_fraction')}=0); "
+            f"pass {flag('data_path')}=FILE (or a folder) to score a text"
         )
     corpus = encoded.load_corpus(config.data, publish=False)
     recorded = config.data.corpus_sha256
@@ -84,7 +85,7 @@ def _validation_ids(config, vocab, train_dir):
             corpus.pending.discard()
         raise UserError(
             f"the corpus of {train_dir} has changed since training (sha256 {recorded or 'not recorded'}, "
-            f"now {corpus.sha256}); pass --data_path=FILE (or a folder) to score a text"
+            f"now {corpus.sha256}); pass {flag('data_path')}=FILE (or a folder) to score a text"
         )
     splits = split_corpus(encoded.in_vocab(corpus, vocab, config.data), config.layout)
     splits.publish_cache()

@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_charrnn import files
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import RERUN, UserError, flag, train_command
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run.layout import checkpoint_dir, load_run
 
@@ -68,9 +68,7 @@ def find_checkpoint(train_dir, checkpoint=None, best=False):
     paths = checkpoint_paths(directory)
     if not paths:
         kind = "best-validation checkpoint" if best else "checkpoint"
-        raise UserError(
-            f"{train_dir} holds no {kind} yet; train it first (scripts/train.py --train_dir={train_dir})"
-        )
+        raise UserError(f"{train_dir} holds no {kind} yet; train it first ({train_command(train_dir)})")
     return newest_present(directory, paths)
 
 
@@ -104,7 +102,7 @@ def restore_weights(train_dir, target, checkpoint=None, best=False):
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         raise UserError(
             f"checkpoint {path} is unreadable ({_first_line(error)}); pass an older one with "
-            f"--checkpoint (the files in {os.path.dirname(path)})"
+            f"{flag('checkpoint')} (the files in {os.path.dirname(path)})"
         ) from None
     return path
 
@@ -195,7 +193,7 @@ class Checkpoints:
         if paths:
             raise UserError(
                 f"no checkpoint in {directory} is readable; "
-                f"move that folder away to start over, or use a new --train_dir"
+                f"move that folder away to start over, or use a new {flag('train_dir')}"
             )
         return None
 
@@ -242,11 +240,11 @@ class Checkpoints:
         newest = f"; the newest checkpoint is still {recorded[-1]}" if recorded else ""
         if files.is_out_of_space(error):
             return files.out_of_space(
-                f"checkpoint {name}", directory, self._bytes(), f"re-run the same command to resume{newest}"
+                f"checkpoint {name}", directory, self._bytes(), f"{RERUN} to resume{newest}"
             )
         return UserError(
             f"could not write checkpoint {name} in {directory} ({_first_line(error)}){newest}; fix that "
-            f"and re-run the same command to resume"
+            f"and {RERUN} to resume"
         )
 
     def _bytes(self):

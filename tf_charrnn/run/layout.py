@@ -10,7 +10,7 @@ import os
 from tf_charrnn import files
 from tf_charrnn.config import RunConfig
 from tf_charrnn.data.vocab import Vocab
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag, train_command
 
 
 def config_path(train_dir):
@@ -47,21 +47,22 @@ def check_config_present(train_dir):
     if parts:
         raise UserError(
             f"{config_path(train_dir)} is missing but {train_dir} holds a run ({', '.join(parts)}); "
-            f"restore config.json from a backup, or use a new --train_dir"
+            f"restore config.json from a backup, or use a new {flag('train_dir')}"
         )
 
 
 def _read_run_file(path, parse, what):
     """parse(text) of a run-directory file, or UserError naming the file, what is wrong and the fix."""
     if not os.path.isfile(path):
-        raise UserError(f"{path} is missing; restore it from a backup, or use a new --train_dir")
+        raise UserError(f"{path} is missing; restore it from a backup, or use a new {flag('train_dir')}")
     try:
         with open(path, encoding="utf-8") as f:
             return parse(f.read())
     except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSON, UTF-8 and field errors
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
-            f"{path} is not a valid {what} ({reason}); restore it from a backup, or use a new --train_dir"
+            f"{path} is not a valid {what} ({reason}); restore it from a backup, or use a new "
+            f"{flag('train_dir')}"
         ) from None
 
 
@@ -81,15 +82,14 @@ def load_run(train_dir):
     check_config_present(train_dir)
     if not has_run(train_dir):
         raise UserError(
-            f"{train_dir} holds no run (no config.json); train one with scripts/train.py "
-            f"--train_dir={train_dir}"
+            f"{train_dir} holds no run (no config.json); train one with {train_command(train_dir)}"
         )
     config = _read_run_file(config_path(train_dir), _parse_config, "config")
     vocab = _read_run_file(vocab_path(train_dir), Vocab.from_json, "vocabulary")
     if config.model.vocab_size and config.model.vocab_size != len(vocab):
         raise UserError(
             f"{vocab_path(train_dir)} holds {len(vocab)} characters but config.json says "
-            f"{config.model.vocab_size}; restore the run's vocab.json, or use a new --train_dir"
+            f"{config.model.vocab_size}; restore the run's vocab.json, or use a new {flag('train_dir')}"
         )
     return config, vocab
 

@@ -7,7 +7,7 @@ import socket
 import time
 
 from tf_charrnn import files
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.run.layout import lock_path
 
 
@@ -36,7 +36,7 @@ class RunLock:
                 files.remove_empty_folders(self._folders_made)
                 raise UserError(
                     f"{train_dir} is being trained by {holder} (it holds {self._path}); wait for it to "
-                    f"finish or stop it, or use another --train_dir"
+                    f"finish or stop it, or use another {flag('train_dir')}"
                 ) from None
             # The holder before may have removed the file between our open and our lock: then lock anew.
             try:

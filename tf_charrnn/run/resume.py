@@ -2,7 +2,7 @@
 what a run started from another (--init_from) takes from it."""
 
 from tf_charrnn.data import corpus_files
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.run.checkpoints import checkpoint_paths, newest_present
 from tf_charrnn.run.layout import check_config_present, checkpoint_dir, has_run, load_run
 from tf_charrnn.run.lock import RunLock
@@ -56,7 +56,7 @@ def _corpus_changes(old_config, config):
         return ""
     changes = corpus_files.describe_changes(old.corpus_files, new.corpus_files)
     if not changes and old.document_separator != new.document_separator:
-        changes = f"--document_separator {old.document_separator!r} -> {new.document_separator!r}"
+        changes = f"{flag('document_separator')} {old.document_separator!r} -> {new.document_separator!r}"
     return f"; {changes}" if changes else ""
 
 
@@ -69,7 +69,7 @@ def check_resumable(config, vocab, old_config, old_vocab):
         raise UserError(
             f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
             f"{train_dir} ({len(old_vocab)}{_corpus_changes(old_config, config)}); use the run's corpus "
-            f"or a new --train_dir"
+            f"or a new {flag('train_dir')}"
         )
     recorded, current = old_config.data.corpus_sha256, config.data.corpus_sha256
     if recorded and current and recorded != current:
@@ -77,13 +77,13 @@ def check_resumable(config, vocab, old_config, old_vocab):
             f"the corpus has changed since {train_dir} was trained on it (sha256 {recorded}, "
             f"{old_config.data.corpus_size} bytes; now {current}, {config.data.corpus_size} bytes"
             f"{_corpus_changes(old_config, config)}); resume with the original files, or start a new "
-            f"--train_dir with --init_from={train_dir}"
+            f"{flag('train_dir')} with {flag('init_from')}={train_dir}"
         )
     changed = old_config.differences_that_block_resume(config)
     if changed:
         raise UserError(
             f"{train_dir} holds a run with another config ({'; '.join(changed)}); use a new "
-            f"--train_dir, or --init_from={train_dir} to start from its weights"
+            f"{flag('train_dir')}, or {flag('init_from')}={train_dir} to start from its weights"
         )
 
 
@@ -98,8 +98,8 @@ def check_init_from(config, vocab):
     init_config, init_vocab = load_run(init_from)
     if vocab.chars[: len(init_vocab)] != init_vocab.chars:
         raise UserError(
-            f"--init_from {init_from} has another vocabulary order than this run's ({len(init_vocab)} "
-            f"characters there, {len(vocab)} here); use a new --train_dir"
+            f"{flag('init_from')} {init_from} has another vocabulary order than this run's "
+            f"({len(init_vocab)} characters there, {len(vocab)} here); use a new {flag('train_dir')}"
         )
     different = [
         f"{name} {getattr(init_config.model, name)!r} there, {getattr(config.model, name)!r} here"
@@ -108,8 +108,8 @@ def check_init_from(config, vocab):
     ]
     if different:
         raise UserError(
-            f"--init_from {init_from} has another model shape ({'; '.join(different)}); drop those flags "
-            f"(they default to that run's), or train from scratch without --init_from"
+            f"{flag('init_from')} {init_from} has another model shape ({'; '.join(different)}); drop "
+            f"those flags (they default to that run's), or train from scratch without {flag('init_from')}"
         )
 
 

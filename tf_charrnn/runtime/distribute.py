@@ -15,7 +15,7 @@ import re
 import tensorflow as tf
 
 from tf_charrnn.data import pipeline
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.run import checkpoints, layout
 
 
@@ -54,8 +54,8 @@ def make_strategy(name, tpu=""):
         except (ValueError, tf.errors.OpError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(
-                f"--strategy=tpu found no TPU ({first_line}); "
-                f"run on a TPU VM or pass --tpu=NAME_OR_GRPC_ADDRESS"
+                f"{flag('strategy')}=tpu found no TPU ({first_line}); "
+                f"run on a TPU VM or pass {flag('tpu')}=NAME_OR_GRPC_ADDRESS"
             ) from None
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}")
@@ -72,7 +72,7 @@ def _check_tf_config():
         raise UserError(f"TF_CONFIG is not valid JSON ({error}); set it like {example}") from None
     if not tf_config or "cluster" not in tf_config or "task" not in tf_config:
         raise UserError(
-            f"--strategy=multi_worker needs TF_CONFIG with a cluster and this worker's task; "
+            f"{flag('strategy')}=multi_worker needs TF_CONFIG with a cluster and this worker's task; "
             f"set it like {example}"
         )
 
@@ -161,7 +161,7 @@ def replica_batch_size(strategy, global_batch_size):
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
         raise UserError(
-            f"--batch_size {global_batch_size} does not divide among {replicas} replicas; "
+            f"{flag('batch_size')} {global_batch_size} does not divide among {replicas} replicas; "
             f"use a multiple of {replicas}"
         )
     return global_batch_size // replicas

@@ -16,7 +16,7 @@ from absl import logging
 
 from tf_charrnn.data import encoded
 from tf_charrnn.data.splits import split_corpus
-from tf_charrnn.errors import UserError
+from tf_charrnn.errors import UserError, flag
 from tf_charrnn.inference.sampling import Decoding, Sampler
 from tf_charrnn.model import losses
 from tf_charrnn.run import checkpoints, layout, resume
@@ -271,7 +271,8 @@ class Trainer:
         if not (math.isfinite(loss) and (math.isfinite(grad_norm) or self.runtime.loss_scaling)):
             raise UserError(
                 f"training diverged at step {step + 1} (loss {loss}, gradient norm {grad_norm}); "
-                f"the last good checkpoint is kept: lower --learning_rate or --grad_clip and re-run"
+                f"the last good checkpoint is kept: lower {flag('learning_rate')} or {flag('grad_clip')} and "
+                "re-run"
             )
         return {
             "loss": loss,
