@@ -3,12 +3,23 @@ checks it as the command line does, follows the same run-directory rules, and sh
 
 import collections
 import os
+from typing import TYPE_CHECKING, Any
 
 from tf_charrnn import errors
 from tf_charrnn.config import RunConfig, python_settings
 
+if TYPE_CHECKING:  # the loop's module loads TensorFlow: imported when training starts
+    from tf_charrnn.training.trainer import TrainResult
 
-def train(train_dir=None, data_path=None, config=None, *, progress=True, **settings):
+
+def train(
+    train_dir: str | os.PathLike | None = None,
+    data_path: str | os.PathLike | None = None,
+    config: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
+    **settings: Any,
+) -> "TrainResult":
     """Trains a Char-RNN, or resumes the run already in `train_dir`: `scripts/train.py` from Python.
 
     Every flag of `scripts/train.py` is a keyword argument of the same name, checked the same way

@@ -86,7 +86,9 @@ def problem(path):
     return None
 
 
-_held_folders = set()  # the folders whose lock this process holds (the lock is per process, reentrant)
+_held_folders: set[str] = (
+    set()
+)  # the folders whose lock this process holds (the lock is per process, reentrant)
 
 
 @contextlib.contextmanager

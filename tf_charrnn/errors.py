@@ -7,6 +7,7 @@ user's holds, and `UserError.render` replaces them for its audience.
 """
 
 import contextlib
+from collections.abc import Iterator
 
 _FLAG, _END, _TRAIN, _RERUN = "\ue000", "\ue001", "\ue002", "\ue003"
 # Flags whose Python argument has another name.
@@ -17,13 +18,13 @@ COMMAND_LINE, PYTHON = "command_line", "python"
 RERUN = _RERUN
 
 
-def flag(name):
+def flag(name: str) -> str:
     """The setting `name` in a message: `--name` on the command line, `name=` in Python (`name` before an
     `=` the message writes itself, as in `flag("strategy") + "=tpu"`)."""
     return f"{_FLAG}{name}{_END}"
 
 
-def train_command(train_dir):
+def train_command(train_dir: str) -> str:
     """The command that trains the run in `train_dir`, for a message."""
     return f"{_TRAIN}{train_dir}{_END}"
 
@@ -36,17 +37,17 @@ class UserError(ValueError):
       audience: COMMAND_LINE (str() says `--prime`) or PYTHON (`prime=`).
     """
 
-    def __init__(self, message, audience=COMMAND_LINE):
+    def __init__(self, message: str, audience: str = COMMAND_LINE) -> None:
         super().__init__(message)
         self.message = message
         self.audience = audience
 
     @property
-    def settings(self):
+    def settings(self) -> list[str]:
         """The names of the settings the message is about, in order."""
         return [part.split(_END, 1)[0] for part in self.message.split(_FLAG)[1:]]
 
-    def render(self, audience):
+    def render(self, audience: str) -> str:
         """The message for `audience` (COMMAND_LINE or PYTHON)."""
         text = self.message.replace(
             _RERUN, "make the same call again" if audience == PYTHON else "re-run the same command"
@@ -72,15 +73,17 @@ class UserError(ValueError):
                 text += f"--{name}{rest}"
         return text
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.render(self.audience)
 
-    def __reduce__(self):  # pickled (e.g. by a multiprocessing pool) with its audience
+    def __reduce__(
+        self,
+    ) -> tuple[type, tuple[str, str]]:  # pickled (e.g. by a multiprocessing pool) with its audience
         return type(self), (self.message, self.audience)
 
 
 @contextlib.contextmanager
-def python_arguments():
+def python_arguments() -> Iterator[None]:
     """Raises a UserError from inside the block again, said to a Python caller."""
     try:
         yield

@@ -3,13 +3,16 @@
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import types
 import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 # Old module -> the module it became (or the modules a split module's names went to).
-MODULES = {
+MODULES: dict[str, str | tuple[str, ...] | None] = {
     "tf_charrnn.benchmark": None,  # scripts/benchmark_lib.py: a developer's tool, outside the package
     "tf_charrnn.browser": "tf_charrnn.export.browser",
     "tf_charrnn.charlm": "tf_charrnn.inference.charlm",
@@ -36,7 +39,7 @@ MODULES = {
     "tf_charrnn.web": "tf_charrnn.export.web",
 }
 # Old modules whose names are now packages: the package -> the modules that hold the old module's names.
-PACKAGES = {
+PACKAGES: dict[str, tuple[str, ...]] = {
     "tf_charrnn.data": (
         "tf_charrnn.data.sources",
         "tf_charrnn.data.encoded",
@@ -50,48 +53,50 @@ PACKAGES = {
 }
 
 
-def _warn(old, new):
+def _warn(old: str, new: str) -> None:
     warnings.warn(f"{old} moved to {new}; import it from there", DeprecationWarning, stacklevel=3)
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old module path and loads it as the module it became (the same module object)."""
 
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         del path, target
         return importlib.util.spec_from_loader(fullname, self) if fullname in MODULES else None
 
-    def create_module(self, spec):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         new = MODULES[spec.name]
         if new is None:
             raise ImportError(f"{spec.name} moved out of the package: it is scripts/benchmark_lib.py")
         if isinstance(new, tuple):  # a module split in several: one that serves their names
             module = types.ModuleType(spec.name, f"{spec.name}'s names, from {', '.join(new)}")
-            module.__getattr__ = _names_from(spec.name, new)
+            setattr(module, "__getattr__", _names_from(spec.name, new))  # noqa: B010 (PEP 562)
             return module
         _warn(spec.name, new)
         return importlib.import_module(new)
 
-    def exec_module(self, module):
+    def exec_module(self, module: types.ModuleType) -> None:
         del module  # the module it became is already executed
 
 
-def install():
+def install() -> None:
     """Lets the old module paths import (once per process)."""
     if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
         sys.meta_path.insert(0, _MovedModules())  # before an editable install's finder
 
 
-def package_getattr(package):
+def package_getattr(package: str) -> Callable[[str], Any]:
     """A PEP 562 `__getattr__` for `package` that serves the names its old module of the same name had."""
     return _names_from(package, PACKAGES[package])
 
 
-def _names_from(old, modules):
+def _names_from(old: str, modules: tuple[str, ...]) -> Callable[[str], Any]:
     """A PEP 562 `__getattr__` for the module `old` (a package, or a split module) that serves the names
     of `modules`."""
 
-    def __getattr__(name):
+    def __getattr__(name: str) -> Any:
         # A private name was never served. A package's submodule not yet imported is the import system's
         # to find (importing the modules below while one of them is being imported would be circular).
         is_package = hasattr(sys.modules.get(old), "__path__")

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 
 # Start-up lines that say nothing a user acts on. cuInit's failure is noise only where no GPU is found.
 _NOISE = re.compile(
@@ -30,12 +31,12 @@ _NO_GPU_NOISE = re.compile(r"\] failed call to cuInit: ")
 class _TensorFlowInfo(logging.Filter):
     """Holds back INFO lines that TensorFlow's own modules log through absl."""
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno > logging.INFO or f"{os.sep}tensorflow{os.sep}" not in record.pathname
 
 
 @contextlib.contextmanager
-def _captured_stderr(lines):
+def _captured_stderr(lines: list[str]) -> Iterator[None]:
     """Redirects file descriptor 2 (C++ writes there directly) into a temporary file for the block, and
     appends what was written to `lines`."""
     sys.stderr.flush()
@@ -52,14 +53,14 @@ def _captured_stderr(lines):
             lines.extend(capture.read().decode(errors="replace").splitlines(keepends=True))
 
 
-def import_tensorflow():
+def import_tensorflow() -> None:
     """Imports TensorFlow and lets it find its devices, writing to stderr only the start-up lines that
     matter, with TensorFlow's C++ INFO and WARNING lines off (TF_CPP_MIN_LOG_LEVEL=2). Where the user set
     TF_CPP_MIN_LOG_LEVEL, or TensorFlow is already imported, it changes nothing."""
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    lines = []
+    lines: list[str] = []
     try:
         with _captured_stderr(lines):
             import tensorflow as tf

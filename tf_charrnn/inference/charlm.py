@@ -3,11 +3,14 @@ choose: generate, stream, score a text, and the next characters' probabilities."
 
 import functools
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import tensorflow as tf
 
 from tf_charrnn import errors
-from tf_charrnn.config import SampleConfig, python_settings
+from tf_charrnn.config import RunConfig, SampleConfig, python_settings
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import sampling, scoring
 from tf_charrnn.run import checkpoints, layout
@@ -53,7 +56,9 @@ class CharLM:
     ```
     """
 
-    def __init__(self, train_dir, config, vocab, sampler, checkpoint):
+    def __init__(
+        self, train_dir: str, config: RunConfig, vocab: Vocab, sampler: sampling.Sampler, checkpoint: str
+    ) -> None:
         self.train_dir = train_dir
         self.config = config
         self.vocab = vocab
@@ -61,10 +66,14 @@ class CharLM:
         self.checkpoint = checkpoint
         self._sampler = sampler
         self._feed = tf.function(functools.partial(sampling.feed_prime, self.model))
-        self._scorers = {}  # stream rows -> scoring.StreamScorer holding these weights
+        self._scorers: dict[
+            int, scoring.StreamScorer
+        ] = {}  # stream rows -> scoring.StreamScorer holding these weights
 
     @classmethod
-    def from_run(cls, train_dir, best=False, checkpoint=None):
+    def from_run(
+        cls, train_dir: str | os.PathLike, best: bool = False, checkpoint: str | os.PathLike | None = None
+    ) -> "CharLM":
         """Loads a run directory's latest checkpoint (or its best-validation one, or a named one).
 
         Args:
@@ -98,31 +107,33 @@ class CharLM:
             path = checkpoints.restore_weights(train_dir, sampler.model, path, best)
         return cls(train_dir, config, vocab, sampler, path)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         model = self.config.model
         return (
             f"CharLM({self.checkpoint!r}: {model.num_layers} x {model.rnn_units} {model.cell}, "
             f"{len(self.vocab)} characters)"
         )
 
-    def _sample_options(self, **settings):
-        """The checked SampleConfig of `settings` (named as SampleConfig's fields)."""
+    def _sample_options(self, arguments: dict[str, Any]) -> SampleConfig:
+        """The checked SampleConfig of a generating method's arguments (its `locals()`, named as
+        SampleConfig's fields)."""
+        settings = {name: value for name, value in arguments.items() if name != "self"}
         with errors.python_arguments():
             return SampleConfig(train_dir=self.train_dir, **python_settings(SampleConfig, settings))
 
     def generate(
         self,
-        prime="\n",
-        length=500,
+        prime: str = "\n",
+        length: int = 500,
         *,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        sampling="sample",
-        seed=0,
-        num_samples=1,
-        stop_at="",
-    ):
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        sampling: str = "sample",
+        seed: int = 0,
+        num_samples: int = 1,
+        stop_at: str = "",
+    ) -> str | list[str]:
         """Generates text after `prime`: the same text `scripts/sample.py` prints for the same settings.
 
         Args:
@@ -148,17 +159,7 @@ class CharLM:
         lm.generate("ROMEO:", length=100, temperature=0.8, seed=7)
         ```
         """
-        options = self._sample_options(
-            prime=prime,
-            length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            sampling=sampling,
-            seed=seed,
-            num_samples=num_samples,
-            stop_at=stop_at,
-        )
+        options = self._sample_options(locals())
         with errors.python_arguments():
             texts = self._sampler.generate(self.vocab, options.prime, options.length, **_draws(options))
         texts = [options.prime + text for text in texts]
@@ -166,17 +167,17 @@ class CharLM:
 
     def stream(
         self,
-        prime="\n",
-        length=500,
+        prime: str = "\n",
+        length: int = 500,
         *,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        sampling="sample",
-        seed=0,
-        num_samples=1,
-        stop_at="",
-    ):
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        sampling: str = "sample",
+        seed: int = 0,
+        num_samples: int = 1,
+        stop_at: str = "",
+    ) -> Iterator[str | list[str]]:
         """Generates text a character at a time, as `generate` would (the same seed, the same text).
 
         Args: as `generate`.
@@ -194,17 +195,7 @@ class CharLM:
             print(piece, end="", flush=True)
         ```
         """
-        options = self._sample_options(
-            prime=prime,
-            length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            sampling=sampling,
-            seed=seed,
-            num_samples=num_samples,
-            stop_at=stop_at,
-        )
+        options = self._sample_options(locals())
         several = options.num_samples > 1
         with errors.python_arguments():
             steps = self._sampler.stream(self.vocab, options.prime, options.length, **_draws(options))
@@ -216,7 +207,7 @@ class CharLM:
         for chars in steps:
             yield chars if several else chars[0]
 
-    def score(self, text, skip_unknown=False):
+    def score(self, text: str, skip_unknown: bool = False) -> scoring.Evaluation:
         """How well the model predicts `text`: what `scripts/evaluate.py --data_path` prints for a file
         holding it (the text is cut into the run's streams of seq_length characters, as validation is).
 
@@ -256,7 +247,7 @@ class CharLM:
             self._scorers[streams] = scorer
         return self._scorers[streams].evaluation(ids, self.checkpoint, len(text) - len(kept))
 
-    def next_chars(self, text, k=5):
+    def next_chars(self, text: str, k: int = 5) -> list[tuple[str, float]]:
         """The k most likely characters to follow `text`, with their probabilities.
 
         Args:
@@ -290,14 +281,14 @@ class CharLM:
         return [(self.vocab.chars[i], float(probabilities[i])) for i in order]
 
 
-def _draws(options):
+def _draws(options: SampleConfig) -> dict[str, Any]:
     """Sampler keyword arguments of a SampleConfig."""
     return dict(
         decoding=sampling.Decoding.of(options), num_samples=options.num_samples, stop_at=options.stop_at
     )
 
 
-def _check_types(**arguments):
+def _check_types(**arguments: tuple[Any, type | tuple[type, ...]]) -> None:
     """Raises UserError naming the first argument whose value is not of its type(s): name=(value, types)."""
     for name, (value, kinds) in arguments.items():
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)

@@ -6,7 +6,7 @@ Random draws use stateless ops keyed by (seed, step), so the same seed gives the
 
 import functools
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
@@ -35,11 +35,11 @@ class Decoding(NamedTuple):
     top_p: float = 1.0
 
     @classmethod
-    def of(cls, options):
+    def of(cls, options: Any) -> "Decoding":
         """The Decoding of an object with these fields (a SampleConfig)."""
         return cls(*(getattr(options, field) for field in cls._fields))
 
-    def as_tensors(self):
+    def as_tensors(self) -> "Decoding":
         """The numbers as tensors, so that a tf.function is traced once for all their values."""
         return self._replace(
             seed=tf.cast(self.seed, tf.int64),

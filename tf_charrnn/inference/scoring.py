@@ -92,7 +92,9 @@ def _validation_ids(config, vocab, train_dir):
     return splits.val_ids
 
 
-def evaluate_run(train_dir, checkpoint="", best=False, data_path="", skip_unknown=False):
+def evaluate_run(
+    train_dir: str, checkpoint: str = "", best: bool = False, data_path: str = "", skip_unknown: bool = False
+) -> Evaluation:
     """Scores a run's checkpoint on a text, batched in streams as training's validation is.
 
     Args:

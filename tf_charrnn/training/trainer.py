@@ -8,12 +8,14 @@ import math
 import signal
 import threading
 import time
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_charrnn.config import RunConfig
 from tf_charrnn.data import encoded
 from tf_charrnn.data.splits import split_corpus
 from tf_charrnn.errors import UserError, flag
@@ -37,17 +39,19 @@ class TrainResult:
     """What one call of `train` did."""
 
     step: int  # global step reached
-    losses: list  # training loss of each step this call ran, in order
+    losses: list[float]  # training loss of each step this call ran, in order
     best_val_loss: float  # best validation nats/char over the whole run (inf without validation)
     last_checkpoint: str
-    stopped_by_signal: int = None  # the signal number that stopped training early, if any
+    stopped_by_signal: int | None = None  # the signal number that stopped training early, if any
     stopped_early: bool = False  # --patience validations passed without a new best
     train_dir: str = ""  # the run directory
-    val_losses: list = dataclasses.field(default_factory=list)  # (step, val nats/char) of this call
-    last_val_loss: float = None  # the last validation nats/char of this call (None when it ran none)
+    val_losses: list[tuple[int, float]] = dataclasses.field(
+        default_factory=list
+    )  # (step, val nats/char) of this call
+    last_val_loss: float | None = None  # the last validation nats/char of this call (None when it ran none)
 
 
-def train(config, progress=None):
+def train(config: RunConfig, progress: Any = None) -> TrainResult:
     """Trains (or resumes) the run described by `config` until its last step.
 
     Re-running with the same train_dir resumes from the latest checkpoint. SIGINT (Ctrl-C) and

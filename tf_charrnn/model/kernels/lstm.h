@@ -1,6 +1,6 @@
 // Shared by the LSTM kernels: register tiles of a [rows, k] x [k, 64] product over weights packed
-// in blocks of 64 columns, the forward step of a block of 16 units, and the split of a step's
-// blocks across TensorFlow's intra-op threads.
+// in blocks of 64 columns, the forward step of a block of 16 units, the split of a step's
+// blocks across TensorFlow's intra-op threads, and the sequence ops' shape functions.
 #ifndef TF_CHARRNN_KERNELS_LSTM_H_
 #define TF_CHARRNN_KERNELS_LSTM_H_
 
@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tf_charrnn {
 
@@ -204,6 +205,28 @@ void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks
       }
     }
   });
+}
+
+// Shapes of a sequence op (float32 or bfloat16): xw [B, T, 4H], h0 [B, H] -> h, c [B, T, H], gates
+// [B, T, 4H].
+inline ::tensorflow::Status SequenceShapes(::tensorflow::shape_inference::InferenceContext* context) {
+  auto xw = context->input(0);
+  ::tensorflow::shape_inference::ShapeHandle h;
+  TF_RETURN_IF_ERROR(context->ReplaceDim(xw, 2, context->Dim(context->input(1), 1), &h));
+  context->set_output(0, h);
+  context->set_output(1, h);
+  context->set_output(2, xw);
+  return ::tensorflow::OkStatus();
+}
+
+// Shapes of a sequence op's gradient: gates [B, T, 4H], c0 [B, H] -> dz [B, T, 4H], dh0, dc0 [B, H],
+// dbias [4H].
+inline ::tensorflow::Status SequenceGradShapes(::tensorflow::shape_inference::InferenceContext* context) {
+  context->set_output(0, context->input(2));
+  context->set_output(1, context->input(4));
+  context->set_output(2, context->input(4));
+  context->set_output(3, context->Vector(context->Dim(context->input(2), 2)));
+  return ::tensorflow::OkStatus();
 }
 
 }  // namespace tf_charrnn

@@ -356,15 +356,7 @@ REGISTER_OP("CharRnnLstmSequenceBf16")
     .Output("h: bfloat16")
     .Output("c: float")
     .Output("gates: float")
-    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* context) {
-      auto xw = context->input(0);
-      ::tensorflow::shape_inference::ShapeHandle h;
-      TF_RETURN_IF_ERROR(context->ReplaceDim(xw, 2, context->Dim(context->input(1), 1), &h));
-      context->set_output(0, h);
-      context->set_output(1, h);
-      context->set_output(2, xw);
-      return ::tensorflow::OkStatus();
-    })
+    .SetShapeFn(tf_charrnn::SequenceShapes)
     .Doc("CharRnnLstmSequence with bfloat16 recurrent products: xw bfloat16 [B, T, 4H], h0, c0 [B, H], "
          "U [H, 4H], b [4H] -> h bfloat16 [B, T, H], c [B, T, H] and the activated gates [B, T, 4H].");
 
@@ -379,13 +371,7 @@ REGISTER_OP("CharRnnLstmSequenceBf16Grad")
     .Output("dh0: float")
     .Output("dc0: float")
     .Output("dbias: float")
-    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* context) {
-      context->set_output(0, context->input(2));
-      context->set_output(1, context->input(4));
-      context->set_output(2, context->input(4));
-      context->set_output(3, context->Vector(context->Dim(context->input(2), 2)));
-      return ::tensorflow::OkStatus();
-    })
+    .SetShapeFn(tf_charrnn::SequenceGradShapes)
     .Doc("Backward of CharRnnLstmSequenceBf16: dh bfloat16 and dc [B, T, H] -> dz bfloat16 [B, T, 4H], "
          "dh0, dc0 [B, H] and the bias gradient [4H].");
 
