@@ -142,7 +142,7 @@ def test_training_validation_and_step_losses_agree_also_after_a_checkpoint(tmp_p
     for weights in ("random", "scaled"):
         if weights == "scaled":
             _scale_weights(model)
-            trainer.step.assign_add(1)  # a checkpoint of the next step (the run has one of this step)
+            trainer.position.step.assign_add(1)  # a checkpoint of the next step (the run has this one)
         state = _incoming_state(model, weights)
 
         _set_state(model, state)
@@ -226,13 +226,13 @@ def test_a_gap_the_incoming_state_does_not_explain_is_not_blamed_on_it(tmp_path,
     # state and from training's: the check scores both and stays silent.
     monkeypatch.setattr(Trainer, "evaluate", lambda self: 10.0)
     scored = []
-    validation_losses = Trainer._validation_losses
+    validation_losses = Trainer.validation_losses
 
     def spy(self, from_carried_state=False, batches=None):
         scored.append(from_carried_state)
         return validation_losses(self, from_carried_state, batches)
 
-    monkeypatch.setattr(Trainer, "_validation_losses", spy)
+    monkeypatch.setattr(Trainer, "validation_losses", spy)
     with caplog.at_level(logging.WARNING):
         train_tiny_run(tmp_path, rnn_units=64, embedding_dim=8)
     assert scored == [False, True]  # the check ran once, from a zero state and from training's

@@ -4,7 +4,6 @@ with evaluation, checkpoints and summaries at their cadence, and resumes where a
 import contextlib
 import dataclasses
 import itertools
-import math
 import signal
 import threading
 import time
@@ -18,20 +17,14 @@ from absl import logging
 from tf_charrnn.config import RunConfig
 from tf_charrnn.data import encoded
 from tf_charrnn.data.splits import split_corpus
-from tf_charrnn.errors import UserError, flag
 from tf_charrnn.inference.sampling import Decoding, Sampler
 from tf_charrnn.model import losses
 from tf_charrnn.run import checkpoints, layout, resume
 from tf_charrnn.runtime import distribute, placement
-from tf_charrnn.training import schedules
+from tf_charrnn.training import rules, schedules
+from tf_charrnn.training.position import TrainPosition
 from tf_charrnn.training.summaries import Summaries
 from tf_charrnn.training.train_step import TrainStep
-
-# The state-regime check (see `Trainer._check_state_regime`): a validation this many nats above the
-# training loss, this much of which goes when validation starts from training's carried state, on up
-# to this many validation batches.
-STATE_REGIME_GAP_NATS = 1.0
-STATE_REGIME_CHECK_BATCHES = 8
 
 
 @dataclasses.dataclass
@@ -147,29 +140,20 @@ class Trainer:
         self.global_state = distribute.GlobalState(
             runtime.strategy, self.model.state_variables, layout.batch_size
         )
-        # The position: steps taken, and the epoch and batch of the next step's data.
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
-        self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
-        # Validations since the best one, for --patience (checkpoints written before it lack it: 0).
-        self.evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="evals_since_best")
+        self.position = TrainPosition()
         contents = checkpoints.checkpoint_contents(
             self.model,
             self.steps.optimizer,
             recurrent_state=self.global_state.variables,
-            step=self.step,
-            epoch=self.epoch,
-            batch_in_epoch=self.batch_in_epoch,
-            best_val_loss=self.best_val_loss,
+            **self.position.checkpointed(),
         )
         self.checkpoints = checkpoints.Checkpoints(
             contents,
-            self.step,
+            self.position.step,
             config.length.train_dir,
             config.cadence.keep,
             runtime.is_chief,
-            optional={"evals_since_best": self.evals_since_best},
+            optional=self.position.checkpointed_where_present(),
         )
         self.batches = distribute.RunBatches(runtime.strategy, splits, layout, config.optimization.seed)
         self.steps_per_epoch = self.batches.steps_per_epoch
@@ -181,14 +165,16 @@ class Trainer:
         )
         self.summaries = Summaries(config.length.train_dir, runtime.is_chief)
         self.last_val_loss = None
-        self._losses_since_eval = []  # training losses of the steps since the last validation
-        self._warned_state_regime = False
+        self.divergence = rules.Divergence(runtime.loss_scaling)
+        self.patience = rules.Patience(config.cadence.patience)
+        self.state_regime = rules.StateRegime(config.optimization.learning_rate)
 
     def run(self, stop, progress=None):
         """Trains from the current position to the last step, or until `stop.signal` is set; calls
         `progress` after every step (see `train`)."""
         cadence = self.config.cadence
-        start_step = int(self.step)
+        position = self.position
+        start_step = int(position.step)
         if start_step == 0:
             self.summaries.hparams(self.config)
         window = _MetricsWindow()
@@ -204,19 +190,19 @@ class Trainer:
         )
         stopped_early = self._out_of_patience()
         for epoch, batch_index, inputs, targets in self.batches.training(
-            int(self.epoch), int(self.batch_in_epoch)
+            int(position.epoch), int(position.batch_in_epoch)
         ):
-            if int(self.step) >= self.total_steps or stopped_early:
+            if int(position.step) >= self.total_steps or stopped_early:
                 break
             epoch, batch_index = (int(self.steps.first_replica(value)) for value in (epoch, batch_index))
             if batch_index == 0:
                 self.model.reset_state()
             metrics = self._train_one(inputs, targets, epoch, stop)
-            self._advance(epoch, batch_index)
+            position.advance(epoch, batch_index, self.steps_per_epoch)
             step_losses.append(metrics["loss"])
-            self._losses_since_eval.append(metrics["loss"])
+            self.state_regime.after_step(metrics["loss"])
             window.add(metrics)
-            step = int(self.step)
+            step = int(position.step)
             last = step == self.total_steps
             if step % cadence.log_every == 0 or last:
                 self._log_progress(window.flush(), epoch, start_step)
@@ -237,14 +223,14 @@ class Trainer:
             logging.warning(
                 "Stopped by signal %d at step %d; re-run the same command to resume",
                 stop.signal,
-                int(self.step),
+                int(position.step),
             )
         last_checkpoint = self.save()
         self.summaries.flush()
         return TrainResult(
-            step=int(self.step),
+            step=int(position.step),
             losses=step_losses,
-            best_val_loss=float(self.best_val_loss),
+            best_val_loss=float(position.best_val_loss),
             last_checkpoint=last_checkpoint,
             stopped_by_signal=stop.signal,
             stopped_early=stopped_early,
@@ -257,11 +243,10 @@ class Trainer:
         """One step at its scheduled learning rate; its metrics as Python values.
 
         Raises:
-          UserError: the loss or the gradient is not finite (raised before anything is saved, so the
-            newest checkpoint on disk stays the last good one).
+          UserError: the loss or the gradient is not finite (see `rules.Divergence`).
         """
         started = time.perf_counter()
-        step = int(self.step)
+        step = int(self.position.step)
         learning_rate = schedules.learning_rate(self.config.optimization, step, epoch, self.total_steps)
         metrics = self.steps.train(inputs, targets, learning_rate, stop=stop.signal is not None)
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
@@ -271,13 +256,7 @@ class Trainer:
         if stopping and stop.signal is None:
             logging.warning("Another worker was stopped by a signal; stopping with it")
             stop.signal = signal.SIGTERM
-        # With float16 loss scaling an overflowing gradient is expected: the optimizer skips that step.
-        if not (math.isfinite(loss) and (math.isfinite(grad_norm) or self.runtime.loss_scaling)):
-            raise UserError(
-                f"training diverged at step {step + 1} (loss {loss}, gradient norm {grad_norm}); "
-                f"the last good checkpoint is kept: lower {flag('learning_rate')} or {flag('grad_clip')} and "
-                "re-run"
-            )
+        self.divergence.after_step(step + 1, loss, grad_norm)
         return {
             "loss": loss,
             "grad_norm": grad_norm,
@@ -286,18 +265,8 @@ class Trainer:
             "seconds": time.perf_counter() - started,
         }
 
-    def _advance(self, epoch, batch_index):
-        """Counts the step just taken and moves the data position to the next batch."""
-        self.step.assign_add(1)
-        if batch_index + 1 == self.steps_per_epoch:
-            self.epoch.assign(epoch + 1)
-            self.batch_in_epoch.assign(0)
-        else:
-            self.epoch.assign(epoch)
-            self.batch_in_epoch.assign(batch_index + 1)
-
     def _log_progress(self, window, epoch, start_step):
-        step = int(self.step)
+        step = int(self.position.step)
         layout = self.config.layout
         chars_per_sec = window["steps"] * layout.batch_size * layout.seq_length / window["seconds"]
         self.summaries.train(
@@ -317,11 +286,11 @@ class Trainer:
         )
 
     def _evaluate_and_log(self):
-        """Evaluates, writes the val summaries and keeps the best-val checkpoint."""
-        step = int(self.step)
+        """Evaluates, writes the val summaries, checks the state regime and keeps the best-val checkpoint."""
+        step = int(self.position.step)
         val_loss = self.evaluate()
         self.last_val_loss = val_loss
-        best_loss = min(val_loss, float(self.best_val_loss))
+        best_loss = min(val_loss, float(self.position.best_val_loss))
         self.summaries.val(
             step, val_loss, best_loss, self.sample_text() if self.sampler is not None else None
         )
@@ -332,74 +301,25 @@ class Trainer:
             losses.bits_per_char(val_loss),
             losses.perplexity(val_loss),
         )
-        if self._losses_since_eval:
-            self._check_state_regime(val_loss, float(np.mean(self._losses_since_eval)))
-            self._losses_since_eval = []
-        if val_loss < float(self.best_val_loss):
-            self.best_val_loss.assign(val_loss)
-            self.evals_since_best.assign(0)
+        self.state_regime.after_validation(self, val_loss)
+        if self.position.record_validation(val_loss):
             self.save(best=True)
-        else:
-            self.evals_since_best.assign_add(1)
-
-    def _check_state_regime(self, val_loss, train_loss):
-        """Warns (once) when the model only predicts well from the recurrent state training carried.
-
-        Training streams carry their state from batch to batch; validation, evaluate.py and sampling
-        start from a zero state. A learning rate too high for the model can drive it where its
-        predictions rely on a state that only training's unbroken streams reach (an LSTM cell state
-        growing by about one per character, |c| in the thousands): training then logs a loss that no
-        other use of the model sees. Told apart from overfitting by scoring the first validation batches
-        from a zero state and from training's carried state: in that regime most of the gap goes.
-
-        Args:
-          val_loss: the validation loss (from a zero state).
-          train_loss: the mean training loss of the steps since the previous validation.
-        """
-        if self._warned_state_regime or val_loss - train_loss < STATE_REGIME_GAP_NATS:
-            return
-        batches = min(self.batches.val_batches, STATE_REGIME_CHECK_BATCHES)
-        from_zero = sum(self._validation_losses(batches=batches)) / batches
-        from_carried = sum(self._validation_losses(from_carried_state=True, batches=batches)) / batches
-        if from_zero - from_carried < STATE_REGIME_GAP_NATS:
-            return
-        self._warned_state_regime = True
-        largest_state = max(float(tf.reduce_max(tf.abs(state))) for state in self.global_state.variables)
-        logging.warning(
-            "Validation loss %.2f is %.2f nats above the training loss %.2f, and %.2f when validation starts "
-            "from the state training carried (largest |state| %s) instead of a zero state: the model "
-            "predicts well only from a state that training's unbroken streams reach, not from the zero "
-            "state evaluation and sampling start from; lower --learning_rate (now %g; e.g. 0.002) or warm "
-            "it up (--lr_schedule=cosine --warmup_steps=100) in a new --train_dir",
-            val_loss,
-            val_loss - train_loss,
-            train_loss,
-            from_carried,
-            f"{largest_state:,.0f}",
-            self.config.optimization.learning_rate,
-        )
 
     def _out_of_patience(self):
-        """Whether --patience validations in a row brought no new best (logged once when so)."""
-        patience = self.config.cadence.patience
-        if not patience or int(self.evals_since_best) < patience:
-            return False
-        logging.info(
-            "Stopping early at step %d: %s without a new best (best val loss %.4f); "
-            "raise --patience, or set it to 0, to train on",
-            int(self.step),
-            f"{int(self.evals_since_best)} validation{'s' if int(self.evals_since_best) > 1 else ''}",
-            float(self.best_val_loss),
+        """Whether --patience validations in a row brought no new best (see `rules.Patience`)."""
+        position = self.position
+        return self.patience.exhausted(
+            int(position.step), int(position.evals_since_best), float(position.best_val_loss)
         )
-        return True
 
     def log_schedule_change(self, previous):
         """Says what a changed run length does to the learning-rate schedule of a resumed run."""
         old_total = previous.length.total_steps(self.steps_per_epoch)
-        if old_total != self.total_steps and int(self.step) > 0:
+        step, epoch = int(self.position.step), int(self.position.epoch)
+        if old_total != self.total_steps and step > 0:
             logging.warning(
                 schedules.describe_length_change(
-                    self.config.optimization, int(self.step), int(self.epoch), old_total, self.total_steps
+                    self.config.optimization, step, epoch, old_total, self.total_steps
                 )
             )
 
@@ -411,9 +331,9 @@ class Trainer:
             logging.info(
                 "Resumed %s at step %d (epoch %d, batch %d)",
                 path,
-                int(self.step),
-                int(self.epoch),
-                int(self.batch_in_epoch),
+                int(self.position.step),
+                int(self.position.epoch),
+                int(self.position.batch_in_epoch),
             )
         elif self.config.length.init_from:
             path, new_chars = checkpoints.initialize_from_run(
@@ -432,9 +352,9 @@ class Trainer:
 
     def evaluate(self):
         """Mean validation nats/char over the stream layout, leaving the training state untouched."""
-        return sum(self._validation_losses()) / self.batches.val_batches
+        return sum(self.validation_losses()) / self.batches.val_batches
 
-    def _validation_losses(self, from_carried_state=False, batches=None):
+    def validation_losses(self, from_carried_state=False, batches=None):
         """Per-batch validation losses, streams started from a zero state (as evaluate.py and sampling
         start) or from the state training carried; the training state is left as it was.
 
