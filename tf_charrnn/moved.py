@@ -24,12 +24,13 @@ MODULES: dict[str, str | tuple[str, ...] | None] = {
     "tf_charrnn.losses": "tf_charrnn.model.losses",
     "tf_charrnn.native": "tf_charrnn.model.native",
     "tf_charrnn.recurrent": "tf_charrnn.model.recurrent",
-    # Split: its names are served from these modules.
+    # Split: its names are served from these modules, each listed after those it imports names from
+    # (so that a name is found where it is defined).
     "tf_charrnn.run_directory": (
         "tf_charrnn.run.layout",
-        "tf_charrnn.run.resume",
         "tf_charrnn.run.lock",
         "tf_charrnn.run.checkpoints",
+        "tf_charrnn.run.resume",
     ),
     "tf_charrnn.sampling": "tf_charrnn.inference.sampling",
     "tf_charrnn.schedules": "tf_charrnn.training.schedules",
@@ -38,13 +39,14 @@ MODULES: dict[str, str | tuple[str, ...] | None] = {
     "tf_charrnn.vocab": "tf_charrnn.data.vocab",
     "tf_charrnn.web": "tf_charrnn.export.web",
 }
-# Old modules whose names are now packages: the package -> the modules that hold the old module's names.
+# Old modules whose names are now packages: the package -> the modules that hold the old module's names
+# (in the same order as a split module's).
 PACKAGES: dict[str, tuple[str, ...]] = {
     "tf_charrnn.data": (
         "tf_charrnn.data.sources",
         "tf_charrnn.data.encoded",
-        "tf_charrnn.data.splits",
         "tf_charrnn.data.pipeline",
+        "tf_charrnn.data.splits",
     ),
     "tf_charrnn.export": ("tf_charrnn.export.saved_model",),
     "tf_charrnn.model": ("tf_charrnn.model.char_rnn",),
@@ -99,8 +101,10 @@ def _names_from(old: str, modules: tuple[str, ...]) -> Callable[[str], Any]:
     def __getattr__(name: str) -> Any:
         # A private name was never served. A package's submodule not yet imported is the import system's
         # to find (importing the modules below while one of them is being imported would be circular).
-        is_package = hasattr(sys.modules.get(old), "__path__")
-        if name.startswith("_") or (is_package and importlib.util.find_spec(f"{old}.{name}") is not None):
+        if name.startswith("_"):
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        is_package = "__path__" in vars(sys.modules[old])
+        if is_package and importlib.util.find_spec(f"{old}.{name}") is not None:
             raise AttributeError(f"module {old!r} has no attribute {name!r}")
         for module_name in modules:
             module = importlib.import_module(module_name)
