@@ -71,7 +71,7 @@ def test_train_gives_the_clis_losses_and_each_resumes_the_others_run(
     assert step_losses(cli_dir) == list(np.float32(result.losses)) == step_losses(api_dir)
     configs = [json.load(open(folder / "config.json")) for folder in (cli_dir, api_dir)]
     for config in configs:
-        del config["length"]["train_dir"]
+        del config["directory"]["train_dir"]
     assert configs[0] == configs[1]
 
     # Python resumes the CLI's run, the CLI resumes Python's: the same three next steps.

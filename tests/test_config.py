@@ -50,6 +50,16 @@ def test_dict_round_trip_and_unknown_keys():
         RunConfig.from_dict(values)
 
 
+def test_a_config_json_with_the_run_directory_under_length_still_loads():
+    # Written before the directory section: train_dir and init_from were length's fields.
+    values = RunConfig().to_dict()
+    del values["directory"]
+    values["length"].update(train_dir="runs/old", init_from="runs/older")
+    config = RunConfig.from_dict(values)
+    assert (config.directory.train_dir, config.directory.init_from) == ("runs/old", "runs/older")
+    assert config.length == RunConfig().length
+
+
 def test_flat_values_reach_their_sections():
     config = RunConfig.from_flat({"batch_size": 3, "rnn_units": 32, "max_steps": 7, "strategy": "default"})
     assert (config.layout.batch_size, config.model.rnn_units, config.length.max_steps) == (3, 32, 7)

@@ -88,7 +88,7 @@ def test_validation_split_reproduces_the_val_loss_under_bfloat16(text_file, corp
         ckpt_every=2,
     )
     result = trainer.train(config)
-    scored = scoring.evaluate_run(config.length.train_dir, best=True)
+    scored = scoring.evaluate_run(config.directory.train_dir, best=True)
     assert scored.nats_per_char == pytest.approx(result.best_val_loss, abs=1e-4)
 
 

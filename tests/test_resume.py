@@ -123,7 +123,7 @@ def test_patience_stops_at_the_right_validation_and_resume_keeps_the_count(
     # Validation after every step: a new best at step 2, none at steps 3 and 4.
     assert (result.step, result.stopped_early, result.best_val_loss) == (4, True, 2.0)
     assert "Stopping early at step 4: 2 validations without a new best" in caplog.text
-    assert checkpoints.find_checkpoint(config.length.train_dir).endswith("ckpt-4")
+    assert checkpoints.find_checkpoint(config.directory.train_dir).endswith("ckpt-4")
     # Resumed with the same patience: the count was saved, so it stops before a step.
     assert trainer.train(config).step == 4
     # With more patience it trains on, and one more validation without a new best uses it up.
@@ -157,8 +157,8 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
 
     config = _run_config(text_file, corpus_cache, tmp_path, max_steps=1, eval_every=100)
     trainer.train(config)
-    config, vocab = layout.load_run(config.length.train_dir)
-    before = snapshot(config.length.train_dir)
+    config, vocab = layout.load_run(config.directory.train_dir)
+    before = snapshot(config.directory.train_dir)
     other_strings = {"lstm": "gru", "exponential": "cosine", "none": "bfloat16"}
 
     def other(value):
@@ -180,5 +180,5 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
             with pytest.raises(UserError, match=rf"another config \({field.name} {value!r} -> "):
                 resume.prepare(changed, vocab)
             refused.append(field.name)
-    assert snapshot(config.length.train_dir) == before
+    assert snapshot(config.directory.train_dir) == before
     assert len(refused) == 18 and {"rnn_units", "batch_size", "mixed_precision", "seed"} <= set(refused)

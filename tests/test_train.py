@@ -57,7 +57,7 @@ def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache,
     )
     result = trainer.train(config)
     assert np.mean(result.losses[-3:]) < 0.01
-    sampler, vocab = sampling.load_sampler(config.length.train_dir, fused_kernels=True)
+    sampler, vocab = sampling.load_sampler(config.directory.train_dir, fused_kernels=True)
     assert sampler.generate(vocab, "K", len(QUOTE) - 1, Decoding("greedy"))[0] == QUOTE[1:]
 
 
@@ -90,7 +90,7 @@ def test_evaluation_does_not_disturb_training(corpus, corpus_cache, tmp_path):
 def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", keep=2)
     result = trainer.train(config)
-    train_dir = config.length.train_dir
+    train_dir = config.directory.train_dir
     saved = json.load(open(os.path.join(train_dir, "config.json")))
     assert saved["model"]["vocab_size"] == len(set(QUOTE + " ")) and saved["layout"]["batch_size"] == 2
     assert "".join(json.load(open(os.path.join(train_dir, "vocab.json")))["chars"]) == "".join(
@@ -121,14 +121,14 @@ def test_run_directory_and_tensorboard_events(corpus, corpus_cache, tmp_path):
 def test_refuses_a_train_dir_with_another_config_or_vocabulary(corpus, text_file, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=2)
     trainer.train(config)
-    before = open(layout.config_path(config.length.train_dir)).read()
+    before = open(layout.config_path(config.directory.train_dir)).read()
     other_model = config.replace(rnn_units=32)
     with pytest.raises(UserError, match=r"rnn_units 64 -> 32.*--init_from"):
         trainer.train(other_model)
     other_corpus = config.replace(data_path=text_file("completely different text! " * 30, "other.txt"))
     with pytest.raises(UserError, match="vocabulary"):
         trainer.train(other_corpus)
-    assert open(layout.config_path(config.length.train_dir)).read() == before
+    assert open(layout.config_path(config.directory.train_dir)).read() == before
 
 
 def _weights(train_dir):
@@ -212,10 +212,10 @@ def test_fine_tuning_on_a_text_with_new_characters(corpus, text_file, corpus_cac
 def test_restore_weights_into_any_batch_size(corpus, corpus_cache, tmp_path):
     config = _config(corpus, corpus_cache, tmp_path / "run", max_steps=3)
     trainer.train(config)
-    run_config, _ = layout.load_run(config.length.train_dir)
+    run_config, _ = layout.load_run(config.directory.train_dir)
     for batch_size in (1, 5):
         model = CharRNN(run_config.model, batch_size, fused_kernels=True)
-        path = checkpoints.restore_weights(config.length.train_dir, model)
+        path = checkpoints.restore_weights(config.directory.train_dir, model)
         assert path.endswith("ckpt-3")
     with pytest.raises(UserError, match="holds no run"):
         checkpoints.restore_weights(str(tmp_path / "nothing"), model)
@@ -228,9 +228,9 @@ def test_divergence_stops_without_saving_a_bad_checkpoint(corpus, corpus_cache, 
     monkeypatch.setattr(schedules, "learning_rate", lambda *args: 1e38)
     with pytest.raises(UserError, match=r"training diverged at step \d+ .*lower --learning_rate"):
         trainer.train(config.replace(max_steps=40))
-    latest = checkpoints.find_checkpoint(config.length.train_dir)
-    model = CharRNN(layout.load_run(config.length.train_dir)[0].model, batch_size=1, fused_kernels=True)
-    checkpoints.restore_weights(config.length.train_dir, model)
+    latest = checkpoints.find_checkpoint(config.directory.train_dir)
+    model = CharRNN(layout.load_run(config.directory.train_dir)[0].model, batch_size=1, fused_kernels=True)
+    checkpoints.restore_weights(config.directory.train_dir, model)
     assert all(np.isfinite(w).all() for w in model.get_weights()), latest
 
 

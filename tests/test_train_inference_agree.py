@@ -156,10 +156,10 @@ def test_training_validation_and_step_losses_agree_also_after_a_checkpoint(tmp_p
         np.testing.assert_allclose(training, validation, rtol=1e-6, err_msg=weights)
         np.testing.assert_allclose(through_step, training, rtol=precision, err_msg=weights)
 
-        checkpoints.restore_weights(config.length.train_dir, evaluation_model, checkpoint)
+        checkpoints.restore_weights(config.directory.train_dir, evaluation_model, checkpoint)
         _set_state(evaluation_model, state)
         restored_validation = float(losses.sequence_loss(targets, evaluation_model(inputs, training=False)))
-        checkpoints.restore_weights(config.length.train_dir, restored_sampler.model, checkpoint)
+        checkpoints.restore_weights(config.directory.train_dir, restored_sampler.model, checkpoint)
         restored_step = _step_loss(restored_sampler.model, state, inputs, targets)
         np.testing.assert_allclose(restored_validation, validation, rtol=precision, err_msg=weights)
         np.testing.assert_allclose(restored_step, through_step, rtol=1e-6, err_msg=weights)

@@ -100,6 +100,21 @@ def _check_choices(config):
 
 
 @dataclasses.dataclass(frozen=True)
+class DirectoryConfig:
+    """Which run directory, and where its weights start (may change on resume: a run may be moved)."""
+
+    must_match_on_resume: ClassVar[bool] = False
+
+    train_dir: str = _field("runs/default", "run directory: config, vocab, checkpoints, TensorBoard logs")
+    init_from: str = _field(
+        "", "start a new run from this run directory's latest weights (same vocabulary and model)"
+    )
+
+    def __post_init__(self):
+        _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the corpus comes from (may change on resume: the vocabulary is checked instead)."""
 
@@ -233,19 +248,14 @@ class OptimizationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LengthConfig:
-    """Which run directory, where its weights start, and how long it trains."""
+    """How long the run trains."""
 
     must_match_on_resume: ClassVar[bool] = False
 
-    train_dir: str = _field("runs/default", "run directory: config, vocab, checkpoints, TensorBoard logs")
-    init_from: str = _field(
-        "", "start a new run from this run directory's latest weights (same vocabulary and model)"
-    )
     num_epochs: int = _field(50, "epochs to train (when max_steps is 0)")
     max_steps: int = _field(0, "steps to train; > 0 overrides num_epochs")
 
     def __post_init__(self):
-        _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _check_non_negative_ints(self, ("max_steps", "num_epochs"))
         _require(
             self.max_steps > 0 or self.num_epochs > 0,
@@ -305,6 +315,7 @@ class RuntimeConfig:
 class RunConfig:
     """Everything a run directory's config.json records, one section per concern."""
 
+    directory: DirectoryConfig = dataclasses.field(default_factory=DirectoryConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     layout: LayoutConfig = dataclasses.field(default_factory=LayoutConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)

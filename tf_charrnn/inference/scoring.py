@@ -79,7 +79,9 @@ def _validation_ids(config, vocab, train_dir):
     corpus = encoded.load_corpus(config.data, publish=False)
     recorded = config.data.corpus_sha256
     # A fine-tuned run's vocabulary holds its source's characters first: its corpus is encoded in it.
-    fits = corpus.vocab == vocab or (config.length.init_from and not vocab.unknown_chars(corpus.vocab.chars))
+    fits = corpus.vocab == vocab or (
+        config.directory.init_from and not vocab.unknown_chars(corpus.vocab.chars)
+    )
     if not fits or (recorded and recorded != corpus.sha256):
         if corpus.pending is not None:
             corpus.pending.discard()

@@ -95,7 +95,7 @@ def load_run(train_dir):
 
 
 def save_run(config, vocab):
-    """Writes config.json and vocab.json atomically into config.length.train_dir."""
-    train_dir = config.length.train_dir
+    """Writes config.json and vocab.json atomically into config.directory.train_dir."""
+    train_dir = config.directory.train_dir
     files.write_atomic(config_path(train_dir), json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
     vocab.save(vocab_path(train_dir))

@@ -20,12 +20,12 @@ def config_to_train(config, given):
       given: {name: value} of the settings given now (on the command line, in a flagfile, as Python
         arguments).
     """
-    train_dir = config.length.train_dir
+    train_dir = config.directory.train_dir
     if has_run(train_dir):
         stored, _ = load_run(train_dir)
         return stored.continued_by(config, {**given, "train_dir": train_dir})
-    if config.length.init_from:
-        source, _ = load_run(config.length.init_from)
+    if config.directory.init_from:
+        source, _ = load_run(config.directory.init_from)
         return config.with_model_of(source, given)
     return config
 
@@ -39,11 +39,11 @@ def run_vocab(config, corpus_vocab):
     Raises:
       UserError: the run directory or the --init_from run cannot be read.
     """
-    train_dir, init_from = config.length.train_dir, config.length.init_from
+    train_dir, init_from = config.directory.train_dir, config.directory.init_from
     if has_run(train_dir):
         stored_config, stored_vocab = load_run(train_dir)
         fits = not stored_vocab.unknown_chars("".join(corpus_vocab.chars))
-        return stored_vocab if stored_config.length.init_from and fits else corpus_vocab
+        return stored_vocab if stored_config.directory.init_from and fits else corpus_vocab
     if init_from:
         return load_run(init_from)[1].extended(corpus_vocab.chars)
     return corpus_vocab
@@ -61,10 +61,10 @@ def _corpus_changes(old_config, config):
 
 
 def check_resumable(config, vocab, old_config, old_vocab):
-    """Raises UserError unless the run in config.length.train_dir, with `old_config` and `old_vocab`, can
+    """Raises UserError unless the run in config.directory.train_dir, with `old_config` and `old_vocab`, can
     continue under `config`: the same vocabulary, the same corpus (when the run recorded it; a changed
     file is named), and the same fields in every section that must match on resume."""
-    train_dir = config.length.train_dir
+    train_dir = config.directory.train_dir
     if old_vocab != vocab:
         raise UserError(
             f"the corpus vocabulary ({len(vocab)} characters) differs from the run's in "
@@ -92,9 +92,9 @@ SHAPE_FIELDS = ("embedding_dim", "rnn_units", "num_layers", "cell")
 
 
 def check_init_from(config, vocab):
-    """Raises UserError unless the run in config.length.init_from has this model shape and a vocabulary
+    """Raises UserError unless the run in config.directory.init_from has this model shape and a vocabulary
     that `vocab` starts with (the same, or with new characters appended)."""
-    init_from = config.length.init_from
+    init_from = config.directory.init_from
     init_config, init_vocab = load_run(init_from)
     if vocab.chars[: len(init_vocab)] != init_vocab.chars:
         raise UserError(
@@ -115,7 +115,7 @@ def check_init_from(config, vocab):
 
 def _check_fits(config, vocab):
     """The checks of `prepare`, which write nothing; returns the run's previous config (or None)."""
-    train_dir = config.length.train_dir
+    train_dir = config.directory.train_dir
     check_config_present(train_dir)
     previous, paths = None, []
     if has_run(train_dir):
@@ -125,7 +125,7 @@ def _check_fits(config, vocab):
         paths = checkpoint_paths(checkpoint_dir(train_dir))
         if paths:
             newest_present(checkpoint_dir(train_dir), paths)
-    if config.length.init_from and not paths:  # a run with checkpoints resumes from them instead
+    if config.directory.init_from and not paths:  # a run with checkpoints resumes from them instead
         check_init_from(config, vocab)
     return previous
 
@@ -142,7 +142,7 @@ def prepare(config, vocab):
       UserError: a check failed, or another trainer holds the run directory.
     """
     _check_fits(config, vocab)
-    lock = RunLock(config.length.train_dir)
+    lock = RunLock(config.directory.train_dir)
     try:
         previous = _check_fits(config, vocab)  # again: another trainer may have written in between
     except BaseException:

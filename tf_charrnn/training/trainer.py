@@ -100,7 +100,7 @@ def train(config: RunConfig, progress: Any = None) -> TrainResult:
                 trainer.checkpoints.close()
     except distribute.PEER_ERRORS as error:
         if distribute.is_multi_worker(runtime.strategy):
-            raise distribute.lost_worker_error(runtime.strategy, error, config.length.train_dir) from error
+            raise distribute.lost_worker_error(runtime.strategy, error, config.directory.train_dir) from error
         raise
     finally:
         splits.discard_cache()  # a refused run: the corpus it encoded leaves no cache entry
@@ -150,7 +150,7 @@ class Trainer:
         self.checkpoints = checkpoints.Checkpoints(
             contents,
             self.position.step,
-            config.length.train_dir,
+            config.directory.train_dir,
             config.cadence.keep,
             runtime.is_chief,
             optional=self.position.checkpointed_where_present(),
@@ -163,7 +163,7 @@ class Trainer:
             if config.cadence.sample_length and runtime.is_chief
             else None
         )
-        self.summaries = Summaries(config.length.train_dir, runtime.is_chief)
+        self.summaries = Summaries(config.directory.train_dir, runtime.is_chief)
         self.last_val_loss = None
         self.divergence = rules.Divergence(runtime.loss_scaling)
         self.patience = rules.Patience(config.cadence.patience)
@@ -184,7 +184,7 @@ class Trainer:
             self.total_steps,
             self.steps_per_epoch,
             start_step,
-            self.config.length.train_dir,
+            self.config.directory.train_dir,
             self.runtime.replicas,
             self.config.runtime.strategy,
         )
@@ -234,7 +234,7 @@ class Trainer:
             last_checkpoint=last_checkpoint,
             stopped_by_signal=stop.signal,
             stopped_early=stopped_early,
-            train_dir=self.config.length.train_dir,
+            train_dir=self.config.directory.train_dir,
             val_losses=val_losses,
             last_val_loss=self.last_val_loss,
         )
@@ -335,16 +335,16 @@ class Trainer:
                 int(self.position.epoch),
                 int(self.position.batch_in_epoch),
             )
-        elif self.config.length.init_from:
+        elif self.config.directory.init_from:
             path, new_chars = checkpoints.initialize_from_run(
-                self.config.length.init_from, self.model, self.vocab
+                self.config.directory.init_from, self.model, self.vocab
             )
             logging.info("Initialized weights from %s", path)
             if new_chars:
                 logging.info(
                     "%d new character(s) appended to the vocabulary of %s (ids %d to %d): %r",
                     len(new_chars),
-                    self.config.length.init_from,
+                    self.config.directory.init_from,
                     len(self.vocab) - len(new_chars),
                     len(self.vocab) - 1,
                     "".join(new_chars),
