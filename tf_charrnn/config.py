@@ -28,6 +28,12 @@ QUANTIZATIONS = ("none", "float16", "int8")
 DEFAULT_QUANTIZATION = {"saved_model": "none", "litert": "none", "web": "int8"}
 
 
+def resolve_quantization(quantize, format):
+    """The weights an export of `format` writes for `quantize`: "auto" is the format's default
+    (DEFAULT_QUANTIZATION), any other value itself."""
+    return DEFAULT_QUANTIZATION[format] if quantize == "auto" else quantize
+
+
 def _field(default, help_text, choices=None, derived=False, escaped=False):
     """A dataclass field with the help text (and, for choice flags, the choices) of the flag of the same
     name; `derived` fields are computed by the library (e.g. from the corpus) and are no flags; the flag
@@ -484,8 +490,8 @@ class ExportConfig:
     def __post_init__(self):
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _check_choices(self)
-        if self.quantize == "auto":  # resolved here, so that the config names the weights it exports
-            object.__setattr__(self, "quantize", DEFAULT_QUANTIZATION[self.format])
+        # Resolved here, so that the config names the weights it exports.
+        object.__setattr__(self, "quantize", resolve_quantization(self.quantize, self.format))
         _require(
             self.quantize == "none" or self.format in ("litert", "web"),
             f"{flag('quantize')}={self.quantize} applies to LiteRT exports only; add {flag('format')}=litert "

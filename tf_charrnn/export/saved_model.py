@@ -11,7 +11,7 @@ import os
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn.config import DEFAULT_QUANTIZATION, EXPORT_FORMATS
+from tf_charrnn.config import EXPORT_FORMATS, resolve_quantization
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.export import litert, web
 from tf_charrnn.inference import sampling
@@ -125,7 +125,7 @@ def export_run(
       overwrite: replace a non-empty `export_dir`.
       format: "saved_model", "litert" or "web" (config.EXPORT_FORMATS).
       quantize: a LiteRT or web export's weights: "none", "float16" or "int8" (config.QUANTIZATIONS);
-        "auto": config.DEFAULT_QUANTIZATION of the format (int8 for web, none otherwise).
+        "auto": the format's default (config.resolve_quantization: int8 for web, none otherwise).
       web_runtime_dir: a web export's node_modules folder holding LiteRT.js, copied into the page (see
         web.write_page); empty: the page loads LiteRT.js from a CDN.
 
@@ -137,8 +137,7 @@ def export_run(
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    if quantize == "auto":
-        quantize = DEFAULT_QUANTIZATION[format]
+    quantize = resolve_quantization(quantize, format)
     default = {"saved_model": "export", "litert": "export_litert", "web": "export_web"}[format]
     export_dir = os.path.abspath(export_dir or os.path.join(train_dir, default))
     if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
