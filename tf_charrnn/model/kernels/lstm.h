@@ -1,6 +1,6 @@
 // Shared by the LSTM kernels: register tiles of a [rows, k] x [k, 64] product over weights packed
 // in blocks of 64 columns, the forward step of a block of 16 units, the split of a step's
-// blocks across TensorFlow's intra-op threads, and the sequence ops' shape functions.
+// blocks across TensorFlow's intra-op threads, the sequence ops' input checks and shape functions.
 #ifndef TF_CHARRNN_KERNELS_LSTM_H_
 #define TF_CHARRNN_KERNELS_LSTM_H_
 
@@ -139,6 +139,30 @@ inline ::tensorflow::Status CheckRecurrentKernel(const Tensor& kernel, int* unit
 inline ::tensorflow::Status CheckShape(const char* name, const Tensor& tensor, const TensorShape& shape) {
   if (tensor.shape() != shape)
     return errors::InvalidArgument(name, " must be ", shape.DebugString(), ", got ", tensor.shape().DebugString());
+  return ::tensorflow::OkStatus();
+}
+
+// The sequence ops' common start (float32 and bfloat16): checks their inputs (xw, h0, c0, recurrent kernel,
+// bias), sets the units, batch and time, and allocates h and c [B, T, H] and gates [B, T, 4H].
+struct SequenceOutputs {
+  int units, batch, time;
+  Tensor *h, *c, *gates;
+};
+inline ::tensorflow::Status StartSequence(OpKernelContext* context, SequenceOutputs* out) {
+  const Tensor &xw = context->input(0), &h0 = context->input(1), &c0 = context->input(2),
+               &kernel = context->input(3), &bias = context->input(4);
+  TF_RETURN_IF_ERROR(CheckRecurrentKernel(kernel, &out->units));
+  const int units = out->units;
+  if (xw.dims() != 3 || xw.dim_size(2) != 4 * units || xw.dim_size(1) == 0)
+    return errors::InvalidArgument("xw must be [batch, time > 0, 4 * units], got ", xw.shape().DebugString());
+  out->batch = xw.dim_size(0);
+  out->time = xw.dim_size(1);
+  TF_RETURN_IF_ERROR(CheckShape("h0", h0, TensorShape({out->batch, units})));
+  TF_RETURN_IF_ERROR(CheckShape("c0", c0, TensorShape({out->batch, units})));
+  TF_RETURN_IF_ERROR(CheckShape("bias", bias, TensorShape({4 * units})));
+  TF_RETURN_IF_ERROR(context->allocate_output(0, TensorShape({out->batch, out->time, units}), &out->h));
+  TF_RETURN_IF_ERROR(context->allocate_output(1, TensorShape({out->batch, out->time, units}), &out->c));
+  TF_RETURN_IF_ERROR(context->allocate_output(2, xw.shape(), &out->gates));
   return ::tensorflow::OkStatus();
 }
 

@@ -223,19 +223,10 @@ class LstmSequenceBf16Op : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor &xw = context->input(0), &h0 = context->input(1), &c0 = context->input(2),
                  &kernel = context->input(3), &bias = context->input(4);
-    int units;
-    OP_REQUIRES_OK(context, CheckRecurrentKernel(kernel, &units));
-    OP_REQUIRES(context, xw.dims() == 3 && xw.dim_size(2) == 4 * units && xw.dim_size(1) > 0,
-                errors::InvalidArgument("xw must be [batch, time > 0, 4 * units], got ", xw.shape().DebugString()));
-    const int batch = xw.dim_size(0), time = xw.dim_size(1);
-    OP_REQUIRES_OK(context, CheckShape("h0", h0, TensorShape({batch, units})));
-    OP_REQUIRES_OK(context, CheckShape("c0", c0, TensorShape({batch, units})));
-    OP_REQUIRES_OK(context, CheckShape("bias", bias, TensorShape({4 * units})));
-
-    Tensor *gates, *h, *c, packed, h0_bf16;
-    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({batch, time, units}), &h));
-    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({batch, time, units}), &c));
-    OP_REQUIRES_OK(context, context->allocate_output(2, xw.shape(), &gates));
+    SequenceOutputs out;
+    OP_REQUIRES_OK(context, StartSequence(context, &out));
+    const int units = out.units, batch = out.batch, time = out.time;
+    Tensor *gates = out.gates, *h = out.h, *c = out.c, packed, h0_bf16;
     OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_BFLOAT16, h0.shape(), &h0_bf16));
     uint32_t* p;
     OP_REQUIRES_OK(context, AllocatePairs(context, static_cast<int64_t>(units) * 2 * units, &packed, &p));
