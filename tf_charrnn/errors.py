@@ -82,6 +82,13 @@ class UserError(ValueError):
         return type(self), (self.message, self.audience)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message for a one-line message of our own; its type's name when it
+    has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 @contextlib.contextmanager
 def python_arguments() -> Iterator[None]:
     """Raises a UserError from inside the block again, said to a Python caller."""

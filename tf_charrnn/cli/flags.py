@@ -8,7 +8,7 @@ from absl import app, flags
 
 from tf_charrnn import files
 from tf_charrnn.config import escape, flag_fields, unescape
-from tf_charrnn.errors import UserError, flag
+from tf_charrnn.errors import UserError, first_line, flag
 
 _DEFINE = {
     bool: flags.DEFINE_bool,
@@ -113,7 +113,7 @@ def _one_line_errors(main, argv):
     except Exception as error:  # a full disk anywhere else (a log, the lock): one line too
         if flags.FLAGS.verbose or not files.is_out_of_space(error):
             raise
-        where = getattr(error, "filename", None) or str(error).strip().splitlines()[0]
+        where = getattr(error, "filename", None) or first_line(error)
         sys.exit(f"error: no space left on device ({where}); free some space and re-run the same command")
 
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_charrnn import files
-from tf_charrnn.errors import RERUN, UserError, flag, train_command
+from tf_charrnn.errors import RERUN, UserError, first_line, flag, train_command
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run.layout import checkpoint_dir, load_run
 
@@ -28,7 +28,7 @@ def checkpoint_paths(directory):
         state = tf.train.get_checkpoint_state(directory)
     except Exception as error:  # noqa: BLE001 - UnicodeDecodeError, text_format.ParseError, ValueError
         raise UserError(
-            f"{state_path} (the list of checkpoints) is garbled ({_first_line(error)}); restore it from a "
+            f"{state_path} (the list of checkpoints) is garbled ({first_line(error)}); restore it from a "
             f"backup, or move {directory} away to start the run over"
         ) from None
     if state is None:
@@ -101,7 +101,7 @@ def restore_weights(train_dir, target, checkpoint=None, best=False):
         ).expect_partial().assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         raise UserError(
-            f"checkpoint {path} is unreadable ({_first_line(error)}); pass an older one with "
+            f"checkpoint {path} is unreadable ({first_line(error)}); pass an older one with "
             f"{flag('checkpoint')} (the files in {os.path.dirname(path)})"
         ) from None
     return path
@@ -122,11 +122,6 @@ def initialize_from_run(source_dir, target, vocab):
     path = restore_weights(source_dir, source)
     target.copy_weights_extending_vocab(source)
     return path, new_chars
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _sync_checkpoint_files(save_path):
@@ -188,7 +183,7 @@ class Checkpoints:
                 return path
             except Exception as error:  # noqa: BLE001 - readers fail in many ways (OpError, IndexError, ...)
                 logging.warning(
-                    "Checkpoint %s is unreadable (%s); trying the one before it", path, _first_line(error)
+                    "Checkpoint %s is unreadable (%s); trying the one before it", path, first_line(error)
                 )
         if paths:
             raise UserError(
@@ -243,7 +238,7 @@ class Checkpoints:
                 f"checkpoint {name}", directory, self._bytes(), f"{RERUN} to resume{newest}"
             )
         return UserError(
-            f"could not write checkpoint {name} in {directory} ({_first_line(error)}){newest}; fix that "
+            f"could not write checkpoint {name} in {directory} ({first_line(error)}){newest}; fix that "
             f"and {RERUN} to resume"
         )
 

@@ -10,7 +10,7 @@ import os
 from tf_charrnn import files
 from tf_charrnn.config import RunConfig
 from tf_charrnn.data.vocab import Vocab
-from tf_charrnn.errors import UserError, flag, train_command
+from tf_charrnn.errors import UserError, first_line, flag, train_command
 
 
 def config_path(train_dir):
@@ -59,9 +59,8 @@ def _read_run_file(path, parse, what):
         with open(path, encoding="utf-8") as f:
             return parse(f.read())
     except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSON, UTF-8 and field errors
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
-            f"{path} is not a valid {what} ({reason}); restore it from a backup, or use a new "
+            f"{path} is not a valid {what} ({first_line(error)}); restore it from a backup, or use a new "
             f"{flag('train_dir')}"
         ) from None
 

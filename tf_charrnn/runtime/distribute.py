@@ -15,7 +15,7 @@ import re
 import tensorflow as tf
 
 from tf_charrnn.data import pipeline
-from tf_charrnn.errors import UserError, flag
+from tf_charrnn.errors import UserError, first_line, flag
 from tf_charrnn.run import checkpoints, layout
 
 
@@ -52,9 +52,8 @@ def make_strategy(name, tpu=""):
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, tf.errors.OpError, RuntimeError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(
-                f"{flag('strategy')}=tpu found no TPU ({first_line}); "
+                f"{flag('strategy')}=tpu found no TPU ({first_line(error)}); "
                 f"run on a TPU VM or pass {flag('tpu')}=NAME_OR_GRPC_ADDRESS"
             ) from None
         return tf.distribute.TPUStrategy(resolver)
