@@ -15,6 +15,7 @@ import os
 
 from absl import logging
 
+from tf_charrnn.data import sources
 from tf_charrnn.errors import UserError, flag
 
 _READ_BYTES = 1 << 20
@@ -171,13 +172,8 @@ def _scan(path, named):
             except UnicodeDecodeError as error:
                 if not named:
                     return None
-                data = pending + chunk
-                line = lines + data.count(b"\n", 0, error.start) + 1
-                raise UserError(
-                    f"{flag('data_path')} {path} is not valid UTF-8 at byte "
-                    f"{size - len(pending) + error.start} "
-                    f"(line {line}: {error.reason}); convert it, e.g. iconv -f LATIN1 -t UTF-8"
-                ) from None
+                # error.object: the bytes of the cut character, then this chunk.
+                raise sources.not_utf8_error("data_path", path, error, size - len(pending), lines) from None
             if not chunk:
                 break
             if not named and b"\x00" in chunk:

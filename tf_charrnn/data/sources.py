@@ -60,11 +60,23 @@ def _check_text_file(path):
         raise UserError(f"{flag('data_path')} {path} is empty; pass a UTF-8 text file with some text")
 
 
-def _not_utf8(path, data, error, offset, lines):
-    line = lines + data.count(b"\n", 0, error.start) + 1
+def not_utf8_error(setting, path, error, offset=0, lines=None):
+    """The UserError for a file that is not UTF-8, naming the byte (and line) where decoding failed.
+
+    Args:
+      setting: the flag that named the file ("data_path", "prime_file").
+      path: the file.
+      error: the UnicodeDecodeError of decoding `error.object`, the file's bytes from byte `offset` on.
+      offset: the position of `error.object` in the file.
+      lines: the newlines in the file before `offset`; None: the message names no line.
+    """
+    where = ""
+    if lines is not None:
+        line = lines + error.object.count(b"\n", 0, error.start) + 1
+        where = f"line {line}: "
     return UserError(
-        f"{flag('data_path')} {path} is not valid UTF-8 at byte {offset + error.start} "
-        f"(line {line}: {error.reason}); convert it, e.g. iconv -f LATIN1 -t UTF-8"
+        f"{flag(setting)} {path} is not valid UTF-8 at byte {offset + error.start} ({where}{error.reason}); "
+        "convert it, e.g. iconv -f LATIN1 -t UTF-8"
     )
 
 
@@ -100,7 +112,7 @@ def read_text_chunks(path, chunk_bytes=1 << 22):
             try:
                 yield data.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise _not_utf8(path, data, error, offset, lines) from None
+                raise not_utf8_error("data_path", path, error, offset, lines) from None
             offset, lines = offset + len(data), lines + data.count(b"\n")
 
 

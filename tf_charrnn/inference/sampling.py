@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tf_charrnn import files
 from tf_charrnn.config import SAMPLING_MODES
+from tf_charrnn.data import sources
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
@@ -273,11 +274,7 @@ def read_prime_file(path):
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise UserError(
-            f"{flag('prime_file')} {path} is not valid UTF-8 at byte {error.start} ({error.reason}); convert "
-            "it, "
-            f"e.g. iconv -f LATIN1 -t UTF-8"
-        ) from None
+        raise sources.not_utf8_error("prime_file", path, error) from None
     if not text:
         raise UserError(f"{flag('prime_file')} {path} is empty; pass a file with at least one character")
     return text
