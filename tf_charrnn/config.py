@@ -405,6 +405,22 @@ class RunConfig:
         return changed
 
 
+def _check_generation(config):
+    """Checks the settings that SampleConfig and WebPageConfig share: length, temperature and top_k."""
+    _require(
+        isinstance(config.length, int) and config.length >= 0,
+        f"{flag('length')} must be >= 0, got {config.length}",
+    )
+    _require(
+        math.isfinite(config.temperature) and config.temperature > 0,
+        f"{flag('temperature')} must be > 0, got {config.temperature}",
+    )
+    _require(
+        isinstance(config.top_k, int) and config.top_k >= 0,
+        f"{flag('top_k')} must be >= 0, got {config.top_k}",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
     """What to generate from a trained run."""
@@ -438,18 +454,8 @@ class SampleConfig:
 
     def __post_init__(self):
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
-        _require(
-            isinstance(self.length, int) and self.length >= 0,
-            f"{flag('length')} must be >= 0, got {self.length}",
-        )
+        _check_generation(self)
         _check_positive_ints(self, ("num_samples",))
-        _require(
-            math.isfinite(self.temperature) and self.temperature > 0,
-            f"{flag('temperature')} must be > 0, got {self.temperature}",
-        )
-        _require(
-            isinstance(self.top_k, int) and self.top_k >= 0, f"{flag('top_k')} must be >= 0, got {self.top_k}"
-        )
         _require(0.0 < self.top_p <= 1.0, f"{flag('top_p')} must be in (0, 1], got {self.top_p}")
         _check_choices(self)
 
@@ -522,17 +528,7 @@ class WebPageConfig:
         _require(
             bool(self.export_dir), f"{flag('export_dir')} must name a folder written by {flag('format')}=web"
         )
-        _require(
-            isinstance(self.length, int) and self.length >= 0,
-            f"{flag('length')} must be >= 0, got {self.length}",
-        )
-        _require(
-            math.isfinite(self.temperature) and self.temperature > 0,
-            f"{flag('temperature')} must be > 0, got {self.temperature}",
-        )
-        _require(
-            isinstance(self.top_k, int) and self.top_k >= 0, f"{flag('top_k')} must be >= 0, got {self.top_k}"
-        )
+        _check_generation(self)
         _require(
             isinstance(self.seed, int) and 0 <= self.seed < 2**32,
             f"{flag('seed')} must be in [0, 2**32), got {self.seed}",
