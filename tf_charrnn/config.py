@@ -11,7 +11,8 @@ import difflib
 import math
 import numbers
 import os
-from typing import ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Self
 
 from tf_charrnn.errors import UserError, flag
 
@@ -28,13 +29,19 @@ QUANTIZATIONS = ("none", "float16", "int8")
 DEFAULT_QUANTIZATION = {"saved_model": "none", "litert": "none", "web": "int8"}
 
 
-def resolve_quantization(quantize, format):
+def resolve_quantization(quantize: str, format: str) -> str:
     """The weights an export of `format` writes for `quantize`: "auto" is the format's default
     (DEFAULT_QUANTIZATION), any other value itself."""
     return DEFAULT_QUANTIZATION[format] if quantize == "auto" else quantize
 
 
-def _field(default, help_text, choices=None, derived=False, escaped=False):
+def _field(
+    default: Any,
+    help_text: str,
+    choices: tuple[str, ...] | None = None,
+    derived: bool = False,
+    escaped: bool = False,
+) -> Any:
     """A dataclass field with the help text (and, for choice flags, the choices) of the flag of the same
     name; `derived` fields are computed by the library (e.g. from the corpus) and are no flags; the flag
     of an `escaped` field writes a newline as \\n, a tab as \\t, a backslash as \\\\ (see `unescape`)."""
@@ -45,7 +52,7 @@ def _field(default, help_text, choices=None, derived=False, escaped=False):
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-def unescape(text, name):
+def unescape(text: str, name: str) -> str:
     """The text an escaped flag's value stands for: \\n a newline, \\t a tab, \\r a carriage return,
     \\\\ a backslash.
 
@@ -68,18 +75,18 @@ def unescape(text, name):
     return "".join(pieces)
 
 
-def escape(text):
+def escape(text: str) -> str:
     """The flag value that `unescape` turns into `text`."""
     inverse = {value: "\\" + key for key, value in _ESCAPES.items()}
     return "".join(inverse.get(char, char) for char in text)
 
 
-def _require(condition, message):
+def _require(condition: object, message: str) -> None:
     if not condition:
         raise UserError(message)
 
 
-def _check_positive_ints(config, names):
+def _check_positive_ints(config: object, names: Iterable[str]) -> None:
     for name in names:
         value = getattr(config, name)
         _require(
@@ -87,7 +94,7 @@ def _check_positive_ints(config, names):
         )
 
 
-def _check_non_negative_ints(config, names):
+def _check_non_negative_ints(config: object, names: Iterable[str]) -> None:
     for name in names:
         value = getattr(config, name)
         _require(
@@ -95,7 +102,7 @@ def _check_non_negative_ints(config, names):
         )
 
 
-def _check_choices(config):
+def _check_choices(config: Any) -> None:
     for field in dataclasses.fields(config):
         choices = field.metadata.get("choices")
         value = getattr(config, field.name)
@@ -116,7 +123,7 @@ class DirectoryConfig:
         "", "start a new run from this run directory's latest weights (same vocabulary and model)"
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
 
 
@@ -146,7 +153,7 @@ class DataConfig:
     corpus_size: int = _field(0, "size of the corpus in bytes (several files: joined)", derived=True)
     corpus_files: tuple = _field((), "'SHA256  NAME' of each file of the corpus, in order", derived=True)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "corpus_files", tuple(self.corpus_files))  # a list, read from JSON
 
 
@@ -163,7 +170,7 @@ class LayoutConfig:
         False, "shift window boundaries by a seeded offset in [0, seq_length) each epoch"
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive_ints(self, ("batch_size", "seq_length"))
         _require(
             0.0 <= self.val_fraction < 1.0,
@@ -184,7 +191,7 @@ class ModelConfig:
     dropout: float = _field(0.2, "dropout rate after each recurrent layer, in [0, 1)")
     cell: str = _field("lstm", "recurrent cell", choices=CELLS)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive_ints(self, ("embedding_dim", "rnn_units", "num_layers"))
         _require(
             isinstance(self.vocab_size, int) and self.vocab_size >= 0,
@@ -206,7 +213,7 @@ class PrecisionConfig:
         choices=tuple(MIXED_PRECISION_POLICIES),
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_choices(self)
 
 
@@ -232,7 +239,7 @@ class OptimizationConfig:
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
     seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"{flag('learning_rate')} must be > 0, got {self.learning_rate}",
@@ -261,14 +268,14 @@ class LengthConfig:
     num_epochs: int = _field(50, "epochs to train (when max_steps is 0)")
     max_steps: int = _field(0, "steps to train; > 0 overrides num_epochs")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_non_negative_ints(self, ("max_steps", "num_epochs"))
         _require(
             self.max_steps > 0 or self.num_epochs > 0,
             f"set {flag('num_epochs')} or {flag('max_steps')} above 0",
         )
 
-    def total_steps(self, steps_per_epoch):
+    def total_steps(self, steps_per_epoch: int) -> int:
         """The run's last step: max_steps, else num_epochs epochs of steps_per_epoch."""
         return self.max_steps or self.num_epochs * steps_per_epoch
 
@@ -288,7 +295,7 @@ class CadenceConfig:
         0, "stop (with a checkpoint) after this many validations without a new best; 0: never stop early"
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive_ints(self, ("eval_every", "ckpt_every", "log_every", "keep"))
         _check_non_negative_ints(self, ("sample_length", "patience"))
 
@@ -313,7 +320,7 @@ class RuntimeConfig:
         False, "enable TensorFlow op determinism (bitwise-reproducible runs, slower on GPU)"
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_choices(self)
 
 
@@ -332,19 +339,19 @@ class RunConfig:
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
     @classmethod
-    def sections(cls):
+    def sections(cls) -> dict[str, Any]:
         """{section name: section class}, in config.json order."""
         return {field.name: field.type for field in dataclasses.fields(cls)}
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
-    def flat(self):
+    def flat(self) -> dict[str, Any]:
         """{field name: value} over every section (field names are unique across sections)."""
         return {name: value for section in self.to_dict().values() for name, value in section.items()}
 
     @classmethod
-    def from_flat(cls, values):
+    def from_flat(cls, values: Mapping[str, Any]) -> Self:
         """Builds a RunConfig from {field name: value}; unset fields keep their defaults.
 
         Raises:
@@ -359,18 +366,18 @@ class RunConfig:
         return cls(**parts)
 
     @classmethod
-    def from_dict(cls, values):
+    def from_dict(cls, values: Mapping[str, Mapping[str, Any]]) -> Self:
         """Builds a RunConfig from `to_dict` output, or from the config.json of a run written before the
         sections (data, model and train only); unknown sections or keys raise UserError."""
         unknown = set(values) - set(cls.sections()) - {"train"}
         _require(not unknown, f"unknown config sections {sorted(unknown)}")
         return cls.from_flat({name: value for section in values.values() for name, value in section.items()})
 
-    def replace(self, **values):
+    def replace(self, **values: Any) -> Self:
         """A copy with the named fields (of any section) changed."""
         return type(self).from_flat({**self.flat(), **values})
 
-    def continued_by(self, launch, given):
+    def continued_by(self, launch: "RunConfig", given: Mapping[str, Any]) -> Self:
         """This (a run's recorded config) as a new launch continues it: the flags `given` now ({name:
         value}) on top, and every section that describes a launch (the runtime) from `launch`, the new
         launch's config (its given values or the defaults), never from the recorded run."""
@@ -380,7 +387,7 @@ class RunConfig:
                 values.update(dataclasses.asdict(getattr(launch, name)))
         return type(self).from_flat(values)
 
-    def with_model_of(self, source, given):
+    def with_model_of(self, source: "RunConfig", given: Mapping[str, Any]) -> Self:
         """This config with each model field not in `given` ({name: value} of the flags given) taken from
         `source`, the RunConfig of the run it starts from (--init_from); vocab_size is derived anew."""
         return self.replace(
@@ -391,7 +398,7 @@ class RunConfig:
             }
         )
 
-    def differences_that_block_resume(self, other):
+    def differences_that_block_resume(self, other: "RunConfig") -> list[str]:
         """'name old -> new' for each field of a must-match section where `other` differs."""
         changed = []
         for name, section in self.sections().items():
@@ -405,7 +412,7 @@ class RunConfig:
         return changed
 
 
-def _check_generation(config):
+def _check_generation(config: "SampleConfig | WebPageConfig") -> None:
     """Checks the settings that SampleConfig and WebPageConfig share: length, temperature and top_k."""
     _require(
         isinstance(config.length, int) and config.length >= 0,
@@ -452,7 +459,7 @@ class SampleConfig:
         "", "write the samples to this file (atomically, after generating) instead of standard output"
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _check_generation(self)
         _check_positive_ints(self, ("num_samples",))
@@ -493,7 +500,7 @@ class ExportConfig:
         "LiteRT.js from the jsDelivr CDN",
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _check_choices(self)
         # Resolved here, so that the config names the weights it exports.
@@ -524,7 +531,7 @@ class WebPageConfig:
     width: int = _field(1280, "the browser window's width in CSS pixels (390: a phone)")
     chromium: str = _field("/usr/bin/chromium", "the Chromium executable to drive")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(
             bool(self.export_dir), f"{flag('export_dir')} must name a folder written by {flag('format')}=web"
         )
@@ -554,26 +561,26 @@ class EvaluateConfig:
     )
     json: bool = _field(False, "print one JSON line instead of the human-readable line")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
 
 
-def _all_fields(config_class):
+def _all_fields(config_class: type) -> list[dataclasses.Field]:
     sections = getattr(config_class, "sections", None)
     classes = sections().values() if sections else [config_class]
     return [field for cls in classes for field in dataclasses.fields(cls)]
 
 
-def flag_fields(config_class):
+def flag_fields(config_class: type) -> list[dataclasses.Field]:
     """The fields of a config class (or of every section of a RunConfig) that are flags (and Python
     arguments): all but the derived ones."""
     return [field for field in _all_fields(config_class) if not field.metadata.get("derived")]
 
 
-_TYPE_NAMES = {bool: "True or False", int: "an int", float: "a number", str: "a string"}
+_TYPE_NAMES: dict[Any, str] = {bool: "True or False", int: "an int", float: "a number", str: "a string"}
 
 
-def python_settings(config_class, values):
+def python_settings(config_class: type, values: Mapping[str, Any]) -> dict[str, Any]:
     """Checks Python keyword arguments meant for the flags of `config_class` (a RunConfig: of all its
     sections), as the flag parser checks command lines: known names, values of the flag's type.
 
