@@ -12,6 +12,7 @@ The names below load on first use (PEP 562), so `import tf_charrnn` does not loa
 """
 
 import importlib
+from typing import Any
 
 from tf_charrnn import moved, startup
 
@@ -26,7 +27,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     startup.import_tensorflow()  # without its start-up noise, as the command-line tools do
@@ -35,5 +36,5 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})

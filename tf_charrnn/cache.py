@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 
 from absl import logging
 
@@ -26,12 +27,12 @@ BLOCK_BYTES = 1 << 24
 _READ_ONLY_ERRNOS = (errno.EACCES, errno.EROFS, errno.EPERM)
 
 
-def record_path(path):
+def record_path(path: str) -> str:
     """Where the size and content hash of cache file `path` are recorded."""
     return path + ".record.json"
 
 
-def content_digest(path):
+def content_digest(path: str) -> tuple[str, int]:
     """The hex SHA-256 of the SHA-256 digests of `path`'s BLOCK_BYTES blocks (hashed in parallel).
 
     Returns:
@@ -42,7 +43,7 @@ def content_digest(path):
     fd = os.open(path, os.O_RDONLY)
     try:
 
-        def block_digest(start):
+        def block_digest(start: int) -> str:
             return files.sha256_hex(os.pread(fd, BLOCK_BYTES, start))
 
         workers = min(len(starts), os.cpu_count() or 1, 16) or 1
@@ -53,13 +54,13 @@ def content_digest(path):
     return files.sha256_hex(bytes.fromhex("".join(digests))), size
 
 
-def write_record(path):
+def write_record(path: str) -> None:
     """Records the size and content hash of `path` beside it (durably)."""
     digest, size = content_digest(path)
     files.write_atomic(record_path(path), json.dumps({"size": size, "sha256_blocks": digest}))
 
 
-def problem(path):
+def problem(path: str) -> str | None:
     """What is wrong with cache file `path`, or None when it matches its record.
 
     Returns:
@@ -92,7 +93,7 @@ _held_folders: set[str] = (
 
 
 @contextlib.contextmanager
-def folder_lock(folder):
+def folder_lock(folder: str) -> Iterator[None]:
     """Holds an exclusive flock on `folder` itself (no lock file), ordering the processes that build or
     publish into it; reentrant within a process. Where the folder is absent or its filesystem has no
     flock, holds nothing."""
@@ -115,7 +116,7 @@ def folder_lock(folder):
         os.close(fd)  # drops the flock
 
 
-def check_before_use(path, what, source):
+def check_before_use(path: str, what: str, source: str) -> bool:
     """Checks cache file `path` against its record: True when it may be used; False when it must be built,
     having logged one warning naming it when it was there but damaged.
 
@@ -141,7 +142,7 @@ def check_before_use(path, what, source):
     return False
 
 
-def writable(folder):
+def writable(folder: str) -> bool:
     """Whether a file may be created in `folder` (the nearest existing folder above it, when absent)."""
     while not os.path.isdir(folder):
         parent = os.path.dirname(folder)
@@ -151,7 +152,7 @@ def writable(folder):
     return os.access(folder, os.W_OK)
 
 
-def damaged_and_read_only(path, what, found):
+def damaged_and_read_only(path: str, what: str, found: str) -> UserError:
     """The UserError for a damaged cache file that cannot be rebuilt in place."""
     folder = os.path.dirname(path)
     return UserError(
@@ -160,7 +161,7 @@ def damaged_and_read_only(path, what, found):
     )
 
 
-def cannot_write(folder, error):
+def cannot_write(folder: str, error: OSError) -> UserError:
     """The UserError for a cache folder where nothing can be written (read-only or not ours)."""
     return UserError(
         f"cannot write in the cache folder {folder} ({error.strerror or error}); make it writable, or set "
@@ -168,11 +169,11 @@ def cannot_write(folder, error):
     )
 
 
-def is_read_only_error(error):
+def is_read_only_error(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in _READ_ONLY_ERRNOS
 
 
-def publish(tmp_path, path):
+def publish(tmp_path: str, path: str) -> None:
     """Moves the complete, synced temporary file `tmp_path` into place as cache file `path` and records it.
 
     Under the folder's lock: where another process has meanwhile published a good `path`, `tmp_path` is
@@ -198,25 +199,25 @@ class Pending:
       folders_made: the folders created to hold the temporary files, deepest last.
     """
 
-    def __init__(self, folders_made=()):
-        self._files = {}  # final path -> temporary path
+    def __init__(self, folders_made: Iterable[str] = ()) -> None:
+        self._files: dict[str, str] = {}  # final path -> temporary path
         self._folders_made = list(folders_made)
 
-    def temporary(self, path):
+    def temporary(self, path: str) -> str:
         """A new empty temporary file beside cache file `path`, published as `path`; its path."""
         fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-" + os.path.basename(path))
         os.close(fd)
         self._files[path] = tmp_path
         return tmp_path
 
-    def publish(self):
+    def publish(self) -> None:
         """Puts every file in place, in the order `temporary` made them (the last one completes the entry)."""
         for path, tmp_path in self._files.items():
             publish(tmp_path, path)
         self._files.clear()
         self._folders_made.clear()
 
-    def discard(self):
+    def discard(self) -> None:
         """Removes the temporary files and the folders made for them (where they are empty)."""
         for tmp_path in self._files.values():
             with contextlib.suppress(FileNotFoundError):

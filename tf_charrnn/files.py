@@ -7,13 +7,14 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 
 from tf_charrnn.errors import RERUN, UserError
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def is_out_of_space(error):
+def is_out_of_space(error: BaseException) -> bool:
     """Whether an exception (OSError or a TensorFlow error) reports a full disk or an exceeded quota."""
     if isinstance(error, OSError) and error.errno in _SPACE_ERRNOS:
         return True
@@ -21,7 +22,7 @@ def is_out_of_space(error):
     return "No space left on device" in message or "Disk quota exceeded" in message
 
 
-def out_of_space(what, directory, needed_bytes, rerun=RERUN):
+def out_of_space(what: str, directory: str, needed_bytes: float, rerun: str = RERUN) -> UserError:
     """The UserError for a write of `what` into `directory` that found the disk full: how much it needs,
     how much is free, and what to do."""
     free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0
@@ -32,7 +33,7 @@ def out_of_space(what, directory, needed_bytes, rerun=RERUN):
 
 
 @contextlib.contextmanager
-def full_disk_is_user_error(what, directory, needed_bytes):
+def full_disk_is_user_error(what: str, directory: str, needed_bytes: Callable[[], float]) -> Iterator[None]:
     """Turns a full disk met in the block (OSError or a TensorFlow error) into `out_of_space`'s UserError;
     `needed_bytes()` estimates what the write needs."""
     try:
@@ -43,11 +44,11 @@ def full_disk_is_user_error(what, directory, needed_bytes):
         raise out_of_space(what, directory, needed_bytes()) from None
 
 
-def _megabytes(num_bytes):
+def _megabytes(num_bytes: float) -> str:
     return f"{num_bytes / 2**20:.1f} MB"
 
 
-def fsync_directory(path):
+def fsync_directory(path: str) -> None:
     """Makes the entries of directory `path` (creations, renames, removals) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -56,7 +57,7 @@ def fsync_directory(path):
         os.close(fd)
 
 
-def fsync_file(path):
+def fsync_file(path: str) -> None:
     """Makes the contents of file `path` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -65,7 +66,7 @@ def fsync_file(path):
         os.close(fd)
 
 
-def fsync_tree(path):
+def fsync_tree(path: str) -> None:
     """Makes every file and folder below `path` (and `path` itself) durable, deepest first."""
     for folder, _, names in os.walk(path, topdown=False):
         for name in names:
@@ -73,7 +74,7 @@ def fsync_tree(path):
         fsync_directory(folder)
 
 
-def make_folders(folder):
+def make_folders(folder: str) -> list[str]:
     """Creates `folder` and its missing parents, like os.makedirs; returns the folders it created,
     outermost first (for `remove_empty_folders`)."""
     made = []
@@ -90,14 +91,14 @@ def make_folders(folder):
     return made
 
 
-def remove_empty_folders(folders):
+def remove_empty_folders(folders: Sequence[str]) -> None:
     """Removes `folders` (as `make_folders` returned them), deepest first, where they are empty."""
     for folder in reversed(folders):
         with contextlib.suppress(OSError):
             os.rmdir(folder)
 
 
-def write_atomic(path, data):
+def write_atomic(path: str, data: bytes | str) -> None:
     """Writes `data` (bytes or str, UTF-8) to `path` durably: a temporary file, fsync, rename, fsync of
     the folder. Readers see the old file or the new one, never a part; so does a power cut.
 
@@ -124,7 +125,7 @@ def write_atomic(path, data):
 
 
 @contextlib.contextmanager
-def replace_folder_atomic(path, prefix=".tmp-"):
+def replace_folder_atomic(path: str, prefix: str = ".tmp-") -> Iterator[str]:
     """Yields an empty temporary folder beside `path` to fill. When the block completes, the folder
     replaces `path` durably: its files and folders synced before the rename, the parent folder after (an
     existing `path` is moved aside, then removed). When it fails, the folder is removed and `path` is
@@ -149,18 +150,18 @@ def replace_folder_atomic(path, prefix=".tmp-"):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _umask():
+def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def sha256_hex(data):
+def sha256_hex(data: bytes) -> str:
     """Hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path, chunk_bytes=1 << 22):
+def sha256_file(path: str, chunk_bytes: int = 1 << 22) -> tuple[str, int]:
     """Hex SHA-256 and size in bytes of a file, read `chunk_bytes` at a time.
 
     Returns:
@@ -174,7 +175,7 @@ def sha256_file(path, chunk_bytes=1 << 22):
     return digest.hexdigest(), size
 
 
-def cache_dir(configured=""):
+def cache_dir(configured: str = "") -> str:
     """The cache folder: `configured`, else $TF_CHARRNN_CACHE, else ~/.cache/tf_charrnn."""
     return (
         configured

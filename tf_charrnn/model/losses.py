@@ -6,7 +6,7 @@ from sys import float_info
 import tensorflow as tf
 
 
-def sequence_loss(targets, logits, weights=None):
+def sequence_loss(targets: tf.Tensor, logits: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
     """Mean sparse softmax cross-entropy over batch and time.
 
     Args:
@@ -26,11 +26,11 @@ def sequence_loss(targets, logits, weights=None):
     return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
 
 
-def bits_per_char(nats):
+def bits_per_char(nats: float) -> float:
     """Converts nats per character to bits per character."""
     return nats / math.log(2.0)
 
 
-def perplexity(nats):
+def perplexity(nats: float) -> float:
     """Per-character perplexity, exp(nats); inf when that overflows a float."""
     return math.exp(nats) if nats < math.log(float_info.max) else math.inf

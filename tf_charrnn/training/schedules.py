@@ -2,8 +2,10 @@
 
 import math
 
+from tf_charrnn.config import OptimizationConfig
 
-def learning_rate(config, step, epoch, total_steps):
+
+def learning_rate(config: OptimizationConfig, step: int, epoch: int, total_steps: int) -> float:
     """The learning rate for a training step.
 
     Args:
@@ -25,7 +27,9 @@ def learning_rate(config, step, epoch, total_steps):
     return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * cosine
 
 
-def describe_length_change(config, step, epoch, old_total_steps, total_steps):
+def describe_length_change(
+    config: OptimizationConfig, step: int, epoch: int, old_total_steps: int, total_steps: int
+) -> str:
     """What a run resumed at `step` with another length does to its learning rate, in a sentence.
 
     Args:
