@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import TypeGuard
 
 from absl import logging
 
@@ -169,7 +170,7 @@ def cannot_write(folder: str, error: OSError) -> UserError:
     )
 
 
-def is_read_only_error(error: BaseException) -> bool:
+def is_read_only_error(error: BaseException) -> TypeGuard[OSError]:
     return isinstance(error, OSError) and error.errno in _READ_ONLY_ERRNOS
 
 

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 
 from absl import logging
 
@@ -42,12 +43,12 @@ class CorpusListing:
     size: int  # bytes of the joined text
     skipped: tuple  # paths found in folders or by globs that are binary or not UTF-8
 
-    def manifest(self):
+    def manifest(self) -> tuple[str, ...]:
         """One 'SHA256  NAME' line per file, as `sha256sum` prints them (recorded in config.json)."""
         return tuple(f"{file.sha256}  {file.name}" for file in self.files)
 
 
-def list_corpus(data_path, separator="\n\n"):
+def list_corpus(data_path: str, separator: str = "\n\n") -> CorpusListing:
     """The files `data_path` names, checked and hashed (each file is read once, a chunk at a time).
 
     Args:
@@ -93,7 +94,7 @@ def list_corpus(data_path, separator="\n\n"):
     return listing
 
 
-def _parts(data_path):
+def _parts(data_path: str) -> list[str]:
     """The comma-separated parts of `data_path` (a path that exists is one part, commas and all)."""
     if os.path.exists(data_path):
         return [data_path]
@@ -105,7 +106,7 @@ def _parts(data_path):
     return parts
 
 
-def _expand(part):
+def _expand(part: str) -> list[tuple[str, str, bool]]:
     """[(path, name, named alone)] of one part of --data_path."""
     if os.path.isfile(part):
         return [(part, os.path.basename(part), True)]
@@ -132,7 +133,7 @@ def _expand(part):
     )
 
 
-def _glob_root(pattern):
+def _glob_root(pattern: str) -> str:
     """The folder a glob's matches are named relative to: its leading components without wildcards."""
     head = pattern
     while glob.has_magic(head):
@@ -140,7 +141,7 @@ def _glob_root(pattern):
     return head or "."
 
 
-def _folder_files(folder, root):
+def _folder_files(folder: str, root: str) -> list[tuple[str, str, bool]]:
     """Every file below `folder`, in sorted order of its path components (the same on any filesystem),
     names starting with "." left out; each named relative to `root`."""
     found = []
@@ -154,7 +155,7 @@ def _folder_files(folder, root):
     return [(os.path.join(root, relative), relative, False) for relative in found]
 
 
-def _scan(path, named):
+def _scan(path: str, named: bool) -> tuple[str, int] | None:
     """Reads a file once: (its SHA-256, its size), or None when a found (not named) file is binary (holds
     a NUL byte) or not UTF-8.
 
@@ -186,12 +187,12 @@ def _scan(path, named):
     return digest.hexdigest(), size
 
 
-def _first_names(paths):
+def _first_names(paths: Sequence[str]) -> str:
     listed = ", ".join(paths[:_NAMES_LISTED])
     return listed + (f" and {len(paths) - _NAMES_LISTED} more" if len(paths) > _NAMES_LISTED else "")
 
 
-def describe_changes(recorded, current):
+def describe_changes(recorded: Sequence[str], current: Sequence[str]) -> str:
     """What changed between two manifests (`CorpusListing.manifest` lines): e.g. 'edited: a.txt; added:
     b.txt', the first few names of each kind; '' when the file lists and contents are equal."""
     before = dict(line.split("  ", 1)[::-1] for line in recorded)

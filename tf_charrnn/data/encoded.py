@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from tf_charrnn import cache, files
+from tf_charrnn.config import DataConfig
 from tf_charrnn.data import corpus_files
 from tf_charrnn.data.sources import download_shakespeare, read_corpus_chunks
 from tf_charrnn.data.vocab import Vocab
@@ -30,7 +31,9 @@ class Corpus:
 _ENCODE_CHUNK_BYTES = 1 << 18
 
 
-def _encode_into_cache(listing, ids_path, vocab_path):
+def _encode_into_cache(
+    listing: corpus_files.CorpusListing, ids_path: str, vocab_path: str
+) -> tuple[Vocab, str, cache.Pending]:
     """Encodes a corpus's files (a corpus_files.CorpusListing) into temporary files beside the id cache
     entry, in two streaming passes (the characters, then the ids), so neither the whole text nor all its
     ids are ever in memory.
@@ -41,7 +44,8 @@ def _encode_into_cache(listing, ids_path, vocab_path):
       UserError: the file is not UTF-8 (found before anything is written), or the cache's disk is full
         or read-only (nothing is left behind).
     """
-    chars, num_chars = set(), 0
+    chars: set[str] = set()
+    num_chars = 0
     for piece in read_corpus_chunks(listing, _ENCODE_CHUNK_BYTES):
         chars.update(piece)
         num_chars += len(piece)
@@ -71,7 +75,7 @@ def _encode_into_cache(listing, ids_path, vocab_path):
     return vocab, tmp_ids, pending
 
 
-def load_corpus(data_config, publish=True):
+def load_corpus(data_config: DataConfig, publish: bool = True) -> Corpus:
     """Loads the corpus named by `data_config`, encoding it into the id cache on first use.
 
     --data_path may name a file, a folder, a glob or a list (see corpus_files.list_corpus). The cache is
@@ -109,7 +113,7 @@ def load_corpus(data_config, publish=True):
     return corpus
 
 
-def in_vocab(corpus, vocab, data_config):
+def in_vocab(corpus: Corpus, vocab: Vocab, data_config: DataConfig) -> Corpus:
     """The corpus with its ids in `vocab`, a vocabulary that holds every character of the corpus in any
     order (a fine-tuned run's: its source's characters first, then the new ones). The ids are mapped from
     the corpus's own a chunk at a time into a cache file of their own (checked and recorded as the id

@@ -2,11 +2,13 @@
 streams, and row i of batch k+1 continues row i of batch k, so a stateful model carries its state across
 batches; targets are the inputs shifted by one."""
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 
 
-def num_stream_batches(num_ids, batch_size, seq_length, random_offset=False):
+def num_stream_batches(num_ids: int, batch_size: int, seq_length: int, random_offset: bool = False) -> int:
     """Batches in one pass of the stream layout over `num_ids` ids.
 
     With random offsets the largest offset (seq_length - 1) is reserved, so every epoch has the
@@ -16,7 +18,7 @@ def num_stream_batches(num_ids, batch_size, seq_length, random_offset=False):
     return max(0, (num_ids - 1 - reserved) // (batch_size * seq_length))
 
 
-def epoch_offset(seed, epoch, seq_length, random_offset):
+def epoch_offset(seed: int, epoch: int | tf.Tensor, seq_length: int, random_offset: bool) -> tf.Tensor:
     """The epoch's start offset in [0, seq_length): seeded by (seed, epoch), so a resumed run sees
     the same windows. Works eagerly and inside tf.data.
 
@@ -33,7 +35,9 @@ def epoch_offset(seed, epoch, seq_length, random_offset):
     )
 
 
-def _stream_windows(ids, seq_length, num_batches, offset, rows):
+def _stream_windows(
+    ids: np.ndarray | tf.Tensor, seq_length: int, num_batches: int, offset: tf.Tensor, rows: np.ndarray
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """A function k -> (inputs, targets) of batch k of the stream layout starting at `offset`, for the
     streams numbered `rows` (int64 [R]).
 
@@ -44,11 +48,11 @@ def _stream_windows(ids, seq_length, num_batches, offset, rows):
     window = np.arange(seq_length + 1, dtype=np.int64)
     stream_length = num_batches * seq_length
 
-    def read(k, offset):
+    def read(k: np.ndarray, offset: np.ndarray) -> np.ndarray:
         starts = offset + rows * stream_length + k * seq_length
         return ids[starts[:, None] + window[None, :]].astype(np.int32)
 
-    def batch(k):
+    def batch(k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         windows = tf.numpy_function(read, [k, offset], tf.int32, stateful=False)
         windows.set_shape([len(rows), seq_length + 1])
         return windows[:, :-1], windows[:, 1:]
@@ -56,20 +60,22 @@ def _stream_windows(ids, seq_length, num_batches, offset, rows):
     return batch
 
 
-def _check_length(ids, batch_size, seq_length, num_batches, max_offset):
+def _check_length(
+    ids: np.ndarray | tf.Tensor, batch_size: int, seq_length: int, num_batches: int, max_offset: int
+) -> None:
     needed = max_offset + batch_size * num_batches * seq_length + 1
     if len(ids) < needed:
         raise ValueError(f"stream layout needs {needed} ids, got {len(ids)}")
 
 
-def _without_autotune(dataset):
+def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
     # A fixed prefetch buffer; the autotuning thread was seen to stall iterator teardown for ~1 minute.
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)
 
 
-def _rows(batch_size, first_row, num_rows):
+def _rows(batch_size: int, first_row: int, num_rows: int | None) -> np.ndarray:
     num_rows = batch_size - first_row if num_rows is None else num_rows
     if not 0 <= first_row < first_row + num_rows <= batch_size:
         raise ValueError(
@@ -79,8 +85,15 @@ def _rows(batch_size, first_row, num_rows):
 
 
 def stream_dataset(
-    ids, batch_size, seq_length, num_batches, offset=0, start_batch=0, first_row=0, num_rows=None
-):
+    ids: np.ndarray | tf.Tensor,
+    batch_size: int,
+    seq_length: int,
+    num_batches: int,
+    offset: int = 0,
+    start_batch: int = 0,
+    first_row: int = 0,
+    num_rows: int | None = None,
+) -> tf.data.Dataset:
     """Shifted (inputs, targets) batches in the stream layout, one pass.
 
     Stream i holds ids[offset + i*S : offset + (i+1)*S] with S = num_batches * seq_length; batch k
@@ -111,17 +124,17 @@ def stream_dataset(
 
 
 def training_dataset(
-    ids,
-    batch_size,
-    seq_length,
-    num_batches,
-    seed,
-    random_offset,
-    start_epoch=0,
-    start_batch=0,
-    first_row=0,
-    num_rows=None,
-):
+    ids: np.ndarray | tf.Tensor,
+    batch_size: int,
+    seq_length: int,
+    num_batches: int,
+    seed: int,
+    random_offset: bool,
+    start_epoch: int = 0,
+    start_batch: int = 0,
+    first_row: int = 0,
+    num_rows: int | None = None,
+) -> tf.data.Dataset:
     """Endless training batches, epoch after epoch, each epoch in the stream layout at its own offset.
 
     Args:
@@ -137,7 +150,7 @@ def training_dataset(
     _check_length(ids, batch_size, seq_length, num_batches, seq_length - 1 if random_offset else 0)
     rows = _rows(batch_size, first_row, num_rows)
 
-    def epoch_batches(epoch):
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
         batch = _stream_windows(
             ids, seq_length, num_batches, epoch_offset(seed, epoch, seq_length, random_offset), rows
         )

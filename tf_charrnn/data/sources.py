@@ -4,18 +4,23 @@ that never split a character (a corpus of any size streams through a few megabyt
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from absl import logging
 
 from tf_charrnn import cache, files
 from tf_charrnn.errors import UserError, flag
 
+if TYPE_CHECKING:  # corpus_files reads its files through this module
+    from tf_charrnn.data import corpus_files
+
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_CACHE_PATH = os.path.join("data", "tinyshakespeare", "input.txt")
 
 
-def download_shakespeare(cache_folder):
+def download_shakespeare(cache_folder: str) -> str:
     """Returns the path of the cached tiny-shakespeare corpus, downloading and checking it where it is
     absent, or where the file there is not the corpus (a download cut short, an edit: one warning).
 
@@ -51,7 +56,7 @@ def download_shakespeare(cache_folder):
     return path
 
 
-def _check_text_file(path):
+def _check_text_file(path: str) -> None:
     if os.path.isdir(path):
         raise UserError(f"{flag('data_path')} {path} is a directory; pass a UTF-8 text file")
     if not os.path.isfile(path):
@@ -60,7 +65,9 @@ def _check_text_file(path):
         raise UserError(f"{flag('data_path')} {path} is empty; pass a UTF-8 text file with some text")
 
 
-def not_utf8_error(setting, path, error, offset=0, lines=None):
+def not_utf8_error(
+    setting: str, path: str, error: UnicodeDecodeError, offset: int = 0, lines: int | None = None
+) -> UserError:
     """The UserError for a file that is not UTF-8, naming the byte (and line) where decoding failed.
 
     Args:
@@ -80,7 +87,7 @@ def not_utf8_error(setting, path, error, offset=0, lines=None):
     )
 
 
-def _whole_characters(data):
+def _whole_characters(data: bytes) -> int:
     """The length of the longest prefix of UTF-8 bytes `data` that does not end inside a character."""
     start = len(data) - 1
     while start >= max(0, len(data) - 4) and data[start] & 0xC0 == 0x80:  # continuation bytes
@@ -92,7 +99,7 @@ def _whole_characters(data):
     return start if start + length > len(data) else len(data)
 
 
-def read_text_chunks(path, chunk_bytes=1 << 22):
+def read_text_chunks(path: str, chunk_bytes: int = 1 << 22) -> Iterator[str]:
     """Yields a UTF-8 text file as strings of about `chunk_bytes` bytes each, never splitting a character,
     so that a corpus of any size streams through a few megabytes.
 
@@ -116,7 +123,7 @@ def read_text_chunks(path, chunk_bytes=1 << 22):
             offset, lines = offset + len(data), lines + data.count(b"\n")
 
 
-def read_corpus_chunks(listing, chunk_bytes=1 << 22):
+def read_corpus_chunks(listing: "corpus_files.CorpusListing", chunk_bytes: int = 1 << 22) -> Iterator[str]:
     """Yields the joined text of a corpus's files (a corpus_files.CorpusListing) as strings of about
     `chunk_bytes` bytes: each file's chunks (see `read_text_chunks`), the separator between two files."""
     for index, file in enumerate(listing.files):

@@ -6,19 +6,22 @@ import dataclasses
 import numpy as np
 
 from tf_charrnn import cache
-from tf_charrnn.data.encoded import load_corpus
+from tf_charrnn.config import DataConfig, LayoutConfig
+from tf_charrnn.data.encoded import Corpus, load_corpus
 from tf_charrnn.data.pipeline import num_stream_batches
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 
 
-def split_ids(ids, val_fraction):
+def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Contiguous split: the first (1 - val_fraction) for training, the rest for validation."""
     num_train = int(len(ids) * (1.0 - val_fraction))
     return ids[:num_train], ids[num_train:]
 
 
-def check_split_size(name, num_ids, batch_size, seq_length, random_offset=False):
+def check_split_size(
+    name: str, num_ids: int, batch_size: int, seq_length: int, random_offset: bool = False
+) -> None:
     """Raises UserError when a split is too short for one batch of the stream layout."""
     if num_stream_batches(num_ids, batch_size, seq_length, random_offset) < 1:
         formula = (
@@ -49,18 +52,18 @@ class Splits:
     # A newly encoded id cache entry not yet in place (load_splits(publish=False)); None when there is none.
     pending: cache.Pending | None = None
 
-    def publish_cache(self):
+    def publish_cache(self) -> None:
         """Puts a newly encoded id cache entry in place (call once the corpus is accepted)."""
         if self.pending is not None:
             self.pending.publish()
 
-    def discard_cache(self):
+    def discard_cache(self) -> None:
         """Removes a newly encoded id cache entry that was not put in place (the run was refused)."""
         if self.pending is not None:
             self.pending.discard()
 
 
-def split_corpus(corpus, layout):
+def split_corpus(corpus: Corpus, layout: LayoutConfig) -> Splits:
     """Splits a Corpus and checks each split holds at least one batch of the layout (a LayoutConfig).
 
     Returns:
@@ -84,7 +87,7 @@ def split_corpus(corpus, layout):
     return splits
 
 
-def load_splits(data_config, layout, publish=True):
+def load_splits(data_config: DataConfig, layout: LayoutConfig, publish: bool = True) -> Splits:
     """Loads the corpus (in its own vocabulary), splits it and checks each split holds at least one batch
     of the layout.
 
