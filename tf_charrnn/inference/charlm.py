@@ -99,7 +99,7 @@ class CharLM:
                 best=(best, bool),
                 checkpoint=(checkpoint, (str, os.PathLike, type(None))),
             )
-            train_dir, checkpoint = os.fspath(train_dir), checkpoint and os.fspath(checkpoint)
+            train_dir, checkpoint = os.fspath(train_dir), os.fspath(checkpoint) if checkpoint else None
             config, vocab = layout.load_run(train_dir)
             path = checkpoints.find_checkpoint(train_dir, checkpoint or None, best)
             placement.grow_gpu_memory()

@@ -5,6 +5,8 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -12,12 +14,13 @@ import tensorflow as tf
 from absl import logging
 
 from tf_charrnn import files
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import RERUN, UserError, first_line, flag, train_command
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run.layout import checkpoint_dir, load_run
 
 
-def checkpoint_paths(directory):
+def checkpoint_paths(directory: str) -> list[str]:
     """The checkpoint prefixes the `checkpoint` state file of `directory` lists, oldest first.
 
     Raises:
@@ -43,7 +46,9 @@ def checkpoint_paths(directory):
     return list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
 
 
-def checkpoint_contents(model, optimizer=None, **variables):
+def checkpoint_contents(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None, **variables: tf.Variable
+) -> dict[str, Any]:
     """What a training checkpoint holds, {name: trackable}: the model's weights, its dropout RNG state,
     the optimizer and extra variables.
 
@@ -58,7 +63,7 @@ def checkpoint_contents(model, optimizer=None, **variables):
     return contents
 
 
-def find_checkpoint(train_dir, checkpoint=None, best=False):
+def find_checkpoint(train_dir: str, checkpoint: str | None = None, best: bool = False) -> str:
     """The checkpoint prefix to load: `checkpoint` if given, else the best or the latest one."""
     if checkpoint:
         if not tf.io.gfile.glob(checkpoint + ".index"):
@@ -72,7 +77,7 @@ def find_checkpoint(train_dir, checkpoint=None, best=False):
     return newest_present(directory, paths)
 
 
-def newest_present(directory, paths):
+def newest_present(directory: str, paths: Sequence[str]) -> str:
     """The newest of the checkpoint prefixes `paths` whose files are there.
 
     Raises:
@@ -87,7 +92,9 @@ def newest_present(directory, paths):
     )
 
 
-def restore_weights(train_dir, target, checkpoint=None, best=False):
+def restore_weights(
+    train_dir: str, target: CharRNN, checkpoint: str | None = None, best: bool = False
+) -> str:
     """Loads a run's learned weights into `target`, a model of the same config and any batch size.
 
     Returns:
@@ -107,7 +114,7 @@ def restore_weights(train_dir, target, checkpoint=None, best=False):
     return path
 
 
-def initialize_from_run(source_dir, target, vocab):
+def initialize_from_run(source_dir: str, target: CharRNN, vocab: Vocab) -> tuple[str, list[str]]:
     """Loads the latest weights of the run in `source_dir` into `target`, a model of the same shape whose
     vocabulary `vocab` is the source's or extends it (see CharRNN.copy_weights_extending_vocab).
 
@@ -124,7 +131,7 @@ def initialize_from_run(source_dir, target, vocab):
     return path, new_chars
 
 
-def _sync_checkpoint_files(save_path):
+def _sync_checkpoint_files(save_path: str) -> None:
     """Syncs a just-written checkpoint's files and folder (called before the manager lists it)."""
     for path in glob.glob(save_path + ".*"):
         files.fsync_file(path)
@@ -146,7 +153,15 @@ class Checkpoints:
         (checkpoints written by an earlier version lack them).
     """
 
-    def __init__(self, contents, step, train_dir, keep, is_chief, optional=None):
+    def __init__(
+        self,
+        contents: dict[str, Any],
+        step: tf.Variable,
+        train_dir: str,
+        keep: int,
+        is_chief: bool,
+        optional: dict[str, tf.Variable] | None = None,
+    ) -> None:
         self._contents = contents
         self._required = tf.train.Checkpoint(**contents)
         self._optional = tf.train.Checkpoint(**(optional or {}))
@@ -155,9 +170,12 @@ class Checkpoints:
         self._step = step
         self._scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tf_charrnn_worker_")
         self._managers = {best: self._manager(best, keep if not best else 1) for best in (False, True)}
-        self._saved_here = {False: None, True: None}  # the step each kind was last saved at, by this process
+        self._saved_here: dict[bool, int | None] = {
+            False: None,
+            True: None,
+        }  # the step each kind was last saved at, by this process
 
-    def _manager(self, best, max_to_keep):
+    def _manager(self, best: bool, max_to_keep: int) -> tf.train.CheckpointManager:
         directory = checkpoint_dir(self.train_dir, best)
         if self._scratch_dir:
             directory = os.path.join(self._scratch_dir, os.path.relpath(directory, self.train_dir))
@@ -165,7 +183,7 @@ class Checkpoints:
             self.checkpoint, directory, max_to_keep=max_to_keep, step_counter=self._step
         )
 
-    def restore_latest(self):
+    def restore_latest(self) -> str | None:
         """Restores the newest readable checkpoint; an unreadable one (truncated, corrupted) is skipped
         with a warning for the one before it.
 
@@ -192,7 +210,7 @@ class Checkpoints:
             )
         return None
 
-    def save(self, best=False, before_save=None):
+    def save(self, best: bool = False, before_save: Callable[[], object] | None = None) -> str:
         """Saves a checkpoint of the current step (into checkpoints/best/ with `best`) unless the latest
         already is one; `before_save` runs first when it does (e.g. gathering the replicas' state).
 
@@ -223,7 +241,7 @@ class Checkpoints:
             files.fsync_directory(manager.directory)
         return os.path.join(checkpoint_dir(self.train_dir, best), os.path.basename(manager.latest_checkpoint))
 
-    def _failed(self, directory, number, error):
+    def _failed(self, directory: str, number: int, error: BaseException) -> UserError:
         """Removes what a failed save of checkpoint `number` left unrecorded; the UserError to raise."""
         name = f"ckpt-{number}"
         recorded = [os.path.basename(path) for path in checkpoint_paths(directory)]
@@ -242,7 +260,7 @@ class Checkpoints:
             f"and {RERUN} to resume"
         )
 
-    def _bytes(self):
+    def _bytes(self) -> int:
         """The bytes of the variables a checkpoint holds (about the size of its files)."""
         variables = []
         for value in self._contents.values():
@@ -250,7 +268,7 @@ class Checkpoints:
             variables += value.variables if is_optimizer else tf.nest.flatten(value)
         return sum(int(np.prod(variable.shape)) * tf.as_dtype(variable.dtype).size for variable in variables)
 
-    def close(self):
+    def close(self) -> None:
         """Removes a non-chief worker's scratch checkpoints."""
         if self._scratch_dir:
             shutil.rmtree(self._scratch_dir, ignore_errors=True)

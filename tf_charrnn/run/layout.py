@@ -6,40 +6,44 @@ Everything needed to rebuild a run lives there, so sampling and export need only
 
 import json
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from tf_charrnn import files
 from tf_charrnn.config import RunConfig
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, first_line, flag, train_command
 
+T = TypeVar("T")
 
-def config_path(train_dir):
+
+def config_path(train_dir: str) -> str:
     return os.path.join(train_dir, "config.json")
 
 
-def vocab_path(train_dir):
+def vocab_path(train_dir: str) -> str:
     return os.path.join(train_dir, "vocab.json")
 
 
-def checkpoint_dir(train_dir, best=False):
+def checkpoint_dir(train_dir: str, best: bool = False) -> str:
     path = os.path.join(train_dir, "checkpoints")
     return os.path.join(path, "best") if best else path
 
 
-def log_dir(train_dir, split=""):
+def log_dir(train_dir: str, split: str = "") -> str:
     """logs/ (the HParams session), or its train or val folder."""
     return os.path.join(train_dir, "logs", split)
 
 
-def lock_path(train_dir):
+def lock_path(train_dir: str) -> str:
     return os.path.join(train_dir, "train.lock")
 
 
-def has_run(train_dir):
+def has_run(train_dir: str) -> bool:
     return os.path.isfile(config_path(train_dir))
 
 
-def check_config_present(train_dir):
+def check_config_present(train_dir: str) -> None:
     """Raises UserError when train_dir holds parts of a run (vocab.json, checkpoints/) but no config.json."""
     if has_run(train_dir):
         return
@@ -51,7 +55,7 @@ def check_config_present(train_dir):
         )
 
 
-def _read_run_file(path, parse, what):
+def _read_run_file(path: str, parse: Callable[[str], T], what: str) -> T:
     """parse(text) of a run-directory file, or UserError naming the file, what is wrong and the fix."""
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing; restore it from a backup, or use a new {flag('train_dir')}")
@@ -65,11 +69,11 @@ def _read_run_file(path, parse, what):
         ) from None
 
 
-def _parse_config(text):
+def _parse_config(text: str) -> RunConfig:
     return RunConfig.from_dict(json.loads(text))
 
 
-def load_run(train_dir):
+def load_run(train_dir: str) -> tuple[RunConfig, Vocab]:
     """Reads a run's config and vocabulary.
 
     Returns:
@@ -93,7 +97,7 @@ def load_run(train_dir):
     return config, vocab
 
 
-def save_run(config, vocab):
+def save_run(config: RunConfig, vocab: Vocab) -> None:
     """Writes config.json and vocab.json atomically into config.directory.train_dir."""
     train_dir = config.directory.train_dir
     files.write_atomic(config_path(train_dir), json.dumps(config.to_dict(), indent=2, ensure_ascii=False))

@@ -5,6 +5,7 @@ import fcntl
 import os
 import socket
 import time
+from typing import Self
 
 from tf_charrnn import files
 from tf_charrnn.errors import UserError, flag
@@ -23,11 +24,11 @@ class RunLock:
       UserError: another process holds the lock.
     """
 
-    def __init__(self, train_dir):
+    def __init__(self, train_dir: str) -> None:
         self._folders_made = files.make_folders(train_dir)
         self._path = lock_path(train_dir)
         while True:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fd: int | None = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -49,7 +50,7 @@ class RunLock:
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, holder.encode("utf-8"), 0)
 
-    def release(self):
+    def release(self) -> None:
         if self._fd is not None:
             # Removed while locked: a process that opened this file meanwhile finds it gone and locks anew.
             with contextlib.suppress(FileNotFoundError):
@@ -58,8 +59,8 @@ class RunLock:
             self._fd = None
             files.remove_empty_folders(self._folders_made)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.release()

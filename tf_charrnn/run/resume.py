@@ -1,14 +1,19 @@
 """Whether a configuration may train in a run directory: what a resumed run keeps and what it refuses, and
 what a run started from another (--init_from) takes from it."""
 
+from collections.abc import Mapping
+from typing import Any
+
+from tf_charrnn.config import RunConfig
 from tf_charrnn.data import corpus_files
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.run.checkpoints import checkpoint_paths, newest_present
 from tf_charrnn.run.layout import check_config_present, checkpoint_dir, has_run, load_run
 from tf_charrnn.run.lock import RunLock
 
 
-def config_to_train(config, given):
+def config_to_train(config: RunConfig, given: Mapping[str, Any]) -> RunConfig:
     """The config a training session runs with: `config` for a new run, with the model settings not
     `given` taken from the --init_from run if any; for the run already in its train_dir, that run's own
     config with the `given` settings on top (which `prepare` then checks) and the runtime of this launch
@@ -30,7 +35,7 @@ def config_to_train(config, given):
     return config
 
 
-def run_vocab(config, corpus_vocab):
+def run_vocab(config: RunConfig, corpus_vocab: Vocab) -> Vocab:
     """The vocabulary the run `config` trains in, given its corpus's own (sorted) vocabulary: on resume
     the run's own when it started from --init_from (its source's characters first; `check_resumable`
     checks any other); with --init_from, the source run's with the corpus's new characters appended (see
@@ -49,7 +54,7 @@ def run_vocab(config, corpus_vocab):
     return corpus_vocab
 
 
-def _corpus_changes(old_config, config):
+def _corpus_changes(old_config: RunConfig, config: RunConfig) -> str:
     """'; edited: a.txt' and the like when both configs recorded their corpus's files, else ''."""
     old, new = old_config.data, config.data
     if not (old.corpus_files and new.corpus_files):
@@ -60,7 +65,7 @@ def _corpus_changes(old_config, config):
     return f"; {changes}" if changes else ""
 
 
-def check_resumable(config, vocab, old_config, old_vocab):
+def check_resumable(config: RunConfig, vocab: Vocab, old_config: RunConfig, old_vocab: Vocab) -> None:
     """Raises UserError unless the run in config.directory.train_dir, with `old_config` and `old_vocab`, can
     continue under `config`: the same vocabulary, the same corpus (when the run recorded it; a changed
     file is named), and the same fields in every section that must match on resume."""
@@ -91,7 +96,7 @@ def check_resumable(config, vocab, old_config, old_vocab):
 SHAPE_FIELDS = ("embedding_dim", "rnn_units", "num_layers", "cell")
 
 
-def check_init_from(config, vocab):
+def check_init_from(config: RunConfig, vocab: Vocab) -> None:
     """Raises UserError unless the run in config.directory.init_from has this model shape and a vocabulary
     that `vocab` starts with (the same, or with new characters appended)."""
     init_from = config.directory.init_from
@@ -113,7 +118,7 @@ def check_init_from(config, vocab):
         )
 
 
-def _check_fits(config, vocab):
+def _check_fits(config: RunConfig, vocab: Vocab) -> RunConfig | None:
     """The checks of `prepare`, which write nothing; returns the run's previous config (or None)."""
     train_dir = config.directory.train_dir
     check_config_present(train_dir)
@@ -130,7 +135,7 @@ def _check_fits(config, vocab):
     return previous
 
 
-def prepare(config, vocab):
+def prepare(config: RunConfig, vocab: Vocab) -> tuple[RunConfig | None, RunLock]:
     """Checks that `config` may resume the run in its train_dir (if any) and start from --init_from (if
     set), then takes the run directory's lock. Writes nothing but the lock file, which the lock removes
     when released: call `save_run` once training starts, so that a run refused before leaves nothing.

@@ -80,10 +80,10 @@ def train(config: RunConfig, progress: Any = None) -> TrainResult:
             corpus_size=splits.corpus_size,
             corpus_files=splits.corpus_files,
         )
+        lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        previous = None
         if runtime.is_chief:
             previous, lock = resume.prepare(config, splits.vocab)
-        else:
-            previous, lock = None, contextlib.nullcontext()
         with lock:
             trainer = Trainer(config, splits, runtime)
             _log_start(trainer, config, runtime)
