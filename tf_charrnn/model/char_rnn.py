@@ -8,10 +8,13 @@ layer (2 for LSTM's h and c, 1 for GRU and RNN).
   step: ids int32 [B], state float32 [L, S, B, H] -> logits float32 [B, V], state [L, S, B, H].
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_charrnn.config import ModelConfig
 from tf_charrnn.model import recurrent
 
 
@@ -36,7 +39,15 @@ class CharRNN(keras.Model):
         they take precedence over `unroll`), in the sequence call and in `step`; the runtime decides.
     """
 
-    def __init__(self, config, batch_size, seed=None, dtype_policy=None, unroll=False, fused_kernels=False):
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int | None,
+        seed: int | None = None,
+        dtype_policy: str | None = None,
+        unroll: bool = False,
+        fused_kernels: bool = False,
+    ) -> None:
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set (>= 1) before building the model")
         ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
@@ -70,21 +81,21 @@ class CharRNN(keras.Model):
         self.head = head
 
     @property
-    def state_variables(self):
+    def state_variables(self) -> list[tf.Variable]:
         """The variables of the sequence call's recurrent state: per layer, [h] or [h, c], each [B, H]."""
         return [variable for layer in self.recurrent_layers for variable in layer.states]
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         """Zeroes the sequence call's recurrent state (epoch start, new text)."""
         for layer in self.recurrent_layers:
             layer.reset_state()
 
-    def initial_state(self, batch_size):
+    def initial_state(self, batch_size: int | tf.Tensor) -> tf.Tensor:
         """Zero state for `step`, float32 [L, S, B, H]."""
         first = self.recurrent_layers[0]
         return tf.zeros([len(self.recurrent_layers), first.num_states, batch_size, first.units])
 
-    def step_weights(self):
+    def step_weights(self) -> dict[str, Any]:
         """The weights `step` reads, as tensors: read them once before a loop of steps (a variable read
         inside a while loop happens at every step)."""
         return {
@@ -94,7 +105,9 @@ class CharRNN(keras.Model):
             "head_bias": tf.convert_to_tensor(self.head.bias),
         }
 
-    def step(self, ids, state, weights=None):
+    def step(
+        self, ids: tf.Tensor, state: tf.Tensor, weights: dict[str, Any] | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Advances every row by one character; traceable, any batch size, no dropout.
 
         Args:
@@ -113,12 +126,12 @@ class CharRNN(keras.Model):
             new_state.append(layer_state)
         return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_state)
 
-    def copy_weights_from(self, source):
+    def copy_weights_from(self, source: "CharRNN") -> None:
         """Copies the learned weights of a model of the same config and any batch size. Recurrent state
         and dropout generator state are left alone: they belong to one batch size."""
         self.set_weights(source.get_weights())
 
-    def copy_weights_extending_vocab(self, source):
+    def copy_weights_extending_vocab(self, source: "CharRNN") -> None:
         """Copies the learned weights of a model of the same shape whose vocabulary this model's extends
         (the source's characters first, in its order, then new ones: fine-tuning on a text with new
         characters). The source's characters keep their embedding rows and logit columns, so on text made

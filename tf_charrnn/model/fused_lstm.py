@@ -17,6 +17,10 @@ CharRnnLstmStep kernel (tf_charrnn/model/kernels/lstm_step.cc) where the kernels
 `lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors.
 """
 
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
 import keras
 import tensorflow as tf
 from keras.src.backend import AutocastScope  # no public name; reads variables uncast
@@ -35,7 +39,15 @@ FUSED_BFLOAT16 = "fused kernels, bfloat16"
 KERAS_OPS = "keras ops"
 
 
-def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
+def lstm_sequence(
+    kernels: ModuleType,
+    inputs: tf.Tensor,
+    h0: tf.Tensor,
+    c0: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    bias: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """One LSTM layer over a sequence, with the fused kernels.
 
     Args:
@@ -48,13 +60,20 @@ def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
     """
 
     @tf.custom_gradient
-    def forward(inputs, h0, c0, kernel, recurrent_kernel, bias):
+    def forward(
+        inputs: tf.Tensor,
+        h0: tf.Tensor,
+        c0: tf.Tensor,
+        kernel: tf.Tensor,
+        recurrent_kernel: tf.Tensor,
+        bias: tf.Tensor,
+    ) -> tuple[tuple[tf.Tensor, tf.Tensor], Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]]:
         batch, time, features = tf.unstack(tf.shape(inputs))
         flat_inputs = tf.reshape(inputs, [-1, features])
         xw = tf.reshape(tf.matmul(flat_inputs, kernel), [batch, time, -1])
         h, c, gates = kernels.char_rnn_lstm_sequence(xw, h0, c0, recurrent_kernel, bias)
 
-        def gradient(dh, dc):
+        def gradient(dh: tf.Tensor | None, dc: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
             # An output nothing depended on (e.g. c, which only feeds the state variables) has no gradient.
             dh = tf.zeros_like(h) if dh is None else dh
             dc = tf.zeros_like(c) if dc is None else dc
@@ -75,7 +94,15 @@ def lstm_sequence(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
     return forward(inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
-def lstm_sequence_bfloat16(kernels, inputs, h0, c0, kernel, recurrent_kernel, bias):
+def lstm_sequence_bfloat16(
+    kernels: ModuleType,
+    inputs: tf.Tensor,
+    h0: tf.Tensor,
+    c0: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    bias: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """One LSTM layer over a sequence, with the bfloat16 fused kernels: x W and the gradient's matmuls in
     bfloat16 (float32 accumulation), the recurrence in CharRnnLstmSequenceBf16.
 
@@ -89,14 +116,21 @@ def lstm_sequence_bfloat16(kernels, inputs, h0, c0, kernel, recurrent_kernel, bi
     """
 
     @tf.custom_gradient
-    def forward(inputs, h0, c0, kernel, recurrent_kernel, bias):
+    def forward(
+        inputs: tf.Tensor,
+        h0: tf.Tensor,
+        c0: tf.Tensor,
+        kernel: tf.Tensor,
+        recurrent_kernel: tf.Tensor,
+        bias: tf.Tensor,
+    ) -> tuple[tuple[tf.Tensor, tf.Tensor], Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]]:
         batch, time, features = tf.unstack(tf.shape(inputs))
         flat_inputs = tf.reshape(inputs, [-1, features])
         kernel_bf16 = tf.cast(kernel, tf.bfloat16)
         xw = tf.reshape(tf.matmul(flat_inputs, kernel_bf16), [batch, time, -1])
         h, c, gates = kernels.char_rnn_lstm_sequence_bf16(xw, h0, c0, recurrent_kernel, bias)
 
-        def gradient(dh, dc):
+        def gradient(dh: tf.Tensor | None, dc: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
             dh = tf.zeros_like(h) if dh is None else tf.cast(dh, tf.bfloat16)
             dc = tf.zeros_like(c) if dc is None else dc
             dz, dh0, dc0, dbias = kernels.char_rnn_lstm_sequence_bf16_grad(
@@ -133,14 +167,14 @@ class FusedLSTM(keras.layers.LSTM):
 
     num_states = 2  # h and c
 
-    def __init__(self, units, use_kernels=False, **kwargs):
+    def __init__(self, units: int, use_kernels: bool = False, **kwargs: Any) -> None:
         super().__init__(units, **kwargs)
         self.use_kernels = use_kernels
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "use_kernels": self.use_kernels}
 
-    def _kernels(self, mask):
+    def _kernels(self, mask: tf.Tensor | None) -> ModuleType | None:
         """The kernel module where it applies to this call, else None."""
         cell = self.cell
         applies = (
@@ -157,7 +191,7 @@ class FusedLSTM(keras.layers.LSTM):
         )
         return native.load() if applies else None
 
-    def implementation(self, mask=None):
+    def implementation(self, mask: tf.Tensor | None = None) -> str:
         """What runs the time loop of a call with `mask`: FUSED_FLOAT32, FUSED_BFLOAT16 (the bfloat16
         kernels; a bfloat16 layer on a CPU without them runs on the float32 ones) or KERAS_OPS."""
         if self._kernels(mask) is None:
@@ -166,12 +200,19 @@ class FusedLSTM(keras.layers.LSTM):
             return FUSED_BFLOAT16
         return FUSED_FLOAT32
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
+    def inner_loop(
+        self,
+        sequences: tf.Tensor,
+        initial_state: list[tf.Tensor],
+        mask: tf.Tensor | None,
+        training: bool = False,
+    ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
         first_mask = keras.tree.flatten(mask)[0] if keras.tree.is_nested(mask) else mask
         implementation = self.implementation(first_mask)
         if implementation == KERAS_OPS:
             return super().inner_loop(sequences, initial_state, mask, training=training)
         kernels = native.load()
+        assert kernels is not None  # the implementation is the kernels': they loaded
         cell = self.cell
         if self.compute_dtype == "float32":
             h, c = lstm_sequence(
@@ -196,7 +237,7 @@ class FusedLSTM(keras.layers.LSTM):
             h = tf.cast(h, self.compute_dtype)
         return h[:, -1], h, [h[:, -1], c[:, -1]]
 
-    def step_weights(self):
+    def step_weights(self) -> dict[str, tf.Tensor]:
         """The weights `step` reads, as tensors to read once before a loop of steps: a variable read
         inside a while loop happens at every step, and at batch 1 those reads cost as much as the
         matmuls. Packed for CharRnnLstmStep where the step kernel runs."""
@@ -212,13 +253,15 @@ class FusedLSTM(keras.layers.LSTM):
             "bias": tf.convert_to_tensor(cell.bias),
         }
 
-    def step_implementation(self):
+    def step_implementation(self) -> str:
         """What runs `step`: FUSED_FLOAT32 (the CharRnnLstmStep kernel) or KERAS_OPS."""
         if self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None:
             return FUSED_FLOAT32
         return KERAS_OPS
 
-    def step(self, inputs, states, weights):
+    def step(
+        self, inputs: tf.Tensor, states: tf.Tensor, weights: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """One step with explicit state.
 
         Args:
@@ -230,7 +273,9 @@ class FusedLSTM(keras.layers.LSTM):
           (h float32 [B, H], new states float32 [2, B, H]).
         """
         if "packed" in weights:
-            h, c = native.load().char_rnn_lstm_step(
+            kernels = native.load()
+            assert kernels is not None  # weights are packed only where the step kernel runs
+            h, c = kernels.char_rnn_lstm_step(
                 inputs, states[0], states[1], weights["packed"], weights["bias"]
             )
         else:
@@ -238,7 +283,14 @@ class FusedLSTM(keras.layers.LSTM):
         return h, tf.stack([h, c])
 
 
-def lstm_cell_step(inputs, h, c, kernel, recurrent_kernel, bias):
+def lstm_cell_step(
+    inputs: tf.Tensor,
+    h: tf.Tensor,
+    c: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    bias: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Keras LSTMCell's arithmetic, in the same order, on weight tensors (without the cell's per-call
     bookkeeping: a batch-1 step is mostly per-op overhead). Returns (h, c), float32 [B, H] each."""
     z = tf.matmul(inputs, kernel) + tf.matmul(h, recurrent_kernel) + bias
@@ -247,7 +299,7 @@ def lstm_cell_step(inputs, h, c, kernel, recurrent_kernel, bias):
     return tf.sigmoid(output_gate) * tf.tanh(c), c
 
 
-def pack_step_weights(kernel, recurrent_kernel):
+def pack_step_weights(kernel: tf.Tensor, recurrent_kernel: tf.Tensor) -> tf.Tensor:
     """[W; U] of an LSTMCell as CharRnnLstmStep reads it: float32 [H / 16, I + H, 4 * 16], for each
     block of 16 units the 4 gates' 16 columns side by side."""
     stacked = tf.concat([tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel)], 0)

@@ -33,6 +33,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from types import ModuleType
 
 import tensorflow as tf
 from absl import logging
@@ -57,12 +58,12 @@ class NativeBuildError(RuntimeError):
     """The kernels could not be compiled or loaded here."""
 
 
-def _compiler():
+def _compiler() -> list[str]:
     return shlex.split(os.environ.get("CXX", "g++"))
 
 
 @functools.cache
-def _compiler_accepts(flag):
+def _compiler_accepts(flag: str) -> bool:
     """Whether the compiler takes `flag` (preprocessing an empty file with it succeeds)."""
     try:
         result = subprocess.run(
@@ -73,12 +74,12 @@ def _compiler_accepts(flag):
     return result.returncode == 0
 
 
-def compile_flags(march="native"):
+def compile_flags(march: str = "native") -> list[str]:
     """The compiler flags of a build for the CPU `march` (-march=`march`), before TensorFlow's own."""
     return [*_FLAGS, f"-march={march}", *(flag for flag in _UNUSED_ISA_FLAGS if _compiler_accepts(flag))]
 
 
-def _cpu_signature():
+def _cpu_signature() -> str:
     """The CPU model and instruction-set flags, where the OS tells them (a build uses them all)."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -88,7 +89,7 @@ def _cpu_signature():
         return platform.processor() or platform.machine()
 
 
-def library_path(cache=""):
+def library_path(cache: str = "") -> str:
     """Where the library for these sources, this TensorFlow and this CPU lives."""
     digest = hashlib.sha256()
     for source in sorted(glob.glob(os.path.join(KERNELS_DIR, "*"))):  # sources and headers
@@ -100,14 +101,14 @@ def library_path(cache=""):
     return os.path.join(files.cache_dir(cache), "native", f"tf_charrnn_kernels-{digest.hexdigest()[:16]}.so")
 
 
-def _check_sources():
+def _check_sources() -> None:
     if not SOURCES:
         raise NativeBuildError(
             f"no kernel sources (*.cc) in {KERNELS_DIR}: the package was installed without them"
         )
 
 
-def build(path):
+def build(path: str) -> None:
     """Compiles the kernels to `path` with a record of its size and hash (through a temporary file, so a
     failed or concurrent build never leaves a broken library there). Raises NativeBuildError with the
     compiler's last lines, or where the package holds no kernel sources."""
@@ -137,7 +138,7 @@ def build(path):
             os.remove(tmp_path)
 
 
-def build_and_load(cache=""):
+def build_and_load(cache: str = "") -> ModuleType:
     """The loaded kernel module, building it first where this machine has none (one info line), or where
     the library there fails its check (one warning).
 
@@ -167,7 +168,7 @@ def build_and_load(cache=""):
     return module
 
 
-def _made(folder):
+def _made(folder: str) -> str:
     os.makedirs(folder, exist_ok=True)
     return folder
 
@@ -177,7 +178,7 @@ _build_error = None
 
 
 @functools.cache
-def load():
+def load() -> ModuleType | None:
     """The kernel module (ops char_rnn_lstm_sequence, ...), or None where TF_CHARRNN_NATIVE=0 or it
     cannot be built here (logged once)."""
     global _build_error
@@ -193,7 +194,7 @@ def load():
     return module
 
 
-def build_error():
+def build_error() -> str | None:
     """Why the kernels could not be built or loaded here (the compiler's or loader's message), or None:
     they loaded, or TF_CHARRNN_NATIVE=0 turned them off. Builds them first where needed, as `load`."""
     load()
@@ -204,7 +205,7 @@ def build_error():
 AMX_SETTINGS = ("auto", "0", "emulate")
 
 
-def bf16_products():
+def bf16_products() -> str | None:
     """What the loaded bfloat16 kernels run their recurrent products on in this process: "amx",
     "amx (emulated)" or "avx512_bf16" (chosen once, by the CPU, the OS and TF_CHARRNN_AMX); None where
     the library has no bfloat16 ops. Asked eagerly whatever the caller is tracing (the first call may
@@ -223,13 +224,13 @@ def bf16_products():
 
 
 @functools.cache
-def _products_of(module):
+def _products_of(module: ModuleType) -> str:
     with tf.init_scope():  # out of any graph being traced: the op's answer is a value, not a symbol
         return module.char_rnn_bf16_products().numpy().decode()
 
 
 @functools.cache
-def bfloat16_kernels():
+def bfloat16_kernels() -> bool:
     """Whether the loaded kernels have the bfloat16 ops and they are not turned off; decided and logged
     once. False where the kernels are off or unavailable."""
     module = load()

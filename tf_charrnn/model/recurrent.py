@@ -10,6 +10,8 @@ The LSTM is `fused_lstm.FusedLSTM` (fused C++ kernels on a CPU); GRU and simple 
 Keras cells, which read their own variables.
 """
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -20,18 +22,19 @@ class _KerasCellStep:
     """`step` through the layer's own Keras cell."""
 
     num_states = 1
+    cell: Any  # the Keras layer's cell
 
-    def implementation(self, mask=None):
+    def implementation(self, mask: tf.Tensor | None = None) -> str:
         del mask
         return KERAS_OPS
 
-    def step_implementation(self):
+    def step_implementation(self) -> str:
         return KERAS_OPS
 
-    def step_weights(self):
+    def step_weights(self) -> None:
         return None
 
-    def step(self, inputs, states, weights):
+    def step(self, inputs: tf.Tensor, states: tf.Tensor, weights: None) -> tuple[tf.Tensor, tf.Tensor]:
         del weights  # the cell reads its variables
         outputs, new_states = self.cell(inputs, tf.unstack(states, num=self.num_states), training=False)
         return outputs, tf.stack(tf.nest.flatten(new_states))
@@ -47,7 +50,7 @@ class SimpleRNN(_KerasCellStep, keras.layers.SimpleRNN):
     """keras.layers.SimpleRNN with a one-character `step`."""
 
 
-def make_layer(cell, units, use_kernels, **kwargs):
+def make_layer(cell: str, units: int, use_kernels: bool, **kwargs: Any) -> keras.layers.RNN:
     """The recurrent layer for --cell; `use_kernels` reaches the LSTM (the only cell with kernels)."""
     if cell == "lstm":
         return FusedLSTM(units, use_kernels=use_kernels, **kwargs)
