@@ -11,16 +11,19 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from tf_charrnn.config import LayoutConfig
 from tf_charrnn.data import pipeline
+from tf_charrnn.data.splits import Splits
 from tf_charrnn.errors import UserError, first_line, flag
 from tf_charrnn.run import checkpoints, layout
 
 
 @functools.cache
-def make_strategy(name, tpu=""):
+def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     """The tf.distribute strategy named by --strategy.
 
     auto: MirroredStrategy over the visible GPUs when there are several, else the default strategy.
@@ -60,7 +63,7 @@ def make_strategy(name, tpu=""):
     raise ValueError(f"unknown strategy {name!r}")
 
 
-def _check_tf_config():
+def _check_tf_config() -> None:
     raw = os.environ.get("TF_CONFIG", "")
     example = (
         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
@@ -86,11 +89,11 @@ PEER_ERRORS = (
 _TASK = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
 
 
-def is_multi_worker(strategy):
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def lost_worker_error(strategy, error, train_dir):
+def lost_worker_error(strategy: tf.distribute.Strategy, error: BaseException, train_dir: str) -> UserError:
     """The UserError for a collective that failed because another worker stopped answering: which worker
     (its task and address, from `error`'s message and the cluster), the checkpoint the run resumes from,
     and that re-running every worker's command resumes.
@@ -115,7 +118,7 @@ def lost_worker_error(strategy, error, train_dir):
             named.append((job, index))
     lost = named or (others if len(others) == 1 else [])
 
-    def describe(tasks):
+    def describe(tasks: list[tuple[str, int]]) -> str:
         return ", ".join(f"{job} {index} ({cluster[job][index]})" for job, index in tasks)
 
     who = describe(lost) if lost else f"another worker (one of {describe(others)})"
@@ -126,7 +129,7 @@ def lost_worker_error(strategy, error, train_dir):
     )
 
 
-def _newest_checkpoint(train_dir):
+def _newest_checkpoint(train_dir: str) -> str:
     """The newest checkpoint of the run directory, for a message."""
     directory = layout.checkpoint_dir(train_dir)
     try:
@@ -139,12 +142,12 @@ def _newest_checkpoint(train_dir):
     return os.path.join(directory, os.path.basename(present[-1]))
 
 
-def is_default(strategy):
+def is_default(strategy: tf.distribute.Strategy) -> bool:
     """True for TensorFlow's default (single-device, no-op) strategy."""
     return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
 
 
-def is_chief(strategy):
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes checkpoints, logs and exports: always, except a non-chief worker."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
@@ -155,7 +158,7 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def replica_batch_size(strategy, global_batch_size):
+def replica_batch_size(strategy: tf.distribute.Strategy, global_batch_size: int) -> int:
     """The streams each replica holds; raises UserError unless the replicas divide the global batch."""
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
@@ -166,7 +169,11 @@ def replica_batch_size(strategy, global_batch_size):
     return global_batch_size // replicas
 
 
-def distribute_streams(strategy, global_batch_size, make_dataset):
+def distribute_streams(
+    strategy: tf.distribute.Strategy,
+    global_batch_size: int,
+    make_dataset: Callable[[int, int], tf.data.Dataset],
+) -> tf.distribute.DistributedDataset:
     """Distributes a stream-layout dataset so that each replica receives its own contiguous rows.
 
     Args:
@@ -181,12 +188,12 @@ def distribute_streams(strategy, global_batch_size, make_dataset):
     """
     replica_batch = replica_batch_size(strategy, global_batch_size)
 
-    def dataset_fn(context):
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
         first_row = context.input_pipeline_id * local_replicas * replica_batch
         dataset = make_dataset(first_row, local_replicas * replica_batch)
 
-        def per_replica(*parts):
+        def per_replica(*parts: tf.Tensor) -> tuple[tf.Tensor, ...]:
             return tuple(
                 tf.reshape(part, [local_replicas, replica_batch, *part.shape[1:]])
                 if part.shape.rank
@@ -201,17 +208,21 @@ def distribute_streams(strategy, global_batch_size, make_dataset):
     return strategy.distribute_datasets_from_function(dataset_fn, options)
 
 
-def gather_states(strategy, states, global_states):
+def gather_states(
+    strategy: tf.distribute.Strategy, states: Sequence[tf.Variable], global_states: Sequence[tf.Variable]
+) -> None:
     """Copies every replica's [b, H] state into its rows of the [B, H] `global_states` (a collective)."""
     per_replica = strategy.run(lambda: [tf.identity(state) for state in states])
     for value, target in zip(per_replica, global_states, strict=True):
         target.assign(strategy.gather(value, axis=0))
 
 
-def scatter_states(strategy, states, global_states):
+def scatter_states(
+    strategy: tf.distribute.Strategy, states: Sequence[tf.Variable], global_states: Sequence[tf.Variable]
+) -> None:
     """Sets every replica's [b, H] state from its rows of the [B, H] `global_states`."""
 
-    def assign():
+    def assign() -> None:
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         for state, value in zip(states, global_states, strict=True):
             rows = state.shape[0]
@@ -230,7 +241,9 @@ class GlobalState:
       batch_size: B.
     """
 
-    def __init__(self, strategy, states, batch_size):
+    def __init__(
+        self, strategy: tf.distribute.Strategy, states: Sequence[tf.Variable], batch_size: int
+    ) -> None:
         self.variables = [
             tf.Variable(tf.zeros([batch_size, *state.shape[1:]], state.dtype), trainable=False)
             for state in states
@@ -250,7 +263,9 @@ class RunBatches:
       seed: seeds each epoch's window offset (with --random_offset).
     """
 
-    def __init__(self, strategy, splits, layout, seed):
+    def __init__(
+        self, strategy: tf.distribute.Strategy, splits: Splits, layout: LayoutConfig, seed: int
+    ) -> None:
         self._strategy = strategy
         self._layout = layout
         self._seed = seed
@@ -280,7 +295,7 @@ class RunBatches:
             else None
         )
 
-    def training(self, epoch, batch_in_epoch):
+    def training(self, epoch: int, batch_in_epoch: int) -> tf.distribute.DistributedDataset:
         """Distributed (epoch, batch, inputs, targets) from that data position on, epoch after epoch."""
         layout = self._layout
         return distribute_streams(

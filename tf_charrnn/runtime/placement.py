@@ -9,7 +9,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tf_charrnn.config import MIXED_PRECISION_POLICIES
+from tf_charrnn.config import MIXED_PRECISION_POLICIES, RunConfig
 from tf_charrnn.model import native
 from tf_charrnn.runtime import distribute
 
@@ -34,17 +34,17 @@ class Runtime:
     bfloat16_kernels: bool  # ... and, under mixed_bfloat16, on their bfloat16 variant (AVX512-BF16)
     devices: str  # the kinds of device the replicas run on, e.g. "CPU" or "GPU"
 
-    def describe(self):
+    def describe(self) -> str:
         """E.g. '1 replica on CPU' or '2 replicas on GPU'."""
         return f"{self.replicas} replica{'s' if self.replicas > 1 else ''} on {self.devices}"
 
 
-def on_gpu():
+def on_gpu() -> bool:
     """Whether TensorFlow sees a GPU (its layers then run there, the LSTM on cuDNN)."""
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def grow_gpu_memory():
+def grow_gpu_memory() -> None:
     """Lets TensorFlow take GPU memory as it needs it rather than nearly all of it at start, so that a
     sampler or an evaluation can run beside a training run on the same GPU. Call it before anything runs
     on a GPU; without GPUs it does nothing. (CUDA_VISIBLE_DEVICES chooses the GPUs.)"""
@@ -52,13 +52,13 @@ def grow_gpu_memory():
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def dtype_policy(mixed_precision):
+def dtype_policy(mixed_precision: str) -> keras.DTypePolicy | None:
     """The Keras dtype policy of the embedding and recurrent layers for --mixed_precision; None: float32."""
     policy = MIXED_PRECISION_POLICIES[mixed_precision]
     return None if policy is None else keras.DTypePolicy(policy)
 
 
-def fused_kernels_apply(strategy=None, jit_compile=False):
+def fused_kernels_apply(strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False) -> bool:
     """The fused C++ LSTM kernels run on CPUs, outside XLA and TPUs, where they can be built (this may
     build them, once per machine)."""
     return (
@@ -69,7 +69,7 @@ def fused_kernels_apply(strategy=None, jit_compile=False):
     )
 
 
-def resolve(config):
+def resolve(config: RunConfig) -> Runtime:
     """Creates the strategy (before any other op, as MultiWorkerMirroredStrategy needs) and decides the
     rest for the run described by `config` (a RunConfig).
 
@@ -100,6 +100,6 @@ def resolve(config):
     )
 
 
-def _device_kinds(strategy):
+def _device_kinds(strategy: tf.distribute.Strategy) -> str:
     names = strategy.extended.worker_devices  # e.g. /job:localhost/replica:0/task:0/device:GPU:0
     return ", ".join(sorted({name.split("device:")[-1].split(":")[0] for name in names}))
