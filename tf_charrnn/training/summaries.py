@@ -4,6 +4,7 @@
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from tf_charrnn.config import RunConfig
 from tf_charrnn.model import losses
 from tf_charrnn.run import layout
 
@@ -23,11 +24,11 @@ class Summaries:
     metrics come from logs/val); no-ops on a worker that is not the chief. Each writer creates its event
     file when it first writes, so a run refused before training starts leaves no event file."""
 
-    def __init__(self, train_dir, is_chief):
+    def __init__(self, train_dir: str, is_chief: bool) -> None:
         self._train_dir = train_dir if is_chief else None
-        self._writers = {}
+        self._writers: dict[str, tf.summary.SummaryWriter] = {}
 
-    def _writer(self, split):
+    def _writer(self, split: str) -> tf.summary.SummaryWriter:
         """The writer of logs/`split` ("" for logs/ itself), created on first use."""
         if split not in self._writers:
             self._writers[split] = (
@@ -37,7 +38,7 @@ class Summaries:
             )
         return self._writers[split]
 
-    def hparams(self, config):
+    def hparams(self, config: RunConfig) -> None:
         """The experiment's hyperparameters (the fields of HPARAM_SECTIONS, by name) and its metrics."""
         sections = config.to_dict()
         values = {name: value for section in HPARAM_SECTIONS for name, value in sections[section].items()}
@@ -48,7 +49,9 @@ class Summaries:
             hparams_api.hparams(values)
         self._writer("").flush()
 
-    def train(self, step, loss, learning_rate, grad_norm, chars_per_sec):
+    def train(
+        self, step: int, loss: float, learning_rate: float, grad_norm: float, chars_per_sec: float
+    ) -> None:
         with self._writer("train").as_default(step=step):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("bits_per_char", losses.bits_per_char(loss))
@@ -56,7 +59,7 @@ class Summaries:
             tf.summary.scalar("grad_norm", grad_norm)
             tf.summary.scalar("chars_per_sec", chars_per_sec)
 
-    def val(self, step, loss, best_loss, sample=None):
+    def val(self, step: int, loss: float, best_loss: float, sample: str | None = None) -> None:
         with self._writer("val").as_default(step=step):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("bits_per_char", losses.bits_per_char(loss))
@@ -67,6 +70,6 @@ class Summaries:
                 tf.summary.text("sample", sample)
         self._writer("val").flush()
 
-    def flush(self):
+    def flush(self) -> None:
         for writer in self._writers.values():
             writer.flush()

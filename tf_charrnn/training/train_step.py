@@ -5,11 +5,15 @@ Under a tf.distribute strategy each replica holds batch_size / replicas contiguo
 `distribute`) and its own recurrent state; losses and gradients are summed over replicas.
 """
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
+from tf_charrnn.config import RunConfig
 from tf_charrnn.model import losses
 from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.runtime.placement import Runtime
 
 
 class TrainStep:
@@ -20,7 +24,7 @@ class TrainStep:
       runtime: runtime.Runtime, the decisions of where and how the steps run.
     """
 
-    def __init__(self, config, runtime):
+    def __init__(self, config: RunConfig, runtime: Runtime) -> None:
         self.runtime = runtime
         self.grad_clip = config.optimization.grad_clip
         with runtime.strategy.scope():
@@ -43,7 +47,9 @@ class TrainStep:
         self._train = tf.function(self._train_step, jit_compile=whole_step_jit)
         self._evaluate = tf.function(self._eval_step, jit_compile=whole_step_jit)
 
-    def train(self, inputs, targets, learning_rate, stop=False):
+    def train(
+        self, inputs: tf.Tensor, targets: tf.Tensor, learning_rate: float, stop: bool = False
+    ) -> dict[str, tf.Tensor]:
         """One training step on every replica.
 
         Args:
@@ -58,14 +64,14 @@ class TrainStep:
         self.optimizer.learning_rate.assign(learning_rate)
         return self._train(inputs, targets, tf.constant(1.0 if stop else 0.0))
 
-    def evaluate(self, inputs, targets):
+    def evaluate(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """The mean loss of one batch on every replica, carrying the model's state: float32 scalar."""
         return self._evaluate(inputs, targets)
 
-    def _loss_scale(self):
+    def _loss_scale(self) -> tf.Tensor | float:
         return self.optimizer.dynamic_scale if self.runtime.loss_scaling else 1.0
 
-    def _gradients(self, inputs, targets):
+    def _gradients(self, inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """This replica's share of the global mean loss, and its (loss-scaled) gradients."""
         with tf.GradientTape() as tape:
             logits = self.model(inputs, training=True)
@@ -73,7 +79,9 @@ class TrainStep:
             scaled_loss = self.optimizer.scale_loss(loss)
         return loss, tape.gradient(scaled_loss, self.model.trainable_variables)
 
-    def _replica_train_step(self, inputs, targets, stop):
+    def _replica_train_step(
+        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         context = tf.distribute.get_replica_context()
         loss, grads = self._replica_gradients(inputs, targets)
         # Clip the global gradient, as one device would; the optimizer then sums over replicas again.
@@ -91,17 +99,17 @@ class TrainStep:
         self.optimizer.apply(grads, self.model.trainable_variables)
         return {"loss": loss, "grad_norm": grad_norm / scale, "stop_votes": stop}
 
-    def _train_step(self, inputs, targets, stop):
+    def _train_step(self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor) -> dict[str, tf.Tensor]:
         results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop))
         return {name: self.first_replica(value) for name, value in results.items()}
 
-    def _replica_eval_step(self, inputs, targets):
+    def _replica_eval_step(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         loss = losses.sequence_loss(targets, self.model(inputs, training=False)) / self.runtime.replicas
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, loss)
 
-    def _eval_step(self, inputs, targets):
+    def _eval_step(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         return self.first_replica(self.runtime.strategy.run(self._replica_eval_step, args=(inputs, targets)))
 
-    def first_replica(self, value):
+    def first_replica(self, value: Any) -> Any:
         """The value every replica holds after an all-reduce, from the first local one."""
         return self.runtime.strategy.experimental_local_results(value)[0]

@@ -7,7 +7,8 @@ import itertools
 import signal
 import threading
 import time
-from typing import Any
+from types import FrameType
+from typing import Any, Self
 
 import keras
 import numpy as np
@@ -16,7 +17,7 @@ from absl import logging
 
 from tf_charrnn.config import RunConfig
 from tf_charrnn.data import encoded
-from tf_charrnn.data.splits import split_corpus
+from tf_charrnn.data.splits import Splits, split_corpus
 from tf_charrnn.inference.sampling import Decoding, Sampler
 from tf_charrnn.model import losses
 from tf_charrnn.run import checkpoints, layout, resume
@@ -106,7 +107,7 @@ def train(config: RunConfig, progress: Any = None) -> TrainResult:
         splits.discard_cache()  # a refused run: the corpus it encoded leaves no cache entry
 
 
-def _log_start(trainer, config, runtime):
+def _log_start(trainer: "Trainer", config: RunConfig, runtime: placement.Runtime) -> None:
     logging.info(
         "Model: %s parameters; %s (--strategy=%s); precision %s; recurrent layers on %s",
         f"{trainer.model.count_params():,}",
@@ -130,7 +131,7 @@ class Trainer:
       runtime: runtime.Runtime.
     """
 
-    def __init__(self, config, splits, runtime):
+    def __init__(self, config: RunConfig, splits: Splits, runtime: placement.Runtime) -> None:
         self.config = config
         self.runtime = runtime
         self.vocab = splits.vocab
@@ -164,12 +165,12 @@ class Trainer:
             else None
         )
         self.summaries = Summaries(config.directory.train_dir, runtime.is_chief)
-        self.last_val_loss = None
+        self.last_val_loss: float | None = None
         self.divergence = rules.Divergence(runtime.loss_scaling)
         self.patience = rules.Patience(config.cadence.patience)
         self.state_regime = rules.StateRegime(config.optimization.learning_rate)
 
-    def run(self, stop, progress=None):
+    def run(self, stop: "_StopOnSignal", progress: Any = None) -> TrainResult:
         """Trains from the current position to the last step, or until `stop.signal` is set; calls
         `progress` after every step (see `train`)."""
         cadence = self.config.cadence
@@ -178,7 +179,8 @@ class Trainer:
         if start_step == 0:
             self.summaries.hparams(self.config)
         window = _MetricsWindow()
-        step_losses, val_losses = [], []
+        step_losses: list[float] = []
+        val_losses: list[tuple[int, float]] = []
         logging.info(
             "Training %d steps (%d per epoch) from step %d in %s with %d replica(s) (--strategy=%s)",
             self.total_steps,
@@ -207,8 +209,7 @@ class Trainer:
             if step % cadence.log_every == 0 or last:
                 self._log_progress(window.flush(), epoch, start_step)
             if self.batches.val_batches and (step % cadence.eval_every == 0 or last):
-                self._evaluate_and_log()
-                val_losses.append((step, self.last_val_loss))
+                val_losses.append((step, self._evaluate_and_log()))
                 stopped_early = self._out_of_patience()
             if progress is not None:
                 values = {"loss": metrics["loss"]}
@@ -239,7 +240,9 @@ class Trainer:
             last_val_loss=self.last_val_loss,
         )
 
-    def _train_one(self, inputs, targets, epoch, stop):
+    def _train_one(
+        self, inputs: tf.Tensor, targets: tf.Tensor, epoch: int, stop: "_StopOnSignal"
+    ) -> dict[str, Any]:
         """One step at its scheduled learning rate; its metrics as Python values.
 
         Raises:
@@ -265,7 +268,7 @@ class Trainer:
             "seconds": time.perf_counter() - started,
         }
 
-    def _log_progress(self, window, epoch, start_step):
+    def _log_progress(self, window: dict[str, Any], epoch: int, start_step: int) -> None:
         step = int(self.position.step)
         layout = self.config.layout
         chars_per_sec = window["steps"] * layout.batch_size * layout.seq_length / window["seconds"]
@@ -285,8 +288,9 @@ class Trainer:
             _format_duration(eta),
         )
 
-    def _evaluate_and_log(self):
-        """Evaluates, writes the val summaries, checks the state regime and keeps the best-val checkpoint."""
+    def _evaluate_and_log(self) -> float:
+        """Evaluates, writes the val summaries, checks the state regime and keeps the best-val checkpoint;
+        returns the validation loss."""
         step = int(self.position.step)
         val_loss = self.evaluate()
         self.last_val_loss = val_loss
@@ -304,15 +308,16 @@ class Trainer:
         self.state_regime.after_validation(self, val_loss)
         if self.position.record_validation(val_loss):
             self.save(best=True)
+        return val_loss
 
-    def _out_of_patience(self):
+    def _out_of_patience(self) -> bool:
         """Whether --patience validations in a row brought no new best (see `rules.Patience`)."""
         position = self.position
         return self.patience.exhausted(
             int(position.step), int(position.evals_since_best), float(position.best_val_loss)
         )
 
-    def log_schedule_change(self, previous):
+    def log_schedule_change(self, previous: RunConfig) -> None:
         """Says what a changed run length does to the learning-rate schedule of a resumed run."""
         old_total = previous.length.total_steps(self.steps_per_epoch)
         step, epoch = int(self.position.step), int(self.position.epoch)
@@ -323,7 +328,7 @@ class Trainer:
                 )
             )
 
-    def restore_or_initialize(self):
+    def restore_or_initialize(self) -> None:
         """Resumes from the newest readable checkpoint, or loads --init_from weights into a fresh run."""
         path = self.checkpoints.restore_latest()
         if path:
@@ -350,11 +355,11 @@ class Trainer:
                     "".join(new_chars),
                 )
 
-    def evaluate(self):
+    def evaluate(self) -> float:
         """Mean validation nats/char over the stream layout, leaving the training state untouched."""
         return sum(self.validation_losses()) / self.batches.val_batches
 
-    def validation_losses(self, from_carried_state=False, batches=None):
+    def validation_losses(self, from_carried_state: bool = False, batches: int | None = None) -> list[float]:
         """Per-batch validation losses, streams started from a zero state (as evaluate.py and sampling
         start) or from the state training carried; the training state is left as it was.
 
@@ -369,20 +374,22 @@ class Trainer:
         if not from_carried_state:
             self.model.reset_state()
         validation = self.batches.validation
+        assert validation is not None  # asked only of a run with a validation split
         if batches is not None:
             validation = itertools.islice(validation, batches)
         batch_losses = [float(self.steps.evaluate(inputs, targets)) for inputs, targets in validation]
         self.global_state.scatter()
         return batch_losses
 
-    def sample_text(self):
+    def sample_text(self) -> str:
         """A short seeded sample from the current weights, for TensorBoard."""
+        assert self.sampler is not None  # asked only where there is one
         self.sampler.model.copy_weights_from(self.model)
         prime = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
         decoding = Decoding(seed=self.config.optimization.seed, temperature=0.8)
         return self.sampler.generate(self.vocab, prime, self.config.cadence.sample_length, decoding)[0]
 
-    def save(self, best=False):
+    def save(self, best: bool = False) -> str:
         """Saves a checkpoint of the current step (see checkpoints.Checkpoints.save); returns its path."""
         return self.checkpoints.save(best, before_save=self.global_state.gather)
 
@@ -390,15 +397,15 @@ class Trainer:
 class _MetricsWindow:
     """Training metrics since the last progress line, and the seconds spent in steps since the start."""
 
-    def __init__(self):
-        self._metrics = []
+    def __init__(self) -> None:
+        self._metrics: list[dict[str, Any]] = []
         self._total_seconds = 0.0
 
-    def add(self, metrics):
+    def add(self, metrics: dict[str, Any]) -> None:
         self._metrics.append(metrics)
         self._total_seconds += metrics["seconds"]
 
-    def flush(self):
+    def flush(self) -> dict[str, Any]:
         """Means of loss and gradient norm, the last learning rate, steps and seconds; then empties."""
         window = {
             "loss": float(np.mean([m["loss"] for m in self._metrics])),
@@ -415,26 +422,26 @@ class _MetricsWindow:
 class _StopOnSignal:
     """Context manager: SIGINT/SIGTERM set `.signal` instead of interrupting (main thread only)."""
 
-    def __init__(self):
-        self.signal = None
-        self._previous = {}
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
         self.signal = signum
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
 
-def _format_duration(seconds):
+def _format_duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
