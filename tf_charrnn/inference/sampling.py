@@ -6,13 +6,15 @@ Random draws use stateless ops keyed by (seed, step), so the same seed gives the
 
 import functools
 import os
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn.config import SAMPLING_MODES
+from tf_charrnn.config import SAMPLING_MODES, ModelConfig
 from tf_charrnn.data import sources
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
@@ -50,7 +52,12 @@ class Decoding(NamedTuple):
         )
 
 
-def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
+def filter_logits(
+    logits: tf.Tensor,
+    temperature: float | tf.Tensor = 1.0,
+    top_k: int | tf.Tensor = 0,
+    top_p: float | tf.Tensor = 1.0,
+) -> tf.Tensor:
     """Scales logits by 1/temperature and masks all but the top-k / top-p (nucleus) choices.
 
     Args:
@@ -77,7 +84,13 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     return tf.where((top_p < 1.0) & (logits < lowest_kept), neg_inf, logits)
 
 
-def choose_next(logits, step, decoding, previous_ids=None, space_id=-1):
+def choose_next(
+    logits: tf.Tensor,
+    step: int | tf.Tensor,
+    decoding: Decoding,
+    previous_ids: tf.Tensor | None = None,
+    space_id: int | tf.Tensor = -1,
+) -> tf.Tensor:
     """Picks the next id of every row.
 
     Args:
@@ -109,7 +122,9 @@ def choose_next(logits, step, decoding, previous_ids=None, space_id=-1):
     raise ValueError(f"unknown sampling {decoding.sampling!r}; use one of {', '.join(SAMPLING_MODES)}")
 
 
-def feed_prime(model, prime_ids, weights=None):
+def feed_prime(
+    model: CharRNN, prime_ids: tf.Tensor, weights: dict[str, Any] | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Runs the prime through the model's step from a zero state; traceable.
 
     Args:
@@ -128,7 +143,14 @@ def feed_prime(model, prime_ids, weights=None):
     return logits, state
 
 
-def generate_ids(model, prime_ids, length, decoding, space_id=-1, stop_ids=None):
+def generate_ids(
+    model: CharRNN,
+    prime_ids: tf.Tensor,
+    length: int | tf.Tensor,
+    decoding: Decoding,
+    space_id: int | tf.Tensor = -1,
+    stop_ids: tf.Tensor | None = None,
+) -> tf.Tensor:
     """Feeds the prime, then samples `length` ids; traceable, so one tf.function runs it all.
 
     Args:
@@ -175,20 +197,29 @@ class Sampler:
       fused_kernels: the model steps its LSTM layers on the fused kernel (the runtime decides).
     """
 
-    def __init__(self, model_config, fused_kernels=False):
+    def __init__(self, model_config: ModelConfig, fused_kernels: bool = False) -> None:
         self.model = CharRNN(model_config, batch_size=1, fused_kernels=fused_kernels)
         self._compiled_generate = tf.function(functools.partial(generate_ids, self.model))
         self._compiled_prime = tf.function(functools.partial(feed_prime, self.model))
         self._compiled_step_weights = tf.function(self.model.step_weights)
         self._compiled_step = tf.function(self._step)
 
-    def _step(self, logits, state, previous, step, weights, decoding, space_id):
+    def _step(
+        self,
+        logits: tf.Tensor,
+        state: tf.Tensor,
+        previous: tf.Tensor,
+        step: tf.Tensor,
+        weights: dict[str, Any],
+        decoding: Decoding,
+        space_id: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         ids = choose_next(logits, step, decoding, previous, space_id)
         logits, state = self.model.step(ids, state, weights)
         return ids, logits, state
 
     @staticmethod
-    def _prime_ids(vocab, prime, num_samples, stop_at):
+    def _prime_ids(vocab: Vocab, prime: str, num_samples: int, stop_at: str) -> tf.Tensor:
         """The prime's ids, one row per sample, once the prime and `stop_at` are checked."""
         unknown = vocab.unknown_chars(prime)
         if unknown:
@@ -207,7 +238,15 @@ class Sampler:
             )
         return tf.tile(vocab.encode(prime)[None, :], [num_samples, 1])
 
-    def generate(self, vocab, prime, length, decoding=None, num_samples=1, stop_at=""):
+    def generate(
+        self,
+        vocab: Vocab,
+        prime: str,
+        length: int,
+        decoding: Decoding | None = None,
+        num_samples: int = 1,
+        stop_at: str = "",
+    ) -> list[str]:
         """Generates `num_samples` continuations of `prime` in one compiled call.
 
         Args:
@@ -234,7 +273,15 @@ class Sampler:
         )
         return [vocab.decode(row[row >= 0]) for row in ids.numpy()]
 
-    def stream(self, vocab, prime, length, decoding=None, num_samples=1, stop_at=""):
+    def stream(
+        self,
+        vocab: Vocab,
+        prime: str,
+        length: int,
+        decoding: Decoding | None = None,
+        num_samples: int = 1,
+        stop_at: str = "",
+    ) -> Iterator[list[str]]:
         """Yields the generated characters one step at a time: a list of `num_samples` strings per step,
         "" for a sample that has stopped (see `generate`, whose texts these steps spell out); ends when
         every sample has `length` characters or has stopped."""
@@ -260,7 +307,7 @@ class Sampler:
                     return
 
 
-def read_prime_file(path):
+def read_prime_file(path: str) -> str:
     """The text of a prime file (UTF-8; its last newline is kept, as it is part of the prime).
 
     Raises:
@@ -280,7 +327,7 @@ def read_prime_file(path):
     return text
 
 
-def format_samples(prime, texts):
+def format_samples(prime: str, texts: Sequence[str]) -> str:
     """The samples as sample.py prints them: each after its prime and followed by a newline; several
     headed by '--- sample N ---' lines."""
     if len(texts) == 1:
@@ -288,7 +335,7 @@ def format_samples(prime, texts):
     return "".join(f"--- sample {index} ---\n{prime}{text}\n" for index, text in enumerate(texts, 1))
 
 
-def check_output_path(path):
+def check_output_path(path: str) -> None:
     """Raises UserError when samples cannot be written to `path` (a folder, or in a folder not writable)."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
@@ -302,13 +349,15 @@ def check_output_path(path):
         )
 
 
-def write_samples(path, prime, texts):
+def write_samples(path: str, prime: str, texts: Sequence[str]) -> None:
     """Writes the samples (see `format_samples`) to `path` atomically: a reader, or a crash, sees the old
     file or the whole new one, never a part."""
     files.write_atomic(path, format_samples(prime, texts))
 
 
-def load_sampler(train_dir, checkpoint=None, best=False, fused_kernels=False):
+def load_sampler(
+    train_dir: str, checkpoint: str | None = None, best: bool = False, fused_kernels: bool = False
+) -> tuple["Sampler", Vocab]:
     """A Sampler holding a run's weights (its latest, best-validation or named checkpoint).
 
     Returns:

@@ -2,12 +2,15 @@
 stateful pass over the text's streams, exactly as training's validation does."""
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from tf_charrnn.config import RunConfig
 from tf_charrnn.data import corpus_files, encoded, pipeline, sources
 from tf_charrnn.data.splits import split_corpus
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model import losses
 from tf_charrnn.model.char_rnn import CharRNN
@@ -29,7 +32,7 @@ class Evaluation:
     skipped_characters: int  # characters outside the vocabulary left out with skip_unknown
 
 
-def stream_layout(num_ids, batch_size, seq_length):
+def stream_layout(num_ids: int, batch_size: int, seq_length: int) -> tuple[int, int, int]:
     """The stream layout of a text: the run's layout, or fewer streams when the text is too short for
     one batch of it (one stream of num_ids - 1 when even seq_length does not fit).
 
@@ -49,13 +52,13 @@ def stream_layout(num_ids, batch_size, seq_length):
     return streams, seq_length, pipeline.num_stream_batches(num_ids, streams, seq_length)
 
 
-def describe_chars(chars):
+def describe_chars(chars: Sequence[str]) -> str:
     """The first characters of a list, and how many more (for an error message)."""
     listed = repr(chars[:_MAX_LISTED])
     return listed if len(chars) <= _MAX_LISTED else f"{listed} and {len(chars) - _MAX_LISTED} more"
 
 
-def _text_ids(data_path, separator, vocab, skip_unknown):
+def _text_ids(data_path: str, separator: str, vocab: Vocab, skip_unknown: bool) -> tuple[np.ndarray, int]:
     """A --data_path text (a file, folder, glob or list, its files joined with `separator` as in
     training) as ids of the run's vocabulary, and the characters left out."""
     text = "".join(sources.read_corpus_chunks(corpus_files.list_corpus(data_path, separator)))
@@ -69,7 +72,7 @@ def _text_ids(data_path, separator, vocab, skip_unknown):
     return vocab.encode(kept, dtype=vocab.id_dtype), len(text) - len(kept)
 
 
-def _validation_ids(config, vocab, train_dir):
+def _validation_ids(config: RunConfig, vocab: Vocab, train_dir: str) -> np.ndarray:
     """The run's own validation split, from its corpus (which must still have the run's vocabulary)."""
     if config.layout.val_fraction <= 0:
         raise UserError(
@@ -134,7 +137,7 @@ class StreamScorer:
       streams: the rows of the stream layout it scores (see `stream_layout`).
     """
 
-    def __init__(self, config, streams):
+    def __init__(self, config: RunConfig, streams: int) -> None:
         self.config = config
         self.model = CharRNN(
             config.model,
@@ -146,7 +149,7 @@ class StreamScorer:
             lambda inputs, targets: losses.sequence_loss(targets, self.model(inputs, training=False))
         )
 
-    def evaluation(self, ids, checkpoint, skipped_characters=0):
+    def evaluation(self, ids: np.ndarray, checkpoint: str, skipped_characters: int = 0) -> Evaluation:
         """Scores `ids` (of the run's vocabulary), in `stream_layout`; an Evaluation naming `checkpoint`."""
         streams, seq_length, num_batches = stream_layout(
             len(ids), self.config.layout.batch_size, self.config.layout.seq_length

@@ -44,7 +44,7 @@ class CharRNN(keras.Model):
         config: ModelConfig,
         batch_size: int | None,
         seed: int | None = None,
-        dtype_policy: str | None = None,
+        dtype_policy: keras.DTypePolicy | None = None,
         unroll: bool = False,
         fused_kernels: bool = False,
     ) -> None:
