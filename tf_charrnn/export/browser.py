@@ -12,6 +12,8 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from tf_charrnn.errors import UserError, flag
 
@@ -52,12 +54,12 @@ class PageResult:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         del format, args
 
 
 @contextlib.contextmanager
-def serve(folder):
+def serve(folder: str) -> Iterator[str]:
     """Serves `folder` over HTTP on 127.0.0.1 (a free port) in a thread; yields its URL."""
     handler = functools.partial(_QuietHandler, directory=folder)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -78,40 +80,48 @@ class WebPage:
     errors: uncaught JavaScript errors and console errors of the page.
     """
 
-    def __init__(self, page, url):
+    def __init__(self, page: Any, url: str) -> None:
         self.page = page
         self.url = url
-        self.refused = []
-        self.errors = []
+        self.refused: list[str] = []
+        self.errors: list[str] = []
         page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.on("console", self._console)
         page.route("**/*", self._only_this_host)
 
-    def _console(self, message):
+    def _console(self, message: Any) -> None:
         if message.type == "error" and not _RUNTIME_LOG.match(message.text):
             self.errors.append(message.text)
 
-    def _only_this_host(self, route):
+    def _only_this_host(self, route: Any) -> None:
         if route.request.url.startswith(self.url):
             route.continue_()
         else:
             self.refused.append(route.request.url)
             route.abort("internetdisconnected")
 
-    def load(self):
+    def load(self) -> None:
         """(Re)loads the page and waits for the model; UserError with the page's message if it fails."""
         self.page.goto(self.url)
         self.page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=LOAD_TIMEOUT_MS)
         if self.state() == "error":
             raise UserError(f"the page at {self.url} could not load its model: {self.error()}")
 
-    def state(self):
+    def state(self) -> str:
         return self.page.evaluate("document.body.dataset.state")
 
-    def error(self):
+    def error(self) -> str:
         return self.page.inner_text("#error") if self.page.is_visible("#error") else ""
 
-    def set_controls(self, prime=None, length=500, sampling="sample", temperature=0.8, top_k=0, seed=0):
+    def set_controls(
+        self,
+        prime: str | None = None,
+        length: int = 500,
+        sampling: str = "sample",
+        temperature: float = 0.8,
+        top_k: int = 0,
+        seed: int = 0,
+    ) -> None:
         """Sets the controls (prime None: the page's own) as a person would."""
         if prime is not None:
             self.page.fill("#prime", prime)
@@ -122,22 +132,22 @@ class WebPage:
             self.page.fill("#seed", str(seed))
         self.page.fill("#length", str(length))
 
-    def start(self, **controls):
+    def start(self, **controls: Any) -> None:
         """Sets the controls and presses Generate, without waiting for the end."""
         self.set_controls(**controls)
         self.page.click("#generate")
 
-    def wait(self, timeout_ms=LOAD_TIMEOUT_MS):
+    def wait(self, timeout_ms: int = LOAD_TIMEOUT_MS) -> PageResult:
         """Waits until the page is no longer generating; its PageResult."""
         self.page.wait_for_function("document.body.dataset.state !== 'running'", timeout=timeout_ms)
         return self.result()
 
-    def generate(self, **controls):
+    def generate(self, **controls: Any) -> PageResult:
         """Sets the controls, presses Generate, waits for the end: the PageResult."""
         self.start(**controls)
         return self.wait()
 
-    def result(self):
+    def result(self) -> PageResult:
         values = self.page.evaluate(
             """() => ({
               text: document.getElementById("output").textContent,
@@ -154,7 +164,7 @@ class WebPage:
         )
 
 
-def _launch(playwright, chromium, user_data_dir, viewport):
+def _launch(playwright: Any, chromium: str, user_data_dir: str, viewport: dict[str, int]) -> Any:
     if not os.path.isfile(chromium):
         raise UserError(f"no Chromium at {chromium}; install it (apt-get install chromium) or pass its path")
     return playwright.chromium.launch_persistent_context(
@@ -167,7 +177,9 @@ def _launch(playwright, chromium, user_data_dir, viewport):
 
 
 @contextlib.contextmanager
-def open_page(folder, chromium=CHROMIUM, width=1280, height=800, playwright=None):
+def open_page(
+    folder: str, chromium: str = CHROMIUM, width: int = 1280, height: int = 800, playwright: Any = None
+) -> Iterator[WebPage]:
     """Opens a web export's page in headless Chromium with a fresh profile, served from 127.0.0.1, every
     other host refused, and waits for its model; yields a WebPage.
 
@@ -194,7 +206,7 @@ def open_page(folder, chromium=CHROMIUM, width=1280, height=800, playwright=None
 
 
 @contextlib.contextmanager
-def start_playwright():
+def start_playwright() -> Iterator[Any]:
     """Yields a started Playwright (sync API); UserError if it is not installed."""
     try:
         from playwright.sync_api import sync_playwright

@@ -10,18 +10,23 @@ run's vocab.json. examples/litert_generate.py generates text from it with numpy 
 import math
 import os
 import tempfile
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
 
 from tf_charrnn.config import QUANTIZATIONS
+from tf_charrnn.data.vocab import Vocab
+
+if TYPE_CHECKING:  # saved_model imports this module
+    from tf_charrnn.export.saved_model import StepModule
 
 MODEL_FILE = "model.tflite"
 VOCAB_FILE = "vocab.json"
 SIGNATURE = "step"
 
 
-def convert(step_module, quantize="none"):
+def convert(step_module: "StepModule", quantize: str = "none") -> bytes:
     """Converts a step module's `step` to a LiteRT model.
 
     The conversion goes through a SavedModel of the step alone (the vocabulary's lookup table is no LiteRT
@@ -49,14 +54,14 @@ def convert(step_module, quantize="none"):
         return converter.convert()
 
 
-def write_model(folder, step_module, vocab, quantize="none"):
+def write_model(folder: str, step_module: "StepModule", vocab: Vocab, quantize: str = "none") -> None:
     """Writes `folder`/model.tflite (see `convert`) and `folder`/vocab.json."""
     with open(os.path.join(folder, MODEL_FILE), "wb") as f:
         f.write(convert(step_module, quantize))
     vocab.save(os.path.join(folder, VOCAB_FILE))
 
 
-def step_runner(model_path, num_threads=None):
+def step_runner(model_path: str, num_threads: int | None = None) -> Any:
     """The `step` signature of a LiteRT model, ready to call: runner(ids=..., states=...) -> {"logits",
     "states"} numpy arrays; a new batch size resizes the inputs on the call.
 
@@ -68,14 +73,14 @@ def step_runner(model_path, num_threads=None):
     return Interpreter(model_path=model_path, num_threads=num_threads).get_signature_runner(SIGNATURE)
 
 
-def state_shape(runner, batch_size):
+def state_shape(runner: Any, batch_size: int) -> list[int]:
     """The [L, S, B, H] state shape of a step runner's model at `batch_size`."""
     shape = list(runner.get_input_details()["states"]["shape_signature"])
     shape[2] = batch_size
     return shape
 
 
-def nats_per_char(model_path, ids, streams=1):
+def nats_per_char(model_path: str, ids: np.ndarray, streams: int = 1) -> float:
     """Mean cross-entropy of predicting each id from those before it, in one stateful pass through the
     LiteRT step: `ids` cut into `streams` contiguous streams stepped as one batch, each from a zero state
     (the remainder that does not fill a stream is left out).

@@ -12,9 +12,11 @@ import tensorflow as tf
 
 from tf_charrnn import files
 from tf_charrnn.config import EXPORT_FORMATS, resolve_quantization
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.export import litert, web
 from tf_charrnn.inference import sampling
+from tf_charrnn.model.char_rnn import CharRNN
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
 _SCALAR_FLOAT = tf.TensorSpec([], tf.float32)
@@ -27,7 +29,7 @@ class StepModule(tf.Module):
     reads, without the vocabulary's lookup table (no LiteRT builtin op). `batch_size` fixes the
     signature's batch (LiteRT.js in a browser wants static shapes); None: any batch."""
 
-    def __init__(self, model, batch_size=None):
+    def __init__(self, model: CharRNN, batch_size: int | None = None) -> None:
         super().__init__(name="char_rnn")
         self.model = model
         # The raw tf.Variables behind the Keras variables, tracked where graph-mode tools (saved_model_cli
@@ -40,7 +42,7 @@ class StepModule(tf.Module):
             input_signature=[tf.TensorSpec([batch_size], tf.int32), tf.TensorSpec(state_shape, tf.float32)],
         )
 
-    def _step(self, ids, states):
+    def _step(self, ids: tf.Tensor, states: tf.Tensor) -> dict[str, tf.Tensor]:
         """ids int32 [B], states float32 [L, S, B, H] -> {"logits": [B, V], "states": [L, S, B, H]}."""
         logits, states = self.model.step(ids, states)
         return {"logits": logits, "states": states}
@@ -49,7 +51,7 @@ class StepModule(tf.Module):
 class CharRNNModule(StepModule):
     """What the SavedModel holds: the step module, the vocabulary, and the generation signatures."""
 
-    def __init__(self, model, vocab):
+    def __init__(self, model: CharRNN, vocab: Vocab) -> None:
         super().__init__(model)
         self.chars = tf.constant(vocab.chars)
         self.char_to_id = tf.lookup.StaticHashTable(
@@ -58,7 +60,15 @@ class CharRNNModule(StepModule):
         )
         self.space_id = tf.constant(vocab.space_id, tf.int32)
 
-    def _generate(self, prime, length, temperature, seed, top_k, top_p):
+    def _generate(
+        self,
+        prime: tf.Tensor,
+        length: tf.Tensor,
+        temperature: tf.Tensor,
+        seed: tf.Tensor,
+        top_k: int | tf.Tensor,
+        top_p: float | tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
         prime_ids = self.char_to_id.lookup(tf.strings.unicode_split(prime, "UTF-8"))
         tf.debugging.assert_positive(tf.size(prime_ids), message="prime must hold at least one character")
         tf.debugging.assert_non_negative(prime_ids, message="prime has characters outside the vocabulary")
@@ -69,27 +79,37 @@ class CharRNNModule(StepModule):
         return {"text": tf.strings.reduce_join(tf.gather(self.chars, ids[0]))}
 
     @tf.function(input_signature=_GENERATE_SPEC)
-    def generate(self, prime, length, temperature, seed):
+    def generate(
+        self, prime: tf.Tensor, length: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         """prime string, length int32, temperature float32, seed int64 -> {"text": string}."""
         return self._generate(prime, length, temperature, seed, 0, 1.0)
 
     @tf.function(input_signature=[*_GENERATE_SPEC, _SCALAR_INT, _SCALAR_FLOAT])
-    def generate_top_k(self, prime, length, temperature, seed, top_k, top_p):
+    def generate_top_k(
+        self,
+        prime: tf.Tensor,
+        length: tf.Tensor,
+        temperature: tf.Tensor,
+        seed: tf.Tensor,
+        top_k: tf.Tensor,
+        top_p: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
         """As `generate`, sampling among the top_k (0: all) ids holding top_p (1: all) of the mass."""
         return self._generate(prime, length, temperature, seed, top_k, top_p)
 
     @tf.function(input_signature=[_SCALAR_INT])
-    def initial_state(self, batch_size):
+    def initial_state(self, batch_size: tf.Tensor) -> dict[str, tf.Tensor]:
         """batch_size int32 -> {"states": zeros float32 [L, S, B, H]}."""
         return {"states": self.model.initial_state(batch_size)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def encode(self, chars):
+    def encode(self, chars: tf.Tensor) -> dict[str, tf.Tensor]:
         """chars string [N] (one character each) -> {"ids": int32 [N]}, -1 for unknown characters."""
         return {"ids": self.char_to_id.lookup(chars)}
 
 
-def _write_saved_model(folder, model, vocab):
+def _write_saved_model(folder: str, model: CharRNN, vocab: Vocab) -> None:
     module = CharRNNModule(model, vocab)
     tf.saved_model.save(
         module,
@@ -105,15 +125,15 @@ def _write_saved_model(folder, model, vocab):
 
 
 def export_run(
-    train_dir,
-    export_dir="",
-    checkpoint=None,
-    best=False,
-    overwrite=False,
-    format="saved_model",
-    quantize="auto",
-    web_runtime_dir="",
-):
+    train_dir: str,
+    export_dir: str = "",
+    checkpoint: str | None = None,
+    best: bool = False,
+    overwrite: bool = False,
+    format: str = "saved_model",
+    quantize: str = "auto",
+    web_runtime_dir: str = "",
+) -> str:
     """Writes a run's SavedModel, its LiteRT model and vocabulary, or its web page, through a temporary
     folder and a rename.
 
@@ -151,7 +171,7 @@ def export_run(
     sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best, fused_kernels=False)
     what = {"saved_model": "the SavedModel", "litert": "the LiteRT model", "web": "the web page"}[format]
 
-    def needed():
+    def needed() -> int:
         return sum(variable.numpy().nbytes for variable in sampler.model.weights)
 
     with files.full_disk_is_user_error(what, os.path.dirname(export_dir), needed):

@@ -7,9 +7,14 @@ import html
 import json
 import os
 import shutil
+from typing import TYPE_CHECKING
 
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.export import litert
+
+if TYPE_CHECKING:  # saved_model imports this module
+    from tf_charrnn.export.saved_model import StepModule
 
 # The LiteRT.js release the page is written and tested for (web/package.json pins the same).
 LITERT_JS_VERSION = "2.5.3"
@@ -34,7 +39,7 @@ RUNTIME_FILES = {
 }
 
 
-def check_runtime(node_modules):
+def check_runtime(node_modules: str) -> None:
     """Refuses a `node_modules` folder without LITERT_JS_VERSION of the runtime packages' files.
 
     Raises:
@@ -56,7 +61,7 @@ def check_runtime(node_modules):
             )
 
 
-def _runtime_urls(local):
+def _runtime_urls(local: bool) -> tuple[str, str]:
     """(the import map, the WebAssembly folder) of the page: files copied under RUNTIME_DIR, or the CDN's."""
     if local:
         base = {package: f"./{RUNTIME_DIR}/{package}" for package in RUNTIME_FILES}
@@ -66,14 +71,21 @@ def _runtime_urls(local):
     return json.dumps({"imports": imports}), f"{base['@litertjs/core']}/wasm/"
 
 
-def _default_prime(vocab):
+def _default_prime(vocab: Vocab) -> str:
     """A letter of the vocabulary (an upper-case one if it has any) to start from; a textarea drops a
     leading newline, so not the run's "\\n"."""
     letters = [char for char in vocab.chars if char.isalpha()]
     return next((char for char in letters if char.isupper()), letters[0] if letters else vocab.chars[0])
 
 
-def write_page(folder, step_module, vocab, quantize, runtime_dir="", title="Char-RNN"):
+def write_page(
+    folder: str,
+    step_module: "StepModule",
+    vocab: Vocab,
+    quantize: str,
+    runtime_dir: str = "",
+    title: str = "Char-RNN",
+) -> None:
     """Writes the page into `folder`: index.html, its script and style, model.tflite (the batch-1 step,
     see litert.convert) and vocab.json, and, with `runtime_dir`, LiteRT.js's files under litert/.
 
