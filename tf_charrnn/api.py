@@ -93,13 +93,13 @@ class _ProgressBar:
     """A `keras.utils.Progbar` over the steps one `train` call runs: the training loss (the mean of the
     last `window` steps, as the command line's lines show it), the last validation loss, the time left."""
 
-    def __init__(self, window):
-        self._losses = collections.deque(maxlen=window)
-        self._values = {}
-        self._bar = None
+    def __init__(self, window: int) -> None:
+        self._losses: collections.deque[float] = collections.deque(maxlen=window)
+        self._values: dict[str, float] = {}
+        self._bar: Any = None  # a keras.utils.Progbar from the first step on
         self._first_step = self._current = 0
 
-    def __call__(self, step, total_steps, values):
+    def __call__(self, step: int, total_steps: int, values: dict[str, float]) -> None:
         import keras
 
         if self._bar is None:
@@ -116,7 +116,7 @@ class _ProgressBar:
         self._current = step - self._first_step
         self._bar.update(self._current, list(self._values.items()))
 
-    def close(self):
+    def close(self) -> None:
         """Ends the bar when training stopped before its last step (patience, a signal, an error)."""
         if self._bar is not None and self._current < self._bar.target:
             self._bar.update(self._current, list(self._values.items()), finalize=True)

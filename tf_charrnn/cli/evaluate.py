@@ -7,17 +7,21 @@ character on one line (one JSON line with --json).
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING
 
 from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import EvaluateConfig
 
+if TYPE_CHECKING:  # imported in main, once the flags are valid
+    from tf_charrnn.inference import scoring
 
-def _characters(count):
+
+def _characters(count: int) -> str:
     return f"{count:,} character" + ("" if count == 1 else "s")
 
 
-def _human_line(result):
+def _human_line(result: "scoring.Evaluation") -> str:
     line = (
         f"{os.path.basename(result.checkpoint)} | {_characters(result.characters)} | "
         f"{result.nats_per_char:.4f} nats/char | {result.bits_per_char:.4f} bits/char | "
@@ -28,7 +32,7 @@ def _human_line(result):
     return line
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(EvaluateConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
@@ -46,6 +50,6 @@ def main(argv):
         print(_human_line(result))
 
 
-def run():
+def run() -> None:
     flags.define_flags(EvaluateConfig)
     flags.run(main)

@@ -17,7 +17,7 @@ from tf_charrnn.cli import flags
 from tf_charrnn.config import ExportConfig
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(ExportConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
@@ -40,6 +40,6 @@ def main(argv):
     print(path)
 
 
-def run():
+def run() -> None:
     flags.define_flags(ExportConfig)
     flags.run(main)

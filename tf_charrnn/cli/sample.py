@@ -6,6 +6,7 @@ from a file; --output=FILE writes the samples there (atomically) instead of prin
 """
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 from absl import logging
 
@@ -14,11 +15,17 @@ from tf_charrnn.cli import flags
 from tf_charrnn.config import SampleConfig
 from tf_charrnn.errors import UserError
 
+if TYPE_CHECKING:  # imported in main, once the flags are valid
+    from tf_charrnn.data.vocab import Vocab
+    from tf_charrnn.inference import sampling
 
-def _stream(sampler, vocab, prime, config, options):
+
+def _stream(
+    sampler: "sampling.Sampler", vocab: "Vocab", prime: str, config: SampleConfig, options: dict[str, Any]
+) -> list[str]:
     """Prints a single sample as it is generated (unless it goes to --output) and returns the samples."""
     steps = sampler.stream(vocab, prime, config.length, **options)
-    columns = [[] for _ in range(config.num_samples)]
+    columns: list[list[str]] = [[] for _ in range(config.num_samples)]
     printing = config.num_samples == 1 and not config.output
     if printing:
         sys.stdout.write(prime)
@@ -33,7 +40,7 @@ def _stream(sampler, vocab, prime, config, options):
     return ["".join(column) for column in columns]
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(SampleConfig)
     if config.prime_file and "prime" in flags.given_values(SampleConfig):
@@ -50,7 +57,7 @@ def main(argv):
     sampler, vocab = sampling.load_sampler(
         config.train_dir, config.checkpoint, config.best, fused_kernels=placement.fused_kernels_apply()
     )
-    options = dict(
+    options: dict[str, Any] = dict(
         decoding=sampling.Decoding.of(config), num_samples=config.num_samples, stop_at=config.stop_at
     )
     if config.stream:
@@ -67,6 +74,6 @@ def main(argv):
         sys.stdout.flush()
 
 
-def run():
+def run() -> None:
     flags.define_flags(SampleConfig)
     flags.run(main)

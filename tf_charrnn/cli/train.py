@@ -16,7 +16,7 @@ from tf_charrnn.cli import flags
 from tf_charrnn.config import RunConfig
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(RunConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
@@ -38,6 +38,6 @@ def main(argv):
         sys.exit(128 + result.stopped_by_signal)
 
 
-def run():
+def run() -> None:
     flags.define_flags(RunConfig)
     flags.run(main)

@@ -12,7 +12,7 @@ from tf_charrnn.config import WebPageConfig
 from tf_charrnn.errors import UserError
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(WebPageConfig)
     from tf_charrnn.export import browser
@@ -38,6 +38,6 @@ def main(argv):
     )
 
 
-def run():
+def run() -> None:
     flags.define_flags(WebPageConfig)
     flags.run(main)
