@@ -31,6 +31,9 @@ from tf_charrnn.errors import UserError
         (ModelConfig, "cell", "transformer", "--cell must be one of lstm, gru, rnn"),
         (OptimizationConfig, "learning_rate", 0.0, "--learning_rate must be > 0"),
         (OptimizationConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),
+        (OptimizationConfig, "adam_epsilon", 0.0, "--adam_epsilon must be > 0"),
+        (ModelConfig, "embedding_initializer", "zeros", "--embedding_initializer must be one of normal"),
+        (ModelConfig, "weight_initializer", "xavier", "--weight_initializer must be one of pytorch, keras"),
         (OptimizationConfig, "lr_schedule", "step", "--lr_schedule"),
         (CadenceConfig, "eval_every", 0, "--eval_every"),
     ],
@@ -58,6 +61,25 @@ def test_a_config_json_with_the_run_directory_under_length_still_loads():
     config = RunConfig.from_dict(values)
     assert (config.directory.train_dir, config.directory.init_from) == ("runs/old", "runs/older")
     assert config.length == RunConfig().length
+
+
+def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_run_had():
+    # Runs written before issue 29 drew their embedding U(-0.05, 0.05), Keras' default; a new run draws
+    # it N(0, 1), PyTorch's, unless told otherwise. The other weights and Adam keep Keras' defaults.
+    values = RunConfig(model=ModelConfig(vocab_size=65)).to_dict()
+    for section, name in [
+        ("model", "embedding_initializer"),
+        ("model", "weight_initializer"),
+        ("optimization", "adam_epsilon"),
+    ]:
+        del values[section][name]
+    old = RunConfig.from_dict(values)
+    assert (old.model.embedding_initializer, old.model.weight_initializer) == ("uniform", "keras")
+    assert old.optimization.adam_epsilon == 1e-7
+    new = RunConfig()
+    assert (new.model.embedding_initializer, new.model.weight_initializer) == ("normal", "keras")
+    assert new.optimization.adam_epsilon == 1e-7
+    assert RunConfig.from_dict(new.to_dict()) == new
 
 
 def test_flat_values_reach_their_sections():

@@ -117,3 +117,55 @@ def test_a_larger_vocabulary_keeps_the_old_characters_logits(cell):
     old_embedding = source.embedding.embeddings.numpy()
     np.testing.assert_allclose(embedding[12:], np.tile(old_embedding.mean(axis=0), (3, 1)), rtol=1e-6)
     assert not kernel[:, 12:].any() and (bias[12:] == source.head.bias.numpy().min()).all()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_pytorch_initialisers_draw_pytorchs_scales(cell):
+    config = ModelConfig(
+        vocab_size=40,
+        embedding_dim=64,
+        rnn_units=256,
+        num_layers=1,
+        dropout=0.0,
+        cell=cell,
+        weight_initializer="pytorch",
+    )
+    model = CharRNN(config, batch_size=1, seed=1, fused_kernels=True)
+    embedding = model.embedding.embeddings.numpy()
+    assert abs(embedding.std() - 1.0) < 0.05 and abs(embedding.mean()) < 0.05  # nn.Embedding: N(0, 1)
+    limit = 1 / np.sqrt(256)  # every weight U(-1/sqrt(H), 1/sqrt(H)); its std is limit / sqrt(3)
+    weights = model.recurrent_layers[0].trainable_weights
+    for weight in [*weights[:2], model.head.kernel]:
+        values = weight.numpy()
+        assert np.abs(values).max() <= limit and abs(values.std() - limit / np.sqrt(3)) < 0.05 * limit
+    assert np.abs(model.head.bias.numpy()).max() <= limit and model.head.bias.numpy().std() > 0
+    bias = weights[2].numpy()
+    # Keras holds the LSTM's and the RNN's b_ih + b_hh as one bias: a sum of two draws, up to 2 limits.
+    bias_limit = limit if cell == "gru" else 2 * limit
+    assert (
+        np.abs(bias).max() <= bias_limit
+        and abs(bias.std() - bias_limit / np.sqrt(6 if cell != "gru" else 3)) < 0.1 * limit
+    )
+
+
+def test_keras_initialisers_keep_keras_defaults():
+    config = ModelConfig(
+        vocab_size=40,
+        embedding_dim=64,
+        rnn_units=64,
+        num_layers=1,
+        dropout=0.0,
+        embedding_initializer="uniform",
+        weight_initializer="keras",
+    )
+    model = CharRNN(config, batch_size=1, seed=1, fused_kernels=True)
+    assert np.abs(model.embedding.embeddings.numpy()).max() <= 0.05
+    kernel, recurrent_kernel, bias = (
+        weight.numpy() for weight in model.recurrent_layers[0].trainable_weights
+    )
+    np.testing.assert_allclose(recurrent_kernel @ recurrent_kernel.T, np.eye(64), atol=1e-5)  # orthogonal
+    assert np.abs(kernel).max() <= np.sqrt(6 / (64 + 256))  # glorot uniform
+    np.testing.assert_array_equal(
+        bias, np.concatenate([np.zeros(64), np.ones(64), np.zeros(128)])
+    )  # forget gate 1
+    assert np.abs(model.head.bias.numpy()).max() == 0

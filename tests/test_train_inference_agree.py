@@ -5,6 +5,7 @@ trip; and a run that only predicts well from the state training carried says so 
 
 import dataclasses
 import logging
+import os
 import re
 
 import numpy as np
@@ -176,13 +177,18 @@ def _smoke_learning_rate():
         return float(re.search(r"^--learning_rate=(\S+)$", f.read(), re.MULTILINE).group(1))
 
 
-def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog):
-    """Issue 25's run, shortened: smoke.cfg's model at 256 units, batch 32 x 64, 30 steps, validated once
-    on 2% of tiny-shakespeare. Returns (mean training loss of the last 10 steps, val loss, warnings)."""
+# The embedding issue 25's run had, Keras' U(-0.05, 0.05) (issue 29 made PyTorch's N(0, 1) the default,
+# under which lr 0.01 learns).
+KERAS_EMBEDDING = dict(embedding_initializer="uniform")
+
+
+def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog, steps=30, **settings):
+    """Issue 25's run, shortened: smoke.cfg's model at 256 units, batch 32 x 64, `steps` steps, validated
+    once on 2% of tiny-shakespeare. Returns (mean training loss of the last 10 steps, val loss, warnings)."""
     config = make_config(
         "",
         shakespeare_cache,
-        tmp_path / f"run_{learning_rate}",
+        tmp_path / f"run_{learning_rate}_{len(settings)}",
         embedding_dim=8,
         rnn_units=256,
         num_layers=2,
@@ -191,11 +197,12 @@ def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog):
         seq_length=64,
         val_fraction=0.02,
         learning_rate=learning_rate,
-        max_steps=30,
-        eval_every=30,
+        max_steps=steps,
+        eval_every=steps,
         sample_length=0,
         strategy="default",
         seed=1,
+        **settings,
     )
     with caplog.at_level(logging.WARNING):
         result = train(config)
@@ -206,9 +213,11 @@ def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog):
 
 @pytest.mark.slow
 def test_a_run_that_predicts_only_from_its_carried_state_says_so(shakespeare_cache, tmp_path, caplog):
-    # lr 0.01 without warmup: the LSTM cell state grows by about one per character and the model predicts
-    # from it; validation, which starts from a zero state, is far worse than training.
-    train_loss, val_loss, warnings = _reproduction(shakespeare_cache, tmp_path, 0.01, caplog)
+    # lr 0.01 without warmup on Keras' embedding: the LSTM cell state grows by about one per character
+    # and the model predicts from it; validation, which starts from a zero state, is far worse than training.
+    train_loss, val_loss, warnings = _reproduction(
+        shakespeare_cache, tmp_path, 0.01, caplog, **KERAS_EMBEDDING
+    )
     assert val_loss - train_loss > 1.0, (train_loss, val_loss)
     [warning] = [message for message in warnings if "zero state" in message]
     assert "lower --learning_rate (now 0.01; e.g. 0.002)" in warning
@@ -218,6 +227,29 @@ def test_a_run_that_predicts_only_from_its_carried_state_says_so(shakespeare_cac
         shakespeare_cache, tmp_path, _smoke_learning_rate(), caplog
     )
     assert abs(val_loss - train_loss) < 0.3, (train_loss, val_loss)
+    assert not [message for message in warnings if "zero state" in message]
+
+
+def _unigram_loss(text, val_fraction):
+    """Nats per character of the validation split under the training split's character frequencies
+    (add-one smoothed): the loss of a model that has learned no context at all."""
+    split = int(len(text) * (1 - val_fraction))
+    train_text, val_text = text[:split], text[split:]
+    chars = sorted(set(text))
+    counts = np.array([train_text.count(char) + 1 for char in chars], dtype=np.float64)
+    log_probs = dict(zip(chars, np.log(counts / counts.sum()), strict=True))
+    return -float(np.mean([log_probs[char] for char in val_text]))
+
+
+@pytest.mark.slow
+def test_the_default_initialisers_learn_at_a_high_learning_rate(shakespeare_cache, tmp_path, caplog):
+    # Issue 29: at Adam 0.01, where Keras' initialisers land in the carried-state regime (above), the
+    # default embedding (PyTorch's scale) learns: validation where training is, both below a unigram model.
+    train_loss, val_loss, warnings = _reproduction(shakespeare_cache, tmp_path, 0.01, caplog, steps=60)
+    with open(os.path.join(shakespeare_cache, "data", "tinyshakespeare", "input.txt"), encoding="utf-8") as f:
+        unigram = _unigram_loss(f.read(), 0.02)
+    assert abs(val_loss - train_loss) < 0.2, (train_loss, val_loss)
+    assert max(train_loss, val_loss) < unigram - 0.2, (train_loss, val_loss, unigram)
     assert not [message for message in warnings if "zero state" in message]
 
 

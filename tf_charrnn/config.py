@@ -17,6 +17,9 @@ from typing import Any, ClassVar, Self
 from tf_charrnn.errors import UserError, flag
 
 CELLS = ("lstm", "gru", "rnn")
+# A new run's weights (see model/initializers.py): PyTorch's scales or Keras' defaults.
+EMBEDDING_INITIALIZERS = ("normal", "uniform")
+WEIGHT_INITIALIZERS = ("pytorch", "keras")
 LR_SCHEDULES = ("exponential", "cosine")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 # --mixed_precision -> the Keras dtype policy of the embedding and recurrent layers (None: float32).
@@ -41,11 +44,20 @@ def _field(
     choices: tuple[str, ...] | None = None,
     derived: bool = False,
     escaped: bool = False,
+    before_recorded: Any = None,
 ) -> Any:
     """A dataclass field with the help text (and, for choice flags, the choices) of the flag of the same
     name; `derived` fields are computed by the library (e.g. from the corpus) and are no flags; the flag
-    of an `escaped` field writes a newline as \\n, a tab as \\t, a backslash as \\\\ (see `unescape`)."""
-    metadata = {"help": help_text, "choices": choices, "derived": derived, "escaped": escaped}
+    of an `escaped` field writes a newline as \\n, a tab as \\t, a backslash as \\\\ (see `unescape`);
+    `before_recorded` is the value a config.json written before the field existed stands for (its runs
+    were trained with it), where that differs from today's default."""
+    metadata = {
+        "help": help_text,
+        "choices": choices,
+        "derived": derived,
+        "escaped": escaped,
+        "before_recorded": before_recorded,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -190,6 +202,19 @@ class ModelConfig:
     num_layers: int = _field(2, "stacked recurrent layers")
     dropout: float = _field(0.2, "dropout rate after each recurrent layer, in [0, 1)")
     cell: str = _field("lstm", "recurrent cell", choices=CELLS)
+    embedding_initializer: str = _field(
+        "normal",
+        "a new run's embedding: normal N(0, 1), as PyTorch's; uniform U(-0.05, 0.05), Keras' default "
+        "(feeds the first layer's gates next to nothing: it learns less per step)",
+        choices=EMBEDDING_INITIALIZERS,
+        before_recorded="uniform",
+    )
+    weight_initializer: str = _field(
+        "keras",
+        "a new run's recurrent and logit weights: keras, glorot-uniform kernels, orthogonal recurrent "
+        "kernels, zero biases (LSTM forget gate 1); pytorch, every weight and bias U(+-1/sqrt(fan_in))",
+        choices=WEIGHT_INITIALIZERS,
+    )
 
     def __post_init__(self) -> None:
         _check_positive_ints(self, ("embedding_dim", "rnn_units", "num_layers"))
@@ -237,6 +262,7 @@ class OptimizationConfig:
     warmup_steps: int = _field(0, "cosine schedule: linear warmup steps")
     min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
+    adam_epsilon: float = _field(1e-7, "Adam's epsilon (Keras' default; PyTorch's is 1e-8)")
     seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
 
     def __post_init__(self) -> None:
@@ -255,6 +281,10 @@ class OptimizationConfig:
         _require(
             math.isfinite(self.grad_clip) and self.grad_clip > 0,
             f"{flag('grad_clip')} must be > 0, got {self.grad_clip}",
+        )
+        _require(
+            math.isfinite(self.adam_epsilon) and self.adam_epsilon > 0,
+            f"{flag('adam_epsilon')} must be > 0, got {self.adam_epsilon}",
         )
         _check_non_negative_ints(self, ("decay_after", "warmup_steps"))
 
@@ -371,7 +401,13 @@ class RunConfig:
         sections (data, model and train only); unknown sections or keys raise UserError."""
         unknown = set(values) - set(cls.sections()) - {"train"}
         _require(not unknown, f"unknown config sections {sorted(unknown)}")
-        return cls.from_flat({name: value for section in values.values() for name, value in section.items()})
+        recorded = {name: value for section in values.values() for name, value in section.items()}
+        before = {
+            field.name: field.metadata["before_recorded"]
+            for field in _all_fields(cls)
+            if field.metadata.get("before_recorded") is not None and field.name not in recorded
+        }
+        return cls.from_flat({**before, **recorded})
 
     def replace(self, **values: Any) -> Self:
         """A copy with the named fields (of any section) changed."""

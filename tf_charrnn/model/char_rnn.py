@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_charrnn.config import ModelConfig
-from tf_charrnn.model import recurrent
+from tf_charrnn.model import initializers, recurrent
 
 
 class CharRNN(keras.Model):
@@ -52,7 +52,11 @@ class CharRNN(keras.Model):
             raise ValueError("ModelConfig.vocab_size must be set (>= 1) before building the model")
         ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
         embedding = keras.layers.Embedding(
-            config.vocab_size, config.embedding_dim, dtype=dtype_policy, name="embedding"
+            config.vocab_size,
+            config.embedding_dim,
+            embeddings_initializer=initializers.embedding(config.embedding_initializer),
+            dtype=dtype_policy,
+            name="embedding",
         )
         x = embedding(ids)
         recurrent_layers = []
@@ -66,6 +70,7 @@ class CharRNN(keras.Model):
                 unroll=unroll,
                 dtype=dtype_policy,
                 name=f"{config.cell}_{layer}",
+                **initializers.recurrent(config.weight_initializer, config.cell, config.rnn_units),
             )
             x = rnn(x)
             layer_seed = None if seed is None else seed + layer
@@ -73,7 +78,12 @@ class CharRNN(keras.Model):
                 config.dropout, seed=layer_seed, dtype=dtype_policy, name=f"dropout_{layer}"
             )(x)
             recurrent_layers.append(rnn)
-        head = keras.layers.Dense(config.vocab_size, dtype="float32", name="logits")
+        head = keras.layers.Dense(
+            config.vocab_size,
+            dtype="float32",
+            name="logits",
+            **initializers.logits(config.weight_initializer, config.rnn_units),
+        )
         super().__init__(ids, head(x), name="char_rnn")
         self.config = config
         self.embedding = embedding

@@ -36,7 +36,9 @@ class TrainStep:
                 unroll=runtime.unroll,
                 fused_kernels=runtime.fused_kernels,
             )
-            self.optimizer = keras.optimizers.Adam(learning_rate=config.optimization.learning_rate)
+            self.optimizer = keras.optimizers.Adam(
+                learning_rate=config.optimization.learning_rate, epsilon=config.optimization.adam_epsilon
+            )
             if runtime.loss_scaling:
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
