@@ -4,6 +4,7 @@ running the scripts in subprocesses, reading TensorBoard logs, comparing two mod
 Imported as `from helpers import ...` (pytest puts tests/ on sys.path: tests/ is no package).
 """
 
+import dataclasses
 import hashlib
 import os
 import queue
@@ -209,3 +210,84 @@ def lstm_sequence_results(batch_size, time, units, seed):
         "bfloat16": run(fused_lstm.lstm_sequence_bfloat16, tf.bfloat16),
         "float32": run(fused_lstm.lstm_sequence, tf.float32),
     }
+
+
+# A one-layer LSTM whose weights are set by hand (`hand_model`): cell 0 is 1 inside a quotation and 0
+# outside, cell 1 counts the position in the line, gates saturated by construction.
+UNITS = 4
+QUOTE_CELL, LINE_CELL = 0, 1
+STEP = 0.005  # cell 1's c grows by this per character of a line
+BIG = 40.0  # a pre-activation this large saturates a sigmoid to within 1e-17
+
+
+def hand_text(lines=200, seed=0):
+    """Lines of words, some inside quotations, some in parentheses."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = ["the", "king", "said", "no", "more", "of", "that", "lord", "we", "go"]
+    out = []
+    for _ in range(lines):
+        line = " ".join(rng.choice(words, rng.integers(2, 12)))
+        if rng.random() < 0.5:
+            cut = rng.integers(0, len(line))
+            end = rng.integers(cut, len(line) + 1)
+            line = line[:cut] + '"' + line[cut:end] + '"' + line[end:]
+        if rng.random() < 0.3:
+            line = "(" + line + ")"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def hand_model(vocab, batch_size=1, **kwargs):
+    """The hand-set LSTM over `vocab` (which must hold '"' and a line break), embedding [is '"', is
+    '\\n'], logits zero.
+
+    Cell 0: forget gate 1, input gate 1 only on '"', candidate tanh(BIG (0.38 - h')): from c' = 0
+    (h' = 0) it adds 1, from c' = 1 (h' = tanh 1 = 0.76) it takes 1 away: c is 1 inside a quotation.
+    Cell 1: input gate 1, forget gate 0 only on a line break, candidate STEP: c = STEP (position + 1).
+    Output gates 1. The input and forget gates of cell 0 and the output gates are saturated on every
+    character (right-saturated: 1.0 of the characters), cell 0's input gate on every '"' only.
+    """
+    from tf_charrnn.config import ModelConfig
+    from tf_charrnn.model.char_rnn import CharRNN
+
+    config = dataclasses.replace(
+        ModelConfig(),
+        vocab_size=len(vocab),
+        embedding_dim=2,
+        rnn_units=UNITS,
+        num_layers=1,
+        cell="lstm",
+        dropout=0.0,
+    )
+    model = CharRNN(config, batch_size=batch_size, **kwargs)
+    import numpy as np
+
+    embedding = np.zeros([len(vocab), 2], np.float32)
+    embedding[vocab.chars.index('"'), 0] = 1
+    embedding[vocab.chars.index("\n"), 1] = 1
+    h = UNITS
+    kernel = np.zeros([2, 4 * h], np.float32)
+    recurrent = np.zeros([h, 4 * h], np.float32)
+    bias = np.zeros([4 * h], np.float32)
+    i, f, g, o = (slice(k * h, (k + 1) * h) for k in range(4))
+    # cell 0: quotation
+    kernel[0, i.start + QUOTE_CELL] = 2 * BIG
+    bias[i.start + QUOTE_CELL] = -BIG
+    bias[f.start + QUOTE_CELL] = BIG
+    recurrent[QUOTE_CELL, g.start + QUOTE_CELL] = -BIG
+    bias[g.start + QUOTE_CELL] = 0.38 * BIG
+    # cell 1: position in the line
+    bias[i.start + LINE_CELL] = BIG
+    bias[f.start + LINE_CELL] = BIG
+    kernel[1, f.start + LINE_CELL] = -2 * BIG
+    bias[g.start + LINE_CELL] = np.arctanh(STEP)
+    bias[o] = BIG
+    layer = model.recurrent_layers[0]
+    model.embedding.embeddings.assign(embedding)
+    layer.cell.kernel.assign(kernel)
+    layer.cell.recurrent_kernel.assign(recurrent)
+    layer.cell.bias.assign(bias)
+    model.head.kernel.assign(np.zeros(model.head.kernel.shape, np.float32))
+    return model
