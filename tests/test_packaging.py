@@ -28,6 +28,7 @@ SCRIPTS = [
     "tf-charrnn-export",
     "tf-charrnn-evaluate",
     "tf-charrnn-webpage",
+    "tf-charrnn-inspect",
 ]
 
 
@@ -96,6 +97,7 @@ def test_wheel_carries_the_kernel_sources_and_the_cli(wheel):
     assert set(cli) <= names
     page = os.path.join(REPO_ROOT, "tf_charrnn", "export", "web_page")
     assert {f"tf_charrnn/export/web_page/{name}" for name in os.listdir(page)} <= names  # --format=web's page
+    assert "tf_charrnn/inspection/page_template.html" in names  # inspect.py's page
     for script in SCRIPTS:
         assert f"{script} = tf_charrnn.cli.{script.rsplit('-', 1)[1]}:run" in entry_points
 

@@ -601,6 +601,51 @@ class EvaluateConfig:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
 
 
+INSPECT_STATES = ("auto", "h", "c")
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectConfig:
+    """Which run to look inside, on which text, and where the page, plots and rankings go."""
+
+    train_dir: str = _field("runs/default", "run directory to inspect")
+    checkpoint: str = _field("", "checkpoint prefix to inspect; empty: the latest (or the best with --best)")
+    best: bool = _field(False, "inspect the best-validation checkpoint")
+    data_path: str = _field(
+        "",
+        "UTF-8 text to run through the model: a file, a folder, a glob or a comma-separated list (files "
+        "joined with the run's --document_separator); empty: the run's own validation split",
+    )
+    skip_unknown: bool = _field(
+        False, "leave out characters outside the run's vocabulary instead of refusing the text"
+    )
+    output_dir: str = _field("", "folder to write inspect.html, the PNG plots and ranking.json into")
+    overwrite: bool = _field(False, "replace a non-empty --output_dir")
+    max_chars: int = _field(100_000, "characters of the text to inspect (its first ones)")
+    page_chars: int = _field(5_000, "characters the page colours (the first ones of the text)")
+    top_cells: int = _field(5, "cells listed for each feature")
+    layer: int = _field(0, "the layer of --cell, 1 to --num_layers; 0: the last layer")
+    cell: int = _field(-1, "the cell the page and the activation plot show first; -1: the best cell found")
+    state: str = _field(
+        "auto", "which state of --cell: h or c (LSTM only); auto: c for an LSTM, h otherwise", INSPECT_STATES
+    )
+    tensorboard: bool = _field(
+        True, "also write the figures and rankings to TensorBoard in TRAIN_DIR/logs/inspect"
+    )
+
+    def __post_init__(self) -> None:
+        _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
+        _require(bool(self.output_dir), f"{flag('output_dir')} must name the folder to write the report into")
+        _check_choices(self)
+        _require(self.max_chars >= 2, f"{flag('max_chars')} must be >= 2, got {self.max_chars}")
+        _require(self.page_chars >= 1, f"{flag('page_chars')} must be >= 1, got {self.page_chars}")
+        _require(self.top_cells >= 1, f"{flag('top_cells')} must be >= 1, got {self.top_cells}")
+        _require(self.layer >= 0, f"{flag('layer')} must be >= 0 (0: the last layer), got {self.layer}")
+        _require(
+            self.cell >= -1, f"{flag('cell')} must be >= 0 (or -1: the best cell found), got {self.cell}"
+        )
+
+
 def _all_fields(config_class: type) -> list[dataclasses.Field]:
     sections = getattr(config_class, "sections", None)
     classes = sections().values() if sections else [config_class]

@@ -83,9 +83,9 @@ def compute_activations(model, ids, text: str, streams: int = 1) -> Activations:
     streams = max(1, min(streams, count))
     length = math.ceil(count / streams) if count else 0
     # The padding lies at the end of the last stream, after every real character: it changes nothing.
-    padded = np.zeros(streams * length, np.int32)
-    padded[:count] = ids
-    padded = padded.reshape(streams, length)
+    flat = np.zeros(streams * length, np.int32)
+    flat[:count] = ids
+    padded = flat.reshape(streams, length)
     embedding = model.embedding.embeddings.numpy().astype(np.float32)
     runners = [_layer_runner(cell, layer) for layer in model.recurrent_layers]
     units = model.config.rnn_units
@@ -130,7 +130,7 @@ class _LayerRunner:
         return tf.zeros([streams, self.units])
 
     def __call__(self, x, state):
-        xw = tf.einsum("bwe,eg->bwg", x, self.kernel)
+        xw = _project(x, self.kernel)
         values = self._scan(tf.transpose(xw, [1, 0, 2]), state)
         values = [tf.transpose(value, [1, 0, 2]) for value in values]
         return values, values[0][:, -1]
@@ -187,7 +187,7 @@ class _LSTMRunner(_LayerRunner):
 
     def __call__(self, x, state):
         h0, c0 = state
-        xw = tf.einsum("bwe,eg->bwg", x, self.kernel)
+        xw = _project(x, self.kernel)
         if self._kernels is not None:
             h, c, gates = self._kernels.char_rnn_lstm_sequence(xw, h0, c0, self.recurrent_kernel, self.bias)
             input_gate, forget_gate, candidate, output_gate = tf.split(gates, 4, axis=-1)
@@ -214,5 +214,17 @@ class _LSTMRunner(_LayerRunner):
         return output_gate * tf.tanh(c), c, input_gate, forget_gate, output_gate, candidate
 
 
+def _project(x, kernel):
+    """x W as one large matmul: float32 [B, W, E] -> [B, W, G]."""
+    shape = tf.shape(x)
+    return tf.reshape(tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel), [shape[0], shape[1], -1])
+
+
 def _layer_runner(cell, layer):
     return {"lstm": _LSTMRunner, "gru": _GRURunner, "rnn": _RNNRunner}[cell](layer)
+
+
+def stream_count(num_ids: int, batch_size: int, seq_length: int) -> int:
+    """The streams a text is cut into, as training cuts its text: the run's batch size, fewer where the
+    text holds fewer than batch_size windows of seq_length (each stream at least one window), at least 1."""
+    return max(1, min(batch_size, num_ids // max(1, seq_length)))

@@ -12,7 +12,7 @@ from tf_charrnn import errors
 from tf_charrnn.config import RunConfig, SampleConfig, python_settings
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.inference import sampling, scoring
+from tf_charrnn.inference import activations, sampling, scoring
 from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
 
@@ -47,6 +47,11 @@ class CharLM:
     ```python
     for piece in lm.stream("ROMEO:", length=200, seed=7):
         print(piece, end="", flush=True)
+    ```
+
+    Look inside: every layer's states and gates after each character.
+    ```python
+    lm.activations("To be, or not to be")["lstm_1/c"].shape  # (19, 512)
     ```
 
     Score a text, and ask what comes next.
@@ -246,6 +251,53 @@ class CharLM:
             scorer.model.copy_weights_from(self.model)
             self._scorers[streams] = scorer
         return self._scorers[streams].evaluation(ids, self.checkpoint, len(text) - len(kept))
+
+    def activations(
+        self, text: str, skip_unknown: bool = False, streams: int | None = None
+    ) -> activations.Activations:
+        """What the recurrent layers hold after each character of `text`: every layer's hidden state, cell
+        state (LSTM) and gate values (LSTM: input, forget, output, candidate; GRU: update, reset,
+        candidate), recomputed in float32 from the weights, so every implementation of the run (fused
+        kernels, bfloat16, Keras ops) gives the same values.
+
+        Args:
+          text: the text (at least 1 character).
+          skip_unknown: leave out characters outside the vocabulary instead of raising.
+          streams: cut the text into this many contiguous streams, each from a zero state, run side by
+            side; None: as training cuts its text (the run's batch size, fewer for a short text, each
+            stream at least seq_length characters); 1: one pass from a zero state.
+
+        Returns:
+          activations.Activations: `result["lstm_1/c"]` is float32 [N, H], row t the value after
+          `result.text[t]`; `result.arrays` holds them all, named "LAYER/KIND".
+        Raises:
+          UserError: an empty text, characters outside the vocabulary (without `skip_unknown`), or
+            streams < 1.
+
+        Example:
+        ```python
+        found = lm.activations("To be, or not to be")
+        found["lstm_2/c"][:, 137]  # one cell's value after each character
+        ```
+        """
+        _check_types(
+            text=(text, str), skip_unknown=(skip_unknown, bool), streams=(streams, (int, type(None)))
+        )
+        if streams is not None and streams < 1:
+            raise UserError(f"streams= must be >= 1 (or None), got {streams}")
+        unknown = self.vocab.unknown_chars(text)
+        if unknown and not skip_unknown:
+            raise UserError(
+                f"text= has characters outside the run's vocabulary: {scoring.describe_chars(unknown)}; "
+                f"pass skip_unknown=True to leave them out"
+            )
+        kept = text.translate({ord(char): None for char in unknown}) if unknown else text
+        if not kept:
+            raise UserError("text= must hold at least one character of the vocabulary")
+        layout = self.config.layout
+        if streams is None:
+            streams = activations.stream_count(len(kept), layout.batch_size, layout.seq_length)
+        return activations.compute_activations(self.model, self.vocab.encode(kept), kept, streams)
 
     def next_chars(self, text: str, k: int = 5) -> list[tuple[str, float]]:
         """The k most likely characters to follow `text`, with their probabilities.

@@ -97,6 +97,26 @@ def _validation_ids(config: RunConfig, vocab: Vocab, train_dir: str) -> np.ndarr
     return splits.val_ids
 
 
+def read_ids(config, vocab, train_dir, data_path="", skip_unknown=False):
+    """The ids of a --data_path text in the run's vocabulary, or of the run's own validation split.
+
+    Args:
+      config, vocab: the run's RunConfig and Vocab.
+      train_dir: the run directory (named in messages).
+      data_path: a file, folder, glob or comma-separated list; empty: the validation split.
+      skip_unknown: leave out characters outside the vocabulary instead of raising.
+
+    Returns:
+      (ids [N] of vocab.id_dtype, the number of characters left out).
+    Raises:
+      UserError: an unreadable text, unknown characters (without skip_unknown), no validation split, or a
+        corpus changed since training.
+    """
+    if data_path:
+        return _text_ids(data_path, config.data.document_separator, vocab, skip_unknown)
+    return _validation_ids(config, vocab, train_dir), 0
+
+
 def evaluate_run(
     train_dir: str, checkpoint: str = "", best: bool = False, data_path: str = "", skip_unknown: bool = False
 ) -> Evaluation:
@@ -118,10 +138,7 @@ def evaluate_run(
     config, vocab = layout.load_run(train_dir)
     # Before the text: a run without checkpoints fails at once, not after reading (or downloading) a corpus.
     path = checkpoints.find_checkpoint(train_dir, checkpoint or None, best)
-    if data_path:
-        ids, skipped = _text_ids(data_path, config.data.document_separator, vocab, skip_unknown)
-    else:
-        ids, skipped = _validation_ids(config, vocab, train_dir), 0
+    ids, skipped = read_ids(config, vocab, train_dir, data_path, skip_unknown)
     streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
     scorer = StreamScorer(config, streams)
     path = checkpoints.restore_weights(train_dir, scorer.model, path, best)

@@ -1,0 +1,35 @@
+"""Looks inside a trained run: scripts/inspect.py --train_dir=runs/shakespeare_cpu --output_dir=/tmp/inside.
+
+Runs a text (--data_path, or the run's validation split) through the model and writes into --output_dir:
+inspect.html (the text coloured by a cell, the cells that follow each text feature, a menu to switch
+cells), gate_saturation.png, cell_activation.png and ranking.json; and the same figures to TensorBoard in
+TRAIN_DIR/logs/inspect. Prints the best cell per feature.
+"""
+
+from tf_charrnn import startup
+from tf_charrnn.cli import flags
+from tf_charrnn.config import InspectConfig
+
+
+def main(argv):
+    del argv  # flags.run refuses positional arguments
+    config = flags.config_from_flags(InspectConfig)
+    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    startup.import_tensorflow()
+    from tf_charrnn.inspection import report
+    from tf_charrnn.runtime import placement
+
+    placement.grow_gpu_memory()
+    result = report.inspect_run(config)
+    print(
+        f"{result.characters:,} characters in {result.seconds:.1f} s; "
+        f"{result.output_dir}/{report.PAGE} shows {result.shown}"
+    )
+    for feature, scores in result.ranking.items():
+        best = f"{scores[0].name} r={scores[0].correlation:+.3f}" if scores else "constant over the text"
+        print(f"{feature}: {best}")
+
+
+def run():
+    flags.define_flags(InspectConfig)
+    flags.run(main)

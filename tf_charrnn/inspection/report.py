@@ -1,0 +1,231 @@
+"""`inspect_run`: a trained run looked into on a text, written as one folder (inspect.html, the PNG plots,
+ranking.json) and, optionally, as TensorBoard images and text in TRAIN_DIR/logs/inspect."""
+
+import dataclasses
+import json
+import os
+import re
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf_charrnn import files
+from tf_charrnn.config import InspectConfig
+from tf_charrnn.errors import UserError, flag
+from tf_charrnn.inference import activations, scoring
+from tf_charrnn.inference.activations import STATES
+from tf_charrnn.inspection import features, figures, page, saturation
+from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import checkpoints, layout
+
+PAGE = "inspect.html"
+SATURATION_PNG = "gate_saturation.png"
+ACTIVATION_PNG = "cell_activation.png"
+RANKING_JSON = "ranking.json"
+PLOT_CHARS = 160  # characters along the activation plot
+TENSORBOARD_SPLIT = "inspect"  # TRAIN_DIR/logs/inspect
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """What `inspect_run` found and wrote."""
+
+    output_dir: str
+    checkpoint: str
+    characters: int  # characters inspected
+    skipped_characters: int  # left out with skip_unknown
+    seconds: float  # computing the activations (the model's part)
+    shown: str  # the cell the page shows first, "LAYER/STATE/INDEX"
+    ranking: dict[str, list[features.CellScore]]
+
+
+def _chosen_cell(config: InspectConfig, model_config) -> tuple[str, str, int] | None:
+    """(layer, state, index) that --layer, --cell and --state name, checked against the run; None: the
+    best cell found."""
+    states = STATES[model_config.cell]
+    state = states[-1] if config.state == "auto" else config.state
+    if state not in states:
+        raise UserError(
+            f"{flag('state')}={state}: a {model_config.cell} layer has no cell state c; use {flag('state')}=h"
+        )
+    layers, units = model_config.num_layers, model_config.rnn_units
+    if config.layer > layers:
+        raise UserError(
+            f"{flag('layer')}={config.layer} is out of range: the run has {layers} layer(s); "
+            f"pass 1 to {layers} (0: the last)"
+        )
+    if config.cell >= units:
+        raise UserError(
+            f"{flag('cell')}={config.cell} is out of range: each layer of the run has {units} cells; "
+            f"pass 0 to {units - 1} (-1: the best cell found)"
+        )
+    if config.cell < 0:
+        return None
+    return f"{model_config.cell}_{config.layer or model_config.num_layers}", state, config.cell
+
+
+def _check_output_dir(config: InspectConfig) -> str:
+    output_dir = os.path.abspath(config.output_dir)
+    if os.path.isfile(output_dir):
+        raise UserError(f"{flag('output_dir')} {output_dir} is a file; name a folder")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not config.overwrite:
+        raise UserError(
+            f"{flag('output_dir')} {output_dir} is not empty; pass {flag('overwrite')} to replace it or "
+            f"choose another {flag('output_dir')}"
+        )
+    return output_dir
+
+
+def inspect_run(config: InspectConfig) -> Inspection:
+    """Looks inside a run's checkpoint on a text and writes the report.
+
+    The text (the run's validation split, or --data_path) is cut at config.max_chars, run through the
+    model in the run's streams (`activations.compute_activations`), its features computed
+    (`features.text_features`) and every h and c cell ranked by each; the gates' saturation is counted.
+
+    Args:
+      config: InspectConfig.
+
+    Returns:
+      Inspection.
+    Raises:
+      UserError: no run or checkpoint, a non-empty output_dir without overwrite, a cell or layer out of
+        range, an unreadable or too short text, or characters outside the vocabulary (without
+        skip_unknown). Nothing is written then.
+    """
+    run_config, vocab = layout.load_run(config.train_dir)
+    # Before the text: a run without checkpoints fails at once, not after reading a corpus.
+    path = checkpoints.find_checkpoint(config.train_dir, config.checkpoint or None, config.best)
+    chosen = _chosen_cell(config, run_config.model)
+    output_dir = _check_output_dir(config)
+    ids, skipped = scoring.read_ids(
+        run_config, vocab, config.train_dir, config.data_path, config.skip_unknown
+    )
+    ids = np.asarray(ids[: config.max_chars], np.int32)
+    if len(ids) < 2:
+        raise UserError(
+            f"the text has {len(ids)} character(s); at least 2 are needed, pass a longer {flag('data_path')}"
+        )
+    text = vocab.decode(ids)
+    model = CharRNN(run_config.model, batch_size=1)
+    path = checkpoints.restore_weights(config.train_dir, model, path, config.best)
+
+    start = time.perf_counter()
+    streams = activations.stream_count(len(ids), run_config.layout.batch_size, run_config.layout.seq_length)
+    found = activations.compute_activations(model, ids, text, streams)
+    seconds = time.perf_counter() - start
+
+    text_features = features.text_features(text)
+    cell_states = {
+        (layer, state): found[f"{layer}/{state}"] for layer in found.layers for state in STATES[found.cell]
+    }
+    ranking = features.rank_cells(cell_states, text_features, config.top_cells)
+    descriptions: dict[str, str] = {}
+    best: features.CellScore | None = None
+    for scores in ranking.values():
+        for score in scores:
+            descriptions.setdefault(score.name, f"{score.feature}, r = {score.correlation:+.3f}")
+        if scores and (best is None or abs(scores[0].correlation) > abs(best.correlation)):
+            best = scores[0]
+    if chosen is not None:
+        shown = "/".join(map(str, chosen))
+    elif best is not None:
+        shown = best.name
+    else:  # no feature moves over this text: the last layer's first cell
+        shown = f"{found.layers[-1]}/{STATES[found.cell][-1]}/0"
+    shown_layer, shown_state, shown_index = shown.split("/")
+    shown_values = cell_states[shown_layer, shown_state][:, int(shown_index)]
+    shown_score = best if best is not None and best.name == shown else None
+
+    stats = saturation.gate_saturation(found)
+    saturation_png = (
+        figures.saturation_png(stats, found.layers)
+        if stats
+        else figures.message_png("no gates: a simple RNN")
+    )
+    feature = text_features[shown_score.feature][:PLOT_CHARS] if shown_score else None
+    title = shown + (
+        f": {features.FEATURES[shown_score.feature]}, r = {shown_score.correlation:+.3f}"
+        if shown_score
+        else ""
+    )
+    activation_png = figures.activation_png(shown_values[:PLOT_CHARS], text[:PLOT_CHARS], title, feature)
+
+    page_text = text[: config.page_chars]
+    listed = dict.fromkeys([shown, *descriptions])
+    cells = {
+        name: cell_states[name.split("/")[0], name.split("/")[1]][: len(page_text), int(name.split("/")[2])]
+        for name in listed
+    }
+    run_name = os.path.basename(os.path.normpath(os.path.abspath(config.train_dir)))
+    about = (
+        f"{run_name}: {run_config.model.num_layers} x {run_config.model.rnn_units} {run_config.model.cell}, "
+        f"{os.path.basename(path)}; {len(text):,} characters of "
+        f"{config.data_path or 'its validation split'} in {streams} streams; the first "
+        f"{len(page_text):,} are shown."
+    )
+    html_page = page.render_page(
+        run_name,
+        about,
+        page_text,
+        cells,
+        descriptions,
+        ranking,
+        shown,
+        len(text),
+        saturation_png,
+        activation_png,
+    )
+    record = {
+        "checkpoint": path,
+        "characters": len(text),
+        "skipped_characters": skipped,
+        "streams": streams,
+        "seconds": seconds,
+        "shown": shown,
+        "features": features.FEATURES,
+        "ranking": {
+            name: [dataclasses.asdict(score) for score in scores] for name, scores in ranking.items()
+        },
+        "gate_saturation": {
+            f"{layer}/{gate}": {"left": left.tolist(), "right": right.tolist()}
+            for (layer, gate), (left, right) in stats.items()
+        },
+    }
+    with files.replace_folder_atomic(output_dir, prefix=".inspect-") as staging:
+        for name, data in (
+            (PAGE, html_page),
+            (SATURATION_PNG, saturation_png),
+            (ACTIVATION_PNG, activation_png),
+            (RANKING_JSON, json.dumps(record, indent=1)),
+        ):
+            with open(os.path.join(staging, name), "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    if config.tensorboard:
+        _write_tensorboard(config.train_dir, path, ranking, saturation_png, activation_png)
+    return Inspection(output_dir, path, len(text), skipped, seconds, shown, ranking)
+
+
+def ranking_markdown(ranking: dict[str, list[features.CellScore]]) -> str:
+    """The ranking as a Markdown table (TensorBoard's text dashboard renders it)."""
+    lines = ["| feature | rank | cell | r |", "| --- | --- | --- | --- |"]
+    for name, scores in ranking.items():
+        if not scores:
+            lines.append(f"| {name} | - | constant over the text | - |")
+        lines += [
+            f"| {name} | {rank} | {s.name} | {s.correlation:+.3f} |" for rank, s in enumerate(scores, 1)
+        ]
+    return "\n".join(lines)
+
+
+def _write_tensorboard(train_dir, checkpoint, ranking, saturation_png, activation_png):
+    """The figures as images and the ranking as text in TRAIN_DIR/logs/inspect, at the checkpoint's step."""
+    match = re.search(r"-(\d+)$", checkpoint)
+    step = int(match[1]) if match else 0
+    writer = tf.summary.create_file_writer(layout.log_dir(train_dir, TENSORBOARD_SPLIT))
+    with writer.as_default(step=step):
+        tf.summary.image("inspect/gate_saturation", tf.image.decode_png(saturation_png, channels=4)[None])
+        tf.summary.image("inspect/cell_activation", tf.image.decode_png(activation_png, channels=4)[None])
+        tf.summary.text("inspect/ranking", ranking_markdown(ranking))
+    writer.close()
