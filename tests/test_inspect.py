@@ -4,11 +4,21 @@ JavaScript shown as characters), and bad input as one line that writes nothing."
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
-from helpers import make_config, run_script, seed_kernels, snapshot, tensorboard_events
+from helpers import (
+    REPO_ROOT,
+    make_config,
+    run_command,
+    run_script,
+    script_command,
+    seed_kernels,
+    snapshot,
+    tensorboard_events,
+)
 from tf_charrnn.config import InspectConfig
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import activations
@@ -103,6 +113,19 @@ def test_the_script_runs_though_its_name_is_a_standard_module(script_runs):
     assert results["help"].returncode in (0, 1), results["help"].stderr  # absl exits 1 after the help
     assert "--output_dir" in results["help"].stdout and "--cell" in results["help"].stdout
     assert results["good"].returncode == 0, results["good"].stderr  # TensorFlow found the real `inspect`
+
+
+def test_the_other_scripts_still_import_the_standard_inspect():
+    """scripts/ is first on sys.path for every script there: `import inspect` finds scripts/inspect.py,
+    which hands over the standard library's module."""
+    scripts = os.path.join(REPO_ROOT, "scripts")
+    code = "import inspect, sys; print(inspect.__file__); print(callable(inspect.signature))"
+    result = run_command([sys.executable, "-c", code], cwd=scripts, timeout=60)
+    assert result.returncode == 0, result.stderr
+    path, has_signature = result.stdout.split()
+    assert os.path.dirname(path) != scripts and has_signature == "True"
+    helped = run_command(script_command("evaluate.py", "--helpshort"), timeout=120)
+    assert helped.returncode in (0, 1) and "skip_unknown" in helped.stdout, helped.stderr
 
 
 def test_the_script_writes_the_page_the_plots_and_the_ranking(trained, script_runs):

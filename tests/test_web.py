@@ -17,6 +17,7 @@ from helpers import REPO_ROOT, run_script, train_tiny_run
 from tf_charrnn.errors import UserError
 from tf_charrnn.export import browser, litert, saved_model, web
 from tf_charrnn.inference import sampling
+from tf_charrnn.inference.charlm import CharLM
 
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "litert_generate.py")
 PRIME = "Willing "
@@ -213,6 +214,48 @@ def test_chart_holds_the_softmax_of_the_steps_logits(float32_page, run_dir, temp
     got = [probability for _, probability in result.chart]
     assert got == sorted(got, reverse=True) and got[0] == pytest.approx(want.max(), abs=1e-5)
     assert sum(p > 0 for p in got) == (top_k or 10)
+
+
+def test_the_page_colours_generated_text_by_a_cell(float32_page, run_dir):
+    """The switch colours each generated character by a cell's value in the step's state after it: the
+    value CharLM.activations gives for that character of the same text."""
+    tab = float32_page.page
+    assert tab.evaluate(
+        "Array.from(document.querySelectorAll('#colour_layer option'), (o) => o.textContent)"
+    ) == [
+        "1",
+        "2",
+    ]
+    assert tab.evaluate(
+        "Array.from(document.querySelectorAll('#colour_state option'), (o) => o.textContent)"
+    ) == [
+        "h",
+        "c",
+    ]
+    assert tab.get_attribute("#colour_cell", "max") == "63"
+    tab.check("#colour")
+    tab.select_option("#colour_layer", value="2")
+    try:
+        for name in ("c", "h"):
+            tab.select_option("#colour_state", value=name)
+            tab.fill("#colour_cell", "5")
+            result = float32_page.generate(prime=PRIME, length=40, sampling="greedy")
+            assert (result.state, result.generated) == ("done", 40)
+            spans = tab.evaluate(
+                """Array.from(document.querySelectorAll('#output span'),
+                              (s) => [s.textContent, Number(s.dataset.value), s.style.backgroundColor])"""
+            )
+            assert "".join(char for char, _, _ in spans) == result.text[len(PRIME) :]
+            assert all(colour.startswith("rgb") for _, _, colour in spans)  # rgba, or rgb at alpha 1
+            want = CharLM.from_run(run_dir).activations(result.text, streams=1)[f"lstm_2/{name}"][:, 5]
+            np.testing.assert_allclose([value for _, value, _ in spans], want[len(PRIME) :], atol=1e-4)
+        tab.fill("#colour_cell", "64")  # out of range: the form refuses to generate
+        assert tab.evaluate("document.getElementById('colour_cell').checkValidity()") is False
+    finally:
+        tab.fill("#colour_cell", "0")
+        tab.uncheck("#colour")
+    assert float32_page.generate(prime=PRIME, length=5, sampling="greedy").state == "done"
+    assert tab.evaluate("document.querySelectorAll('#output span').length") == 0
 
 
 def test_prime_outside_the_vocabulary_is_named_on_the_page(int8_page):

@@ -1,6 +1,8 @@
 // The page: loads the LiteRT step model (batch 1) with LiteRT.js, feeds the prime one character at a time
 // from a zero state, then draws each next character from the logits and feeds it back, showing the text
-// as it comes, the speed, and the most likely next characters. No model arithmetic is written here.
+// as it comes, the speed, and the most likely next characters; optionally each generated character is
+// coloured by one cell's value in the state the step returns after it (h, or tanh of c, as the paper shows
+// them). No model arithmetic is written here.
 
 import {Tensor, loadAndCompile, loadLiteRt} from "@litertjs/core";
 import {argmax, drawIndex, nextCharProbabilities, seededRandom, topEntries} from "./sampler.js";
@@ -42,6 +44,12 @@ class CharModel {
     return chars.map((char) => this.ids.get(char));
   }
 
+  /** The offset of (layer, state, cell) in a flat [L, S, 1, H] state (layer from 0; state 0: h, 1: c). */
+  stateOffset(layer, state, cell) {
+    const [, states, , units] = this.stateShape;
+    return (layer * states + state) * units + cell;
+  }
+
   /** The zero state, a LiteRT.js Tensor float32 [L, S, 1, H] (passed on to `step`, which owns it). */
   zeroStates() {
     return new Tensor(new Float32Array(this.stateSize), this.stateShape);
@@ -74,7 +82,27 @@ function readSettings() {
     topK: Number(form.top_k.value),
     length: Number(form.length.value),
     seed: Number(form.seed.value),
+    colour: form.colour.checked,
+    colourLayer: Number(form.colour_layer.value) - 1, // the menu counts layers from 1, as their names do
+    colourState: form.colour_state.value === "c" ? 1 : 0,
+    colourCell: Number(form.colour_cell.value),
   };
+}
+
+/** A cell's value as a background: red positive, blue negative, stronger further from 0 (c through tanh). */
+function cellColour(value, isCellState) {
+  const v = isCellState ? Math.tanh(value) : Math.max(-1, Math.min(1, value));
+  const alpha = Math.abs(v).toFixed(3);
+  return v >= 0 ? `rgba(220, 40, 30, ${alpha})` : `rgba(30, 90, 220, ${alpha})`;
+}
+
+/** A span holding one generated character, coloured by `value` (kept in data-value). */
+function colouredChar(char, value, isCellState) {
+  const span = document.createElement("span");
+  span.textContent = char;
+  span.dataset.value = String(value);
+  span.style.backgroundColor = cellColour(value, isCellState);
+  return span;
 }
 
 function showChart(probabilities, chars) {
@@ -137,6 +165,8 @@ async function generate(settings) {
   setState("running", "Generating…");
   const text = document.createTextNode(settings.prime);
   $("output").replaceChildren(text);
+  const offset = model.stateOffset(settings.colourLayer, settings.colourState, settings.colourCell);
+  document.body.dataset.colouring = settings.colour ? "on" : "off";
   const chooseFrom = (logits) =>
     settings.greedy
       ? nextCharProbabilities(logits)
@@ -151,9 +181,14 @@ async function generate(settings) {
     let lastRender = start;
     while (generated < settings.length && !stopRequested) {
       const id = settings.greedy ? argmax(logits) : drawIndex(chooseFrom(logits), random());
-      text.appendData(model.chars[id]);
+      if (!settings.colour) text.appendData(model.chars[id]);
       generated++;
       ({logits, states} = await model.step(id, states));
+      if (settings.colour) {
+        // The state after reading the character: what the inspection colours it by.
+        const value = states.toTypedArray()[offset];
+        $("output").append(colouredChar(model.chars[id], value, settings.colourState === 1));
+      }
       if (performance.now() - lastRender >= RENDER_EVERY_MS) {
         showChart(chooseFrom(logits), model.chars);
         showSpeed(generated, (performance.now() - start) / 1000);
@@ -201,6 +236,15 @@ async function main() {
     return;
   }
   $("model").textContent = `${model.chars.length} characters · state ${model.stateShape.join("×")}`;
+  const [layers, states, , units] = model.stateShape;
+  const option = (value, label) =>
+    Object.assign(document.createElement("option"), {value, textContent: label});
+  const layerNumbers = Array.from({length: layers}, (_, i) => String(i + 1));
+  form.colour_layer.replaceChildren(...layerNumbers.map((number) => option(number, number)));
+  const stateNames = states === 2 ? ["h", "c"] : ["h"];
+  form.colour_state.replaceChildren(...stateNames.map((name) => option(name, name)));
+  form.colour_state.value = stateNames[stateNames.length - 1];
+  form.colour_cell.max = String(units - 1);
   setState("ready", "Ready: press Generate (or Ctrl+Enter in the prime).");
 }
 
