@@ -277,7 +277,7 @@ class CharLM:
         Example:
         ```python
         found = lm.activations("To be, or not to be")
-        found["lstm_2/c"][:, 137]  # one cell's value after each character
+        found["lstm_2/c"][:, 5]  # cell 5's value after each character
         ```
         """
         _check_types(
