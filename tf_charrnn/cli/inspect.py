@@ -11,7 +11,7 @@ from tf_charrnn.cli import flags
 from tf_charrnn.config import InspectConfig
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(InspectConfig)
     # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
@@ -30,6 +30,6 @@ def main(argv):
         print(f"{feature}: {best}")
 
 
-def run():
+def run() -> None:
     flags.define_flags(InspectConfig)
     flags.run(main)

@@ -6,6 +6,7 @@ Shapes: N characters, B streams, W window, E input features, H rnn_units, G gate
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -58,7 +59,7 @@ class Activations:
         return self.arrays[f"{self.layers[0]}/h"].shape[1]
 
 
-def compute_activations(model, ids, text: str, streams: int = 1) -> Activations:
+def compute_activations(model: Any, ids: Any, text: str, streams: int = 1) -> Activations:
     """Runs `ids` through `model`'s recurrent layers and records every state and gate.
 
     The text is cut into `streams` contiguous streams of ceil(N / streams) characters (the last one
@@ -110,7 +111,7 @@ def compute_activations(model, ids, text: str, streams: int = 1) -> Activations:
     return Activations(text=text, cell=cell, layers=names, arrays=arrays, streams=streams)
 
 
-def _weights(layer):
+def _weights(layer: Any) -> list[Any]:
     cell = layer.cell
     return [tf.constant(variable.numpy().astype(np.float32)) for variable in cell.weights]
 
@@ -121,35 +122,35 @@ class _LayerRunner:
 
     num_values = 1  # the arrays of KINDS[cell]
 
-    def __init__(self, layer):
+    def __init__(self, layer: Any) -> None:
         self.units = layer.units
         self.kernel, self.recurrent_kernel, self.bias = _weights(layer)
         self._scan = tf.function(self._scan_python, reduce_retracing=True)
 
-    def zero_state(self, streams):
+    def zero_state(self, streams: int) -> Any:
         return tf.zeros([streams, self.units])
 
-    def __call__(self, x, state):
+    def __call__(self, x: Any, state: Any) -> tuple[list[Any], Any]:
         xw = _project(x, self.kernel)
         values = self._scan(tf.transpose(xw, [1, 0, 2]), state)
         values = [tf.transpose(value, [1, 0, 2]) for value in values]
         return values, values[0][:, -1]
 
-    def _scan_python(self, xw_time_major, state):
-        def step(carried, xw):
+    def _scan_python(self, xw_time_major: Any, state: Any) -> Any:
+        def step(carried: Any, xw: Any) -> Any:
             return self.step(xw, carried[0])
 
         others = tuple(tf.zeros_like(state) for _ in range(self.num_values - 1))
         return tf.scan(step, xw_time_major, initializer=(state, *others))
 
-    def step(self, xw, h):
+    def step(self, xw: Any, h: Any) -> tuple[Any, ...]:
         raise NotImplementedError
 
 
 class _RNNRunner(_LayerRunner):
     """keras.layers.SimpleRNN: h = tanh(x W + b + h U)."""
 
-    def step(self, xw, h):
+    def step(self, xw: Any, h: Any) -> tuple[Any, ...]:
         return (tf.tanh(xw + self.bias + tf.matmul(h, self.recurrent_kernel)),)
 
 
@@ -159,12 +160,12 @@ class _GRURunner(_LayerRunner):
 
     num_values = 4
 
-    def __init__(self, layer):
+    def __init__(self, layer: Any) -> None:
         if not layer.cell.reset_after:
             raise ValueError("only GRU layers with reset_after=True (Keras' default) are supported")
         super().__init__(layer)
 
-    def step(self, xw, h):
+    def step(self, xw: Any, h: Any) -> tuple[Any, ...]:
         input_bias, recurrent_bias = tf.unstack(self.bias)
         x_z, x_r, x_h = tf.split(xw + input_bias, 3, axis=-1)
         h_z, h_r, h_h = tf.split(tf.matmul(h, self.recurrent_kernel) + recurrent_bias, 3, axis=-1)
@@ -178,14 +179,14 @@ class _LSTMRunner(_LayerRunner):
     """keras.layers.LSTM (Keras LSTMCell's arithmetic): z = x W + h U + b split into i, f, c~, o;
     c = f c' + i c~, h = o tanh(c). On the float32 fused kernel where it is built."""
 
-    def __init__(self, layer):
+    def __init__(self, layer: Any) -> None:
         super().__init__(layer)
         self._kernels = native.load() if self.units % KERNEL_UNITS_MULTIPLE == 0 else None
 
-    def zero_state(self, streams):
+    def zero_state(self, streams: int) -> Any:
         return (tf.zeros([streams, self.units]), tf.zeros([streams, self.units]))
 
-    def __call__(self, x, state):
+    def __call__(self, x: Any, state: Any) -> tuple[list[Any], Any]:
         h0, c0 = state
         xw = _project(x, self.kernel)
         if self._kernels is not None:
@@ -197,15 +198,15 @@ class _LSTMRunner(_LayerRunner):
             )
         return [h, c, input_gate, forget_gate, output_gate, candidate], (h[:, -1], c[:, -1])
 
-    def _scan_python(self, xw_time_major, state):
-        def step(carried, xw):
+    def _scan_python(self, xw_time_major: Any, state: Any) -> Any:
+        def step(carried: Any, xw: Any) -> Any:
             return self.step(xw, carried[0], carried[1])
 
         zeros = tf.zeros_like(state[0])
         initializer = (state[0], state[1], zeros, zeros, zeros, zeros)
         return tf.scan(step, xw_time_major, initializer=initializer)
 
-    def step(self, xw, h, c=None):
+    def step(self, xw: Any, h: Any, c: Any = None) -> tuple[Any, ...]:
         z = xw + tf.matmul(h, self.recurrent_kernel) + self.bias
         input_gate, forget_gate, candidate, output_gate = tf.split(z, 4, axis=-1)
         input_gate, forget_gate = tf.sigmoid(input_gate), tf.sigmoid(forget_gate)
@@ -214,13 +215,13 @@ class _LSTMRunner(_LayerRunner):
         return output_gate * tf.tanh(c), c, input_gate, forget_gate, output_gate, candidate
 
 
-def _project(x, kernel):
+def _project(x: Any, kernel: Any) -> Any:
     """x W as one large matmul: float32 [B, W, E] -> [B, W, G]."""
     shape = tf.shape(x)
     return tf.reshape(tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel), [shape[0], shape[1], -1])
 
 
-def _layer_runner(cell, layer):
+def _layer_runner(cell: str, layer: Any) -> _LayerRunner:
     return {"lstm": _LSTMRunner, "gru": _GRURunner, "rnn": _RNNRunner}[cell](layer)
 
 

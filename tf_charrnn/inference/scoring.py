@@ -97,7 +97,9 @@ def _validation_ids(config: RunConfig, vocab: Vocab, train_dir: str) -> np.ndarr
     return splits.val_ids
 
 
-def read_ids(config, vocab, train_dir, data_path="", skip_unknown=False):
+def read_ids(
+    config: RunConfig, vocab: Vocab, train_dir: str, data_path: str = "", skip_unknown: bool = False
+) -> tuple[np.ndarray, int]:
     """The ids of a --data_path text in the run's vocabulary, or of the run's own validation split.
 
     Args:

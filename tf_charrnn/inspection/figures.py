@@ -2,6 +2,7 @@
 as the paper plots it, and one cell's activation over a stretch of text."""
 
 import io
+from typing import Any
 
 import numpy as np
 
@@ -12,14 +13,14 @@ _GATE_COLOURS = {"input": "tab:blue", "forget": "tab:green", "output": "tab:red"
 _GATE_COLOURS["reset"] = "tab:orange"
 
 
-def _figure(width, height):
+def _figure(width: float, height: float) -> Any:
     # The Figure class alone: no pyplot, no global figure registry, no display backend.
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _png(figure) -> bytes:
+def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

@@ -7,6 +7,7 @@ import html
 import json
 import re
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from tf_charrnn.inspection.features import FEATURES, CellScore
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
 
-def script_json(value) -> str:
+def script_json(value: Any) -> str:
     """`value` as JSON safe inside a <script> element: no "<", ">" or "&" (escaped as \\u003c ...), so the
     data cannot close the element ("</script>") or open a comment, whatever text it holds."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn.config import InspectConfig
+from tf_charrnn.config import InspectConfig, ModelConfig
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.inference import activations, scoring
 from tf_charrnn.inference.activations import STATES
@@ -40,7 +40,7 @@ class Inspection:
     ranking: dict[str, list[features.CellScore]]
 
 
-def _chosen_cell(config: InspectConfig, model_config) -> tuple[str, str, int] | None:
+def _chosen_cell(config: InspectConfig, model_config: ModelConfig) -> tuple[str, str, int] | None:
     """(layer, state, index) that --layer, --cell and --state name, checked against the run; None: the
     best cell found."""
     states = STATES[model_config.cell]
@@ -219,7 +219,13 @@ def ranking_markdown(ranking: dict[str, list[features.CellScore]]) -> str:
     return "\n".join(lines)
 
 
-def _write_tensorboard(train_dir, checkpoint, ranking, saturation_png, activation_png):
+def _write_tensorboard(
+    train_dir: str,
+    checkpoint: str,
+    ranking: dict[str, list[features.CellScore]],
+    saturation_png: bytes,
+    activation_png: bytes,
+) -> None:
     """The figures as images and the ranking as text in TRAIN_DIR/logs/inspect, at the checkpoint's step."""
     match = re.search(r"-(\d+)$", checkpoint)
     step = int(match[1]) if match else 0
