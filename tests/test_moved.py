@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from helpers import REPO_ROOT, run_command, script_env
 from tf_charrnn import moved
 
 
@@ -51,3 +52,12 @@ def test_an_old_module_s_names_are_served_by_the_package_of_its_name(package, na
     assert value is getattr(importlib.import_module(module), name)
     with pytest.raises(AttributeError):
         package_module.no_such_name  # noqa: B018
+
+
+def test_an_old_module_path_still_runs_with_dash_m(tmp_path):
+    # `python -m tf_charrnn.native`, the command earlier notes and scripts gave for building the kernels.
+    env = script_env(tmp_path, PYTHONPATH=REPO_ROOT, PYTHONWARNINGS="always::DeprecationWarning")
+    result = run_command([sys.executable, "-m", "tf_charrnn.native"], env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "bfloat16 ops: " in result.stdout
+    assert "tf_charrnn.native moved to tf_charrnn.model.native" in result.stderr

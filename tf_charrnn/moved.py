@@ -66,7 +66,12 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         del path, target
-        return importlib.util.spec_from_loader(fullname, self) if fullname in MODULES else None
+        if fullname not in MODULES:
+            return None
+        new = MODULES[fullname]
+        # The file it became, as `python -m OLD_PATH` sets sys.argv[0] to it (TensorFlow reads argv).
+        new_spec = importlib.util.find_spec(new) if isinstance(new, str) else None
+        return importlib.util.spec_from_loader(fullname, self, origin=new_spec.origin if new_spec else None)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         new = MODULES[spec.name]
@@ -81,6 +86,18 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         del module  # the module it became is already executed
+
+    def get_code(self, fullname: str) -> types.CodeType | None:
+        """The code of the module `fullname` became, for `python -m OLD_PATH` (runpy asks for it)."""
+        new = MODULES[fullname]
+        if not isinstance(new, str):
+            raise ImportError(f"{fullname} is no longer a module that runs; see tf_charrnn/moved.py")
+        _warn(fullname, new)
+        spec = importlib.util.find_spec(new)
+        loader = spec.loader if spec else None
+        if not isinstance(loader, importlib.abc.InspectLoader):
+            raise ImportError(f"{new} has no code to run")
+        return loader.get_code(new)
 
 
 def install() -> None:
