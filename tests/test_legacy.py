@@ -48,7 +48,8 @@ def test_the_old_config_json_reads_into_sections(legacy_run):
     with open(os.path.join(legacy_run, "config.json"), encoding="utf-8") as f:
         old = json.load(f)
     flat_old = {name: value for section in old.values() for name, value in section.items()}
-    assert config.flat() == {**RunConfig().flat(), **flat_old}  # fields added since take their defaults
+    # Fields added since take their defaults, except the embedding, which records the one such runs had.
+    assert config.flat() == {**RunConfig().flat(), "embedding_initializer": "uniform", **flat_old}
     assert config.model.vocab_size == len(vocab) == 22
     assert config.layout.batch_size == 4 and config.optimization.seed == 5
 
