@@ -6,12 +6,14 @@ import json
 import os
 import re
 import time
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn.config import InspectConfig, ModelConfig
+from tf_charrnn.config import InspectConfig, ModelConfig, RunConfig
+from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.inference import activations, scoring
 from tf_charrnn.inference.activations import STATES
@@ -99,14 +101,7 @@ def inspect_run(config: InspectConfig) -> Inspection:
     path = checkpoints.find_checkpoint(config.train_dir, config.checkpoint or None, config.best)
     chosen = _chosen_cell(config, run_config.model)
     output_dir = _check_output_dir(config)
-    ids, skipped = scoring.read_ids(
-        run_config, vocab, config.train_dir, config.data_path, config.skip_unknown
-    )
-    ids = np.asarray(ids[: config.max_chars], np.int32)
-    if len(ids) < 2:
-        raise UserError(
-            f"the text has {len(ids)} character(s); at least 2 are needed, pass a longer {flag('data_path')}"
-        )
+    ids, skipped = _read_ids(config, run_config, vocab)
     text = vocab.decode(ids)
     model = CharRNN(run_config.model, batch_size=1)
     path = checkpoints.restore_weights(config.train_dir, model, path, config.best)
@@ -121,43 +116,18 @@ def inspect_run(config: InspectConfig) -> Inspection:
         (layer, state): found[f"{layer}/{state}"] for layer in found.layers for state in STATES[found.cell]
     }
     ranking = features.rank_cells(cell_states, text_features, config.top_cells)
-    descriptions: dict[str, str] = {}
-    best: features.CellScore | None = None
-    for scores in ranking.values():
-        for score in scores:
-            descriptions.setdefault(score.name, f"{score.feature}, r = {score.correlation:+.3f}")
-        if scores and (best is None or abs(scores[0].correlation) > abs(best.correlation)):
-            best = scores[0]
-    if chosen is not None:
-        shown = "/".join(map(str, chosen))
-    elif best is not None:
-        shown = best.name
-    else:  # no feature moves over this text: the last layer's first cell
-        shown = f"{found.layers[-1]}/{STATES[found.cell][-1]}/0"
-    shown_layer, shown_state, shown_index = shown.split("/")
-    shown_values = cell_states[shown_layer, shown_state][:, int(shown_index)]
-    shown_score = best if best is not None and best.name == shown else None
-
+    shown, shown_score, descriptions = _shown_cell(chosen, ranking, found)
     stats = saturation.gate_saturation(found)
     saturation_png = (
         figures.saturation_png(stats, found.layers)
         if stats
         else figures.message_png("no gates: a simple RNN")
     )
-    feature = text_features[shown_score.feature][:PLOT_CHARS] if shown_score else None
-    title = shown + (
-        f": {features.FEATURES[shown_score.feature]}, r = {shown_score.correlation:+.3f}"
-        if shown_score
-        else ""
-    )
-    activation_png = figures.activation_png(shown_values[:PLOT_CHARS], text[:PLOT_CHARS], title, feature)
+    activation_png = _activation_png(shown, shown_score, cell_states, text_features, text)
 
     page_text = text[: config.page_chars]
     listed = dict.fromkeys([shown, *descriptions])
-    cells = {
-        name: cell_states[name.split("/")[0], name.split("/")[1]][: len(page_text), int(name.split("/")[2])]
-        for name in listed
-    }
+    cells = {name: _cell_values(cell_states, name)[: len(page_text)] for name in listed}
     run_name = os.path.basename(os.path.normpath(os.path.abspath(config.train_dir)))
     about = (
         f"{run_name}: {run_config.model.num_layers} x {run_config.model.rnn_units} {run_config.model.cell}, "
@@ -177,9 +147,95 @@ def inspect_run(config: InspectConfig) -> Inspection:
         saturation_png,
         activation_png,
     )
-    record = {
+    record = _record(path, len(text), skipped, streams, seconds, shown, ranking, stats)
+    _write_report(
+        output_dir,
+        {
+            PAGE: html_page,
+            SATURATION_PNG: saturation_png,
+            ACTIVATION_PNG: activation_png,
+            RANKING_JSON: json.dumps(record, indent=1),
+        },
+    )
+    if config.tensorboard:
+        _write_tensorboard(config.train_dir, path, ranking, saturation_png, activation_png)
+    return Inspection(output_dir, path, len(text), skipped, seconds, shown, ranking)
+
+
+def _read_ids(config: InspectConfig, run_config: RunConfig, vocab: Vocab) -> tuple[np.ndarray, int]:
+    """(int32 [N] ids of the text to inspect, cut at --max_chars; characters left out)."""
+    ids, skipped = scoring.read_ids(
+        run_config, vocab, config.train_dir, config.data_path, config.skip_unknown
+    )
+    ids = np.asarray(ids[: config.max_chars], np.int32)
+    if len(ids) < 2:
+        raise UserError(
+            f"the text has {len(ids)} character(s); at least 2 are needed, pass a longer {flag('data_path')}"
+        )
+    return ids, skipped
+
+
+def _shown_cell(
+    chosen: tuple[str, str, int] | None,
+    ranking: dict[str, list[features.CellScore]],
+    found: activations.Activations,
+) -> tuple[str, features.CellScore | None, dict[str, str]]:
+    """(the cell the page and plot show first, "layer/state/index"; its score when it is the best cell
+    found; {cell: "feature, r = ..."} of every ranked cell, by its best rank)."""
+    descriptions: dict[str, str] = {}
+    best: features.CellScore | None = None
+    for scores in ranking.values():
+        for score in scores:
+            descriptions.setdefault(score.name, f"{score.feature}, r = {score.correlation:+.3f}")
+        if scores and (best is None or abs(scores[0].correlation) > abs(best.correlation)):
+            best = scores[0]
+    if chosen is not None:
+        shown = "/".join(map(str, chosen))
+    elif best is not None:
+        shown = best.name
+    else:  # no feature moves over this text: the last layer's first cell
+        shown = f"{found.layers[-1]}/{STATES[found.cell][-1]}/0"
+    return shown, best if best is not None and best.name == shown else None, descriptions
+
+
+def _cell_values(cell_states: dict[tuple[str, str], np.ndarray], name: str) -> np.ndarray:
+    """float32 [N]: the cell "layer/state/index" after each character."""
+    layer, state, index = name.split("/")
+    return cell_states[layer, state][:, int(index)]
+
+
+def _activation_png(
+    shown: str,
+    shown_score: features.CellScore | None,
+    cell_states: dict[tuple[str, str], np.ndarray],
+    text_features: dict[str, np.ndarray],
+    text: str,
+) -> bytes:
+    """The shown cell over the text's first PLOT_CHARS characters, with its feature when it has one."""
+    feature = text_features[shown_score.feature][:PLOT_CHARS] if shown_score else None
+    title = shown + (
+        f": {features.FEATURES[shown_score.feature]}, r = {shown_score.correlation:+.3f}"
+        if shown_score
+        else ""
+    )
+    values = _cell_values(cell_states, shown)[:PLOT_CHARS]
+    return figures.activation_png(values, text[:PLOT_CHARS], title, feature)
+
+
+def _record(
+    path: str,
+    characters: int,
+    skipped: int,
+    streams: int,
+    seconds: float,
+    shown: str,
+    ranking: dict[str, list[features.CellScore]],
+    stats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+) -> dict[str, Any]:
+    """What ranking.json holds: the inspection's figures, every ranking and every gate's saturation."""
+    return {
         "checkpoint": path,
-        "characters": len(text),
+        "characters": characters,
         "skipped_characters": skipped,
         "streams": streams,
         "seconds": seconds,
@@ -193,18 +249,14 @@ def inspect_run(config: InspectConfig) -> Inspection:
             for (layer, gate), (left, right) in stats.items()
         },
     }
+
+
+def _write_report(output_dir: str, contents: dict[str, str | bytes]) -> None:
+    """Writes {file name: text or bytes} as the folder output_dir, whole or not at all."""
     with files.replace_folder_atomic(output_dir, prefix=".inspect-") as staging:
-        for name, data in (
-            (PAGE, html_page),
-            (SATURATION_PNG, saturation_png),
-            (ACTIVATION_PNG, activation_png),
-            (RANKING_JSON, json.dumps(record, indent=1)),
-        ):
+        for name, data in contents.items():
             with open(os.path.join(staging, name), "wb") as f:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
-    if config.tensorboard:
-        _write_tensorboard(config.train_dir, path, ranking, saturation_png, activation_png)
-    return Inspection(output_dir, path, len(text), skipped, seconds, shown, ranking)
 
 
 def ranking_markdown(ranking: dict[str, list[features.CellScore]]) -> str:
