@@ -137,6 +137,7 @@ class DirectoryConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
+        _check_choices(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +179,11 @@ class LayoutConfig:
     batch_size: int = _field(64, "parallel streams per batch (the global batch)")
     seq_length: int = _field(100, "characters per stream per step (truncated BPTT length)")
     val_fraction: float = _field(0.1, "fraction of the corpus, at its end, held out for validation")
+    test_fraction: float = _field(
+        0.0,
+        "fraction of the corpus, at its very end (after validation), held out for testing: never trained on "
+        "nor validated on, scored by evaluate's --split=test",
+    )
     random_offset: bool = _field(
         False, "shift window boundaries by a seeded offset in [0, seq_length) each epoch"
     )
@@ -187,6 +193,11 @@ class LayoutConfig:
         _require(
             0.0 <= self.val_fraction < 1.0,
             f"{flag('val_fraction')} must be in [0, 1), got {self.val_fraction}",
+        )
+        _require(
+            0.0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1.0,
+            f"{flag('test_fraction')} must be >= 0 with val_fraction + test_fraction < 1, "
+            f"got {self.test_fraction}",
         )
 
 
@@ -497,6 +508,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
+        _check_choices(self)
         _check_generation(self)
         _check_positive_ints(self, ("num_samples",))
         _require(0.0 < self.top_p <= 1.0, f"{flag('top_p')} must be in (0, 1], got {self.top_p}")
@@ -538,6 +550,7 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
+        _check_choices(self)
         _check_choices(self)
         # Resolved here, so that the config names the weights it exports.
         object.__setattr__(self, "quantize", resolve_quantization(self.quantize, self.format))
@@ -590,7 +603,12 @@ class EvaluateConfig:
     data_path: str = _field(
         "",
         "UTF-8 text to score: a file, a folder, a glob or a comma-separated list (files joined with the "
-        "run's --document_separator); empty: the run's own validation split",
+        "run's --document_separator); empty: the run's own held-out split (see --split)",
+    )
+    split: str = _field(
+        "validation",
+        "without --data_path: the run's held-out split to score (test: the --test_fraction at the end)",
+        choices=("validation", "test"),
     )
     skip_unknown: bool = _field(
         False, "leave out (and count) characters outside the run's vocabulary instead of refusing the text"
@@ -599,6 +617,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
+        _check_choices(self)
 
 
 INSPECT_STATES = ("auto", "h", "c")

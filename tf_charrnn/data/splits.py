@@ -1,5 +1,5 @@
-"""A corpus split for training: the first part for training, the rest for validation, each checked to
-hold at least one batch of the run's stream layout."""
+"""A corpus split for training: the first part for training, then validation, then (with a test fraction)
+a test split training never sees, each checked to hold at least one batch of the run's stream layout."""
 
 import dataclasses
 
@@ -17,6 +17,12 @@ def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndar
     """Contiguous split: the first (1 - val_fraction) for training, the rest for validation."""
     num_train = int(len(ids) * (1.0 - val_fraction))
     return ids[:num_train], ids[num_train:]
+
+
+def hold_out_test(ids: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The corpus without its last `test_fraction` (split further by `split_ids`), and that test part."""
+    num_test = int(len(ids) * test_fraction)
+    return ids[: len(ids) - num_test], ids[len(ids) - num_test :]
 
 
 def check_split_size(
@@ -51,6 +57,8 @@ class Splits:
     corpus_files: tuple  # 'SHA256  NAME' of each file
     # A newly encoded id cache entry not yet in place (load_splits(publish=False)); None when there is none.
     pending: cache.Pending | None = None
+    # The held-out test ids (--test_fraction at the corpus's end); empty without a test split.
+    test_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
 
     def publish_cache(self) -> None:
         """Puts a newly encoded id cache entry in place (call once the corpus is accepted)."""
@@ -71,9 +79,10 @@ def split_corpus(corpus: Corpus, layout: LayoutConfig) -> Splits:
     Raises:
       UserError: a split is shorter than one batch.
     """
-    train_ids, val_ids = split_ids(corpus.ids, layout.val_fraction)
+    rest, test_ids = hold_out_test(corpus.ids, layout.test_fraction)
+    train_ids, val_ids = split_ids(rest, layout.val_fraction / (1.0 - layout.test_fraction))
     splits = Splits(
-        corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.files, corpus.pending
+        corpus.vocab, train_ids, val_ids, corpus.sha256, corpus.size, corpus.files, corpus.pending, test_ids
     )
     try:
         check_split_size(

@@ -72,11 +72,13 @@ def _text_ids(data_path: str, separator: str, vocab: Vocab, skip_unknown: bool) 
     return vocab.encode(kept, dtype=vocab.id_dtype), len(text) - len(kept)
 
 
-def _validation_ids(config: RunConfig, vocab: Vocab, train_dir: str) -> np.ndarray:
-    """The run's own validation split, from its corpus (which must still have the run's vocabulary)."""
-    if config.layout.val_fraction <= 0:
+def _held_out_ids(config: RunConfig, vocab: Vocab, train_dir: str, split: str) -> np.ndarray:
+    """The run's own validation or test split, from its corpus (which must still have the run's
+    vocabulary)."""
+    fraction_name = "val_fraction" if split == "validation" else "test_fraction"
+    if getattr(config.layout, fraction_name) <= 0:
         raise UserError(
-            f"{train_dir} was trained without a validation split ({flag('val_fraction')}=0); "
+            f"{train_dir} was trained without a {split} split ({flag(fraction_name)}=0); "
             f"pass {flag('data_path')}=FILE (or a folder) to score a text"
         )
     corpus = encoded.load_corpus(config.data, publish=False)
@@ -94,33 +96,44 @@ def _validation_ids(config: RunConfig, vocab: Vocab, train_dir: str) -> np.ndarr
         )
     splits = split_corpus(encoded.in_vocab(corpus, vocab, config.data), config.layout)
     splits.publish_cache()
-    return splits.val_ids
+    return splits.val_ids if split == "validation" else splits.test_ids
 
 
 def read_ids(
-    config: RunConfig, vocab: Vocab, train_dir: str, data_path: str = "", skip_unknown: bool = False
+    config: RunConfig,
+    vocab: Vocab,
+    train_dir: str,
+    data_path: str = "",
+    skip_unknown: bool = False,
+    split: str = "validation",
 ) -> tuple[np.ndarray, int]:
-    """The ids of a --data_path text in the run's vocabulary, or of the run's own validation split.
+    """The ids of a --data_path text in the run's vocabulary, or of one of the run's held-out splits.
 
     Args:
       config, vocab: the run's RunConfig and Vocab.
       train_dir: the run directory (named in messages).
-      data_path: a file, folder, glob or comma-separated list; empty: the validation split.
+      data_path: a file, folder, glob or comma-separated list; empty: the run's `split`.
       skip_unknown: leave out characters outside the vocabulary instead of raising.
+      split: "validation" or "test", read when data_path is empty.
 
     Returns:
       (ids [N] of vocab.id_dtype, the number of characters left out).
     Raises:
-      UserError: an unreadable text, unknown characters (without skip_unknown), no validation split, or a
+      UserError: an unreadable text, unknown characters (without skip_unknown), no such split, or a
         corpus changed since training.
     """
     if data_path:
         return _text_ids(data_path, config.data.document_separator, vocab, skip_unknown)
-    return _validation_ids(config, vocab, train_dir), 0
+    return _held_out_ids(config, vocab, train_dir, split), 0
 
 
 def evaluate_run(
-    train_dir: str, checkpoint: str = "", best: bool = False, data_path: str = "", skip_unknown: bool = False
+    train_dir: str,
+    checkpoint: str = "",
+    best: bool = False,
+    data_path: str = "",
+    skip_unknown: bool = False,
+    split: str = "validation",
 ) -> Evaluation:
     """Scores a run's checkpoint on a text, batched in streams as training's validation is.
 
@@ -129,8 +142,9 @@ def evaluate_run(
       checkpoint: the checkpoint prefix to score; empty: the latest (or the best with `best`).
       best: score the best-validation checkpoint.
       data_path: a UTF-8 text file, a folder of them, a glob or a comma-separated list (joined with the
-        run's --document_separator, as training joins them); empty: the run's own validation split.
+        run's --document_separator, as training joins them); empty: the run's own `split`.
       skip_unknown: leave out characters outside the run's vocabulary instead of raising.
+      split: "validation" or "test" (the run's --test_fraction at the corpus's end), without data_path.
 
     Returns:
       Evaluation: the mean of the per-batch mean losses (what training logs as its val loss).
@@ -140,7 +154,7 @@ def evaluate_run(
     config, vocab = layout.load_run(train_dir)
     # Before the text: a run without checkpoints fails at once, not after reading (or downloading) a corpus.
     path = checkpoints.find_checkpoint(train_dir, checkpoint or None, best)
-    ids, skipped = read_ids(config, vocab, train_dir, data_path, skip_unknown)
+    ids, skipped = read_ids(config, vocab, train_dir, data_path, skip_unknown, split)
     streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
     scorer = StreamScorer(config, streams)
     path = checkpoints.restore_weights(train_dir, scorer.model, path, best)
