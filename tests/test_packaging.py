@@ -29,6 +29,7 @@ SCRIPTS = [
     "tf-charrnn-evaluate",
     "tf-charrnn-webpage",
     "tf-charrnn-inspect",
+    "tf-charrnn-reproduce",
 ]
 
 

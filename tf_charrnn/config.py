@@ -715,3 +715,48 @@ def python_settings(config_class: type, values: Mapping[str, Any]) -> dict[str, 
         _require(type(value) is kind, f"{name}= must be {_TYPE_NAMES[kind]}, got {value!r}")
         checked[name] = value
     return checked
+
+
+def _int_list(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    _require(
+        bool(values) and all(value > 0 for value in values),
+        f"{flag(name)} must be a comma-separated list of positive integers, got {text!r}",
+    )
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceConfig:
+    """A grid of runs reproducing a paper's table (the runs' settings come from --protocol)."""
+
+    table: str = _field("karpathy2015", "the paper's table to reproduce", choices=("karpathy2015",))
+    corpus: str = _field("", "the corpus file (War and Peace for karpathy2015)")
+    out_dir: str = _field("runs/karpathy2015", "folder of the grid: one run directory per cell, the table")
+    protocol: str = _field(
+        "configs/karpathy2015_warpeace.cfg", "flagfile of the runs' settings (split, batch, length)"
+    )
+    cells: str = _field("lstm,gru,rnn", "comma-separated recurrent cells")
+    layers: str = _field("1,2,3", "comma-separated layer counts")
+    sizes: str = _field("", "comma-separated units per layer; empty: the paper's sizes")
+    max_steps: int = _field(0, "steps per cell, capping the protocol's length (the table says so); 0: none")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _require(bool(self.corpus), f"set {flag('corpus')} to the corpus file")
+        _require(bool(self.out_dir), f"{flag('out_dir')} must not be empty")
+        unknown = [cell for cell in self.cells.split(",") if cell not in CELLS]
+        _require(not unknown, f"{flag('cells')} must name cells of {', '.join(CELLS)}, got {self.cells!r}")
+        _int_list(self.layers, "layers")
+        if self.sizes:
+            _int_list(self.sizes, "sizes")
+        _check_non_negative_ints(self, ("max_steps",))
+
+    def layer_counts(self) -> tuple[int, ...]:
+        return _int_list(self.layers, "layers")
+
+    def unit_counts(self, default: tuple[int, ...]) -> tuple[int, ...]:
+        return _int_list(self.sizes, "sizes") if self.sizes else default
