@@ -95,6 +95,8 @@ def cell_config(config: ReproduceConfig, protocol: Mapping[str, Any], cell: Cell
     }
     if config.max_steps:
         values["max_steps"] = config.max_steps
+    if config.mixed_precision:
+        values["mixed_precision"] = config.mixed_precision
     return values
 
 
