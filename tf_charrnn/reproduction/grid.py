@@ -172,8 +172,13 @@ def run_grid(config: ReproduceConfig, protocol: Mapping[str, Any]) -> dict[str, 
     base = RunConfig.from_flat({**protocol, "data_path": config.corpus})
     if base.layout.test_fraction <= 0:
         raise UserError(f"the protocol {config.protocol} sets no test split; add {flag('test_fraction')}")
-    splits = load_splits(base.data, base.layout)
-    claim_out_dir(config, protocol, splits)
+    splits = load_splits(base.data, base.layout, publish=False)
+    try:
+        claim_out_dir(config, protocol, splits)
+    except BaseException:
+        splits.discard_cache()  # a refused grid leaves no cache entry
+        raise
+    splits.publish_cache()
     steps_per_epoch = pipeline.num_stream_batches(
         len(splits.train_ids), base.layout.batch_size, base.layout.seq_length
     )
