@@ -67,7 +67,7 @@ def test_grid_is_killed_resumed_and_tabled(grid_world):
         fields = [field.strip() for field in row.strip("|").split("|")]
         assert fields[1:3] == ["1", "8"] and fields[4] == "n/a" and fields[6] == "4"
         assert 0 < float(fields[3]) < 5 and fields[9].startswith("capped: 4 of the protocol's")
-    assert "| 20-gram, interpolated Witten-Bell |" in table and "| 1.195 |" in table
+    assert "| 20-gram, interpolated Kneser-Ney |" in table and "| 1.195 |" in table
     assert "| best LSTM |" in table and "| 1.077 |" in table
     assert (root / "grid" / "table.png").stat().st_size > 1000
 
@@ -101,12 +101,14 @@ def test_bad_input_is_one_line_and_writes_nothing(grid_world, flags, message):
 def test_ngram_equals_a_hand_computation():
     from tf_charrnn.reproduction import ngram
 
-    # Trained on "abab" (a=0, b=1), order 2, scored on "abb". Unigram: c(a)=c(b)=2, 2 distinct:
-    # P1 = (2 + 2 * 1/2) / (4 + 2) = 1/2. After "a": c=2, 1 distinct, c(ab)=2: (2 + 1/2) / 3 = 5/6.
-    # After "b": c=1, 1 distinct, c(bb)=0: (0 + 1/2) / 2 = 1/4. The first character is not predicted.
-    model = ngram.WittenBell(np.array([0, 1, 0, 1]), vocab_size=2, order=2)
-    np.testing.assert_allclose(model.probabilities(np.array([0, 1, 1])), [1 / 2, 5 / 6, 1 / 4])
-    assert model.nats_per_char(np.array([0, 1, 1])) == pytest.approx(-(math.log(5 / 6) + math.log(1 / 4)) / 2)
+    # Trained on "abab" (a=0, b=1), order 2, scored on "abb". Bigram counts ab: 2, ba: 1, so D2 = 1/3
+    # (one count of 1, one of 2). Unigram continuation counts a: 1, b: 1, so D1 = 1 and P1 = 1/2.
+    # After "a": (2 - 1/3 + 1/3 * 1 * 1/2) / 2 = 11/12; after "b": (0 + 1/3 * 1 * 1/2) / 1 = 1/6.
+    # The first character has no context (P1 = 1/2) and is not predicted.
+    model = ngram.KneserNey(np.array([0, 1, 0, 1]), vocab_size=2, order=2)
+    np.testing.assert_allclose(model.probabilities(np.array([0, 1, 1])), [1 / 2, 11 / 12, 1 / 6])
+    expected = -(math.log(11 / 12) + math.log(1 / 6)) / 2
+    assert model.nats_per_char(np.array([0, 1, 1])) == pytest.approx(expected)
 
 
 def test_test_split_is_held_out_at_the_end_and_old_splits_are_unchanged():

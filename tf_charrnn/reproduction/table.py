@@ -41,7 +41,7 @@ def markdown_table(table: PaperTable, cells: list[Cell], results: Mapping[str, A
         "",
         "| baseline | ours | paper | ours - paper |",
         "| --- | ---: | ---: | ---: |",
-        f"| {ngram['order']}-gram, interpolated Witten-Bell | {ngram['test_loss']:.3f} | {table.ngram:.3f} "
+        f"| {ngram['order']}-gram, interpolated Kneser-Ney | {ngram['test_loss']:.3f} | {table.ngram:.3f} "
         f"| {ngram['test_loss'] - table.ngram:+.3f} |",
         f"| best LSTM | {_best(cells, results, 'lstm')} | {table.best_lstm:.3f} | |",
     ]
