@@ -19,7 +19,7 @@ TINY_PROTOCOL = """--val_fraction=0.1
 --embedding_dim=8
 --dropout=0.0
 --learning_rate=0.01
---max_steps=4
+--num_epochs=1
 --eval_every=2
 --ckpt_every=2
 --log_every=2
@@ -40,6 +40,7 @@ def grid_world(tmp_path):
         "--cells=lstm,gru",
         "--layers=1",
         "--sizes=8",
+        "--max_steps=4",  # of the protocol's one epoch, 36 steps
     ]
     return tmp_path, args, script_env(tmp_path / "cache")
 
@@ -66,7 +67,7 @@ def test_grid_is_killed_resumed_and_tabled(grid_world):
     for row in rows:
         fields = [field.strip() for field in row.strip("|").split("|")]
         assert fields[1:3] == ["1", "8"] and fields[4] == "n/a" and fields[6] == "4"
-        assert 0 < float(fields[3]) < 5 and fields[9].startswith("capped: 4 of the protocol's")
+        assert 0 < float(fields[3]) < 5 and fields[9] == "capped: 4 of the protocol's 36 steps"
     assert "| 20-gram, interpolated Kneser-Ney |" in table and "| 1.195 |" in table
     assert "| best LSTM |" in table and "| 1.077 |" in table
     assert (root / "grid" / "table.png").stat().st_size > 1000
