@@ -72,6 +72,14 @@ def test_grid_is_killed_resumed_and_tabled(grid_world):
     assert "| best LSTM |" in table and "| 1.077 |" in table
     assert (root / "grid" / "table.png").stat().st_size > 1000
 
+    # A higher cap trains the capped cells on from their checkpoints, not from scratch.
+    longer = [arg if arg != "--max_steps=4" else "--max_steps=8" for arg in args]
+    extended = run_command(script_command("reproduce.py", *longer), env, timeout=300)
+    assert extended.returncode == 0, extended.stderr
+    assert extended.stderr.count("Training 8 steps") == 2 and extended.stderr.count("from step 4") == 2
+    table = (root / "grid" / "table.md").read_text(encoding="utf-8")
+    assert table.count("| capped: 8 of the protocol's 36 steps |") == 2
+
 
 @pytest.mark.parametrize(
     "flags, message",

@@ -107,11 +107,13 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def run_cell(values: Mapping[str, Any], steps_per_epoch: int, protocol_steps: int) -> dict[str, Any]:
-    """Trains (or resumes) one cell and scores its best checkpoint on the test split; a cell with a
-    result already is not run again. `protocol_steps`: the protocol's length, uncapped.
+    """Trains (or resumes) one cell and scores its best checkpoint on the test split. A cell with a
+    result is not run again, unless that result was capped below the steps asked for now: then it trains
+    on from its last checkpoint. `protocol_steps`: the protocol's length, uncapped.
 
     Returns:
-      {"test_loss", "step", "epochs", "protocol_steps", "capped", "wall_s"}.
+      {"test_loss", "step", "epochs", "protocol_steps", "capped", "wall_s"}; wall_s sums every training
+      call of the cell.
     """
     from tf_charrnn.inference import scoring
     from tf_charrnn.run import resume
@@ -119,12 +121,17 @@ def run_cell(values: Mapping[str, Any], steps_per_epoch: int, protocol_steps: in
 
     train_dir = values["train_dir"]
     result_path = os.path.join(train_dir, RESULT_FILE)
+    earlier_s = 0.0
     if os.path.isfile(result_path):
-        return _read_json(result_path)
+        result = _read_json(result_path)
+        wanted = min(values.get("max_steps") or protocol_steps, protocol_steps)
+        if not result["capped"] or result["step"] >= wanted:
+            return result
+        earlier_s = result["wall_s"]  # capped lower before: train on to the new cap
     config = resume.config_to_train(RunConfig.from_flat(values), values)
     start = time.monotonic()
     trained = trainer.train(config)
-    wall_s = time.monotonic() - start
+    wall_s = earlier_s + time.monotonic() - start
     if trained.stopped_by_signal:
         raise GridStopped(trained.stopped_by_signal)
     evaluation = scoring.evaluate_run(train_dir, best=config.layout.val_fraction > 0, split="test")
