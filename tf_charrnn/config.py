@@ -137,7 +137,6 @@ class DirectoryConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
-        _check_choices(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,7 +507,6 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
-        _check_choices(self)
         _check_generation(self)
         _check_positive_ints(self, ("num_samples",))
         _require(0.0 < self.top_p <= 1.0, f"{flag('top_p')} must be in (0, 1], got {self.top_p}")
@@ -550,7 +548,6 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
-        _check_choices(self)
         _check_choices(self)
         # Resolved here, so that the config names the weights it exports.
         object.__setattr__(self, "quantize", resolve_quantization(self.quantize, self.format))
