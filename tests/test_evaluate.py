@@ -147,6 +147,28 @@ def test_a_folder_scores_as_its_files_joined_with_the_runs_separator(trained, tm
         )
 
 
+def test_the_test_split_is_the_corpus_end_and_a_run_without_one_is_refused(trained, tmp_path):
+    train_dir, _, root = trained
+    with pytest.raises(UserError, match=r"was trained without a test split \(--test_fraction=0\)"):
+        scoring.evaluate_run(train_dir, split="test")
+    chooser = np.random.default_rng(0)  # not periodic: validation and test hold different text
+    text = "".join(chooser.choice(list(QUOTE), 730))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    config = make_config(
+        corpus, root / "cache", tmp_path / "run", **SETTINGS, max_steps=2, val_fraction=0.1, test_fraction=0.1
+    )
+    trainer.train(config)
+    tail = tmp_path / "tail.txt"
+    tail.write_text(text[len(text) - int(len(text) * 0.1) :], encoding="utf-8")
+    test = scoring.evaluate_run(str(tmp_path / "run"), split="test")
+    as_text = scoring.evaluate_run(str(tmp_path / "run"), data_path=str(tail))
+    assert test.characters == as_text.characters > 0
+    assert test.nats_per_char == as_text.nats_per_char
+    validation = scoring.evaluate_run(str(tmp_path / "run"))
+    assert validation.nats_per_char != test.nats_per_char  # another stretch of the corpus
+
+
 def test_a_single_character_is_refused(trained, text_file):
     with pytest.raises(UserError, match="the text has 1 character"):
         scoring.evaluate_run(trained[0], data_path=text_file("K", "one.txt"))
