@@ -2,7 +2,7 @@
 
 import dataclasses
 
-CELLS = ("lstm", "gru", "rnn")
+from tf_charrnn.config import CELLS
 
 
 @dataclasses.dataclass(frozen=True)

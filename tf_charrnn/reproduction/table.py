@@ -4,8 +4,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from tf_charrnn.config import CELLS
 from tf_charrnn.reproduction.grid import Cell
-from tf_charrnn.reproduction.paper import CELLS, PaperTable
+from tf_charrnn.reproduction.paper import PaperTable
 
 
 def _figure(value: float | None) -> str:
