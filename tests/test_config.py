@@ -32,6 +32,8 @@ from tf_charrnn.errors import UserError
         (OptimizationConfig, "learning_rate", 0.0, "--learning_rate must be > 0"),
         (OptimizationConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),
         (OptimizationConfig, "adam_epsilon", 0.0, "--adam_epsilon must be > 0"),
+        (OptimizationConfig, "state_reset_probability", 1.0, "--state_reset_probability must be in [0, 1)"),
+        (OptimizationConfig, "state_reset_probability", -0.1, "--state_reset_probability must be in [0, 1)"),
         (ModelConfig, "embedding_initializer", "zeros", "--embedding_initializer must be one of normal"),
         (ModelConfig, "weight_initializer", "xavier", "--weight_initializer must be one of pytorch, keras"),
         (OptimizationConfig, "lr_schedule", "step", "--lr_schedule"),

@@ -21,6 +21,7 @@ def _command(train_dir, corpus):
         "--eval_every=1000",
         "--dropout=0.2",
         "--random_offset",
+        "--state_reset_probability=0.2",
         "--deterministic",
     )
 

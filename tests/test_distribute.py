@@ -63,6 +63,15 @@ def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tm
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+def test_streams_reset_to_a_zero_state_are_the_same_on_any_number_of_replicas(corpus, corpus_cache, tmp_path):
+    config = functools.partial(_config, corpus, corpus_cache, state_reset_probability=0.5)
+    single = trainer.train(config(tmp_path / "default", strategy="default"))
+    mirrored = trainer.train(config(tmp_path / "mirrored", strategy="mirrored"))
+    np.testing.assert_allclose(mirrored.losses, single.losses, rtol=0, atol=1e-5)
+    carried = trainer.train(_config(corpus, corpus_cache, tmp_path / "carried", strategy="default"))
+    assert np.abs(np.array(single.losses) - carried.losses).max() > 1e-3  # the resets changed the run
+
+
 def test_a_mirrored_run_resumes_on_one_device(corpus, corpus_cache, tmp_path):
     uninterrupted = trainer.train(_config(corpus, corpus_cache, tmp_path / "one", strategy="default"))
     config = _config(corpus, corpus_cache, tmp_path / "moved", strategy="mirrored")

@@ -45,8 +45,9 @@ CASES = [
 ]
 
 
-def _trainer(tmp_path, cell, implementation):
-    """A Trainer of a tiny run in tmp_path/run on the implementation, or a skip where it cannot run."""
+def _trainer(tmp_path, cell, implementation, **settings):
+    """A Trainer of a tiny run in tmp_path/run on the implementation (and any other `settings`), or a skip
+    where it cannot run."""
     mixed_precision, fused = IMPLEMENTATIONS[implementation]
     if fused and native.load() is None:
         pytest.skip("the fused kernels cannot be built here")
@@ -66,6 +67,7 @@ def _trainer(tmp_path, cell, implementation):
             strategy="default",
             seed=1,
             train_dir=str(tmp_path / "run"),
+            **settings,
         )
     )
     runtime = placement.resolve(config)
@@ -172,14 +174,37 @@ def test_training_validation_and_step_losses_agree_also_after_a_checkpoint(tmp_p
     trainer.checkpoints.close()
 
 
+@pytest.mark.parametrize("implementation", ["fused float32", "keras float32"])
+def test_streams_drawn_for_a_reset_start_the_training_step_from_a_zero_state(tmp_path, implementation):
+    # --state_reset_probability: the step zeroes the drawn streams' state before the forward pass; the
+    # draw depends on the seed and the step only, so a resumed run draws the same.
+    trainer = _trainer(tmp_path, "lstm", implementation, state_reset_probability=0.5)
+    model, steps = trainer.model, trainer.steps
+    inputs, targets = _batch()
+    state = _incoming_state(model, "random")
+    for step in (0, 4):
+        draws = tf.random.stateless_uniform([BATCH], seed=tf.constant([1, step], tf.int64)).numpy()
+        keep = (draws >= 0.5).astype(np.float32)[:, np.newaxis]
+        assert 0 < keep.sum() < BATCH, "the test needs kept and reset streams"
+        _set_state(model, [value * keep for value in state])
+        expected = float(steps.evaluate(inputs, targets))
+        _set_state(model, state)
+        carried = float(steps.evaluate(inputs, targets))
+        _set_state(model, state)
+        training = float(steps.train(inputs, targets, 0.0, step=step)["loss"])  # rate 0: the weights stay
+        np.testing.assert_allclose(training, expected, rtol=1e-6)
+        assert abs(training - carried) > 1e-3  # the incoming state matters to this batch
+    trainer.checkpoints.close()
+
+
 def _smoke_learning_rate():
     with open(SMOKE_CONFIG, encoding="utf-8") as f:
         return float(re.search(r"^--learning_rate=(\S+)$", f.read(), re.MULTILINE).group(1))
 
 
-# The embedding issue 25's run had, Keras' U(-0.05, 0.05) (issue 29 made PyTorch's N(0, 1) the default,
-# under which lr 0.01 learns).
-KERAS_EMBEDDING = dict(embedding_initializer="uniform")
+# What issue 25's run had: Keras' embedding U(-0.05, 0.05) (issue 29 made PyTorch's N(0, 1) the default,
+# under which lr 0.01 learns) and every stream's state carried from batch to batch.
+ISSUE_25_SETTINGS = dict(embedding_initializer="uniform", state_reset_probability=0.0)
 
 
 def _reproduction(shakespeare_cache, tmp_path, learning_rate, caplog, steps=30, **settings):
@@ -216,7 +241,7 @@ def test_a_run_that_predicts_only_from_its_carried_state_says_so(shakespeare_cac
     # lr 0.01 without warmup on Keras' embedding: the LSTM cell state grows by about one per character
     # and the model predicts from it; validation, which starts from a zero state, is far worse than training.
     train_loss, val_loss, warnings = _reproduction(
-        shakespeare_cache, tmp_path, 0.01, caplog, **KERAS_EMBEDDING
+        shakespeare_cache, tmp_path, 0.01, caplog, **ISSUE_25_SETTINGS
     )
     assert val_loss - train_loss > 1.0, (train_loss, val_loss)
     [warning] = [message for message in warnings if "zero state" in message]

@@ -273,6 +273,12 @@ class OptimizationConfig:
     min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
     adam_epsilon: float = _field(1e-7, "Adam's epsilon (Keras' default; PyTorch's is 1e-8)")
+    state_reset_probability: float = _field(
+        0.0,
+        "the chance that a training stream starts a batch from a zero state instead of the state it "
+        "carried (sampling, scoring and evaluate start from zero)",
+        before_recorded=0.0,
+    )
     seed: int = _field(42, "seed for initialisation, dropout, data offsets and samples")
 
     def __post_init__(self) -> None:
@@ -295,6 +301,10 @@ class OptimizationConfig:
         _require(
             math.isfinite(self.adam_epsilon) and self.adam_epsilon > 0,
             f"{flag('adam_epsilon')} must be > 0, got {self.adam_epsilon}",
+        )
+        _require(
+            0.0 <= self.state_reset_probability < 1.0,
+            f"{flag('state_reset_probability')} must be in [0, 1), got {self.state_reset_probability}",
         )
         _check_non_negative_ints(self, ("decay_after", "warmup_steps"))
 

@@ -27,6 +27,9 @@ class TrainStep:
     def __init__(self, config: RunConfig, runtime: Runtime) -> None:
         self.runtime = runtime
         self.grad_clip = config.optimization.grad_clip
+        self.state_reset_probability = config.optimization.state_reset_probability
+        self.seed = config.optimization.seed
+        self.batch_size = config.layout.batch_size
         with runtime.strategy.scope():
             self.model = CharRNN(
                 config.model,
@@ -50,7 +53,7 @@ class TrainStep:
         self._evaluate = tf.function(self._eval_step, jit_compile=whole_step_jit)
 
     def train(
-        self, inputs: tf.Tensor, targets: tf.Tensor, learning_rate: float, stop: bool = False
+        self, inputs: tf.Tensor, targets: tf.Tensor, learning_rate: float, stop: bool = False, step: int = 0
     ) -> dict[str, tf.Tensor]:
         """One training step on every replica.
 
@@ -58,13 +61,16 @@ class TrainStep:
           inputs, targets: int32 batches (distributed under a strategy).
           learning_rate: float, the rate of this step.
           stop: whether this worker was asked to stop; voted on with every other worker's.
+          step: the run's step number: with the seed, it draws which streams start from a zero state
+            (--state_reset_probability), so a resumed run draws the same.
 
         Returns:
           {"loss": float32 scalar, "grad_norm": float32 scalar (before clipping, unscaled),
            "stop_votes": float32 scalar, > 0 when any worker was asked to stop}, the same on every worker.
         """
         self.optimizer.learning_rate.assign(learning_rate)
-        return self._train(inputs, targets, tf.constant(1.0 if stop else 0.0))
+        reset_seed = tf.constant([self.seed, step], tf.int64)
+        return self._train(inputs, targets, tf.constant(1.0 if stop else 0.0), reset_seed)
 
     def evaluate(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """The mean loss of one batch on every replica, carrying the model's state: float32 scalar."""
@@ -81,10 +87,22 @@ class TrainStep:
             scaled_loss = self.optimizer.scale_loss(loss)
         return loss, tape.gradient(scaled_loss, self.model.trainable_variables)
 
+    def _reset_some_streams(self, reset_seed: tf.Tensor) -> None:
+        """Zeroes the state of each of this replica's streams with --state_reset_probability; the draw
+        covers all B streams, so it is the same on any number of replicas."""
+        draws = tf.random.stateless_uniform([self.batch_size], seed=reset_seed)
+        rows = self.runtime.replica_batch_size
+        first = tf.distribute.get_replica_context().replica_id_in_sync_group * rows
+        keep = draws[first : first + rows] >= self.state_reset_probability
+        for state in self.model.state_variables:
+            state.assign(state * tf.cast(keep, state.dtype)[:, tf.newaxis])
+
     def _replica_train_step(
-        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, reset_seed: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         context = tf.distribute.get_replica_context()
+        if self.state_reset_probability > 0:
+            self._reset_some_streams(reset_seed)
         loss, grads = self._replica_gradients(inputs, targets)
         # Clip the global gradient, as one device would; the optimizer then sums over replicas again.
         # `stop` rides along, so a signal to any worker stops every worker after the same step.
@@ -101,8 +119,12 @@ class TrainStep:
         self.optimizer.apply(grads, self.model.trainable_variables)
         return {"loss": loss, "grad_norm": grad_norm / scale, "stop_votes": stop}
 
-    def _train_step(self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor) -> dict[str, tf.Tensor]:
-        results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop))
+    def _train_step(
+        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, reset_seed: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        results = self.runtime.strategy.run(
+            self._replica_train_step, args=(inputs, targets, stop, reset_seed)
+        )
         return {name: self.first_replica(value) for name, value in results.items()}
 
     def _replica_eval_step(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:

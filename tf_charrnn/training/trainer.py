@@ -251,7 +251,7 @@ class Trainer:
         started = time.perf_counter()
         step = int(self.position.step)
         learning_rate = schedules.learning_rate(self.config.optimization, step, epoch, self.total_steps)
-        metrics = self.steps.train(inputs, targets, learning_rate, stop=stop.signal is not None)
+        metrics = self.steps.train(inputs, targets, learning_rate, stop=stop.signal is not None, step=step)
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
         # Every worker sees the same votes, so all of them stop after this step (a signal received
         # later is voted on at the next step).
