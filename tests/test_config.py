@@ -66,21 +66,23 @@ def test_a_config_json_with_the_run_directory_under_length_still_loads():
 
 
 def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_run_had():
-    # Runs written before issue 29 drew their embedding U(-0.05, 0.05), Keras' default; a new run draws
-    # it N(0, 1), PyTorch's, unless told otherwise. The other weights and Adam keep Keras' defaults.
+    # Runs written before issue 29 drew their embedding U(-0.05, 0.05), Keras' default, and carried every
+    # stream's state; a new run draws it N(0, 1), PyTorch's, and starts a tenth of its streams' batches
+    # from a zero state, unless told otherwise. The other weights and Adam keep Keras' defaults.
     values = RunConfig(model=ModelConfig(vocab_size=65)).to_dict()
     for section, name in [
         ("model", "embedding_initializer"),
         ("model", "weight_initializer"),
         ("optimization", "adam_epsilon"),
+        ("optimization", "state_reset_probability"),
     ]:
         del values[section][name]
     old = RunConfig.from_dict(values)
     assert (old.model.embedding_initializer, old.model.weight_initializer) == ("uniform", "keras")
-    assert old.optimization.adam_epsilon == 1e-7
+    assert (old.optimization.adam_epsilon, old.optimization.state_reset_probability) == (1e-7, 0.0)
     new = RunConfig()
     assert (new.model.embedding_initializer, new.model.weight_initializer) == ("normal", "keras")
-    assert new.optimization.adam_epsilon == 1e-7
+    assert (new.optimization.adam_epsilon, new.optimization.state_reset_probability) == (1e-7, 0.1)
     assert RunConfig.from_dict(new.to_dict()) == new
 
 

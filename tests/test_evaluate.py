@@ -126,6 +126,37 @@ def test_a_text_scores_in_streams(trained, text_file, length, streams, seq_lengt
     assert result.nats_per_char == pytest.approx(want, abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    "length, piece_length, rows, scored",
+    [
+        (49, 4, 3, 48),  # 12 pieces of 4: 4 batches of 3 rows, each from a zero state
+        (52, 5, 3, 45),  # 10 pieces of 5: 3 batches of 3, the tenth piece and the tail left out
+        (12, 5, 2, 10),  # 2 pieces: one batch of 2 rows
+    ],
+)
+def test_reset_every_scores_pieces_each_from_a_zero_state(
+    trained, text_file, length, piece_length, rows, scored
+):
+    train_dir = trained[0]
+    _, vocab = layout.load_run(train_dir)
+    text = ((QUOTE + " ") * 2)[:length]
+    result = scoring.evaluate_run(train_dir, data_path=text_file(text, "text.txt"), reset_every=piece_length)
+    assert result.characters == scored
+    ids = vocab.encode(text)
+    pieces = [
+        _reference_loss(train_dir, ids[start : start + piece_length + 1], 1, piece_length)
+        for start in range(0, scored, piece_length)
+    ]
+    assert result.nats_per_char == pytest.approx(np.mean(pieces), abs=1e-5)
+    carried = scoring.evaluate_run(train_dir, data_path=text_file(text, "text.txt"))
+    assert abs(carried.nats_per_char - result.nats_per_char) > 1e-3  # context beyond a piece counts
+
+
+def test_reset_every_longer_than_the_text_is_refused(trained, text_file):
+    with pytest.raises(UserError, match="--reset_every=20 needs at least 21: pass a smaller --reset_every"):
+        scoring.evaluate_run(trained[0], data_path=text_file(QUOTE[:15], "short.txt"), reset_every=20)
+
+
 def test_a_folder_scores_as_its_files_joined_with_the_runs_separator(trained, tmp_path):
     train_dir = trained[0]
     parts = [QUOTE[:30], QUOTE[30:], (QUOTE + " ") * 2]
@@ -202,6 +233,8 @@ SCRIPT_RUNS = {
     "json": ["--train_dir={run}", "--data_path={root}/some_unknown.txt", "--skip_unknown", "--json"],
     "missing_data_path": ["--train_dir={run}", "--data_path={root}/missing.txt"],
     "no_run": ["--train_dir={root}/nothing"],
+    "pieces": ["--train_dir={run}", "--reset_every=4", "--json"],
+    "pieces_too_long": ["--train_dir={run}", "--reset_every=100"],
     "unknown_characters": ["--train_dir={run}", "--data_path={root}/some_unknown.txt"],
 }
 
@@ -240,12 +273,20 @@ def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):
     assert values["checkpoint"] == os.path.join(layout.checkpoint_dir(train_dir), "ckpt-10")
     assert after == before
 
+    pieces = results["pieces"]
+    assert pieces.returncode == 0, pieces.stderr
+    values = json.loads(pieces.stdout)
+    want = scoring.evaluate_run(train_dir, reset_every=4)  # 18 pieces of the 73-character split: 6 x 3
+    assert values["characters"] == want.characters == 72
+    assert values["nats_per_char"] == pytest.approx(want.nats_per_char, abs=1e-6)
+
 
 @pytest.mark.parametrize(
     "name, message",
     [
         ("missing_data_path", "error: --data_path {root}/missing.txt does not exist"),
         ("no_run", "error: {root}/nothing holds no run"),
+        ("pieces_too_long", "error: the text has 73 character(s); --reset_every=100 needs at least 101"),
         (
             "unknown_characters",
             "error: --data_path {root}/some_unknown.txt has characters outside the run's vocabulary: ['Z']; "

@@ -48,8 +48,10 @@ def test_the_old_config_json_reads_into_sections(legacy_run):
     with open(os.path.join(legacy_run, "config.json"), encoding="utf-8") as f:
         old = json.load(f)
     flat_old = {name: value for section in old.values() for name, value in section.items()}
-    # Fields added since take their defaults, except the embedding, which records the one such runs had.
-    assert config.flat() == {**RunConfig().flat(), "embedding_initializer": "uniform", **flat_old}
+    # Fields added since take their defaults, except those that record what such runs had: Keras'
+    # embedding, every stream's state carried.
+    had = {"embedding_initializer": "uniform", "state_reset_probability": 0.0}
+    assert config.flat() == {**RunConfig().flat(), **had, **flat_old}
     assert config.model.vocab_size == len(vocab) == 22
     assert config.layout.batch_size == 4 and config.optimization.seed == 5
 

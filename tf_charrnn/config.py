@@ -274,7 +274,7 @@ class OptimizationConfig:
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
     adam_epsilon: float = _field(1e-7, "Adam's epsilon (Keras' default; PyTorch's is 1e-8)")
     state_reset_probability: float = _field(
-        0.0,
+        0.1,
         "the chance that a training stream starts a batch from a zero state instead of the state it "
         "carried (sampling, scoring and evaluate start from zero)",
         before_recorded=0.0,
@@ -620,11 +620,17 @@ class EvaluateConfig:
     skip_unknown: bool = _field(
         False, "leave out (and count) characters outside the run's vocabulary instead of refusing the text"
     )
+    reset_every: int = _field(
+        0,
+        "N > 0: cut the text into pieces of N characters, each scored from a zero state (how the model "
+        "does from a short prime); 0: the run's streams, each state carried through its share of the text",
+    )
     json: bool = _field(False, "print one JSON line instead of the human-readable line")
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
         _check_choices(self)
+        _check_non_negative_ints(self, ("reset_every",))
 
 
 INSPECT_STATES = ("auto", "h", "c")

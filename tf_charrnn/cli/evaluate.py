@@ -42,7 +42,13 @@ def main(argv: list[str]) -> None:
 
     placement.grow_gpu_memory()
     result = scoring.evaluate_run(
-        config.train_dir, config.checkpoint, config.best, config.data_path, config.skip_unknown, config.split
+        config.train_dir,
+        config.checkpoint,
+        config.best,
+        config.data_path,
+        config.skip_unknown,
+        config.split,
+        config.reset_every,
     )
     if config.json:
         print(json.dumps(dataclasses.asdict(result)))

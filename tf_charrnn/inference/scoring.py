@@ -1,5 +1,6 @@
 """Scores a trained run's checkpoint on a text: nats, bits and perplexity per character, computed in one
-stateful pass over the text's streams, exactly as training's validation does."""
+stateful pass over the text's streams, exactly as training's validation does, or over pieces of a few
+characters, each from a zero state, as a short prime starts."""
 
 import dataclasses
 from collections.abc import Sequence
@@ -50,6 +51,23 @@ def stream_layout(num_ids: int, batch_size: int, seq_length: int) -> tuple[int, 
     if streams < 1:
         return 1, num_ids - 1, 1
     return streams, seq_length, pipeline.num_stream_batches(num_ids, streams, seq_length)
+
+
+def piece_layout(num_ids: int, batch_size: int, piece_length: int) -> tuple[int, int]:
+    """The layout of a text cut into pieces of `piece_length` predicted characters, each scored from a
+    zero state: (rows per batch, batches); pieces beyond the last full batch are left out.
+
+    Raises:
+      UserError: the text is too short for one piece.
+    """
+    pieces = (num_ids - 1) // piece_length
+    if pieces < 1:
+        raise UserError(
+            f"the text has {num_ids} character(s); {flag('reset_every')}={piece_length} needs at least "
+            f"{piece_length + 1}: pass a smaller {flag('reset_every')} or a longer text"
+        )
+    rows = min(batch_size, pieces)
+    return rows, pieces // rows
 
 
 def describe_chars(chars: Sequence[str]) -> str:
@@ -134,8 +152,10 @@ def evaluate_run(
     data_path: str = "",
     skip_unknown: bool = False,
     split: str = "validation",
+    reset_every: int = 0,
 ) -> Evaluation:
-    """Scores a run's checkpoint on a text, batched in streams as training's validation is.
+    """Scores a run's checkpoint on a text, batched in streams as training's validation is (or in pieces
+    of `reset_every` characters, each from a zero state).
 
     Args:
       train_dir: the run directory.
@@ -145,6 +165,7 @@ def evaluate_run(
         run's --document_separator, as training joins them); empty: the run's own `split`.
       skip_unknown: leave out characters outside the run's vocabulary instead of raising.
       split: "validation" or "test" (the run's --test_fraction at the corpus's end), without data_path.
+      reset_every: > 0: score pieces of this many characters, each from a zero state (`piece_layout`).
 
     Returns:
       Evaluation: the mean of the per-batch mean losses (what training logs as its val loss).
@@ -155,9 +176,14 @@ def evaluate_run(
     # Before the text: a run without checkpoints fails at once, not after reading (or downloading) a corpus.
     path = checkpoints.find_checkpoint(train_dir, checkpoint or None, best)
     ids, skipped = read_ids(config, vocab, train_dir, data_path, skip_unknown, split)
-    streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
+    if reset_every:
+        streams, _ = piece_layout(len(ids), config.layout.batch_size, reset_every)
+    else:
+        streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
     scorer = StreamScorer(config, streams)
     path = checkpoints.restore_weights(train_dir, scorer.model, path, best)
+    if reset_every:
+        return scorer.piece_evaluation(ids, reset_every, path, skipped)
     return scorer.evaluation(ids, path, skipped)
 
 
@@ -191,12 +217,36 @@ class StreamScorer:
         total = 0.0
         for inputs, targets in pipeline.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
             total += float(self._loss(inputs, targets))
-        nats = total / num_batches
-        return Evaluation(
-            checkpoint=checkpoint,
-            characters=streams * seq_length * num_batches,
-            nats_per_char=nats,
-            bits_per_char=losses.bits_per_char(nats),
-            perplexity=losses.perplexity(nats),
-            skipped_characters=skipped_characters,
+        return _evaluation(
+            checkpoint, total / num_batches, streams * seq_length * num_batches, skipped_characters
         )
+
+    def piece_evaluation(
+        self, ids: np.ndarray, piece_length: int, checkpoint: str, skipped_characters: int = 0
+    ) -> Evaluation:
+        """Scores `ids` cut into pieces of `piece_length` predicted characters (`piece_layout`), each
+        from a zero state; an Evaluation naming `checkpoint`."""
+        rows, num_batches = piece_layout(len(ids), self.config.layout.batch_size, piece_length)
+        count = rows * num_batches
+        ids = np.asarray(ids, np.int32)
+        inputs = ids[: count * piece_length].reshape(count, piece_length)
+        targets = ids[1 : count * piece_length + 1].reshape(count, piece_length)
+        total = 0.0
+        for batch in range(num_batches):
+            self.model.reset_state()
+            rows_of_batch = slice(batch * rows, (batch + 1) * rows)
+            total += float(
+                self._loss(tf.constant(inputs[rows_of_batch]), tf.constant(targets[rows_of_batch]))
+            )
+        return _evaluation(checkpoint, total / num_batches, count * piece_length, skipped_characters)
+
+
+def _evaluation(checkpoint: str, nats: float, characters: int, skipped_characters: int) -> Evaluation:
+    return Evaluation(
+        checkpoint=checkpoint,
+        characters=characters,
+        nats_per_char=nats,
+        bits_per_char=losses.bits_per_char(nats),
+        perplexity=losses.perplexity(nats),
+        skipped_characters=skipped_characters,
+    )
