@@ -21,6 +21,7 @@ from tf_charrnn.model import losses, native
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
+from tf_charrnn.training.train_step import streams_kept
 from tf_charrnn.training.trainer import Trainer, train
 
 VOCAB = Vocab(list("abcdefghijkl"))
@@ -182,9 +183,11 @@ def test_streams_drawn_for_a_reset_start_the_training_step_from_a_zero_state(tmp
     model, steps = trainer.model, trainer.steps
     inputs, targets = _batch()
     state = _incoming_state(model, "random")
-    for step in (0, 4):
-        draws = tf.random.stateless_uniform([BATCH], seed=tf.constant([1, step], tf.int64)).numpy()
-        keep = (draws >= 0.5).astype(np.float32)[:, np.newaxis]
+    draws = [streams_kept(1, step, BATCH, 0.5) for step in range(2)]
+    assert np.array_equal(draws[0], streams_kept(1, 0, BATCH, 0.5))  # the seed and the step decide
+    assert not np.array_equal(draws[0], draws[1])
+    for step in (0, 1):
+        keep = draws[step][:, np.newaxis]
         assert 0 < keep.sum() < BATCH, "the test needs kept and reset streams"
         _set_state(model, [value * keep for value in state])
         expected = float(steps.evaluate(inputs, targets))

@@ -8,12 +8,21 @@ Under a tf.distribute strategy each replica holds batch_size / replicas contiguo
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_charrnn.config import RunConfig
 from tf_charrnn.model import losses
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.runtime.placement import Runtime
+
+
+def streams_kept(seed: int, step: int, batch_size: int, reset_probability: float) -> np.ndarray:
+    """Which of the B streams carry their state into `step` (1.0) and which start from zero (0.0), each
+    reset with `reset_probability`: float32 [B], drawn from the seed and the step alone, so that a
+    resumed run, any number of replicas and an XLA-compiled step see the same draw."""
+    draws = np.random.default_rng([seed, step]).random(batch_size)
+    return (draws >= reset_probability).astype(np.float32)
 
 
 class TrainStep:
@@ -69,8 +78,8 @@ class TrainStep:
            "stop_votes": float32 scalar, > 0 when any worker was asked to stop}, the same on every worker.
         """
         self.optimizer.learning_rate.assign(learning_rate)
-        reset_seed = tf.constant([self.seed, step], tf.int64)
-        return self._train(inputs, targets, tf.constant(1.0 if stop else 0.0), reset_seed)
+        kept = streams_kept(self.seed, step, self.batch_size, self.state_reset_probability)
+        return self._train(inputs, targets, tf.constant(1.0 if stop else 0.0), tf.constant(kept))
 
     def evaluate(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """The mean loss of one batch on every replica, carrying the model's state: float32 scalar."""
@@ -79,31 +88,32 @@ class TrainStep:
     def _loss_scale(self) -> tf.Tensor | float:
         return self.optimizer.dynamic_scale if self.runtime.loss_scaling else 1.0
 
-    def _gradients(self, inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """This replica's share of the global mean loss, and its (loss-scaled) gradients."""
+    def _gradients(
+        self, inputs: tf.Tensor, targets: tf.Tensor, kept: tf.Tensor
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """This replica's share of the global mean loss, and its (loss-scaled) gradients, its streams
+        that `kept` marks 0 started from a zero state."""
+        if self.state_reset_probability > 0:
+            # In the function that reads the state, so that the reads come after the zeroing.
+            self._reset_some_streams(kept)
         with tf.GradientTape() as tape:
             logits = self.model(inputs, training=True)
             loss = losses.sequence_loss(targets, logits) / self.runtime.replicas
             scaled_loss = self.optimizer.scale_loss(loss)
         return loss, tape.gradient(scaled_loss, self.model.trainable_variables)
 
-    def _reset_some_streams(self, reset_seed: tf.Tensor) -> None:
-        """Zeroes the state of each of this replica's streams with --state_reset_probability; the draw
-        covers all B streams, so it is the same on any number of replicas."""
-        draws = tf.random.stateless_uniform([self.batch_size], seed=reset_seed)
+    def _reset_some_streams(self, kept: tf.Tensor) -> None:
+        """Zeroes the state of this replica's streams that `kept` ([B] over all streams) marks 0."""
         rows = self.runtime.replica_batch_size
         first = tf.distribute.get_replica_context().replica_id_in_sync_group * rows
-        keep = draws[first : first + rows] >= self.state_reset_probability
         for state in self.model.state_variables:
-            state.assign(state * tf.cast(keep, state.dtype)[:, tf.newaxis])
+            state.assign(state * tf.cast(kept[first : first + rows], state.dtype)[:, tf.newaxis])
 
     def _replica_train_step(
-        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, reset_seed: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, kept: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         context = tf.distribute.get_replica_context()
-        if self.state_reset_probability > 0:
-            self._reset_some_streams(reset_seed)
-        loss, grads = self._replica_gradients(inputs, targets)
+        loss, grads = self._replica_gradients(inputs, targets, kept)
         # Clip the global gradient, as one device would; the optimizer then sums over replicas again.
         # `stop` rides along, so a signal to any worker stops every worker after the same step.
         stop = tf.identity(stop)  # a value of this replica's, as all_reduce needs
@@ -120,11 +130,9 @@ class TrainStep:
         return {"loss": loss, "grad_norm": grad_norm / scale, "stop_votes": stop}
 
     def _train_step(
-        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, reset_seed: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, kept: tf.Tensor
     ) -> dict[str, tf.Tensor]:
-        results = self.runtime.strategy.run(
-            self._replica_train_step, args=(inputs, targets, stop, reset_seed)
-        )
+        results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop, kept))
         return {name: self.first_replica(value) for name, value in results.items()}
 
     def _replica_eval_step(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
