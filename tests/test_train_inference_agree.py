@@ -186,6 +186,7 @@ def test_streams_drawn_for_a_reset_start_the_training_step_from_a_zero_state(tmp
     draws = [streams_kept(1, step, BATCH, 0.5) for step in range(2)]
     assert np.array_equal(draws[0], streams_kept(1, 0, BATCH, 0.5))  # the seed and the step decide
     assert not np.array_equal(draws[0], draws[1])
+    assert streams_kept(-1, 0, 64, 0.5).shape == (64,)  # any --seed, negative too
     for step in (0, 1):
         keep = draws[step][:, np.newaxis]
         assert 0 < keep.sum() < BATCH, "the test needs kept and reset streams"

@@ -21,7 +21,7 @@ def streams_kept(seed: int, step: int, batch_size: int, reset_probability: float
     """Which of the B streams carry their state into `step` (1.0) and which start from zero (0.0), each
     reset with `reset_probability`: float32 [B], drawn from the seed and the step alone, so that a
     resumed run, any number of replicas and an XLA-compiled step see the same draw."""
-    draws = np.random.default_rng([seed, step]).random(batch_size)
+    draws = np.random.default_rng([seed % 2**64, step]).random(batch_size)  # --seed may be negative
     return (draws >= reset_probability).astype(np.float32)
 
 
