@@ -49,8 +49,10 @@ def test_the_test_session_has_two_logical_cpus():
 
 
 def test_mirrored_training_matches_the_default_strategy(corpus, corpus_cache, tmp_path):
-    single = trainer.train(_config(corpus, corpus_cache, tmp_path / "default", strategy="default"))
-    mirrored = trainer.train(_config(corpus, corpus_cache, tmp_path / "mirrored", strategy="mirrored"))
+    # Every state carried, as this test was written for (resets: the next test).
+    config = functools.partial(_config, corpus, corpus_cache, state_reset_probability=0.0)
+    single = trainer.train(config(tmp_path / "default", strategy="default"))
+    mirrored = trainer.train(config(tmp_path / "mirrored", strategy="mirrored"))
     assert len(mirrored.losses) == 8
     np.testing.assert_allclose(mirrored.losses, single.losses, rtol=0, atol=1e-5)
     assert mirrored.best_val_loss == pytest.approx(single.best_val_loss, abs=1e-5)
@@ -68,7 +70,14 @@ def test_streams_reset_to_a_zero_state_are_the_same_on_any_number_of_replicas(co
     single = trainer.train(config(tmp_path / "default", strategy="default"))
     mirrored = trainer.train(config(tmp_path / "mirrored", strategy="mirrored"))
     np.testing.assert_allclose(mirrored.losses, single.losses, rtol=0, atol=1e-5)
-    carried = trainer.train(_config(corpus, corpus_cache, tmp_path / "carried", strategy="default"))
+    # The gathered states too (cell states reach 8 here: float32 sums over replicas differ at 1e-6 of them).
+    for got, want in zip(
+        _recurrent_state(mirrored.last_checkpoint), _recurrent_state(single.last_checkpoint), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    carried = trainer.train(
+        _config(corpus, corpus_cache, tmp_path / "carried", strategy="default", state_reset_probability=0.0)
+    )
     assert np.abs(np.array(single.losses) - carried.losses).max() > 1e-3  # the resets changed the run
 
 
