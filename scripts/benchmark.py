@@ -72,6 +72,12 @@ for _name in PRESETS["large"]:
 flags.DEFINE_integer("steps", 8, "timed training steps (after 2 warm-up steps)")
 flags.DEFINE_integer("length", 2000, "characters generated per sampling measurement")
 flags.DEFINE_list("sample_batch_sizes", ["1", "64"], "sampling batch sizes")
+flags.DEFINE_enum(
+    "step_precision",
+    "float32",
+    ["float32", "bfloat16"],
+    "sampling: the weights' precision (sample.py's flag)",
+)
 flags.DEFINE_bool("jit_compile", False, "compile the train step with XLA")
 flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION_POLICIES), "training precision policy")
 flags.DEFINE_string("peer_python", "", "a Python with torch: alternate each measurement with the peer's")
@@ -109,11 +115,13 @@ FLAGS = flags.FLAGS
 
 
 def _peer_precision(mode, mixed_precision):
-    """The peer's precision: --peer_precision, else the project's (training under `mixed_precision`; the
-    sampler always runs float32)."""
+    """The peer's precision: --peer_precision, else the project's (training under `mixed_precision`, the
+    sampler's steps in --step_precision)."""
     if FLAGS.peer_precision:
         return FLAGS.peer_precision
-    return "float32" if mode == "sample" or mixed_precision == "none" else mixed_precision
+    if mode == "sample":
+        return FLAGS.step_precision
+    return "float32" if mixed_precision == "none" else mixed_precision
 
 
 def _peer(mode, sizes, batch_size, precision):
@@ -286,8 +294,11 @@ def main(argv):
                         "batch_size": batch_size,
                         "length": FLAGS.length,
                         "mode": "streamed" if streamed else "compiled",
+                        "step_precision": FLAGS.step_precision,
                     },
-                    lambda b=batch_size, s=streamed: benchmark_lib.measure_sample(model, b, FLAGS.length, s),
+                    lambda b=batch_size, s=streamed: benchmark_lib.measure_sample(
+                        model, b, FLAGS.length, s, FLAGS.step_precision
+                    ),
                     None if streamed else "sample",  # the peer's best loop, against our compiled one
                     sizes,
                     batch_size,

@@ -48,14 +48,18 @@ def _synthetic_training(config, num_batches):
     return train_step, list(pipeline.stream_dataset(ids, layout.batch_size, layout.seq_length, num_batches))
 
 
-def recurrent_implementation(layers, step=False):
-    """What runs the time loops of the recurrent `layers` (with `step`, their one-character steps):
-    fused_lstm's FUSED_FLOAT32, FUSED_BFLOAT16 (with what ran its products: "amx" or "avx512_bf16") or
-    KERAS_OPS, several joined by ' + ' where layers differ."""
-    names = [layer.step_implementation() if step else layer.implementation() for layer in layers]
-    names = [
-        f"{name} ({native.bf16_products()})" if name == fused_lstm.FUSED_BFLOAT16 else name for name in names
-    ]
+def recurrent_implementation(layers, step_precision=None):
+    """What runs the time loops of the recurrent `layers` (with `step_precision`, their one-character steps on
+    weights of that precision): fused_lstm's FUSED_FLOAT32, FUSED_BFLOAT16 (with what ran its products: "amx"
+    or "avx512_bf16"; the step kernel's are always avx512_bf16) or KERAS_OPS, several joined by ' + ' where
+    layers differ."""
+    if step_precision is None:
+        names = [layer.implementation() for layer in layers]
+        products = native.bf16_products() if fused_lstm.FUSED_BFLOAT16 in names else ""
+    else:
+        names = [layer.step_implementation(step_precision) for layer in layers]
+        products = "avx512_bf16"
+    names = [f"{name} ({products})" if name == fused_lstm.FUSED_BFLOAT16 else name for name in names]
     return " + ".join(dict.fromkeys(names))
 
 
@@ -169,14 +173,17 @@ def _op_times(profile_dir):
     return host_ops, device_kernels
 
 
-def measure_sample(model_config, batch_size, length, streamed):
-    """Generated chars/s of the sampler: one compiled loop, or one compiled step per character.
+def measure_sample(model_config, batch_size, length, streamed, step_precision="float32"):
+    """Generated chars/s of the sampler (its steps on weights in `step_precision`): one compiled loop, or one
+    compiled step per character.
 
     Returns:
       dict with chars_per_sec and recurrent (what ran the layers' steps).
     """
     vocab = Vocab([chr(0x4E00 + i) for i in range(model_config.vocab_size)])
-    sampler = Sampler(model_config, fused_kernels=placement.fused_kernels_apply())
+    sampler = Sampler(
+        model_config, fused_kernels=placement.fused_kernels_apply(), step_precision=step_precision
+    )
     prime = vocab.chars[0]
 
     def run(chars):
@@ -191,7 +198,7 @@ def measure_sample(model_config, batch_size, length, streamed):
     run(length)
     return {
         "chars_per_sec": batch_size * length / (time.perf_counter() - started),
-        "recurrent": recurrent_implementation(sampler.model.recurrent_layers, step=True),
+        "recurrent": recurrent_implementation(sampler.model.recurrent_layers, step_precision),
     }
 
 

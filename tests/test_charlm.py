@@ -17,6 +17,7 @@ from helpers import QUOTE, run_script, snapshot
 from tf_charrnn.config import SampleConfig
 from tf_charrnn.data.splits import load_splits
 from tf_charrnn.inference import scoring
+from tf_charrnn.model import fused_lstm, native
 from tf_charrnn.runtime import placement
 
 SETTINGS = dict(
@@ -191,3 +192,41 @@ def test_from_run_of_a_folder_without_a_run_names_train_dir_and_writes_nothing(r
     with pytest.raises(tf_charrnn.UserError, match="best= must be bool, got 1"):
         tf_charrnn.CharLM.from_run(run[0], best=1)
     assert (snapshot(tmp_path), snapshot(run[2])) == before
+
+
+@pytest.mark.skipif(not native.bfloat16_kernels(), reason="this CPU or compiler has no AVX512-BF16")
+def test_bfloat16_step_weights_generate_what_sample_py_prints_with_them(tmp_path):
+    """A run whose units the step kernel takes (32): sample.py --step_precision=bfloat16, compiled and
+    streamed, prints what CharLM.from_run(step_precision="bfloat16") generates, and says so (at 10 steps
+    the weights are small and the text is the float32 step's: test_fused_lstm shows the rounding)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((QUOTE + "\n") * 6, encoding="utf-8")
+    settings = {**SETTINGS, "rnn_units": 32, "max_steps": 10}
+    tf_charrnn.train(
+        train_dir=tmp_path / "run",
+        data_path=corpus,
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        **settings,
+    )
+    common = [
+        f"--train_dir={tmp_path / 'run'}",
+        "--prime=Willing",
+        "--length=80",
+        "--seed=4",
+        "--step_precision=bfloat16",
+    ]
+    compiled = run_script("sample.py", common, str(tmp_path / "cache"))
+    streamed = run_script("sample.py", [*common, "--stream"], str(tmp_path / "cache"))
+    assert compiled.returncode == 0 and streamed.returncode == 0, compiled.stderr + streamed.stderr
+    lm = tf_charrnn.CharLM.from_run(tmp_path / "run", step_precision="bfloat16")
+    assert lm.model.step_implementation("bfloat16") == fused_lstm.FUSED_BFLOAT16
+    text = lm.generate("Willing", 80, seed=4)
+    assert compiled.stdout == streamed.stdout == text + "\n"
+    assert "Each character steps on fused kernels, bfloat16" in compiled.stderr
+    float32 = run_script("sample.py", common[:-1], str(tmp_path / "cache"))
+    assert "Each character steps on fused kernels, float32" in float32.stderr
+    with pytest.raises(
+        tf_charrnn.UserError, match="step_precision= must be one of float32, bfloat16, got 'int8'"
+    ):
+        tf_charrnn.CharLM.from_run(tmp_path / "run", step_precision="int8")

@@ -383,8 +383,8 @@ def _step_models(units, num_layers=2):
 @pytest.mark.parametrize("batch_size, units", [(1, 32), (5, 16), (7, 64)])
 def test_step_kernel_matches_the_tensorflow_step(batch_size, units):
     fused, plain = _step_models(units)
-    assert all("packed" in layer for layer in fused.step_weights()["layers"])
-    assert not any("packed" in layer for layer in plain.step_weights()["layers"])
+    assert "packed" in fused.step_weights() and "layers" not in fused.step_weights()
+    assert "packed" not in plain.step_weights()
     rng = np.random.default_rng(4)
     ids = tf.constant(rng.integers(0, 9, batch_size), tf.int32)
     states = tf.constant(rng.normal(size=(2, 2, batch_size, units)), tf.float32)
@@ -405,7 +405,7 @@ def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
     rng = np.random.default_rng(5)
     plain.model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in plain.model.get_weights()])
     fused.model.copy_weights_from(plain.model)
-    assert all("packed" in layer for layer in fused.model.step_weights()["layers"])
+    assert "packed" in fused.model.step_weights()
     vocab = Vocab("abcdefgh\n")
     for mode in ["greedy", "sample"]:
         decoding = Decoding(mode, seed=7)
@@ -419,18 +419,96 @@ def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
 def test_step_kernel_is_skipped_where_it_does_not_apply():
     config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=24, num_layers=1, dropout=0.0)
     model = CharRNN(config, batch_size=1, fused_kernels=True)
-    assert "packed" not in model.step_weights()["layers"][0]  # 24 units: not 16k
+    assert "packed" not in model.step_weights()  # 24 units: not 16k
+    assert model.step_implementation("bfloat16") == fused_lstm.KERAS_OPS
     gru = CharRNN(dataclasses.replace(config, cell="gru", rnn_units=32), batch_size=1, fused_kernels=True)
     assert gru.step_weights()["layers"][0] is None  # GRU cells read their own
 
 
 @needs_kernels
-def test_step_kernel_rejects_inconsistent_shapes():
-    with pytest.raises(tf.errors.InvalidArgumentError, match="packed_weights must be"):
-        native.load().char_rnn_lstm_step(
-            tf.zeros([1, 5]), tf.zeros([1, 16]), tf.zeros([1, 16]), tf.zeros([1, 20, 60]), tf.zeros(64)
+def test_step_kernel_rejects_inconsistent_shapes_and_ids():
+    def step(ids=(0,), units=16, packed_shape=(1, 21, 64), bias=64):
+        return native.load().char_rnn_model_step(
+            tf.constant(ids, tf.int32),
+            tf.zeros([1, 2, 1, units]),
+            tf.zeros([3, 5]),
+            [tf.zeros(packed_shape)],
+            [tf.zeros(bias)],
+            tf.zeros([units, 3]),
+            tf.zeros(3),
         )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="units must be a positive multiple of 16"):
-        native.load().char_rnn_lstm_step(
-            tf.zeros([1, 5]), tf.zeros([1, 8]), tf.zeros([1, 8]), tf.zeros([1, 13, 64]), tf.zeros(32)
-        )
+
+    logits, state = step()
+    assert logits.shape == (1, 3) and state.shape == (1, 2, 1, 16)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="layer 0's packed weights must be"):
+        step(packed_shape=(1, 20, 60))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="units], units a positive multiple of 16"):
+        step(units=8, packed_shape=(1, 13, 64), bias=32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="id 3 is outside the embedding's 3 rows"):
+        step(ids=(3,))
+
+
+@needs_bfloat16_kernels
+@pytest.mark.parametrize("batch_size, units, embedding_dim", [(1, 32, 5), (7, 16, 8)])
+def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
+    batch_size, units, embedding_dim
+):
+    """Layer by layer: z = bf16(x) bf16(W) + bf16(h) bf16(U) + b in float32, the gates and logits in float32
+    (an odd embedding_dim + units exercises the zero pair that pads the bfloat16 rows)."""
+    config = ModelConfig(
+        vocab_size=9, embedding_dim=embedding_dim, rnn_units=units, num_layers=2, dropout=0.0
+    )
+    model = CharRNN(config, batch_size=1, seed=3, fused_kernels=True)
+    rng = np.random.default_rng(6)
+    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    assert model.step_implementation("bfloat16") == fused_lstm.FUSED_BFLOAT16
+    weights = model.step_weights("bfloat16")
+    assert all(packed.dtype == tf.bfloat16 for packed in weights["packed"])
+
+    def rounded(x):
+        return tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy().astype(np.float64)
+
+    def sigmoid(x):
+        return 1.0 / (1.0 + np.exp(-x))
+
+    ids = rng.integers(0, 9, batch_size)
+    states = rng.normal(size=(2, 2, batch_size, units)).astype(np.float32)
+    got_logits, got_states = model.step(tf.constant(ids, tf.int32), tf.constant(states), weights)
+    x = model.embedding.embeddings.numpy()[ids]
+    want_states = []
+    for index, layer in enumerate(model.recurrent_layers):
+        kernel, recurrent_kernel, bias = (w.numpy() for w in layer.cell.weights)
+        z = rounded(x) @ rounded(kernel) + rounded(states[index, 0]) @ rounded(recurrent_kernel) + bias
+        i, f, candidate, o = np.split(z, 4, axis=-1)
+        c = sigmoid(f) * states[index, 1] + sigmoid(i) * np.tanh(candidate)
+        x = sigmoid(o) * np.tanh(c)
+        want_states.append([x, c])
+    want_logits = x @ model.head.kernel.numpy() + model.head.bias.numpy()
+    np.testing.assert_allclose(got_states, np.array(want_states), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-4)
+    float32_logits, _ = model.step(tf.constant(ids, tf.int32), tf.constant(states), model.step_weights())
+    assert np.abs(float32_logits - got_logits).max() > 1e-3  # the rounding shows: it is not the float32 step
+
+
+@needs_bfloat16_kernels
+def test_sampler_with_bfloat16_step_weights_streams_the_text_it_generates():
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=2, dropout=0.0)
+    sampler = sampling.Sampler(config, fused_kernels=True, step_precision="bfloat16")
+    rng = np.random.default_rng(5)
+    sampler.model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in sampler.model.get_weights()])
+    assert sampler.model.step_implementation("bfloat16") == fused_lstm.FUSED_BFLOAT16
+    vocab = Vocab("abcdefgh\n")
+    decoding = Decoding("sample", seed=7)
+    want = sampler.generate(vocab, "ab", 200, decoding, num_samples=2)
+    steps = list(sampler.stream(vocab, "ab", 200, decoding, num_samples=2))
+    assert ["".join(chars) for chars in zip(*steps, strict=True)] == want
+    float32 = sampling.Sampler(config, fused_kernels=True)
+    float32.model.copy_weights_from(sampler.model)
+    assert float32.generate(vocab, "ab", 200, decoding, num_samples=2) != want
+
+
+def test_bfloat16_step_weights_fall_back_to_float32_without_the_bfloat16_ops(monkeypatch):
+    monkeypatch.setattr(native, "bfloat16_kernels", lambda: False)
+    layer = fused_lstm.FusedLSTM(32, use_kernels=True)
+    want = fused_lstm.FUSED_FLOAT32 if native.load() is not None else fused_lstm.KERAS_OPS
+    assert layer.step_implementation("bfloat16") == want

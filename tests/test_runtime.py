@@ -31,7 +31,7 @@ def test_xla_keeps_the_kernels_off_in_training_and_eval_samples():
     config = RunConfig.from_flat({"vocab_size": 5, "rnn_units": 64})
     sampler = Sampler(config.model, decided.fused_kernels)
     assert not any(layer.use_kernels for layer in sampler.model.recurrent_layers)
-    assert "packed" not in sampler.model.step_weights()["layers"][0]
+    assert "packed" not in sampler.model.step_weights()
 
 
 def test_on_a_gpu_nothing_builds_or_calls_the_kernels(monkeypatch):

@@ -55,8 +55,13 @@ def main(argv: list[str]) -> None:
         sampling.check_output_path(config.output)
     placement.grow_gpu_memory()
     sampler, vocab = sampling.load_sampler(
-        config.train_dir, config.checkpoint, config.best, fused_kernels=placement.fused_kernels_apply()
+        config.train_dir,
+        config.checkpoint,
+        config.best,
+        fused_kernels=placement.fused_kernels_apply(),
+        step_precision=config.step_precision,
     )
+    logging.info("Each character steps on %s", sampler.model.step_implementation(config.step_precision))
     options: dict[str, Any] = dict(
         decoding=sampling.Decoding.of(config), num_samples=config.num_samples, stop_at=config.stop_at
     )

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import tensorflow as tf
+from absl import logging
 
 from tf_charrnn import files
 from tf_charrnn.config import SAMPLING_MODES, ModelConfig
@@ -17,6 +18,7 @@ from tf_charrnn.data import sources
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.model.fused_lstm import FUSED_BFLOAT16
 from tf_charrnn.run import checkpoints, layout
 
 
@@ -150,6 +152,7 @@ def generate_ids(
     decoding: Decoding,
     space_id: int | tf.Tensor = -1,
     stop_ids: tf.Tensor | None = None,
+    step_precision: str = "float32",
 ) -> tf.Tensor:
     """Feeds the prime, then samples `length` ids; traceable, so one tf.function runs it all.
 
@@ -165,7 +168,7 @@ def generate_ids(
       int32 [B, N]: N = length, or fewer when every row has stopped (the loop then ends); the ids a
       row generates after its stop are -1.
     """
-    weights = model.step_weights()
+    weights = model.step_weights(step_precision)
     logits, state = feed_prime(model, prime_ids, weights)
     previous = prime_ids[:, -1]
     stop_ids = tf.zeros([0], tf.int32) if stop_ids is None else tf.convert_to_tensor(stop_ids, tf.int32)
@@ -195,13 +198,26 @@ class Sampler:
     Args:
       model_config: ModelConfig of the weights to load into `self.model` (batch 1; `step` takes any).
       fused_kernels: the model steps its LSTM layers on the fused kernel (the runtime decides).
+      step_precision: of the weights each step reads: "float32", or "bfloat16" (the step kernel's weights
+        in bfloat16: faster, and texts no longer those of the float32 step or the SavedModel); where the
+        kernel cannot take bfloat16 weights, float32 (`self.model.step_implementation` says which runs).
     """
 
-    def __init__(self, model_config: ModelConfig, fused_kernels: bool = False) -> None:
+    def __init__(
+        self, model_config: ModelConfig, fused_kernels: bool = False, step_precision: str = "float32"
+    ) -> None:
         self.model = CharRNN(model_config, batch_size=1, fused_kernels=fused_kernels)
-        self._compiled_generate = tf.function(functools.partial(generate_ids, self.model))
+        if step_precision == "bfloat16" and self.model.step_implementation(step_precision) != FUSED_BFLOAT16:
+            logging.info(
+                "bfloat16 step weights need the fused kernels' bfloat16 ops (a CPU with AVX512-BF16); the "
+                "step runs on %s in float32",
+                self.model.step_implementation(step_precision),
+            )
+        self._compiled_generate = tf.function(
+            functools.partial(generate_ids, self.model, step_precision=step_precision)
+        )
         self._compiled_prime = tf.function(functools.partial(feed_prime, self.model))
-        self._compiled_step_weights = tf.function(self.model.step_weights)
+        self._compiled_step_weights = tf.function(functools.partial(self.model.step_weights, step_precision))
         self._compiled_step = tf.function(self._step)
 
     def _step(
@@ -356,14 +372,19 @@ def write_samples(path: str, prime: str, texts: Sequence[str]) -> None:
 
 
 def load_sampler(
-    train_dir: str, checkpoint: str | None = None, best: bool = False, fused_kernels: bool = False
+    train_dir: str,
+    checkpoint: str | None = None,
+    best: bool = False,
+    fused_kernels: bool = False,
+    step_precision: str = "float32",
 ) -> tuple["Sampler", Vocab]:
-    """A Sampler holding a run's weights (its latest, best-validation or named checkpoint).
+    """A Sampler holding a run's weights (its latest, best-validation or named checkpoint); see Sampler
+    for `fused_kernels` and `step_precision`.
 
     Returns:
       (Sampler, Vocab).
     """
     config, vocab = layout.load_run(train_dir)
-    sampler = Sampler(config.model, fused_kernels)
+    sampler = Sampler(config.model, fused_kernels, step_precision)
     checkpoints.restore_weights(train_dir, sampler.model, checkpoint, best)
     return sampler, vocab

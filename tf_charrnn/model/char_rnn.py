@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_charrnn.config import ModelConfig
-from tf_charrnn.model import initializers, recurrent
+from tf_charrnn.model import fused_lstm, initializers, native, recurrent
 
 
 class CharRNN(keras.Model):
@@ -105,14 +105,27 @@ class CharRNN(keras.Model):
         first = self.recurrent_layers[0]
         return tf.zeros([len(self.recurrent_layers), first.num_states, batch_size, first.units])
 
-    def step_weights(self) -> dict[str, Any]:
+    def step_implementation(self, precision: str = "float32") -> str:
+        """What runs `step` on `step_weights(precision)`: fused_lstm's FUSED_FLOAT32 or FUSED_BFLOAT16 (all
+        layers and the logits in one CharRnnModelStep call, weights in that precision) or KERAS_OPS."""
+        return self.recurrent_layers[0].step_implementation(precision)
+
+    def step_weights(self, precision: str = "float32") -> dict[str, Any]:
         """The weights `step` reads, as tensors: read them once before a loop of steps (a variable read
-        inside a while loop happens at every step)."""
-        return {
+        inside a while loop happens at every step). Where the step kernel runs, the layers' weights are
+        packed for it in `precision` ("float32", or "bfloat16": half the bytes a character reads, the
+        products' inputs rounded to bfloat16 as in bfloat16 training; see `step_implementation`)."""
+        weights = {
             "embedding": tf.convert_to_tensor(self.embedding.embeddings),
-            "layers": [layer.step_weights() for layer in self.recurrent_layers],
             "head_kernel": tf.convert_to_tensor(self.head.kernel),
             "head_bias": tf.convert_to_tensor(self.head.bias),
+        }
+        if self.step_implementation(precision) == fused_lstm.KERAS_OPS:
+            return {**weights, "layers": [layer.step_weights() for layer in self.recurrent_layers]}
+        return {
+            **weights,
+            "packed": [layer.packed_step_weights(precision) for layer in self.recurrent_layers],
+            "bias": [tf.convert_to_tensor(layer.cell.bias) for layer in self.recurrent_layers],
         }
 
     def step(
@@ -129,6 +142,18 @@ class CharRNN(keras.Model):
           (logits float32 [B, V] for the next character, new state float32 [L, S, B, H]).
         """
         weights = weights or self.step_weights()
+        if "packed" in weights:
+            kernels = native.load()
+            assert kernels is not None  # weights are packed only where the step kernel runs
+            return kernels.char_rnn_model_step(
+                tf.cast(ids, tf.int32),
+                state,
+                weights["embedding"],
+                weights["packed"],
+                weights["bias"],
+                weights["head_kernel"],
+                weights["head_bias"],
+            )
         x = tf.gather(weights["embedding"], ids)
         new_state = []
         for index, layer in enumerate(self.recurrent_layers):

@@ -12,9 +12,10 @@ decides once). The weights stay float32 variables either way. Where the kernels 
 where cuDNN is faster; a mask, dropout inside the cell, a float16 compute dtype, units not a multiple of
 64, kernels not built) the layer is keras.layers.LSTM.
 
-The layer also steps one character with explicit state (`step`, for sampling and export): on the
-CharRnnLstmStep kernel (tf_charrnn/model/kernels/lstm_step.cc) where the kernels are on, else
-`lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors.
+The layer also steps one character with explicit state (`step`, for sampling and export):
+`lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors; where the kernels are on, a model runs all
+its layers' steps in one CharRnnModelStep call (tf_charrnn/model/kernels/model_step.cc) on the weights
+`packed_step_weights` packs, in float32 or bfloat16.
 """
 
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from tf_charrnn.model import native
 KERNEL_UNITS_MULTIPLE = 64
 # The compute dtypes the sequence kernels run in (see the module docstring).
 KERNEL_COMPUTE_DTYPES = ("float32", "bfloat16")
-# CharRnnLstmStep works on blocks of this many units.
+# CharRnnModelStep works on blocks of this many units.
 STEP_KERNEL_UNITS_MULTIPLE = 16
 # What runs a layer's time loop or step (`FusedLSTM.implementation`, `step_implementation`; the
 # benchmark's rows say it).
@@ -240,29 +241,37 @@ class FusedLSTM(keras.layers.LSTM):
     def step_weights(self) -> dict[str, tf.Tensor]:
         """The weights `step` reads, as tensors to read once before a loop of steps: a variable read
         inside a while loop happens at every step, and at batch 1 those reads cost as much as the
-        matmuls. Packed for CharRnnLstmStep where the step kernel runs."""
+        matmuls."""
         cell = self.cell
-        if self.step_implementation() == FUSED_FLOAT32:
-            return {
-                "packed": pack_step_weights(cell.kernel, cell.recurrent_kernel),
-                "bias": tf.convert_to_tensor(cell.bias),
-            }
         return {
             "kernel": tf.convert_to_tensor(cell.kernel),
             "recurrent_kernel": tf.convert_to_tensor(cell.recurrent_kernel),
             "bias": tf.convert_to_tensor(cell.bias),
         }
 
-    def step_implementation(self) -> str:
-        """What runs `step`: FUSED_FLOAT32 (the CharRnnLstmStep kernel) or KERAS_OPS."""
-        if self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None:
-            return FUSED_FLOAT32
-        return KERAS_OPS
+    def step_implementation(self, precision: str = "float32") -> str:
+        """What runs this layer's step in a model step with weights in `precision` ("float32" or
+        "bfloat16"): FUSED_FLOAT32 or FUSED_BFLOAT16 (the CharRnnModelStep kernel, its weights in that
+        precision; bfloat16 only where the library has the bfloat16 ops, else float32) or KERAS_OPS
+        (`step`)."""
+        if not (
+            self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None
+        ):
+            return KERAS_OPS
+        return FUSED_BFLOAT16 if precision == "bfloat16" and native.bfloat16_kernels() else FUSED_FLOAT32
+
+    def packed_step_weights(self, precision: str = "float32") -> tf.Tensor:
+        """[W; U] as CharRnnModelStep reads it, in the precision `step_implementation(precision)` names."""
+        cell = self.cell
+        if self.step_implementation(precision) == FUSED_BFLOAT16:
+            return pack_step_weights_bfloat16(cell.kernel, cell.recurrent_kernel)
+        return pack_step_weights(cell.kernel, cell.recurrent_kernel)
 
     def step(
         self, inputs: tf.Tensor, states: tf.Tensor, weights: dict[str, tf.Tensor]
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """One step with explicit state.
+        """One step with explicit state on TensorFlow ops (a model whose layers all step on the kernel
+        runs them in one CharRnnModelStep call instead, `CharRNN.step`).
 
         Args:
           inputs: float32 [B, I].
@@ -272,14 +281,7 @@ class FusedLSTM(keras.layers.LSTM):
         Returns:
           (h float32 [B, H], new states float32 [2, B, H]).
         """
-        if "packed" in weights:
-            kernels = native.load()
-            assert kernels is not None  # weights are packed only where the step kernel runs
-            h, c = kernels.char_rnn_lstm_step(
-                inputs, states[0], states[1], weights["packed"], weights["bias"]
-            )
-        else:
-            h, c = lstm_cell_step(inputs, states[0], states[1], **weights)
+        h, c = lstm_cell_step(inputs, states[0], states[1], **weights)
         return h, tf.stack([h, c])
 
 
@@ -300,9 +302,20 @@ def lstm_cell_step(
 
 
 def pack_step_weights(kernel: tf.Tensor, recurrent_kernel: tf.Tensor) -> tf.Tensor:
-    """[W; U] of an LSTMCell as CharRnnLstmStep reads it: float32 [H / 16, I + H, 4 * 16], for each
+    """[W; U] of an LSTMCell as CharRnnModelStep reads it in float32: [H / 16, I + H, 4 * 16], for each
     block of 16 units the 4 gates' 16 columns side by side."""
     stacked = tf.concat([tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel)], 0)
     blocks = stacked.shape[1] // (4 * STEP_KERNEL_UNITS_MULTIPLE)
     packed = tf.transpose(tf.reshape(stacked, [-1, 4, blocks, STEP_KERNEL_UNITS_MULTIPLE]), [2, 0, 1, 3])
     return tf.reshape(packed, [blocks, -1, 4 * STEP_KERNEL_UNITS_MULTIPLE])
+
+
+def pack_step_weights_bfloat16(kernel: tf.Tensor, recurrent_kernel: tf.Tensor) -> tf.Tensor:
+    """[W; U] as CharRnnModelStep reads it in bfloat16: [H / 16, (I + H + 1) / 2, 4 * 16, 2], the
+    float32 layout's rows k and k + 1 side by side in pairs (a zero row pads an odd I + H), rounded to
+    nearest even."""
+    packed = pack_step_weights(kernel, recurrent_kernel)
+    depth = packed.shape[1]
+    packed = tf.pad(packed, [[0, 0], [0, depth % 2], [0, 0]])
+    pairs = tf.transpose(tf.reshape(packed, [packed.shape[0], -1, 2, packed.shape[2]]), [0, 1, 3, 2])
+    return tf.cast(pairs, tf.bfloat16)

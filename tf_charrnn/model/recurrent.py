@@ -4,7 +4,7 @@ one character with explicit state, for sampling and export:
     num_states                   S, the state tensors of one layer (LSTM: h and c)
     step_weights()               its weights as tensors, read once before a loop of steps
     step(inputs, states, weights) -> (outputs [B, H], states [S, B, H])
-    implementation(), step_implementation()   what runs the time loop and the step (fused_lstm's names)
+    implementation(), step_implementation(precision)   what runs the loop and the step (fused_lstm's names)
 
 The LSTM is `fused_lstm.FusedLSTM` (fused C++ kernels on a CPU); GRU and simple RNN step with their
 Keras cells, which read their own variables.
@@ -28,7 +28,8 @@ class _KerasCellStep:
         del mask
         return KERAS_OPS
 
-    def step_implementation(self) -> str:
+    def step_implementation(self, precision: str = "float32") -> str:
+        del precision
         return KERAS_OPS
 
     def step_weights(self) -> None:
