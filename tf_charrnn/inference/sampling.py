@@ -162,7 +162,7 @@ def generate_ids(
       length: int32 scalar, characters to generate.
       decoding, space_id: see `choose_next`.
       stop_ids: int32 [K]: a row stops after the first K ids it generates that equal these (the prime
-        does not count); None or K = 0: no row stops early.
+        does not count); None or K = 0: no row stops early (None traces a loop without the test).
 
     Returns:
       int32 [B, N]: N = length, or fewer when every row has stopped (the loop then ends); the ids a
@@ -171,11 +171,17 @@ def generate_ids(
     weights = model.step_weights(step_precision)
     logits, state = feed_prime(model, prime_ids, weights)
     previous = prime_ids[:, -1]
-    stop_ids = tf.zeros([0], tf.int32) if stop_ids is None else tf.convert_to_tensor(stop_ids, tf.int32)
+    generated = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+    if stop_ids is None:  # decided when traced: the loop holds no stop test (a dozen ops a character)
+        for step in tf.range(length):
+            previous = choose_next(logits, step, decoding, previous, space_id)
+            generated = generated.write(step, previous)
+            logits, state = model.step(previous, state, weights)
+        return _rows(generated)
+    stop_ids = tf.convert_to_tensor(stop_ids, tf.int32)
     stopping = tf.size(stop_ids) > 0
     recent = tf.fill([tf.shape(prime_ids)[0], tf.size(stop_ids)], -1)  # each row's last K ids
     lengths = tf.fill([tf.shape(prime_ids)[0]], length)  # where each row stops
-    generated = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     for step in tf.range(length):
         previous = choose_next(logits, step, decoding, previous, space_id)
         generated = generated.write(step, previous)
@@ -185,9 +191,14 @@ def generate_ids(
         if tf.reduce_all(lengths <= step + 1):  # every row has stopped (or this was the last step)
             break
         logits, state = model.step(previous, state, weights)
-    # [N, B] -> [B, N]; an int32 Transpose in a graph makes oneDNN log a spurious error line, Einsum not.
-    ids = tf.einsum("nb->bn", generated.stack())
+    ids = _rows(generated)
     return tf.where(tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None], ids, -1)
+
+
+def _rows(generated: tf.TensorArray) -> tf.Tensor:
+    """The generated ids [N, B] as rows [B, N]."""
+    # An int32 Transpose in a graph makes oneDNN log a spurious error line, Einsum not.
+    return tf.einsum("nb->bn", generated.stack())
 
 
 class Sampler:
@@ -285,7 +296,7 @@ class Sampler:
             tf.constant(length, tf.int32),
             (decoding or Decoding()).as_tensors(),
             tf.constant(vocab.space_id),
-            stop_ids=tf.constant(vocab.encode(stop_at), tf.int32),
+            stop_ids=tf.constant(vocab.encode(stop_at), tf.int32) if stop_at else None,
         )
         return [vocab.decode(row[row >= 0]) for row in ids.numpy()]
 
