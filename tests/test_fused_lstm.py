@@ -380,7 +380,8 @@ def _step_models(units, num_layers=2):
 
 
 @needs_kernels
-@pytest.mark.parametrize("batch_size, units", [(1, 32), (5, 16), (7, 64)])
+# 64 x 512: a step of more than 16 MFLOP, split across the intra-op threads
+@pytest.mark.parametrize("batch_size, units", [(1, 32), (5, 16), (7, 64), (64, 512)])
 def test_step_kernel_matches_the_tensorflow_step(batch_size, units):
     fused, plain = _step_models(units)
     assert "packed" in fused.step_weights() and "layers" not in fused.step_weights()
@@ -449,7 +450,7 @@ def test_step_kernel_rejects_inconsistent_shapes_and_ids():
 
 
 @needs_bfloat16_kernels
-@pytest.mark.parametrize("batch_size, units, embedding_dim", [(1, 32, 5), (7, 16, 8)])
+@pytest.mark.parametrize("batch_size, units, embedding_dim", [(1, 32, 5), (7, 16, 8), (64, 512, 64)])
 def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
     batch_size, units, embedding_dim
 ):
