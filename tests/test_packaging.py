@@ -266,12 +266,12 @@ def test_a_library_without_the_ops_is_refused(cache, caplog):
     subprocess.run(command, check=True, capture_output=True)
     cache_lib.publish(path + ".tmp", path)  # with its record, as a build puts it there
     with pytest.raises(
-        native.NativeBuildError, match="lacks the ops char_rnn_lstm_sequence, .*char_rnn_lstm_step"
+        native.NativeBuildError, match="lacks the ops char_rnn_lstm_sequence, .*char_rnn_model_step"
     ):
         native.build_and_load(cache=str(cache))
     with caplog.at_level(logging.WARNING):
         assert native.load.__wrapped__() is None
-    assert "char_rnn_lstm_step" in caplog.text
+    assert "char_rnn_model_step" in caplog.text
 
 
 def test_a_library_missing_one_op_is_refused(monkeypatch, cache):
@@ -281,7 +281,7 @@ def test_a_library_missing_one_op_is_refused(monkeypatch, cache):
     cache_lib.write_record(path)
     partial = types.SimpleNamespace(char_rnn_lstm_sequence=None, char_rnn_lstm_sequence_grad=None)
     monkeypatch.setattr(tf, "load_op_library", lambda _: partial)
-    with pytest.raises(native.NativeBuildError, match="lacks the ops char_rnn_lstm_step$"):
+    with pytest.raises(native.NativeBuildError, match="lacks the ops char_rnn_model_step$"):
         native.build_and_load(cache=str(cache))
 
 
