@@ -21,6 +21,8 @@ CELLS = ("lstm", "gru", "rnn")
 EMBEDDING_INITIALIZERS = ("normal", "uniform")
 WEIGHT_INITIALIZERS = ("pytorch", "keras")
 LR_SCHEDULES = ("exponential", "cosine")
+# Where Adam adds its epsilon (see training/optimizer.py).
+ADAM_EPSILON_FORMS = ("keras", "pytorch")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 # --mixed_precision -> the Keras dtype policy of the embedding and recurrent layers (None: float32).
 MIXED_PRECISION_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -275,6 +277,12 @@ class OptimizationConfig:
     min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
     adam_epsilon: float = _field(1e-7, "Adam's epsilon (Keras' default; PyTorch's is 1e-8)")
+    adam_epsilon_form: str = _field(
+        "keras",
+        "where Adam adds its epsilon: keras, to sqrt(v) before the bias correction (epsilon-hat: it acts "
+        "31.6x larger at the first step); pytorch, to the bias-corrected sqrt(v-hat), as PyTorch and optax",
+        choices=ADAM_EPSILON_FORMS,
+    )
     state_reset_probability: float = _field(
         0.1,
         "the chance that a training stream starts a batch from a zero state instead of the state it "

@@ -15,6 +15,7 @@ from tf_charrnn.config import RunConfig
 from tf_charrnn.model import losses
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.runtime.placement import Runtime
+from tf_charrnn.training.optimizer import make_optimizer
 
 
 def streams_kept(seed: int, step: int, batch_size: int, reset_probability: float) -> np.ndarray:
@@ -48,9 +49,7 @@ class TrainStep:
                 unroll=runtime.unroll,
                 fused_kernels=runtime.fused_kernels,
             )
-            self.optimizer = keras.optimizers.Adam(
-                learning_rate=config.optimization.learning_rate, epsilon=config.optimization.adam_epsilon
-            )
+            self.optimizer = make_optimizer(config.optimization)
             if runtime.loss_scaling:
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
