@@ -53,7 +53,8 @@ def _layers(units, batch_size, seed=0):
 @needs_kernels
 @pytest.mark.parametrize(
     "batch_size, time, units",
-    [(7, 5, 64), (3, 1, 128), (13, 24, 64), (1, 4, 512), (64, 3, 128), (64, 2, 512)],
+    # 48 and 100 units run padded to 64 and 128 (fused_lstm.pad_units)
+    [(7, 5, 64), (3, 1, 128), (13, 24, 64), (1, 4, 512), (64, 3, 128), (64, 2, 512), (5, 6, 48), (9, 7, 100)],
 )
 def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_size, time, units):
     fused, reference = _layers(units, batch_size)
@@ -107,7 +108,7 @@ def test_kernels_are_used_only_where_they_apply():
         return layer._kernels(None)
 
     assert kernels_for() is not None
-    assert kernels_for(units=48) is None  # not a multiple of 64
+    assert kernels_for(units=48) is not None  # padded to 64
     assert kernels_for(use_kernels=False) is None
     assert kernels_for(dtype="mixed_bfloat16") is not None  # bfloat16 kernels, else float32 ones
     assert kernels_for(dtype="mixed_float16") is None
@@ -122,7 +123,9 @@ def _relative_error(got, want):
 
 
 @needs_bfloat16_kernels
-@pytest.mark.parametrize("batch_size, time, units", [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64)])
+@pytest.mark.parametrize(
+    "batch_size, time, units", [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64), (6, 5, 100)]
+)
 def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_size, time, units):
     results = lstm_sequence_results(batch_size, time, units, seed=6)
     got, want = results["bfloat16"], results["float32"]
@@ -261,7 +264,7 @@ def test_implementation_names_what_runs_the_layer(monkeypatch):
 
     assert layer(64).implementation() == fused_lstm.FUSED_FLOAT32
     assert layer(64).step_implementation() == fused_lstm.FUSED_FLOAT32
-    assert layer(32).implementation() == fused_lstm.KERAS_OPS  # not a multiple of 64
+    assert layer(32).implementation() == fused_lstm.FUSED_FLOAT32  # padded to 64 units
     assert layer(32).step_implementation() == fused_lstm.FUSED_FLOAT32  # the step takes multiples of 16
     assert layer(64, use_kernels=False).implementation() == fused_lstm.KERAS_OPS
     assert layer(64, use_kernels=False).step_implementation() == fused_lstm.KERAS_OPS

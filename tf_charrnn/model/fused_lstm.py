@@ -9,8 +9,9 @@ CharRnnLstmSequenceBf16 (kernels/lstm_sequence_bf16.cc: recurrent products in bf
 accumulation, gates and cell state in float32) and its three matmuls in bfloat16, where the CPU has
 AVX512-BF16; elsewhere the float32 kernels, its inputs and outputs cast (`native.bfloat16_kernels()`
 decides once). The weights stay float32 variables either way. Where the kernels do not apply (a GPU,
-where cuDNN is faster; a mask, dropout inside the cell, a float16 compute dtype, units not a multiple of
-64, kernels not built) the layer is keras.layers.LSTM.
+where cuDNN is faster; a mask, dropout inside the cell, a float16 compute dtype, kernels not built) the
+layer is keras.layers.LSTM. The kernels take units in multiples of 64: a layer of other units runs on
+them padded with units that stay exactly zero (`pad_units`).
 
 The layer also steps one character with explicit state (`step`, for sampling and export):
 `lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors; where the kernels are on, a model runs all
@@ -92,7 +93,7 @@ def lstm_sequence(
 
         return (h, c), gradient
 
-    return forward(inputs, h0, c0, kernel, recurrent_kernel, bias)
+    return _on_padded_units(forward, inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
 def lstm_sequence_bfloat16(
@@ -153,7 +154,46 @@ def lstm_sequence_bfloat16(
 
         return (h, c), gradient
 
-    return forward(inputs, h0, c0, kernel, recurrent_kernel, bias)
+    return _on_padded_units(forward, inputs, h0, c0, kernel, recurrent_kernel, bias)
+
+
+def pad_units(
+    padding: int,
+    h0: tf.Tensor,
+    c0: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    bias: tf.Tensor,
+) -> tuple[tf.Tensor, ...]:
+    """A layer of H units as one of H + `padding` whose added units stay exactly zero: zero weights, bias
+    and state, so their gates are sigmoid(0) and tanh(0), their c stays 0.5 c + 0.5 tanh(0) = 0 and their
+    h = 0.5 tanh(0) = 0, and their zero rows of the recurrent kernel add nothing to the H real units.
+
+    Returns:
+      (h0, c0, kernel, recurrent_kernel, bias) with H + padding units, gates i, f, c, o as before.
+    """
+    units = recurrent_kernel.shape[0]
+
+    def widen_gates(weights: tf.Tensor) -> tf.Tensor:  # [..., 4H] -> [..., 4(H + padding)]
+        gates = tf.pad(tf.reshape(weights, [-1, 4, units]), [[0, 0], [0, 0], [0, padding]])
+        return tf.reshape(gates, [-1, 4 * (units + padding)])
+
+    states = [tf.pad(state, [[0, 0], [0, padding]]) for state in (h0, c0)]
+    recurrent_kernel = tf.pad(widen_gates(recurrent_kernel), [[0, padding], [0, 0]])
+    return (*states, widen_gates(kernel), recurrent_kernel, tf.reshape(widen_gates(bias), [-1]))
+
+
+def _on_padded_units(
+    forward: Callable[..., tuple[tf.Tensor, tf.Tensor]], inputs: tf.Tensor, *state_and_weights: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """forward(inputs, h0, c0, kernel, recurrent_kernel, bias) on units padded to the kernels' multiple;
+    (h, c) of the real units."""
+    units = state_and_weights[3].shape[0]
+    padding = -units % KERNEL_UNITS_MULTIPLE
+    if not padding:
+        return forward(inputs, *state_and_weights)
+    h, c = forward(inputs, *pad_units(padding, *state_and_weights))
+    return h[..., :units], c[..., :units]
 
 
 @keras.saving.register_keras_serializable(package="tf_charrnn")
@@ -186,7 +226,6 @@ class FusedLSTM(keras.layers.LSTM):
             and not cell.recurrent_dropout
             and cell.use_bias
             and self.compute_dtype in KERNEL_COMPUTE_DTYPES
-            and self.units % KERNEL_UNITS_MULTIPLE == 0
             and cell.activation is keras.activations.tanh
             and cell.recurrent_activation is keras.activations.sigmoid
         )
