@@ -53,10 +53,21 @@ def _layers(units, batch_size, seed=0):
 @needs_kernels
 @pytest.mark.parametrize(
     "batch_size, time, units",
-    # 48 and 100 units run padded to 64 and 128 (fused_lstm.pad_units)
-    [(7, 5, 64), (3, 1, 128), (13, 24, 64), (1, 4, 512), (64, 3, 128), (64, 2, 512), (5, 6, 48), (9, 7, 100)],
+    # 48, 100 and 300 units run padded to 64, 128 and 320 (fused_lstm.pad_units)
+    [
+        (7, 5, 64),
+        (3, 1, 128),
+        (13, 24, 64),
+        (1, 4, 512),
+        (64, 3, 128),
+        (64, 2, 512),
+        (5, 6, 48),
+        (9, 7, 100),
+        (4, 3, 300),
+    ],
 )
-def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_size, time, units):
+def test_fused_layer_matches_keras_lstm_in_outputs_states_and_gradients(batch_size, time, units, monkeypatch):
+    monkeypatch.setattr(fused_lstm, "PADDED_FLOAT32_MIN_UNITS", 0)  # pad at small sizes too, to test it
     fused, reference = _layers(units, batch_size)
     assert fused._kernels(None) is not None
     rng = np.random.default_rng(1)
@@ -108,7 +119,9 @@ def test_kernels_are_used_only_where_they_apply():
         return layer._kernels(None)
 
     assert kernels_for() is not None
-    assert kernels_for(units=48) is not None  # padded to 64
+    assert kernels_for(units=48) is None  # float32 padded to 64 was slower than Keras' ops
+    assert kernels_for(units=300) is not None  # padded to 320: faster
+    assert (kernels_for(units=48, dtype="mixed_bfloat16") is not None) == native.bfloat16_kernels()
     assert kernels_for(use_kernels=False) is None
     assert kernels_for(dtype="mixed_bfloat16") is not None  # bfloat16 kernels, else float32 ones
     assert kernels_for(dtype="mixed_float16") is None
@@ -264,7 +277,8 @@ def test_implementation_names_what_runs_the_layer(monkeypatch):
 
     assert layer(64).implementation() == fused_lstm.FUSED_FLOAT32
     assert layer(64).step_implementation() == fused_lstm.FUSED_FLOAT32
-    assert layer(32).implementation() == fused_lstm.FUSED_FLOAT32  # padded to 64 units
+    assert layer(32).implementation() == fused_lstm.KERAS_OPS  # float32 padded to 64 was slower
+    assert layer(300).implementation() == fused_lstm.FUSED_FLOAT32  # padded to 320
     assert layer(32).step_implementation() == fused_lstm.FUSED_FLOAT32  # the step takes multiples of 16
     assert layer(64, use_kernels=False).implementation() == fused_lstm.KERAS_OPS
     assert layer(64, use_kernels=False).step_implementation() == fused_lstm.KERAS_OPS

@@ -11,7 +11,8 @@ AVX512-BF16; elsewhere the float32 kernels, its inputs and outputs cast (`native
 decides once). The weights stay float32 variables either way. Where the kernels do not apply (a GPU,
 where cuDNN is faster; a mask, dropout inside the cell, a float16 compute dtype, kernels not built) the
 layer is keras.layers.LSTM. The kernels take units in multiples of 64: a layer of other units runs on
-them padded with units that stay exactly zero (`pad_units`).
+them padded with units that stay exactly zero (`pad_units`) where that measured faster than Keras' ops
+(bfloat16 at any size; float32 above 256 units), else on Keras' ops.
 
 The layer also steps one character with explicit state (`step`, for sampling and export):
 `lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors; where the kernels are on, a model runs all
@@ -30,6 +31,8 @@ from keras.src.backend import AutocastScope  # no public name; reads variables u
 from tf_charrnn.model import native
 
 KERNEL_UNITS_MULTIPLE = 64
+# Float32 layers of other units run padded above this many units (below it Keras' ops were faster).
+PADDED_FLOAT32_MIN_UNITS = 256
 # The compute dtypes the sequence kernels run in (see the module docstring).
 KERNEL_COMPUTE_DTYPES = ("float32", "bfloat16")
 # CharRnnModelStep works on blocks of this many units.
@@ -228,8 +231,17 @@ class FusedLSTM(keras.layers.LSTM):
             and self.compute_dtype in KERNEL_COMPUTE_DTYPES
             and cell.activation is keras.activations.tanh
             and cell.recurrent_activation is keras.activations.sigmoid
+            and self._units_pay_on_the_kernels()
         )
         return native.load() if applies else None
+
+    def _units_pay_on_the_kernels(self) -> bool:
+        """Whether this layer's units run faster on the kernels than on Keras' ops: a multiple of 64, or
+        padded to one where that measured faster (docs/performance.md, "Units that are not a multiple of
+        64")."""
+        if self.units % KERNEL_UNITS_MULTIPLE == 0 or self.units > PADDED_FLOAT32_MIN_UNITS:
+            return True
+        return self.compute_dtype == "bfloat16" and native.bfloat16_kernels()
 
     def implementation(self, mask: tf.Tensor | None = None) -> str:
         """What runs the time loop of a call with `mask`: FUSED_FLOAT32, FUSED_BFLOAT16 (the bfloat16
