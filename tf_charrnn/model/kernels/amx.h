@@ -183,32 +183,35 @@ void MultiplyRowsAmx(Tiles& tiles, const uint16_t* a, int64_t lda, int depth, co
   tiles.Finish(&out[0][0], kWidth * sizeof(float));
 }
 
-// Runs `step.TileAmx(tiles, row, rows, block)` over all batch rows (in tiles of up to 16) and unit blocks,
-// the blocks split across threads as RunBlocks splits them, one Tiles per shard.
+// Runs `step.TileAmx(tiles, row, rows, block)` over batch rows [first_row, last_row) (in tiles of up to 16)
+// and all unit blocks, the blocks split across threads as RunBlocks splits them, one Tiles per shard.
 template <typename Tiles, typename Step>
-void RunBlocksAmx(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block,
-                  int64_t min_flops_per_shard) {
-  ShardBlocks(context, blocks, flops_per_block, min_flops_per_shard, [&step, batch](int64_t first, int64_t last) {
-    Tiles tiles;
-    for (int block = first; block < last; ++block)
-      for (int row = 0; row < batch; row += kTileRows)
-        step.TileAmx(tiles, row, std::min(kTileRows, batch - row), block);
-  });
+void RunBlocksAmx(OpKernelContext* context, const Step& step, int first_row, int last_row, int blocks,
+                  int64_t flops_per_block, int64_t min_flops_per_shard) {
+  ShardBlocks(context, blocks, flops_per_block, min_flops_per_shard,
+              [&step, first_row, last_row](int64_t first, int64_t last) {
+                Tiles tiles;
+                for (int block = first; block < last; ++block)
+                  for (int row = first_row; row < last_row; row += kTileRows)
+                    step.TileAmx(tiles, row, std::min(kTileRows, last_row - row), block);
+              });
 }
 
 // RunBlocks or RunBlocksAmx, as `products` says.
 template <typename Step>
-void RunBf16Blocks(Bf16Products products, OpKernelContext* context, const Step& step, int batch, int blocks,
-                   int64_t flops_per_block, int64_t min_flops_per_shard) {
+void RunBf16Blocks(Bf16Products products, OpKernelContext* context, const Step& step, int first_row, int last_row,
+                   int blocks, int64_t flops_per_block, int64_t min_flops_per_shard) {
   switch (products) {
 #ifdef TF_CHARRNN_AMX_TILES
     case Bf16Products::kAmx:
-      return RunBlocksAmx<HardwareTiles>(context, step, batch, blocks, flops_per_block, min_flops_per_shard);
+      return RunBlocksAmx<HardwareTiles>(context, step, first_row, last_row, blocks, flops_per_block,
+                                         min_flops_per_shard);
 #endif
     case Bf16Products::kAmxEmulated:
-      return RunBlocksAmx<EmulatedTiles>(context, step, batch, blocks, flops_per_block, min_flops_per_shard);
+      return RunBlocksAmx<EmulatedTiles>(context, step, first_row, last_row, blocks, flops_per_block,
+                                         min_flops_per_shard);
     default:
-      return RunBlocks(context, step, batch, blocks, flops_per_block, min_flops_per_shard);
+      return RunBlocks(context, step, first_row, last_row, blocks, flops_per_block, min_flops_per_shard);
   }
 }
 

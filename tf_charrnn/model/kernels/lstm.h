@@ -211,24 +211,60 @@ void ShardBlocks(OpKernelContext* context, int blocks, int64_t flops_per_block, 
                        work);
 }
 
-// Runs `step.Tile` over all batch rows and unit blocks, the blocks split across threads by ShardBlocks.
+// Runs `step.Tile` over batch rows [first_row, last_row) and all unit blocks, the blocks split across threads
+// by ShardBlocks.
 template <typename Step>
-void RunBlocks(OpKernelContext* context, const Step& step, int batch, int blocks, int64_t flops_per_block,
-               int64_t min_flops_per_shard) {
-  ShardBlocks(context, blocks, flops_per_block, min_flops_per_shard, [&step, batch](int64_t first, int64_t last) {
-    for (int block = first; block < last; ++block) {
-      int row = 0;
-      for (; row + kMaxRows <= batch; row += kMaxRows) step.template Tile<kMaxRows>(row, block);
-      switch (batch - row) {
-        case 5: step.template Tile<5>(row, block); break;
-        case 4: step.template Tile<4>(row, block); break;
-        case 3: step.template Tile<3>(row, block); break;
-        case 2: step.template Tile<2>(row, block); break;
-        case 1: step.template Tile<1>(row, block); break;
-        default: break;
-      }
-    }
-  });
+void RunBlocks(OpKernelContext* context, const Step& step, int first_row, int last_row, int blocks,
+               int64_t flops_per_block, int64_t min_flops_per_shard) {
+  ShardBlocks(context, blocks, flops_per_block, min_flops_per_shard,
+              [&step, first_row, last_row](int64_t first, int64_t last) {
+                for (int block = first; block < last; ++block) {
+                  int row = first_row;
+                  for (; row + kMaxRows <= last_row; row += kMaxRows) step.template Tile<kMaxRows>(row, block);
+                  switch (last_row - row) {
+                    case 5: step.template Tile<5>(row, block); break;
+                    case 4: step.template Tile<4>(row, block); break;
+                    case 3: step.template Tile<3>(row, block); break;
+                    case 2: step.template Tile<2>(row, block); break;
+                    case 1: step.template Tile<1>(row, block); break;
+                    default: break;
+                  }
+                }
+              });
+}
+
+// How many row shards a sequence op runs its time loop in. The batch rows of a sequence never meet, so the
+// rows can be split once for the whole loop, each shard on its own thread with no hand-off per step. That
+// is what a step too small for ShardBlocks to split (under two shards' worth, e.g. 2 x 128 units at batch
+// 50, which would otherwise run on one thread while the other idles) gets: one shard per intra-op thread,
+// at most one per register tile of rows. Larger steps keep one shard and split each step's blocks.
+inline int SequenceRowShards(OpKernelContext* context, int batch, int64_t flops_per_step) {
+  if (flops_per_step >= 2 * kMinSequenceFlopsPerShard) return 1;
+  const int threads = context->device()->tensorflow_cpu_worker_threads()->workers->NumThreads();
+  return std::max(1, std::min(threads, (batch + kMaxRows - 1) / kMaxRows));
+}
+
+// Runs work(first_row, last_row, shard) for `shards` contiguous shards of the batch rows, each a near-equal
+// share of the register tiles of rows, one shard per thread; a single shard runs on the calling thread.
+template <typename Work>
+void ForEachRowShard(OpKernelContext* context, int batch, int shards, const Work& work) {
+  if (shards <= 1) return work(0, batch, 0);
+  const int64_t tiles = (batch + kMaxRows - 1) / kMaxRows;
+  auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
+  threads->ParallelFor(shards, ::tsl::thread::ThreadPool::SchedulingParams::Fixed(1),
+                       [&work, batch, shards, tiles](int64_t first, int64_t last) {
+                         for (int64_t shard = first; shard < last; ++shard) {
+                           const int first_row = std::min<int64_t>(batch, shard * tiles / shards * kMaxRows);
+                           const int last_row = std::min<int64_t>(batch, (shard + 1) * tiles / shards * kMaxRows);
+                           if (first_row < last_row) work(first_row, last_row, static_cast<int>(shard));
+                         }
+                       });
+}
+
+// Sums `shards` partial bias gradients [shards, n] (one per row shard) into dbias [n].
+inline void SumShards(const float* partial, int shards, int64_t n, float* dbias) {
+  for (int shard = 0; shard < shards; ++shard)
+    for (int64_t i = 0; i < n; ++i) dbias[i] += partial[shard * n + i];
 }
 
 // Shapes of a sequence op (float32 or bfloat16): xw [B, T, 4H], h0 [B, H] -> h, c [B, T, H], gates

@@ -89,19 +89,23 @@ class LstmSequenceOp : public OpKernel {
             *p++ = u[static_cast<int64_t>(k) * 4 * units + g * units + block * kLanes + lane];
 
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
-    ForwardStep step;
-    step.bias = bias.flat<float>().data();
-    step.packed = packed.flat<float>().data();
-    step.units = units;
-    for (int t = 0; t < time; ++t) {
-      step.xw = {xw.flat<float>().data() + t * 4 * units, seq_z};
-      step.h_prev = t == 0 ? Rows{h0.flat<float>().data(), units} : Rows{h->flat<float>().data() + (t - 1) * units, seq_h};
-      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c->flat<float>().data() + (t - 1) * units, seq_h};
-      step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
-      step.h = {h->flat<float>().data() + t * units, seq_h};
-      step.c = {c->flat<float>().data() + t * units, seq_h};
-      RunBlocks(context, step, batch, units / kLanes, 2LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
-    }
+    const int64_t flops_per_block = 2LL * batch * units * kWidth;
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kLanes));
+    ForEachRowShard(context, batch, shards, [&](int first_row, int last_row, int) {
+      ForwardStep step;
+      step.bias = bias.flat<float>().data();
+      step.packed = packed.flat<float>().data();
+      step.units = units;
+      for (int t = 0; t < time; ++t) {
+        step.xw = {xw.flat<float>().data() + t * 4 * units, seq_z};
+        step.h_prev = t == 0 ? Rows{h0.flat<float>().data(), units} : Rows{h->flat<float>().data() + (t - 1) * units, seq_h};
+        step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c->flat<float>().data() + (t - 1) * units, seq_h};
+        step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
+        step.h = {h->flat<float>().data() + t * units, seq_h};
+        step.c = {c->flat<float>().data() + t * units, seq_h};
+        RunBlocks(context, step, first_row, last_row, units / kLanes, flops_per_block, kMinSequenceFlopsPerShard);
+      }
+    });
   }
 };
 
@@ -127,25 +131,36 @@ class LstmSequenceGradOp : public OpKernel {
     float* carry = dc0->flat<float>().data();  // dc flowing back; ends as dc0
     std::fill(carry, carry + static_cast<int64_t>(batch) * units, 0.0f);
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
-    const float* dz_data = dz->flat<float>().data();
-    BackwardStep step;
-    step.dc_carry = {carry, units};
-    step.dbias = dbias->flat<float>().data();
-    step.packed = packed.flat<float>().data();
-    step.units = units;
-    for (int t = time - 1; t >= 0; --t) {
-      step.first = t == time - 1;
-      step.dz_next = {dz_data + (t + 1) * 4 * units, seq_z};
-      step.dh_up = {dh.flat<float>().data() + t * units, seq_h};
-      step.dc_up = {dc.flat<float>().data() + t * units, seq_h};
-      step.gates = {gates.flat<float>().data() + t * 4 * units, seq_z};
-      step.c = {c.flat<float>().data() + t * units, seq_h};
-      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
-      step.dz = {dz->flat<float>().data() + t * 4 * units, seq_z};
-      RunBlocks(context, step, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
+    const int64_t flops_per_block = 8LL * batch * units * kWidth;
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kWidth));
+    Tensor partial_dbias;  // one bias gradient per row shard, summed at the end
+    if (shards > 1) {
+      OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_FLOAT, TensorShape({shards, 4 * units}),
+                                                     &partial_dbias));
+      partial_dbias.flat<float>().setZero();
     }
-    InitialStateGrad initial{{dz_data, seq_z}, {dh0->flat<float>().data(), units}, packed.flat<float>().data(), units};
-    RunBlocks(context, initial, batch, units / kWidth, 8LL * batch * units * kWidth, kMinSequenceFlopsPerShard);
+    float* dz_data = dz->flat<float>().data();
+    ForEachRowShard(context, batch, shards, [&](int first_row, int last_row, int shard) {
+      BackwardStep step;
+      step.dc_carry = {carry, units};
+      step.dbias = shards > 1 ? partial_dbias.flat<float>().data() + shard * 4 * units : dbias->flat<float>().data();
+      step.packed = packed.flat<float>().data();
+      step.units = units;
+      for (int t = time - 1; t >= 0; --t) {
+        step.first = t == time - 1;
+        step.dz_next = {dz_data + (t + 1) * 4 * units, seq_z};
+        step.dh_up = {dh.flat<float>().data() + t * units, seq_h};
+        step.dc_up = {dc.flat<float>().data() + t * units, seq_h};
+        step.gates = {gates.flat<float>().data() + t * 4 * units, seq_z};
+        step.c = {c.flat<float>().data() + t * units, seq_h};
+        step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
+        step.dz = {dz_data + t * 4 * units, seq_z};
+        RunBlocks(context, step, first_row, last_row, units / kWidth, flops_per_block, kMinSequenceFlopsPerShard);
+      }
+      InitialStateGrad initial{{dz_data, seq_z}, {dh0->flat<float>().data(), units}, packed.flat<float>().data(), units};
+      RunBlocks(context, initial, first_row, last_row, units / kWidth, flops_per_block, kMinSequenceFlopsPerShard);
+    });
+    if (shards > 1) SumShards(partial_dbias.flat<float>().data(), shards, 4 * units, dbias->flat<float>().data());
   }
 };
 

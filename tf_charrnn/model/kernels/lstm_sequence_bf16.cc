@@ -190,20 +190,24 @@ class LstmSequenceBf16Op : public OpKernel {
     for (int64_t i = 0; i < static_cast<int64_t>(batch) * units; ++i) h0_bits[i] = ToBf16(h0_data[i]);
 
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
-    ForwardStepBf16 step;
-    step.bias = bias.flat<float>().data();
-    step.packed = packed_data;
-    step.units = units;
-    for (int t = 0; t < time; ++t) {
-      step.xw = {Bits(xw) + t * 4 * units, seq_z};
-      step.h_prev = t == 0 ? Rows16{h0_bits, units} : Rows16{Bits(h) + (t - 1) * units, seq_h};
-      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c->flat<float>().data() + (t - 1) * units, seq_h};
-      step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
-      step.h = {Bits(h) + t * units, seq_h};
-      step.c = {c->flat<float>().data() + t * units, seq_h};
-      RunBf16Blocks(products_, context, step, batch, units / kLanes, 2LL * batch * units * kWidth,
-                    kMinSequenceFlopsPerShard);
-    }
+    const int64_t flops_per_block = 2LL * batch * units * kWidth;
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kLanes));
+    ForEachRowShard(context, batch, shards, [&](int first_row, int last_row, int) {
+      ForwardStepBf16 step;
+      step.bias = bias.flat<float>().data();
+      step.packed = packed_data;
+      step.units = units;
+      for (int t = 0; t < time; ++t) {
+        step.xw = {Bits(xw) + t * 4 * units, seq_z};
+        step.h_prev = t == 0 ? Rows16{h0_bits, units} : Rows16{Bits(h) + (t - 1) * units, seq_h};
+        step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c->flat<float>().data() + (t - 1) * units, seq_h};
+        step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
+        step.h = {Bits(h) + t * units, seq_h};
+        step.c = {c->flat<float>().data() + t * units, seq_h};
+        RunBf16Blocks(products_, context, step, first_row, last_row, units / kLanes, flops_per_block,
+                      kMinSequenceFlopsPerShard);
+      }
+    });
   }
 
  private:
@@ -236,27 +240,38 @@ class LstmSequenceBf16GradOp : public OpKernel {
     float* carry = dc0->flat<float>().data();  // dc flowing back; ends as dc0
     std::fill(carry, carry + static_cast<int64_t>(batch) * units, 0.0f);
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
-    uint16_t* dz_bits = Bits(dz);
-    BackwardStepBf16 step;
-    step.dc_carry = {carry, units};
-    step.dbias = dbias->flat<float>().data();
-    step.packed = packed_data;
-    step.units = units;
-    for (int t = time - 1; t >= 0; --t) {
-      step.first = t == time - 1;
-      step.dz_next = {dz_bits + (t + 1) * 4 * units, seq_z};
-      step.dh_up = {Bits(dh) + t * units, seq_h};
-      step.dc_up = {dc.flat<float>().data() + t * units, seq_h};
-      step.gates = {gates.flat<float>().data() + t * 4 * units, seq_z};
-      step.c = {c.flat<float>().data() + t * units, seq_h};
-      step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
-      step.dz = {dz_bits + t * 4 * units, seq_z};
-      RunBf16Blocks(products_, context, step, batch, units / kWidth, 8LL * batch * units * kWidth,
-                    kMinSequenceFlopsPerShard);
+    const int64_t flops_per_block = 8LL * batch * units * kWidth;
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kWidth));
+    Tensor partial_dbias;  // one bias gradient per row shard, summed at the end
+    if (shards > 1) {
+      OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_FLOAT, TensorShape({shards, 4 * units}),
+                                                     &partial_dbias));
+      partial_dbias.flat<float>().setZero();
     }
-    InitialStateGradBf16 initial{{dz_bits, seq_z}, {dh0->flat<float>().data(), units}, packed_data, units};
-    RunBf16Blocks(products_, context, initial, batch, units / kWidth, 8LL * batch * units * kWidth,
-                  kMinSequenceFlopsPerShard);
+    uint16_t* dz_bits = Bits(dz);
+    ForEachRowShard(context, batch, shards, [&](int first_row, int last_row, int shard) {
+      BackwardStepBf16 step;
+      step.dc_carry = {carry, units};
+      step.dbias = shards > 1 ? partial_dbias.flat<float>().data() + shard * 4 * units : dbias->flat<float>().data();
+      step.packed = packed_data;
+      step.units = units;
+      for (int t = time - 1; t >= 0; --t) {
+        step.first = t == time - 1;
+        step.dz_next = {dz_bits + (t + 1) * 4 * units, seq_z};
+        step.dh_up = {Bits(dh) + t * units, seq_h};
+        step.dc_up = {dc.flat<float>().data() + t * units, seq_h};
+        step.gates = {gates.flat<float>().data() + t * 4 * units, seq_z};
+        step.c = {c.flat<float>().data() + t * units, seq_h};
+        step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
+        step.dz = {dz_bits + t * 4 * units, seq_z};
+        RunBf16Blocks(products_, context, step, first_row, last_row, units / kWidth, flops_per_block,
+                      kMinSequenceFlopsPerShard);
+      }
+      InitialStateGradBf16 initial{{dz_bits, seq_z}, {dh0->flat<float>().data(), units}, packed_data, units};
+      RunBf16Blocks(products_, context, initial, first_row, last_row, units / kWidth, flops_per_block,
+                    kMinSequenceFlopsPerShard);
+    });
+    if (shards > 1) SumShards(partial_dbias.flat<float>().data(), shards, 4 * units, dbias->flat<float>().data());
   }
 
  private:

@@ -160,7 +160,7 @@ template <>
   step.h = {h, units};
   step.c = {c, units};
   step.units = units;
-  RunBlocks(context, step, batch, units / kLanes, 2LL * batch * (in + units) * kWidth, kMinFlopsPerShard);
+  RunBlocks(context, step, 0, batch, units / kLanes, 2LL * batch * (in + units) * kWidth, kMinFlopsPerShard);
   return ::tensorflow::OkStatus();
 }
 
@@ -193,7 +193,7 @@ template <>
   step.h = {h, units};
   step.c = {c, units};
   step.units = units;
-  RunBlocks(context, step, batch, units / kLanes, 2LL * batch * depth * kWidth, kMinFlopsPerShard);
+  RunBlocks(context, step, 0, batch, units / kLanes, 2LL * batch * depth * kWidth, kMinFlopsPerShard);
   return ::tensorflow::OkStatus();
 }
 #endif  // __AVX512BF16__
