@@ -53,13 +53,15 @@ def _layers(units, batch_size, seed=0):
 @needs_kernels
 @pytest.mark.parametrize(
     "batch_size, time, units",
-    # 48, 100 and 300 units run padded to 64, 128 and 320 (fused_lstm.pad_units)
+    # 48, 100 and 300 units run padded to 64, 128 and 320 (fused_lstm.pad_units); steps under 16 MFLOP
+    # (here all but 512 units at batch 64) run their batch rows in one shard per thread (50 rows: 24 + 26)
     [
         (7, 5, 64),
         (3, 1, 128),
         (13, 24, 64),
         (1, 4, 512),
         (64, 3, 128),
+        (50, 6, 128),
         (64, 2, 512),
         (5, 6, 48),
         (9, 7, 100),
@@ -137,7 +139,7 @@ def _relative_error(got, want):
 
 @needs_bfloat16_kernels
 @pytest.mark.parametrize(
-    "batch_size, time, units", [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64), (6, 5, 100)]
+    "batch_size, time, units", [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64), (50, 5, 128), (6, 5, 100)]
 )
 def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_size, time, units):
     results = lstm_sequence_results(batch_size, time, units, seed=6)
