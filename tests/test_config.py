@@ -33,6 +33,7 @@ from tf_charrnn.errors import UserError
         (OptimizationConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),
         (OptimizationConfig, "adam_epsilon", 0.0, "--adam_epsilon must be > 0"),
         (OptimizationConfig, "adam_epsilon_form", "optax", "--adam_epsilon_form must be one of keras"),
+        (OptimizationConfig, "adam_beta2", 1.0, "--adam_beta2 must be in (0, 1)"),
         (OptimizationConfig, "state_reset_probability", 1.0, "--state_reset_probability must be in [0, 1)"),
         (OptimizationConfig, "state_reset_probability", -0.1, "--state_reset_probability must be in [0, 1)"),
         (ModelConfig, "embedding_initializer", "zeros", "--embedding_initializer must be one of normal"),
@@ -75,6 +76,7 @@ def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_r
         ("model", "embedding_initializer"),
         ("model", "weight_initializer"),
         ("optimization", "adam_epsilon"),
+        ("optimization", "adam_beta2"),
         ("optimization", "adam_epsilon_form"),
         ("optimization", "state_reset_probability"),
     ]:
@@ -82,7 +84,7 @@ def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_r
     old = RunConfig.from_dict(values)
     assert (old.model.embedding_initializer, old.model.weight_initializer) == ("uniform", "keras")
     assert (old.optimization.adam_epsilon, old.optimization.state_reset_probability) == (1e-7, 0.0)
-    assert old.optimization.adam_epsilon_form == "keras"
+    assert (old.optimization.adam_epsilon_form, old.optimization.adam_beta2) == ("keras", 0.999)
     new = RunConfig()
     assert (new.model.embedding_initializer, new.model.weight_initializer) == ("normal", "keras")
     assert (new.optimization.adam_epsilon, new.optimization.state_reset_probability) == (1e-7, 0.1)

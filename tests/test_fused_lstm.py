@@ -139,7 +139,8 @@ def _relative_error(got, want):
 
 @needs_bfloat16_kernels
 @pytest.mark.parametrize(
-    "batch_size, time, units", [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64), (50, 5, 128), (6, 5, 100)]
+    "batch_size, time, units",
+    [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64), (50, 5, 128), (6, 5, 100)],
 )
 def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_size, time, units):
     results = lstm_sequence_results(batch_size, time, units, seed=6)

@@ -1,4 +1,4 @@
-"""Adam's two epsilon forms (training/optimizer.py) against the formulas they stand for."""
+"""Adam's two epsilon forms and its beta_2 (training/optimizer.py) against the formulas they stand for."""
 
 import keras
 import numpy as np
@@ -26,8 +26,10 @@ def _adam_reference(gradients, learning_rate, epsilon, form, beta_1=0.9, beta_2=
     return weights
 
 
-def _train(form, epsilon, gradients=_GRADIENTS):
-    config = OptimizationConfig(learning_rate=0.01, adam_epsilon=epsilon, adam_epsilon_form=form)
+def _train(form, epsilon, gradients=_GRADIENTS, beta_2=0.999):
+    config = OptimizationConfig(
+        learning_rate=0.01, adam_epsilon=epsilon, adam_epsilon_form=form, adam_beta2=beta_2
+    )
     optimizer = make_optimizer(config)
     weights = tf.Variable(tf.zeros(gradients.shape[1]))
 
@@ -40,11 +42,14 @@ def _train(form, epsilon, gradients=_GRADIENTS):
     return weights.numpy()
 
 
+@pytest.mark.parametrize("beta_2", [0.999, 0.99])
 @pytest.mark.parametrize("form", ["pytorch", "keras"])
-def test_each_form_is_the_update_it_names(form):
+def test_each_form_is_the_update_it_names(form, beta_2):
     # Gradients of 1e-6 against an epsilon of 1e-6: where the two forms part.
-    want = _adam_reference(_GRADIENTS, 0.01, 1e-6, form)
-    np.testing.assert_allclose(_train(form, 1e-6), want, rtol=1e-5, atol=1e-9)
+    want = _adam_reference(_GRADIENTS, 0.01, 1e-6, form, beta_2=beta_2)
+    np.testing.assert_allclose(_train(form, 1e-6, beta_2=beta_2), want, rtol=1e-5, atol=1e-9)
+    if beta_2 != 0.999:  # the reference tells the two apart
+        assert not np.allclose(want, _adam_reference(_GRADIENTS, 0.01, 1e-6, form), rtol=1e-3)
 
 
 def test_the_forms_differ_where_epsilon_is_near_the_gradients_and_agree_where_it_is_not():

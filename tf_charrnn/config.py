@@ -277,6 +277,11 @@ class OptimizationConfig:
     min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
     adam_epsilon: float = _field(1e-7, "Adam's epsilon (Keras' default; PyTorch's is 1e-8)")
+    adam_beta2: float = _field(
+        0.999,
+        "Adam's beta_2, the decay of its average of squared gradients (Keras' and PyTorch's default; 0.99 "
+        "adapts faster, for small batches and short runs)",
+    )
     adam_epsilon_form: str = _field(
         "keras",
         "where Adam adds its epsilon: keras, to sqrt(v) before the bias correction (epsilon-hat: it acts "
@@ -311,6 +316,9 @@ class OptimizationConfig:
         _require(
             math.isfinite(self.adam_epsilon) and self.adam_epsilon > 0,
             f"{flag('adam_epsilon')} must be > 0, got {self.adam_epsilon}",
+        )
+        _require(
+            0.0 < self.adam_beta2 < 1.0, f"{flag('adam_beta2')} must be in (0, 1), got {self.adam_beta2}"
         )
         _require(
             0.0 <= self.state_reset_probability < 1.0,

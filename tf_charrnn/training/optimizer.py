@@ -35,6 +35,7 @@ class BiasCorrectedEpsilonAdam(keras.optimizers.Adam):
 
 
 def make_optimizer(config: OptimizationConfig) -> keras.optimizers.Adam:
-    """The run's Adam: `config.adam_epsilon` added where `config.adam_epsilon_form` says."""
+    """The run's Adam: `config.adam_beta2`, and `config.adam_epsilon` added where `config.adam_epsilon_form`
+    says."""
     adam = BiasCorrectedEpsilonAdam if config.adam_epsilon_form == "pytorch" else keras.optimizers.Adam
-    return adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
+    return adam(learning_rate=config.learning_rate, beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
