@@ -192,9 +192,9 @@ inline ::tensorflow::Status StartGradient(OpKernelContext* context, GradOutputs*
   return ::tensorflow::OkStatus();
 }
 
-// The sequence kernels split a time step across the pool's threads only from 8 MFLOP per shard on: below
-// that (e.g. 2 x 128 units, batch 50) the hand-off costs about what the second thread saves, and a step on
-// the calling thread leaves the other free for the ops TensorFlow runs beside the kernel.
+// The sequence kernels split a time step's unit blocks across the pool's threads only from 8 MFLOP per shard
+// on: below that (e.g. 2 x 128 units, batch 50) the hand-off each step costs about what the second thread
+// saves, so such sequences split their batch rows instead (SequenceRowShards).
 constexpr int64_t kMinSequenceFlopsPerShard = 1 << 23;
 
 // Runs work(first, last) over blocks [0, blocks) in one contiguous shard per intra-op thread (the calling
