@@ -261,6 +261,15 @@ void ForEachRowShard(OpKernelContext* context, int batch, int shards, const Work
                        });
 }
 
+// With more than one row shard, a zeroed [shards, 4H] temporary: one bias gradient per shard, summed at the
+// end by SumShards (a single shard accumulates into dbias itself).
+inline ::tensorflow::Status AllocatePartialBias(OpKernelContext* context, int shards, int units, Tensor* partial) {
+  if (shards <= 1) return ::tensorflow::OkStatus();
+  TF_RETURN_IF_ERROR(context->allocate_temp(::tensorflow::DT_FLOAT, TensorShape({shards, 4 * units}), partial));
+  partial->flat<float>().setZero();
+  return ::tensorflow::OkStatus();
+}
+
 // Sums `shards` partial bias gradients [shards, n] (one per row shard) into dbias [n].
 inline void SumShards(const float* partial, int shards, int64_t n, float* dbias) {
   for (int shard = 0; shard < shards; ++shard)

@@ -133,12 +133,8 @@ class LstmSequenceGradOp : public OpKernel {
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
     const int64_t flops_per_block = 8LL * batch * units * kWidth;
     const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kWidth));
-    Tensor partial_dbias;  // one bias gradient per row shard, summed at the end
-    if (shards > 1) {
-      OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_FLOAT, TensorShape({shards, 4 * units}),
-                                                     &partial_dbias));
-      partial_dbias.flat<float>().setZero();
-    }
+    Tensor partial_dbias;
+    OP_REQUIRES_OK(context, AllocatePartialBias(context, shards, units, &partial_dbias));
     float* dz_data = dz->flat<float>().data();
     ForEachRowShard(context, batch, shards, [&](int first_row, int last_row, int shard) {
       BackwardStep step;
