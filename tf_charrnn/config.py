@@ -20,7 +20,7 @@ CELLS = ("lstm", "gru", "rnn")
 # A new run's weights (see model/initializers.py): PyTorch's scales or Keras' defaults.
 EMBEDDING_INITIALIZERS = ("normal", "uniform")
 WEIGHT_INITIALIZERS = ("pytorch", "keras")
-LR_SCHEDULES = ("exponential", "cosine")
+LR_SCHEDULES = ("exponential", "cosine", "linear")
 # Where Adam adds its epsilon (see training/optimizer.py).
 ADAM_EPSILON_FORMS = ("keras", "pytorch")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
@@ -263,18 +263,19 @@ class OptimizationConfig:
 
     must_match_on_resume: ClassVar[bool] = True
 
-    learning_rate: float = _field(2e-3, "Adam learning rate (peak rate for the cosine schedule)")
+    learning_rate: float = _field(2e-3, "Adam learning rate (peak rate for the cosine and linear schedules)")
     lr_schedule: str = _field(
         "exponential",
-        "exponential: per-epoch decay; cosine: linear warmup then cosine decay",
+        "exponential: per-epoch decay; cosine: linear warmup then cosine decay; linear: linear warmup then "
+        "linear decay",
         choices=LR_SCHEDULES,
     )
     decay_rate: float = _field(
         0.97, "exponential schedule: multiply the rate by this each epoch after decay_after epochs"
     )
     decay_after: int = _field(10, "exponential schedule: epochs at the full rate")
-    warmup_steps: int = _field(0, "cosine schedule: linear warmup steps")
-    min_learning_rate: float = _field(0.0, "cosine schedule: rate reached at the last step")
+    warmup_steps: int = _field(0, "cosine and linear schedules: linear warmup steps")
+    min_learning_rate: float = _field(0.0, "cosine and linear schedules: rate reached at the last step")
     grad_clip: float = _field(5.0, "clip gradients to this global norm")
     adam_epsilon: float = _field(1e-7, "Adam's epsilon (Keras' default; PyTorch's is 1e-8)")
     adam_beta2: float = _field(

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tf_charrnn.config import ModelConfig
 from tf_charrnn.model import fused_lstm, initializers, native, recurrent
+from tf_charrnn.model.dropout import FusedDropout
 
 
 class CharRNN(keras.Model):
@@ -36,7 +37,8 @@ class CharRNN(keras.Model):
       unroll: unroll the time loop when it is traced (the time length must then be static, as
         it is in training); on a CPU this saves the loop's per-step overhead. Same weights, same math.
       fused_kernels: LSTM layers run on the fused C++ kernels where they apply (see fused_lstm.py;
-        they take precedence over `unroll`), in the sequence call and in `step`; the runtime decides.
+        they take precedence over `unroll`), in the sequence call and in `step`, and so does dropout
+        (dropout.py: the same values as Keras'); the runtime decides.
     """
 
     def __init__(
@@ -74,8 +76,12 @@ class CharRNN(keras.Model):
             )
             x = rnn(x)
             layer_seed = None if seed is None else seed + layer
-            x = keras.layers.Dropout(
-                config.dropout, seed=layer_seed, dtype=dtype_policy, name=f"dropout_{layer}"
+            x = FusedDropout(
+                config.dropout,
+                use_kernels=fused_kernels,
+                seed=layer_seed,
+                dtype=dtype_policy,
+                name=f"dropout_{layer}",
             )(x)
             recurrent_layers.append(rnn)
         head = keras.layers.Dense(

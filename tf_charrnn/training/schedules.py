@@ -1,4 +1,5 @@
-"""Learning-rate schedules: char-rnn's per-epoch exponential decay, or linear warmup then cosine decay."""
+"""Learning-rate schedules: char-rnn's per-epoch exponential decay, or linear warmup then a cosine or a
+linear decay to the floor."""
 
 import math
 
@@ -12,7 +13,7 @@ def learning_rate(config: OptimizationConfig, step: int, epoch: int, total_steps
       config: OptimizationConfig.
       step: 0-based index of the step about to run.
       epoch: 0-based epoch that step belongs to.
-      total_steps: steps in the whole run (cosine decays over them).
+      total_steps: steps in the whole run (cosine and linear decay over them).
 
     Returns:
       float learning rate.
@@ -23,8 +24,11 @@ def learning_rate(config: OptimizationConfig, step: int, epoch: int, total_steps
         return config.learning_rate * (step + 1) / config.warmup_steps
     decay_steps = max(1, total_steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / decay_steps)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * cosine
+    if config.lr_schedule == "linear":
+        remaining = 1.0 - progress
+    else:
+        remaining = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * remaining
 
 
 def describe_length_change(
@@ -43,6 +47,6 @@ def describe_length_change(
     before = learning_rate(config, step, epoch, old_total_steps)
     after = learning_rate(config, step, epoch, total_steps)
     return (
-        f"{change}: the cosine schedule decays over the new length, so the learning rate at step {step} "
-        f"is {after:.3g} (it was {before:.3g})"
+        f"{change}: the {config.lr_schedule} schedule decays over the new length, so the learning rate at "
+        f"step {step} is {after:.3g} (it was {before:.3g})"
     )
