@@ -207,7 +207,7 @@ def lstm_sequence_results(batch_size, time, units, seed):
         return [h, c, *tape.gradient(loss, arguments)]
 
     return {
-        "bfloat16": run(fused_lstm.lstm_sequence, tf.bfloat16),
+        "bfloat16": run(fused_lstm.lstm_sequence_bfloat16, tf.bfloat16),
         "float32": run(fused_lstm.lstm_sequence, tf.float32),
     }
 

@@ -4,8 +4,7 @@ explicit state for sampling and export.
 Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layers, S state tensors per
 layer (2 for LSTM's h and c, 1 for GRU and RNN).
   ids int32 [B, T] -> Embedding [B, T, E] -> L x stateful RNN [B, T, H] (dropout after each)
-  -> Dense logits float32 [B, T, V]. On the fused kernels the first LSTM layer reads x W as rows of the
-  [V, 4H] table embedding x W (the same sums; fused_lstm.lstm_sequence_from_table).
+  -> Dense logits float32 [B, T, V].
   step: ids int32 [B], state float32 [L, S, B, H] -> logits float32 [B, V], state [L, S, B, H].
 """
 
@@ -75,11 +74,7 @@ class CharRNN(keras.Model):
                 name=f"{config.cell}_{layer}",
                 **initializers.recurrent(config.weight_initializer, config.cell, config.rnn_units),
             )
-            if layer == 1 and isinstance(rnn, fused_lstm.FusedLSTM) and fused_kernels:
-                rnn.read_inputs_from(embedding)  # x W read from the table embedding x W on the kernels
-                x = rnn(x, ids=ids)
-            else:
-                x = rnn(x)
+            x = rnn(x)
             layer_seed = None if seed is None else seed + layer
             x = FusedDropout(
                 config.dropout,

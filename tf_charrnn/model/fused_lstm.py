@@ -53,138 +53,111 @@ def lstm_sequence(
     recurrent_kernel: tf.Tensor,
     bias: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """One LSTM layer over a sequence, with the fused kernels (float32, or bfloat16 inputs on the bfloat16
-    kernels): x W as one matmul (bfloat16 with float32 accumulation for bfloat16 inputs), then the
-    recurrence (`recurrence`).
+    """One LSTM layer over a sequence, with the fused kernels.
 
     Args:
-      kernels: the module `native.load()` returns (with `native.BF16_OPS` for bfloat16 inputs).
-      inputs: float32 or bfloat16 [B, T, E]; h0, c0: float32 [B, H]; kernel [E, 4H], recurrent_kernel
-        [H, 4H], bias [4H]: Keras LSTMCell's float32 weights (gates i, f, c, o).
+      kernels: the module `native.load()` returns.
+      inputs: float32 [B, T, E]; h0, c0: float32 [B, H]; kernel [E, 4H], recurrent_kernel [H, 4H],
+        bias [4H]: Keras LSTMCell's weights (gates i, f, c, o).
 
     Returns:
-      (h, c): [B, T, H] each, the hidden (in the inputs' dtype) and cell state (float32) after every step.
+      (h, c): float32 [B, T, H] each, the hidden and cell state after every step.
     """
 
+    @tf.custom_gradient
     def forward(
-        inputs: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, *rest: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+        inputs: tf.Tensor,
+        h0: tf.Tensor,
+        c0: tf.Tensor,
+        kernel: tf.Tensor,
+        recurrent_kernel: tf.Tensor,
+        bias: tf.Tensor,
+    ) -> tuple[tuple[tf.Tensor, tf.Tensor], Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]]:
         batch, time, features = tf.unstack(tf.shape(inputs))
         flat_inputs = tf.reshape(inputs, [-1, features])
-        xw = tf.reshape(tf.matmul(flat_inputs, tf.cast(kernel, inputs.dtype)), [batch, time, -1])
-        return recurrence(kernels, xw, h0, c0, *rest)
+        xw = tf.reshape(tf.matmul(flat_inputs, kernel), [batch, time, -1])
+        h, c, gates = kernels.char_rnn_lstm_sequence(xw, h0, c0, recurrent_kernel, bias)
+
+        def gradient(dh: tf.Tensor | None, dc: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
+            # An output nothing depended on (e.g. c, which only feeds the state variables) has no gradient.
+            dh = tf.zeros_like(h) if dh is None else dh
+            dc = tf.zeros_like(c) if dc is None else dc
+            dz, dh0, dc0, dbias = kernels.char_rnn_lstm_sequence_grad(dh, dc, gates, c, c0, recurrent_kernel)
+            flat_dz = tf.reshape(dz, [batch * time, -1])
+            h_before = tf.reshape(tf.concat([h0[:, None], h[:, :-1]], axis=1), [batch * time, -1])
+            return (
+                tf.reshape(tf.matmul(flat_dz, kernel, transpose_b=True), tf.shape(inputs)),
+                dh0,
+                dc0,
+                tf.matmul(flat_inputs, flat_dz, transpose_a=True),
+                tf.matmul(h_before, flat_dz, transpose_a=True),
+                dbias,
+            )
+
+        return (h, c), gradient
 
     return _on_padded_units(forward, inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
-def lstm_sequence_from_table(
+def lstm_sequence_bfloat16(
     kernels: ModuleType,
-    ids: tf.Tensor,
-    embeddings: tf.Tensor,
+    inputs: tf.Tensor,
     h0: tf.Tensor,
     c0: tf.Tensor,
     kernel: tf.Tensor,
     recurrent_kernel: tf.Tensor,
     bias: tf.Tensor,
-    compute_dtype: str,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """`lstm_sequence` of a first layer whose inputs are rows of an embedding, x W read from the
-    [V, 4H] table embeddings x W instead of a [B * T, E] x [E, 4H] product: the same sums (no dropout
-    sits between the embedding and the layer), one small product, a gather, and a gradient summed per
-    character (CharRnnRowSums) instead of two more large products.
+    """One LSTM layer over a sequence, with the bfloat16 fused kernels: x W and the gradient's matmuls in
+    bfloat16 (float32 accumulation), the recurrence in CharRnnLstmSequenceBf16.
 
     Args:
-      kernels: as `lstm_sequence`'s.
-      ids: int32 [B, T]; embeddings: float32 [V, E], the embedding's weights.
-      h0, c0, kernel, recurrent_kernel, bias: as `lstm_sequence`'s.
-      compute_dtype: "float32", or "bfloat16" for the bfloat16 kernels (the table's operands rounded to
-        bfloat16, as x W's are there, and its rows read in bfloat16).
+      kernels: the module `native.load()` returns, with `native.BF16_OPS`.
+      inputs: bfloat16 [B, T, E]; h0, c0: float32 [B, H]; kernel [E, 4H], recurrent_kernel [H, 4H],
+        bias [4H]: Keras LSTMCell's float32 weights (gates i, f, c, o).
 
     Returns:
-      (h, c) as `lstm_sequence`'s.
+      (h bfloat16, c float32): [B, T, H] each, the hidden and cell state after every step.
     """
-
-    def forward(
-        ids: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, kernel: tf.Tensor, *rest: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        # In float32 (small products are faster in float32 than in bfloat16) from the operands rounded as
-        # the kernels' dtype rounds them: a product of two bfloat16 values is exact in float32. The
-        # rounding passes the gradient through unrounded (w + (round(w) - w) is round(w) exactly, as
-        # round(w) - w is exact), so the weights' gradients stay float32.
-        embeddings_rounded, kernel_rounded = (
-            weights + tf.stop_gradient(tf.cast(tf.cast(weights, compute_dtype), tf.float32) - weights)
-            for weights in (embeddings, kernel)
-        )
-        table = tf.matmul(embeddings_rounded, kernel_rounded)
-        return recurrence(kernels, table_rows(kernels, table, ids, compute_dtype), h0, c0, *rest)
-
-    return _on_padded_units(forward, ids, h0, c0, kernel, recurrent_kernel, bias)
-
-
-def table_rows(kernels: ModuleType, table: tf.Tensor, ids: tf.Tensor, dtype: str) -> tf.Tensor:
-    """table[ids] in `dtype`: float32 [V, D] rows for int32 ids [B, T] -> [B, T, D], whose gradient sums the
-    rows of each id in float32 (CharRnnRowSums; TensorFlow's own is a slower segment sum)."""
-
-    @tf.custom_gradient
-    def gather(table: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
-        def gradient(upstream: tf.Tensor) -> tf.Tensor:
-            flat = tf.reshape(upstream, [-1, tf.shape(table)[1]])
-            return kernels.char_rnn_row_sums(flat, tf.reshape(ids, [-1]), num_rows=table.shape[0])
-
-        return tf.gather(tf.cast(table, dtype), ids), gradient
-
-    return gather(table)
-
-
-def recurrence(
-    kernels: ModuleType,
-    xw: tf.Tensor,
-    h0: tf.Tensor,
-    c0: tf.Tensor,
-    recurrent_kernel: tf.Tensor,
-    bias: tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """The time loop of one LSTM layer on xw = x W: CharRnnLstmSequence on float32 xw,
-    CharRnnLstmSequenceBf16 on bfloat16 xw (recurrent products in bfloat16 with float32 accumulation,
-    gates and cell state in float32). The gradient runs the loop backwards (CharRnnLstmSequence[Bf16]Grad,
-    which also sums the bias gradient): xw's gradient is dz, U's one matmul of the states before each step
-    and dz.
-
-    Args:
-      kernels: the module `native.load()` returns.
-      xw: float32 or bfloat16 [B, T, 4H]; h0, c0: float32 [B, H]; recurrent_kernel [H, 4H], bias [4H]:
-        float32.
-
-    Returns:
-      (h in xw's dtype, c float32): [B, T, H] each, the hidden and cell state after every step.
-    """
-    bfloat16 = xw.dtype == tf.bfloat16
-    forward_op = kernels.char_rnn_lstm_sequence_bf16 if bfloat16 else kernels.char_rnn_lstm_sequence
-    gradient_op = (
-        kernels.char_rnn_lstm_sequence_bf16_grad if bfloat16 else kernels.char_rnn_lstm_sequence_grad
-    )
 
     @tf.custom_gradient
     def forward(
-        xw: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor
+        inputs: tf.Tensor,
+        h0: tf.Tensor,
+        c0: tf.Tensor,
+        kernel: tf.Tensor,
+        recurrent_kernel: tf.Tensor,
+        bias: tf.Tensor,
     ) -> tuple[tuple[tf.Tensor, tf.Tensor], Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]]:
-        h, c, gates = forward_op(xw, h0, c0, recurrent_kernel, bias)
+        batch, time, features = tf.unstack(tf.shape(inputs))
+        flat_inputs = tf.reshape(inputs, [-1, features])
+        kernel_bf16 = tf.cast(kernel, tf.bfloat16)
+        xw = tf.reshape(tf.matmul(flat_inputs, kernel_bf16), [batch, time, -1])
+        h, c, gates = kernels.char_rnn_lstm_sequence_bf16(xw, h0, c0, recurrent_kernel, bias)
 
         def gradient(dh: tf.Tensor | None, dc: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
-            # An output nothing depended on (e.g. c, which only feeds the state variables) has no gradient.
-            dh = tf.zeros_like(h) if dh is None else tf.cast(dh, h.dtype)
+            dh = tf.zeros_like(h) if dh is None else tf.cast(dh, tf.bfloat16)
             dc = tf.zeros_like(c) if dc is None else dc
-            dz, dh0, dc0, dbias = gradient_op(dh, dc, gates, c, c0, recurrent_kernel)
-            batch, time = tf.unstack(tf.shape(xw)[:2])
+            dz, dh0, dc0, dbias = kernels.char_rnn_lstm_sequence_bf16_grad(
+                dh, dc, gates, c, c0, recurrent_kernel
+            )
             flat_dz = tf.reshape(dz, [batch * time, -1])
-            h0_cast = tf.cast(h0, h.dtype)
-            h_before = tf.reshape(tf.concat([h0_cast[:, None], h[:, :-1]], axis=1), [batch * time, -1])
+            h0_bf16 = tf.cast(h0, tf.bfloat16)
+            h_before = tf.reshape(tf.concat([h0_bf16[:, None], h[:, :-1]], axis=1), [batch * time, -1])
+            weight_gradient = tf.matmul(flat_inputs, flat_dz, transpose_a=True)
             recurrent_gradient = tf.matmul(h_before, flat_dz, transpose_a=True)
-            return dz, dh0, dc0, tf.cast(recurrent_gradient, tf.float32), dbias
+            return (
+                tf.reshape(tf.matmul(flat_dz, kernel_bf16, transpose_b=True), tf.shape(inputs)),
+                dh0,
+                dc0,
+                tf.cast(weight_gradient, tf.float32),
+                tf.cast(recurrent_gradient, tf.float32),
+                dbias,
+            )
 
         return (h, c), gradient
 
-    return forward(xw, h0, c0, recurrent_kernel, bias)
+    return _on_padded_units(forward, inputs, h0, c0, kernel, recurrent_kernel, bias)
 
 
 def pad_units(
@@ -241,37 +214,6 @@ class FusedLSTM(keras.layers.LSTM):
     def __init__(self, units: int, use_kernels: bool = False, **kwargs: Any) -> None:
         super().__init__(units, **kwargs)
         self.use_kernels = use_kernels
-        self._embeddings: Callable[[], Any] | None = None  # `read_inputs_from`
-        self._call_ids: tf.Tensor | None = None  # the ids of the call in progress
-
-    def read_inputs_from(self, embedding: keras.layers.Embedding) -> None:
-        """Marks this layer's inputs as rows of `embedding` (nothing between them): a call on the kernels
-        that is given their ids (`call(..., ids=)`) reads x W from the table embedding x W
-        (`lstm_sequence_from_table`). The embedding stays the model's layer only: a function holds it, so
-        Keras does not track it as this layer's too."""
-        self._embeddings = lambda: embedding.embeddings
-
-    def call(
-        self,
-        sequences: tf.Tensor,
-        initial_state: list[tf.Tensor] | None = None,
-        mask: tf.Tensor | None = None,
-        training: bool = False,
-        ids: tf.Tensor | None = None,
-    ) -> Any:
-        """keras.layers.LSTM's call; `ids`: int32 [B, T], the ids whose `read_inputs_from` embedding rows
-        `sequences` are (used on the kernels only)."""
-        self._call_ids = ids
-        try:
-            return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
-        finally:
-            self._call_ids = None
-
-    def compute_output_shape(
-        self, sequences_shape: tuple, initial_state_shape: Any = None, ids_shape: Any = None
-    ) -> Any:
-        del ids_shape  # the ids only say where the inputs came from
-        return super().compute_output_shape(sequences_shape, initial_state_shape)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "use_kernels": self.use_kernels}
@@ -324,21 +266,27 @@ class FusedLSTM(keras.layers.LSTM):
         kernels = native.load()
         assert kernels is not None  # the implementation is the kernels': they loaded
         cell = self.cell
-        # The float32 variables as they are (under bfloat16 the kernels round what feeds a product), the
-        # state in float32; Keras casts the outputs and states back to the compute dtype.
+        if self.compute_dtype == "float32":
+            h, c = lstm_sequence(
+                kernels,
+                sequences,
+                initial_state[0],
+                initial_state[1],
+                cell.kernel.value,
+                cell.recurrent_kernel.value,
+                cell.bias.value,
+            )
+            return h[:, -1], h, [h[:, -1], c[:, -1]]
+        # bfloat16: the float32 variables as they are (the kernels round what feeds a product), the
+        # state in float32; Keras casts the outputs and states back to bfloat16.
         with AutocastScope(None):
             weights = [cell.kernel.value, cell.recurrent_kernel.value, cell.bias.value]
-            embeddings = self._embeddings().value if self._embeddings is not None else None
         h0, c0 = (tf.cast(state, tf.float32) for state in initial_state)
-        kernel_dtype = "bfloat16" if implementation == FUSED_BFLOAT16 else "float32"
-        if embeddings is not None and self._call_ids is not None:
-            kernel, recurrent_kernel, bias = weights
-            h, c = lstm_sequence_from_table(
-                kernels, self._call_ids, embeddings, h0, c0, kernel, recurrent_kernel, bias, kernel_dtype
-            )
+        if implementation == FUSED_BFLOAT16:
+            h, c = lstm_sequence_bfloat16(kernels, sequences, h0, c0, *weights)
         else:
-            h, c = lstm_sequence(kernels, tf.cast(sequences, kernel_dtype), h0, c0, *weights)
-        h = tf.cast(h, self.compute_dtype)
+            h, c = lstm_sequence(kernels, tf.cast(sequences, tf.float32), h0, c0, *weights)
+            h = tf.cast(h, self.compute_dtype)
         return h[:, -1], h, [h[:, -1], c[:, -1]]
 
     def step_weights(self) -> dict[str, tf.Tensor]:

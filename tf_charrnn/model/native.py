@@ -51,7 +51,6 @@ OPS = (
     "char_rnn_model_step",
     "char_rnn_dropout",
     "char_rnn_dropout_grad",
-    "char_rnn_row_sums",
 )
 # The bfloat16 ops, in the library only where the CPU and compiler support AVX512-BF16.
 BF16_OPS = ("char_rnn_lstm_sequence_bf16", "char_rnn_lstm_sequence_bf16_grad", "char_rnn_bf16_products")

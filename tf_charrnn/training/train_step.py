@@ -99,11 +99,7 @@ class TrainStep:
             logits = self.model(inputs, training=True)
             loss = losses.sequence_loss(targets, logits) / self.runtime.replicas
             scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.model.trainable_variables)
-        # Dense: given the embedding's IndexedSlices (one slice per character of the batch), Keras' Adam
-        # adds each slice's square to its second moment where Adam (and PyTorch's) squares each row's
-        # sum; a [vocab, embedding_dim] gradient is small.
-        return loss, [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+        return loss, tape.gradient(scaled_loss, self.model.trainable_variables)
 
     def _reset_some_streams(self, kept: tf.Tensor) -> None:
         """Zeroes the state of this replica's streams that `kept` ([B] over all streams) marks 0."""
@@ -125,6 +121,8 @@ class TrainStep:
         grads, grad_norm = tf.clip_by_global_norm(grads, self.grad_clip * scale)
         if self.runtime.replicas > 1:
             # The optimizer sums the gradients over replicas once more; only the first replica's count.
+            # (Zeroing rather than dividing by the replicas keeps the embedding's IndexedSlices, whose
+            # per-slice squares Adam sums, the same as on one device.)
             first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), tf.float32)
             grads = [tf.math.scalar_mul(first, grad) for grad in grads]
         self.optimizer.apply(grads, self.model.trainable_variables)
