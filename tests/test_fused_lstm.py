@@ -54,7 +54,8 @@ def _layers(units, batch_size, seed=0):
 @pytest.mark.parametrize(
     "batch_size, time, units",
     # 48, 100 and 300 units run padded to 64, 128 and 320 (fused_lstm.pad_units); steps under 16 MFLOP
-    # (here all but 512 units at batch 64) run their batch rows in two shards per thread (50 rows: 12 + 12 + 12 + 14)
+    # (here all but 512 units at batch 64) run their batch rows in two shards per thread (50 rows:
+    # 12 + 12 + 12 + 14)
     [
         (7, 5, 64),
         (3, 1, 128),

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_charrnn.config import RunConfig
-from tf_charrnn.model import losses
+from tf_charrnn.model import losses, native
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.runtime.placement import Runtime
 from tf_charrnn.training.optimizer import make_optimizer
@@ -49,7 +49,9 @@ class TrainStep:
                 unroll=runtime.unroll,
                 fused_kernels=runtime.fused_kernels,
             )
-            self.optimizer = make_optimizer(config.optimization)
+            self.optimizer = make_optimizer(
+                config.optimization, kernels=native.load() if runtime.fused_kernels else None
+            )
             if runtime.loss_scaling:
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
