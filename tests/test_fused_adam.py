@@ -143,8 +143,10 @@ def test_where_it_does_not_apply_the_update_is_keras_own(reason):
 
 
 @needs_kernels
-def test_training_steps_with_the_fused_update_match_keras_adam():
-    """Three steps of the small model (embedding, two fused LSTM layers, dropout) with either update."""
+@pytest.mark.parametrize("mixed_precision", ["none", "bfloat16"])
+def test_training_steps_with_the_fused_update_match_keras_adam(mixed_precision):
+    """Three steps of a small model (embedding, two fused LSTM layers, dropout) with either update, in
+    float32 and on the bfloat16 kernels."""
     config = RunConfig.from_flat(
         dict(
             vocab_size=20,
@@ -154,6 +156,7 @@ def test_training_steps_with_the_fused_update_match_keras_adam():
             batch_size=4,
             seq_length=6,
             dropout=0.2,
+            mixed_precision=mixed_precision,
         )
     )
     ids = np.random.default_rng(3).integers(0, 20, size=(3, 4, 7)).astype(np.int32)
@@ -166,7 +169,10 @@ def test_training_steps_with_the_fused_update_match_keras_adam():
         for batch in ids:
             step.train(tf.constant(batch[:, :-1]), tf.constant(batch[:, 1:]), 0.01, step=1)
         weights.append([w.numpy() for w in step.model.trainable_variables])
-    assert step.runtime.fused_kernels
+        traced = step._train.get_concrete_function(
+            tf.constant(ids[0, :, :-1]), tf.constant(ids[0, :, 1:]), tf.constant(0.0), tf.ones([4])
+        )
+        assert ("CharRnnAdam" in [op.type for op in traced.graph.get_operations()]) == use_kernels
     for fused, reference in zip(*weights, strict=True):
         np.testing.assert_array_equal(fused.view(np.uint32), reference.view(np.uint32))
 
