@@ -25,6 +25,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
+#pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")  // each multiply and add rounded apart, as TensorFlow's ops are
 
 namespace tf_charrnn {
@@ -39,7 +40,7 @@ using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 namespace errors = ::tensorflow::errors;
 
-constexpr int64_t kMinElementsPerShard = 1 << 15;  // below this a thread hand-off costs more than it saves
+constexpr int64_t kMinAdamElementsPerShard = 1 << 15;  // below this a thread hand-off costs more than it saves
 
 struct Scalars {
   float alpha, epsilon, one_minus_beta_1, one_minus_beta_2;
@@ -125,7 +126,7 @@ class AdamOp : public OpKernel {
       }
     };
     auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
-    const int64_t shards = std::min<int64_t>(threads->NumThreads(), std::max<int64_t>(1, total / kMinElementsPerShard));
+    const int64_t shards = std::min<int64_t>(threads->NumThreads(), std::max<int64_t>(1, total / kMinAdamElementsPerShard));
     if (shards <= 1) return work(0, total);
     threads->ParallelFor(total, ::tsl::thread::ThreadPool::SchedulingParams::Fixed((total + shards - 1) / shards),
                          work);
@@ -176,6 +177,8 @@ class AdamSlicesOp : public OpKernel {
 
 }  // namespace
 }  // namespace tf_charrnn
+
+#pragma GCC pop_options
 
 REGISTER_OP("CharRnnAdam")
     .Input("alpha: float")
