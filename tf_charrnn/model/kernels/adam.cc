@@ -70,11 +70,14 @@ void Update(const Scalars& s, const float* g, const float* g2, const float* m_in
     _mm512_storeu_ps(x + i, _mm512_sub_ps(_mm512_loadu_ps(x_in + i), step));
   }
 #endif
-  for (; i < last; ++i) {
+  for (; i < last; ++i) {  // no multiply and add in one statement: a compiler contracting within one fuses none
     const float g2i = g2 == nullptr ? g[i] * g[i] : g2[i];
-    m[i] = m_in[i] + (g[i] - m_in[i]) * s.one_minus_beta_1;
-    v[i] = v_in[i] + (g2i - v_in[i]) * s.one_minus_beta_2;
-    x[i] = x_in[i] - (m[i] * s.alpha) / (std::sqrt(v[i]) + s.epsilon);
+    const float m_step = (g[i] - m_in[i]) * s.one_minus_beta_1;
+    m[i] = m_in[i] + m_step;
+    const float v_step = (g2i - v_in[i]) * s.one_minus_beta_2;
+    v[i] = v_in[i] + v_step;
+    const float update = m[i] * s.alpha;
+    x[i] = x_in[i] - update / (std::sqrt(v[i]) + s.epsilon);
   }
 }
 
