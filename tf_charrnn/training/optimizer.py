@@ -34,14 +34,13 @@ class Adam(keras.optimizers.Adam):
         self, grads: list[Any], trainable_variables: list[Any], learning_rate: Any
     ) -> None:
         kernels = self._kernels
-        fused = (
-            kernels is not None
-            and not self.amsgrad
+        fusable = (
+            not self.amsgrad
             and not tf.distribute.has_strategy()
             and all(variable.dtype == "float32" for variable in trainable_variables)
             and all(_fusable(grad) for grad in grads)
         )
-        if kernels is None or not fused:
+        if kernels is None or not fusable:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
             return
         # The scalars as update_step computes them, once for all variables.

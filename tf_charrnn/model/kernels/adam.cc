@@ -24,6 +24,7 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "lstm.h"
 
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")  // each multiply and add rounded apart, as TensorFlow's ops are
@@ -128,11 +129,7 @@ class AdamOp : public OpKernel {
         offset += job.size;
       }
     };
-    auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
-    const int64_t shards = std::min<int64_t>(threads->NumThreads(), std::max<int64_t>(1, total / kMinAdamElementsPerShard));
-    if (shards <= 1) return work(0, total);
-    threads->ParallelFor(total, ::tsl::thread::ThreadPool::SchedulingParams::Fixed((total + shards - 1) / shards),
-                         work);
+    ShardBlocks(context, total, 1, kMinAdamElementsPerShard, work);  // an element a block
   }
 };
 

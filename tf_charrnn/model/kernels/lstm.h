@@ -201,7 +201,7 @@ constexpr int64_t kMinSequenceFlopsPerShard = 1 << 23;
 // thread runs one), with no shard under `min_flops_per_shard`: handing work to a thread costs more the
 // longer it has been idle.
 template <typename Work>
-void ShardBlocks(OpKernelContext* context, int blocks, int64_t flops_per_block, int64_t min_flops_per_shard,
+void ShardBlocks(OpKernelContext* context, int64_t blocks, int64_t flops_per_block, int64_t min_flops_per_shard,
                  const Work& work) {
   auto* threads = context->device()->tensorflow_cpu_worker_threads()->workers;
   const int64_t shards = std::min<int64_t>(
