@@ -170,7 +170,7 @@ def test_training_steps_with_the_fused_update_match_keras_adam(mixed_precision):
             step.train(tf.constant(batch[:, :-1]), tf.constant(batch[:, 1:]), 0.01, step=1)
         weights.append([w.numpy() for w in step.model.trainable_variables])
         traced = step._train.get_concrete_function(
-            tf.constant(ids[0, :, :-1]), tf.constant(ids[0, :, 1:]), tf.constant(0.0), tf.ones([4])
+            tf.constant(ids[0, :, :-1]), tf.constant(ids[0, :, 1:]), tf.constant([0.01, 0.0]), tf.ones([4])
         )
         assert ("CharRnnAdam" in [op.type for op in traced.graph.get_operations()]) == use_kernels
     for fused, reference in zip(*weights, strict=True):

@@ -78,9 +78,9 @@ class TrainStep:
           {"loss": float32 scalar, "grad_norm": float32 scalar (before clipping, unscaled),
            "stop_votes": float32 scalar, > 0 when any worker was asked to stop}, the same on every worker.
         """
-        self.optimizer.learning_rate.assign(learning_rate)
         kept = streams_kept(self.seed, step, self.batch_size, self.state_reset_probability)
-        return self._train(inputs, targets, tf.constant(1.0 if stop else 0.0), tf.constant(kept))
+        scalars = tf.constant([learning_rate, 1.0 if stop else 0.0], tf.float32)
+        return self._train(inputs, targets, scalars, tf.constant(kept))
 
     def evaluate(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """The mean loss of one batch on every replica, carrying the model's state: float32 scalar."""
@@ -131,8 +131,11 @@ class TrainStep:
         return {"loss": loss, "grad_norm": grad_norm / scale, "stop_votes": stop}
 
     def _train_step(
-        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, kept: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, scalars: tf.Tensor, kept: tf.Tensor
     ) -> dict[str, tf.Tensor]:
+        # The rate and the stop vote in one tensor, assigned in the step: no eager op between steps.
+        self.optimizer.learning_rate.assign(scalars[0])
+        stop = scalars[1]
         results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop, kept))
         return {name: self.first_replica(value) for name, value in results.items()}
 
