@@ -67,3 +67,35 @@ def test_the_keras_form_is_keras_own_adam():
     assert type(make_optimizer(OptimizationConfig())).update_step is keras.optimizers.Adam.update_step
     optimizer = make_optimizer(OptimizationConfig(adam_epsilon=1e-8, adam_epsilon_form="pytorch"))
     assert type(optimizer) is BiasCorrectedEpsilonAdam and optimizer.epsilon == 1e-8
+
+
+@pytest.mark.parametrize("on_kernels", [False, True])
+@pytest.mark.parametrize("form", ["keras", "pytorch"])
+def test_weight_decay_shrinks_the_weight_matrices_alone(form, on_kernels):
+    """With zero gradients Adam moves nothing, so one step leaves each weight matrix at w (1 - lr wd) and
+    biases and the embedding as they were; at weight_decay 0 nothing moves at all."""
+    from tf_charrnn.model import native
+
+    kernels = native.load() if on_kernels else None
+    if on_kernels and kernels is None:
+        pytest.fail("the fused kernels did not build")
+    rng = np.random.default_rng(1)
+    for weight_decay in (0.1, 0.0):
+        config = OptimizationConfig(learning_rate=0.01, adam_epsilon_form=form, weight_decay=weight_decay)
+        optimizer = make_optimizer(config, kernels=kernels)
+        names = ["embeddings", "kernel", "recurrent_kernel", "bias"]
+        start = {name: rng.normal(size=(4, 8) if name != "bias" else (8,)).astype(np.float32) for name in names}
+        variables = [keras.Variable(start[name], name=name) for name in names]
+        optimizer.build(variables)
+
+        @tf.function
+        def step():
+            optimizer.apply([tf.zeros_like(v) for v in variables], variables)  # noqa: B023
+
+        step()
+        for name, variable in zip(names, variables, strict=True):
+            decayed = name in ("kernel", "recurrent_kernel") and weight_decay > 0
+            want = start[name] * np.float32(1 - 0.01 * weight_decay) if decayed else start[name]
+            np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=0)
+            if not decayed:
+                np.testing.assert_array_equal(variable.numpy(), start[name])

@@ -187,7 +187,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
                 resume.prepare(changed, vocab)
             refused.append(field.name)
     assert snapshot(config.directory.train_dir) == before
-    assert len(refused) == 25 and {
+    assert len(refused) == 26 and {
         "rnn_units",
         "batch_size",
         "mixed_precision",
@@ -196,4 +196,5 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
         "state_reset_probability",
         "adam_epsilon_form",
         "adam_beta2",
+        "weight_decay",
     } <= set(refused)

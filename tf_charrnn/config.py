@@ -289,6 +289,11 @@ class OptimizationConfig:
         "31.6x larger at the first step); pytorch, to the bias-corrected sqrt(v-hat), as PyTorch and optax",
         choices=ADAM_EPSILON_FORMS,
     )
+    weight_decay: float = _field(
+        0.0,
+        "decoupled weight decay (AdamW): each step first shrinks the layers' weight matrices by "
+        "learning_rate * weight_decay of themselves; biases and the embedding are not decayed",
+    )
     state_reset_probability: float = _field(
         0.1,
         "the chance that a training stream starts a batch from a zero state instead of the state it "
@@ -320,6 +325,10 @@ class OptimizationConfig:
         )
         _require(
             0.0 < self.adam_beta2 < 1.0, f"{flag('adam_beta2')} must be in (0, 1), got {self.adam_beta2}"
+        )
+        _require(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"{flag('weight_decay')} must be >= 0, got {self.weight_decay}",
         )
         _require(
             0.0 <= self.state_reset_probability < 1.0,

@@ -115,12 +115,18 @@ class BiasCorrectedEpsilonAdam(Adam):
 
 
 def make_optimizer(config: OptimizationConfig, kernels: ModuleType | None = None) -> Adam:
-    """The run's Adam: `config.adam_beta2`, and `config.adam_epsilon` added where `config.adam_epsilon_form`
-    says; its update on `kernels` (the module `native.load()` returns) where given."""
+    """The run's Adam: `config.adam_beta2`, `config.adam_epsilon` added where `config.adam_epsilon_form`
+    says, and `config.weight_decay` (Keras' decoupled decay, applied before the update) on the weight
+    matrices but not on biases or the embedding; its update on `kernels` (the module `native.load()`
+    returns) where given."""
     adam = BiasCorrectedEpsilonAdam if config.adam_epsilon_form == "pytorch" else Adam
-    return adam(
+    optimizer = adam(
         learning_rate=config.learning_rate,
         beta_2=config.adam_beta2,
         epsilon=config.adam_epsilon,
+        weight_decay=config.weight_decay or None,
         kernels=kernels,
     )
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "embeddings"])
+    return optimizer
