@@ -84,7 +84,8 @@ def test_weight_decay_shrinks_the_weight_matrices_alone(form, on_kernels):
         config = OptimizationConfig(learning_rate=0.01, adam_epsilon_form=form, weight_decay=weight_decay)
         optimizer = make_optimizer(config, kernels=kernels)
         names = ["embeddings", "kernel", "recurrent_kernel", "bias"]
-        start = {name: rng.normal(size=(4, 8) if name != "bias" else (8,)).astype(np.float32) for name in names}
+        shapes = {name: (8,) if name == "bias" else (4, 8) for name in names}
+        start = {name: rng.normal(size=shapes[name]).astype(np.float32) for name in names}
         variables = [keras.Variable(start[name], name=name) for name in names]
         optimizer.build(variables)
 
