@@ -28,6 +28,8 @@ from tf_charrnn.errors import UserError
         (ModelConfig, "num_layers", 0, "--num_layers"),
         (ModelConfig, "embedding_dim", 0, "--embedding_dim"),
         (ModelConfig, "dropout", 1.0, "--dropout must be in [0, 1)"),
+        (ModelConfig, "embedding_dropout", 1.0, "--embedding_dropout must be in [0, 1)"),
+        (ModelConfig, "embedding_dropout", -0.1, "--embedding_dropout must be in [0, 1)"),
         (ModelConfig, "cell", "transformer", "--cell must be one of lstm, gru, rnn"),
         (OptimizationConfig, "learning_rate", 0.0, "--learning_rate must be > 0"),
         (OptimizationConfig, "grad_clip", 0.0, "--grad_clip must be > 0"),

@@ -91,15 +91,18 @@ def test_the_kernel_applies_only_where_it_can():
 
 
 @needs_kernels
-def test_a_model_trains_to_the_same_weights_with_either_dropout():
-    config = ModelConfig(vocab_size=11, embedding_dim=8, rnn_units=64, num_layers=2, dropout=0.3)
+@pytest.mark.parametrize("embedding_dropout", [0.0, 0.2])
+def test_a_model_trains_to_the_same_weights_with_either_dropout(embedding_dropout):
+    config = ModelConfig(
+        vocab_size=11, embedding_dim=8, rnn_units=64, num_layers=2, dropout=0.3, embedding_dropout=embedding_dropout
+    )
     ids = tf.random.stateless_uniform([3, 12], seed=[2, 3], maxval=11, dtype=tf.int32)
     results = []
     for fused in (True, False):
         keras.utils.set_random_seed(5)
         model = CharRNN(config, batch_size=3, seed=9, fused_kernels=True)
         dropout_layers = [layer for layer in model.layers if isinstance(layer, FusedDropout)]
-        assert len(dropout_layers) == 2
+        assert len(dropout_layers) == (3 if embedding_dropout else 2)
         for layer in dropout_layers:
             layer.use_kernels = fused
             assert (layer.kernels(tf.zeros([1])) is not None) == fused

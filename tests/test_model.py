@@ -59,6 +59,38 @@ def test_layers_are_named_and_dropout_between_layers():
     assert [layer.name for layer in model.recurrent_layers] == ["gru_1", "gru_2", "gru_3"]
 
 
+def test_embedding_dropout_is_a_layer_after_the_embedding_only_where_set():
+    with_it = CharRNN(ModelConfig(vocab_size=5, rnn_units=4, embedding_dropout=0.1), batch_size=1)
+    assert [layer.name for layer in with_it.layers][1:3] == ["embedding", "embedding_dropout"]
+    assert with_it.get_layer("embedding_dropout").rate == 0.1
+    without = CharRNN(ModelConfig(vocab_size=5, rnn_units=4), batch_size=1)
+    assert "embedding_dropout" not in [layer.name for layer in without.layers]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_embedding_dropout_drops_in_training_only_and_follows_the_seed(fused):
+    import keras
+    import tensorflow as tf
+
+    config = ModelConfig(**{**CONFIG.__dict__, "rnn_units": 64, "embedding_dropout": 0.5})
+    ids = tf.random.stateless_uniform([2, 9], seed=[1, 2], maxval=12, dtype=tf.int32)
+
+    def outputs(seed, training):
+        keras.utils.set_random_seed(3)
+        model = CharRNN(config, batch_size=2, seed=seed, fused_kernels=fused)
+        return model(ids, training=training).numpy()
+
+    inference = outputs(4, training=False)
+    keras.utils.set_random_seed(3)
+    plain_config = ModelConfig(**{**config.__dict__, "embedding_dropout": 0.0})
+    plain = CharRNN(plain_config, batch_size=2, seed=4, fused_kernels=fused)
+    np.testing.assert_allclose(plain(ids, training=True).numpy(), inference, rtol=1e-5, atol=1e-6)
+    trained = outputs(4, training=True)
+    assert np.abs(trained - inference).max() > 1e-3
+    np.testing.assert_array_equal(outputs(4, training=True), trained)
+    assert np.abs(outputs(5, training=True) - trained).max() > 1e-3
+
+
 def test_lstm_keeps_cudnn_eligible_settings():
     model = CharRNN(CONFIG, batch_size=1, fused_kernels=True)
     for layer in model.recurrent_layers:

@@ -215,6 +215,9 @@ class ModelConfig:
     rnn_units: int = _field(512, "units of each recurrent layer")
     num_layers: int = _field(2, "stacked recurrent layers")
     dropout: float = _field(0.2, "dropout rate after each recurrent layer, in [0, 1)")
+    embedding_dropout: float = _field(
+        0.0, "dropout rate on the character embeddings (the first layer's input), in [0, 1)", before_recorded=0.0
+    )
     cell: str = _field("lstm", "recurrent cell", choices=CELLS)
     embedding_initializer: str = _field(
         "normal",
@@ -237,6 +240,10 @@ class ModelConfig:
             f"vocab_size must be >= 0, got {self.vocab_size!r}",
         )
         _require(0.0 <= self.dropout < 1.0, f"{flag('dropout')} must be in [0, 1), got {self.dropout}")
+        _require(
+            0.0 <= self.embedding_dropout < 1.0,
+            f"{flag('embedding_dropout')} must be in [0, 1), got {self.embedding_dropout}",
+        )
         _check_choices(self)
 
 

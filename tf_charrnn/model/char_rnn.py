@@ -3,7 +3,8 @@ explicit state for sampling and export.
 
 Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layers, S state tensors per
 layer (2 for LSTM's h and c, 1 for GRU and RNN).
-  ids int32 [B, T] -> Embedding [B, T, E] -> L x stateful RNN [B, T, H] (dropout after each)
+  ids int32 [B, T] -> Embedding [B, T, E] (embedding dropout, where set) -> L x stateful RNN [B, T, H]
+  (dropout after each)
   -> Dense logits float32 [B, T, V].
   step: ids int32 [B], state float32 [L, S, B, H] -> logits float32 [B, V], state [L, S, B, H].
 """
@@ -31,7 +32,8 @@ class CharRNN(keras.Model):
     Args:
       config: ModelConfig with vocab_size set.
       batch_size: the static batch size the stateful layers need (per replica under a strategy).
-      seed: int seed for the dropout layers' generators; None draws from Keras' global seed.
+      seed: int seed for the dropout layers' generators (the embedding's `seed`, layer l's `seed + l`); None
+        draws from Keras' global seed.
       dtype_policy: Keras dtype policy of every layer but the logits (e.g. mixed_bfloat16); the
         weights stay float32 and the logits are computed in float32.
       unroll: unroll the time loop when it is traced (the time length must then be static, as
@@ -61,6 +63,14 @@ class CharRNN(keras.Model):
             name="embedding",
         )
         x = embedding(ids)
+        if config.embedding_dropout > 0:  # no layer at 0: the checkpoints of runs without it stay the same
+            x = FusedDropout(
+                config.embedding_dropout,
+                use_kernels=fused_kernels,
+                seed=seed,
+                dtype=dtype_policy,
+                name="embedding_dropout",
+            )(x)
         recurrent_layers = []
         for layer in range(1, config.num_layers + 1):
             rnn = recurrent.make_layer(

@@ -1,5 +1,5 @@
-"""Dropout between the recurrent layers: keras.layers.Dropout, on a fused C++ kernel where the LSTM's
-kernels run (kernels/dropout.cc).
+"""Dropout on the embeddings and between the recurrent layers: keras.layers.Dropout, on a fused C++ kernel
+where the LSTM's kernels run (kernels/dropout.cc).
 
 The kernel draws the same Philox stream as tf.nn.experimental.stateless_dropout (what Keras' Dropout runs
 on TensorFlow) from the same seed, and so keeps and scales exactly the same elements: a run's losses are
