@@ -94,7 +94,12 @@ def test_the_kernel_applies_only_where_it_can():
 @pytest.mark.parametrize("embedding_dropout", [0.0, 0.2])
 def test_a_model_trains_to_the_same_weights_with_either_dropout(embedding_dropout):
     config = ModelConfig(
-        vocab_size=11, embedding_dim=8, rnn_units=64, num_layers=2, dropout=0.3, embedding_dropout=embedding_dropout
+        vocab_size=11,
+        embedding_dim=8,
+        rnn_units=64,
+        num_layers=2,
+        dropout=0.3,
+        embedding_dropout=embedding_dropout,
     )
     ids = tf.random.stateless_uniform([3, 12], seed=[2, 3], maxval=11, dtype=tf.int32)
     results = []

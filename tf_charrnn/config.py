@@ -216,7 +216,9 @@ class ModelConfig:
     num_layers: int = _field(2, "stacked recurrent layers")
     dropout: float = _field(0.2, "dropout rate after each recurrent layer, in [0, 1)")
     embedding_dropout: float = _field(
-        0.0, "dropout rate on the character embeddings (the first layer's input), in [0, 1)", before_recorded=0.0
+        0.0,
+        "dropout rate on the character embeddings (the first layer's input), in [0, 1)",
+        before_recorded=0.0,
     )
     cell: str = _field("lstm", "recurrent cell", choices=CELLS)
     embedding_initializer: str = _field(
