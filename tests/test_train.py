@@ -61,8 +61,12 @@ def test_learns_a_short_text_and_reproduces_it_greedily(text_file, corpus_cache,
     assert sampler.generate(vocab, "K", len(QUOTE) - 1, Decoding("greedy"))[0] == QUOTE[1:]
 
 
-@pytest.mark.parametrize("adam_epsilon_form", ["keras", "pytorch"])
-def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path, adam_epsilon_form):
+@pytest.mark.parametrize(
+    "adam_epsilon_form, embedding_dropout", [("keras", 0.0), ("pytorch", 0.0), ("keras", 0.2)]
+)
+def test_resume_gives_bitwise_identical_losses(
+    corpus, corpus_cache, tmp_path, adam_epsilon_form, embedding_dropout
+):
     whole = _config(
         corpus,
         corpus_cache,
@@ -74,6 +78,7 @@ def test_resume_gives_bitwise_identical_losses(corpus, corpus_cache, tmp_path, a
         ckpt_every=1000,
         eval_every=7,
         adam_epsilon_form=adam_epsilon_form,
+        embedding_dropout=embedding_dropout,
     )
     expected = trainer.train(whole).losses
     assert len(expected) == 60  # crosses two epoch boundaries (24 batches per epoch with offsets)
