@@ -145,7 +145,11 @@ def _weights(train_dir):
     return model.get_weights()
 
 
-def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_cache, tmp_path):
+# The warm run may add dropout on the embeddings that the source had not: it adds no weights.
+@pytest.mark.parametrize("embedding_dropout", [0.0, 0.3])
+def test_init_from_starts_from_another_runs_weights(
+    corpus, text_file, corpus_cache, tmp_path, embedding_dropout
+):
     source = _config(corpus, corpus_cache, tmp_path / "source", max_steps=20, eval_every=1000)
     source_losses = trainer.train(source).losses
     # A learning rate so small that one step leaves the weights as they were loaded.
@@ -157,6 +161,7 @@ def test_init_from_starts_from_another_runs_weights(corpus, text_file, corpus_ca
             max_steps=1,
             learning_rate=1e-12,
             init_from=str(tmp_path / "source"),
+            embedding_dropout=embedding_dropout,
         )
     )
     warm_weights, source_weights = _weights(str(tmp_path / "warm")), _weights(str(tmp_path / "source"))
