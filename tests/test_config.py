@@ -38,6 +38,8 @@ from tf_charrnn.errors import UserError
         (OptimizationConfig, "adam_beta2", 1.0, "--adam_beta2 must be in (0, 1)"),
         (OptimizationConfig, "weight_decay", -0.1, "--weight_decay must be >= 0"),
         (OptimizationConfig, "weight_decay", float("nan"), "--weight_decay must be >= 0"),
+        (OptimizationConfig, "ema_decay", 1.0, "--ema_decay must be in [0, 1)"),
+        (OptimizationConfig, "ema_decay", -0.5, "--ema_decay must be in [0, 1)"),
         (OptimizationConfig, "state_reset_probability", 1.0, "--state_reset_probability must be in [0, 1)"),
         (OptimizationConfig, "state_reset_probability", -0.1, "--state_reset_probability must be in [0, 1)"),
         (ModelConfig, "embedding_initializer", "zeros", "--embedding_initializer must be one of normal"),
@@ -84,13 +86,14 @@ def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_r
         ("optimization", "adam_epsilon_form"),
         ("optimization", "state_reset_probability"),
         ("optimization", "weight_decay"),
+        ("optimization", "ema_decay"),
     ]:
         del values[section][name]
     old = RunConfig.from_dict(values)
     assert (old.model.embedding_initializer, old.model.weight_initializer) == ("uniform", "keras")
     assert (old.optimization.adam_epsilon, old.optimization.state_reset_probability) == (1e-7, 0.0)
     assert (old.optimization.adam_epsilon_form, old.optimization.adam_beta2) == ("keras", 0.999)
-    assert old.optimization.weight_decay == 0.0
+    assert old.optimization.weight_decay == old.optimization.ema_decay == 0.0
     new = RunConfig()
     assert (new.model.embedding_initializer, new.model.weight_initializer) == ("normal", "keras")
     assert (new.optimization.adam_epsilon, new.optimization.state_reset_probability) == (1e-7, 0.1)

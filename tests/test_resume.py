@@ -187,7 +187,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
                 resume.prepare(changed, vocab)
             refused.append(field.name)
     assert snapshot(config.directory.train_dir) == before
-    assert len(refused) == 27 and {
+    assert len(refused) == 28 and {
         "rnn_units",
         "embedding_dropout",
         "batch_size",
@@ -198,4 +198,5 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
         "adam_epsilon_form",
         "adam_beta2",
         "weight_decay",
+        "ema_decay",
     } <= set(refused)

@@ -303,6 +303,11 @@ class OptimizationConfig:
         "decoupled weight decay (AdamW): each step first shrinks the layers' weight matrices by "
         "learning_rate * weight_decay of themselves; biases and the embedding are not decayed",
     )
+    ema_decay: float = _field(
+        0.0,
+        "keep an exponential moving average of the weights, decayed by this each step (0.99: about the "
+        "last 100 steps), and validate, sample, evaluate and export with it; 0: the weights themselves",
+    )
     state_reset_probability: float = _field(
         0.1,
         "the chance that a training stream starts a batch from a zero state instead of the state it "
@@ -339,6 +344,7 @@ class OptimizationConfig:
             math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             f"{flag('weight_decay')} must be >= 0, got {self.weight_decay}",
         )
+        _require(0.0 <= self.ema_decay < 1.0, f"{flag('ema_decay')} must be in [0, 1), got {self.ema_decay}")
         _require(
             0.0 <= self.state_reset_probability < 1.0,
             f"{flag('state_reset_probability')} must be in [0, 1), got {self.state_reset_probability}",

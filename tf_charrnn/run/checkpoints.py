@@ -95,17 +95,22 @@ def newest_present(directory: str, paths: Sequence[str]) -> str:
 def restore_weights(
     train_dir: str, target: CharRNN, checkpoint: str | None = None, best: bool = False
 ) -> str:
-    """Loads a run's learned weights into `target`, a model of the same config and any batch size.
+    """Loads a run's learned weights into `target`, a model of the same config and any batch size: the
+    moving average of the trainable ones where the run keeps one (--ema_decay).
 
     Returns:
       The checkpoint prefix that was loaded.
     """
-    load_run(train_dir)
+    config, _ = load_run(train_dir)
     path = find_checkpoint(train_dir, checkpoint, best)
     try:
         tf.train.Checkpoint(weights=list(target.weights)).restore(
             path
         ).expect_partial().assert_existing_objects_matched()
+        if config.optimization.ema_decay:
+            tf.train.Checkpoint(weight_average=list(target.trainable_weights)).restore(
+                path
+            ).expect_partial().assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         raise UserError(
             f"checkpoint {path} is unreadable ({first_line(error)}); pass an older one with "

@@ -16,6 +16,7 @@ from tf_charrnn.model import losses, native
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.runtime.placement import Runtime
 from tf_charrnn.training.optimizer import make_optimizer
+from tf_charrnn.training.weight_average import WeightAverage
 
 
 def streams_kept(seed: int, step: int, batch_size: int, reset_probability: float) -> np.ndarray:
@@ -55,6 +56,8 @@ class TrainStep:
             if runtime.loss_scaling:
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
+            decay = config.optimization.ema_decay
+            self.weight_average = WeightAverage(self.model.trainable_variables, decay) if decay else None
         # XLA compiles the whole step on one device; across devices, each replica's forward/backward.
         per_replica_jit = runtime.jit_compile and not runtime.single_device
         whole_step_jit = runtime.jit_compile and runtime.single_device
@@ -137,6 +140,8 @@ class TrainStep:
         self.optimizer.learning_rate.assign(scalars[0])
         stop = scalars[1]
         results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop, kept))
+        if self.weight_average is not None:
+            self.weight_average.update()
         return {name: self.first_replica(value) for name, value in results.items()}
 
     def _replica_eval_step(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:

@@ -142,10 +142,13 @@ class Trainer:
             runtime.strategy, self.model.state_variables, layout.batch_size
         )
         self.position = TrainPosition()
+        self.weight_average = self.steps.weight_average
+        averages = {} if self.weight_average is None else {"weight_average": self.weight_average.variables}
         contents = checkpoints.checkpoint_contents(
             self.model,
             self.steps.optimizer,
             recurrent_state=self.global_state.variables,
+            **averages,
             **self.position.checkpointed(),
         )
         self.checkpoints = checkpoints.Checkpoints(
@@ -345,6 +348,8 @@ class Trainer:
                 self.config.directory.init_from, self.model, self.vocab
             )
             logging.info("Initialized weights from %s", path)
+            if self.weight_average is not None:
+                self.weight_average.reset()
             if new_chars:
                 logging.info(
                     "%d new character(s) appended to the vocabulary of %s (ids %d to %d): %r",
@@ -377,14 +382,23 @@ class Trainer:
         assert validation is not None  # asked only of a run with a validation split
         if batches is not None:
             validation = itertools.islice(validation, batches)
-        batch_losses = [float(self.steps.evaluate(inputs, targets)) for inputs, targets in validation]
+        with self.averaged_weights():
+            batch_losses = [float(self.steps.evaluate(inputs, targets)) for inputs, targets in validation]
         self.global_state.scatter()
         return batch_losses
+
+    def averaged_weights(self) -> contextlib.AbstractContextManager[None]:
+        """The weights the run is judged by in the model for a block: the moving average where --ema_decay
+        keeps one, else the weights themselves."""
+        if self.weight_average is None:
+            return contextlib.nullcontext()
+        return self.weight_average.swapped_in()
 
     def sample_text(self) -> str:
         """A short seeded sample from the current weights, for TensorBoard."""
         assert self.sampler is not None  # asked only where there is one
-        self.sampler.model.copy_weights_from(self.model)
+        with self.averaged_weights():
+            self.sampler.model.copy_weights_from(self.model)
         prime = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
         decoding = Decoding(seed=self.config.optimization.seed, temperature=0.8)
         return self.sampler.generate(self.vocab, prime, self.config.cadence.sample_length, decoding)[0]
