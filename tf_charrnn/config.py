@@ -306,7 +306,8 @@ class OptimizationConfig:
     ema_decay: float = _field(
         0.0,
         "keep an exponential moving average of the weights, decayed by this each step (0.99: about the "
-        "last 100 steps), and validate, sample, evaluate and export with it; 0: the weights themselves",
+        "last 100 steps), and validate, sample, evaluate and export with it; 0: the weights themselves. "
+        "It starts at the initial weights, so a run needs several times 1 / (1 - decay) steps",
     )
     state_reset_probability: float = _field(
         0.1,
