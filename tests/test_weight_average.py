@@ -40,9 +40,13 @@ def test_the_average_follows_its_formula_and_swapping_it_in_is_exact():
     average = WeightAverage(weights, decay=0.9)
     weights[0].assign([2.0, 0.0])
     weights[1].assign([[-1.0]])
-    tf.function(average.update)()
+    update = tf.function(average.update)
+    update(tf.constant(1000.0))  # late in a run: d = decay
     np.testing.assert_allclose(average.variables[0].numpy(), [1.1, -1.8], rtol=1e-6)
     np.testing.assert_allclose(average.variables[1].numpy(), [[2.6]], rtol=1e-6)
+    weights[1].assign([[2.6 + 11.0]])
+    update(tf.constant(1.0))  # after a run's first step: d = (1 + 1) / (10 + 1), not the decay
+    np.testing.assert_allclose(average.variables[1].numpy(), [[2.6 + 9.0]], rtol=1e-6)
     raw = [weight.numpy() for weight in weights]
     averaged = [variable.numpy() for variable in average.variables]
     with average.swapped_in():

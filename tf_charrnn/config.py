@@ -307,7 +307,8 @@ class OptimizationConfig:
         0.0,
         "keep an exponential moving average of the weights, decayed by this each step (0.99: about the "
         "last 100 steps), and validate, sample, evaluate and export with it; 0: the weights themselves. "
-        "It starts at the initial weights, so a run needs several times 1 / (1 - decay) steps",
+        "Early in a run the decay is min(decay, (1 + t) / (10 + t)) after step t, so the average follows "
+        "the weights rather than holding on to the initial ones",
     )
     state_reset_probability: float = _field(
         0.1,

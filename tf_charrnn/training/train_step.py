@@ -82,7 +82,7 @@ class TrainStep:
            "stop_votes": float32 scalar, > 0 when any worker was asked to stop}, the same on every worker.
         """
         kept = streams_kept(self.seed, step, self.batch_size, self.state_reset_probability)
-        scalars = tf.constant([learning_rate, 1.0 if stop else 0.0], tf.float32)
+        scalars = tf.constant([learning_rate, 1.0 if stop else 0.0, step + 1.0], tf.float32)
         return self._train(inputs, targets, scalars, tf.constant(kept))
 
     def evaluate(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -136,12 +136,12 @@ class TrainStep:
     def _train_step(
         self, inputs: tf.Tensor, targets: tf.Tensor, scalars: tf.Tensor, kept: tf.Tensor
     ) -> dict[str, tf.Tensor]:
-        # The rate and the stop vote in one tensor, assigned in the step: no eager op between steps.
+        # The rate, the stop vote and the steps done after this one in one tensor: no eager op between steps.
         self.optimizer.learning_rate.assign(scalars[0])
         stop = scalars[1]
         results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop, kept))
         if self.weight_average is not None:
-            self.weight_average.update()
+            self.weight_average.update(steps_done=scalars[2])
         return {name: self.first_replica(value) for name, value in results.items()}
 
     def _replica_eval_step(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
