@@ -136,7 +136,7 @@ class TrainStep:
     def _train_step(
         self, inputs: tf.Tensor, targets: tf.Tensor, scalars: tf.Tensor, kept: tf.Tensor
     ) -> dict[str, tf.Tensor]:
-        # The rate, the stop vote and the steps done after this one in one tensor: no eager op between steps.
+        # The rate, the stop vote and the step count with this step in one tensor: no eager op between steps.
         self.optimizer.learning_rate.assign(scalars[0])
         stop = scalars[1]
         results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop, kept))

@@ -12,7 +12,7 @@ class WeightAverage:
     """average <- d * average + (1 - d) * weight after each step, for each trainable weight, where
     d = min(decay, (1 + t) / (10 + t)) after the run's t-th step (TensorFlow's ExponentialMovingAverage
     with num_updates): early in a run the average follows the weights closely instead of holding on to
-    the initial ones; from step 9 / (1 - decay) - 10 (881 at 0.99) on, d is the decay itself.
+    the initial ones; from step 9 / (1 - decay) - 10 (890 at 0.99) on, d is the decay itself.
 
     Args:
       weights: the model's trainable variables (float32), in the order the checkpoint lists them.
