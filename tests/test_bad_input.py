@@ -134,6 +134,11 @@ CASES = [
         ["--train_dir={root}/new", "--init_from={root}/run", "--cell=gru"],
         "error: --init_from {root}/run has another model shape (cell 'lstm' there, 'gru' here)",
     ),
+    (
+        "train",
+        ["--train_dir={root}/new", "--init_from={root}/run", "--skip_connections"],
+        "error: --init_from {root}/run has another model shape (skip_connections False there, True here)",
+    ),
     ("train", ["--train_dir={root}/new", "--init_from={root}/nothing"], "error: {root}/nothing holds no run"),
     (
         "train",

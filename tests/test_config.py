@@ -87,6 +87,7 @@ def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_r
         ("optimization", "state_reset_probability"),
         ("optimization", "weight_decay"),
         ("optimization", "ema_decay"),
+        ("model", "skip_connections"),
     ]:
         del values[section][name]
     old = RunConfig.from_dict(values)
@@ -94,6 +95,7 @@ def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_r
     assert (old.optimization.adam_epsilon, old.optimization.state_reset_probability) == (1e-7, 0.0)
     assert (old.optimization.adam_epsilon_form, old.optimization.adam_beta2) == ("keras", 0.999)
     assert old.optimization.weight_decay == old.optimization.ema_decay == 0.0
+    assert old.model.skip_connections is False
     new = RunConfig()
     assert (new.model.embedding_initializer, new.model.weight_initializer) == ("normal", "keras")
     assert (new.optimization.adam_epsilon, new.optimization.state_reset_probability) == (1e-7, 0.1)

@@ -391,9 +391,16 @@ def test_kernel_rejects_inconsistent_shapes(xw_shape, h0_shape, kernel_shape, me
         )
 
 
-def _step_models(units, num_layers=2):
+def _step_models(units, num_layers=2, skip_connections=False):
     """Two models with the same weights: one steps its LSTMs on the fused kernel, one on TensorFlow ops."""
-    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=units, num_layers=num_layers, dropout=0.0)
+    config = ModelConfig(
+        vocab_size=9,
+        embedding_dim=5,
+        rnn_units=units,
+        num_layers=num_layers,
+        dropout=0.0,
+        skip_connections=skip_connections,
+    )
     fused = CharRNN(config, batch_size=1, seed=3, fused_kernels=True)
     plain = CharRNN(config, batch_size=1, seed=3, fused_kernels=False)
     plain.copy_weights_from(fused)
@@ -402,14 +409,18 @@ def _step_models(units, num_layers=2):
 
 @needs_kernels
 # 64 x 512: a step of more than 16 MFLOP, split across the intra-op threads
-@pytest.mark.parametrize("batch_size, units", [(1, 32), (5, 16), (7, 64), (64, 512)])
-def test_step_kernel_matches_the_tensorflow_step(batch_size, units):
-    fused, plain = _step_models(units)
+# (3 layers, skip connections): the logits read every layer's h, in layer order
+@pytest.mark.parametrize(
+    "batch_size, units, num_layers, skip_connections",
+    [(1, 32, 2, False), (5, 16, 2, False), (7, 64, 2, False), (64, 512, 2, False), (3, 32, 3, True)],
+)
+def test_step_kernel_matches_the_tensorflow_step(batch_size, units, num_layers, skip_connections):
+    fused, plain = _step_models(units, num_layers, skip_connections)
     assert "packed" in fused.step_weights() and "layers" not in fused.step_weights()
     assert "packed" not in plain.step_weights()
     rng = np.random.default_rng(4)
     ids = tf.constant(rng.integers(0, 9, batch_size), tf.int32)
-    states = tf.constant(rng.normal(size=(2, 2, batch_size, units)), tf.float32)
+    states = tf.constant(rng.normal(size=(num_layers, 2, batch_size, units)), tf.float32)
     for _ in range(3):  # chained: each step starts from the last one's states
         (got_logits, got_states), (want_logits, want_states) = (
             fused.step(ids, states),
@@ -449,14 +460,14 @@ def test_step_kernel_is_skipped_where_it_does_not_apply():
 
 @needs_kernels
 def test_step_kernel_rejects_inconsistent_shapes_and_ids():
-    def step(ids=(0,), units=16, packed_shape=(1, 21, 64), bias=64):
+    def step(ids=(0,), units=16, packed_shape=(1, 21, 64), bias=64, head_rows=None):
         return native.load().char_rnn_model_step(
             tf.constant(ids, tf.int32),
             tf.zeros([1, 2, 1, units]),
             tf.zeros([3, 5]),
             [tf.zeros(packed_shape)],
             [tf.zeros(bias)],
-            tf.zeros([units, 3]),
+            tf.zeros([head_rows or units, 3]),
             tf.zeros(3),
         )
 
@@ -468,17 +479,28 @@ def test_step_kernel_rejects_inconsistent_shapes_and_ids():
         step(units=8, packed_shape=(1, 13, 64), bias=32)
     with pytest.raises(tf.errors.InvalidArgumentError, match="id 3 is outside the embedding's 3 rows"):
         step(ids=(3,))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"head_kernel must be \[16 or 16 \(every layer"):
+        step(head_rows=32)
 
 
 @needs_bfloat16_kernels
-@pytest.mark.parametrize("batch_size, units, embedding_dim", [(1, 32, 5), (7, 16, 8), (64, 512, 64)])
+@pytest.mark.parametrize(
+    "batch_size, units, embedding_dim, skip_connections",
+    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False)],
+)
 def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
-    batch_size, units, embedding_dim
+    batch_size, units, embedding_dim, skip_connections
 ):
     """Layer by layer: z = bf16(x) bf16(W) + bf16(h) bf16(U) + b in float32, the gates and logits in float32
-    (an odd embedding_dim + units exercises the zero pair that pads the bfloat16 rows)."""
+    (an odd embedding_dim + units exercises the zero pair that pads the bfloat16 rows; with skip
+    connections the logits read both layers' h)."""
     config = ModelConfig(
-        vocab_size=9, embedding_dim=embedding_dim, rnn_units=units, num_layers=2, dropout=0.0
+        vocab_size=9,
+        embedding_dim=embedding_dim,
+        rnn_units=units,
+        num_layers=2,
+        dropout=0.0,
+        skip_connections=skip_connections,
     )
     model = CharRNN(config, batch_size=1, seed=3, fused_kernels=True)
     rng = np.random.default_rng(6)
@@ -505,7 +527,8 @@ def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
         c = sigmoid(f) * states[index, 1] + sigmoid(i) * np.tanh(candidate)
         x = sigmoid(o) * np.tanh(c)
         want_states.append([x, c])
-    want_logits = x @ model.head.kernel.numpy() + model.head.bias.numpy()
+    read = np.concatenate([h for h, _ in want_states], axis=-1) if skip_connections else x
+    want_logits = read @ model.head.kernel.numpy() + model.head.bias.numpy()
     np.testing.assert_allclose(got_states, np.array(want_states), rtol=0, atol=2e-5)
     np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-4)
     float32_logits, _ = model.step(tf.constant(ids, tf.int32), tf.constant(states), model.step_weights())

@@ -112,12 +112,14 @@ def test_unrolled_model_matches_the_loop_in_outputs_state_and_gradients(cell):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("skip_connections", [False, True])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_step_matches_the_sequence_call_in_logits_and_state(cell):
+def test_step_matches_the_sequence_call_in_logits_and_state(cell, skip_connections):
     import tensorflow as tf
 
-    config = ModelConfig(**{**CONFIG.__dict__, "cell": cell})
+    config = ModelConfig(**{**CONFIG.__dict__, "cell": cell, "skip_connections": skip_connections})
     model = CharRNN(config, batch_size=3, seed=1)
+    assert model.head.kernel.shape == (16 if skip_connections else 8, 12)
     ids = _ids(3, 6)
     want = model(ids).numpy()
     state = model.initial_state(3)
@@ -131,13 +133,33 @@ def test_step_matches_the_sequence_call_in_logits_and_state(cell):
         np.testing.assert_allclose(got, variable.numpy(), rtol=0, atol=1e-5)
 
 
+def test_skip_connections_feed_every_layer_to_the_logits():
+    config = ModelConfig(**{**CONFIG.__dict__, "num_layers": 3, "skip_connections": True})
+    model = CharRNN(config, batch_size=2, seed=1, fused_kernels=True)
+    names = [layer.name for layer in model.layers]
+    assert names[-2:] == ["skip_connections", "logits"] and model.head.kernel.shape == (24, 12)
+    concatenated = model.get_layer("skip_connections").input
+    assert [tensor._keras_history.operation.name for tensor in concatenated] == [
+        "dropout_1",
+        "dropout_2",
+        "dropout_3",
+    ]
+    ids = _ids(2, 5)
+    with_all = model(ids).numpy()
+    kernel = model.head.kernel.numpy()
+    model.head.kernel.assign(np.concatenate([np.zeros_like(kernel[:16]), kernel[16:]]))
+    model.reset_state()
+    assert np.abs(model(ids).numpy() - with_all).max() > 1e-4  # the first two layers' rows count
+    one_layer = CharRNN(ModelConfig(**{**config.__dict__, "num_layers": 1}), batch_size=2)
+    assert "skip_connections" not in [layer.name for layer in one_layer.layers]
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_a_larger_vocabulary_keeps_the_old_characters_logits(cell):
-    source = CharRNN(
-        ModelConfig(**{**CONFIG.__dict__, "cell": cell}), batch_size=2, seed=5, fused_kernels=True
-    )
+    shape = {"cell": cell, "skip_connections": cell == "gru"}
+    source = CharRNN(ModelConfig(**{**CONFIG.__dict__, **shape}), batch_size=2, seed=5, fused_kernels=True)
     source.set_weights([w * 3.0 for w in source.get_weights()])  # far from the initialiser's
-    larger = ModelConfig(**{**CONFIG.__dict__, "cell": cell, "vocab_size": 15})
+    larger = ModelConfig(**{**CONFIG.__dict__, **shape, "vocab_size": 15})
     model = CharRNN(larger, batch_size=2, seed=9, fused_kernels=True)
     model.copy_weights_extending_vocab(source)
     ids = _ids(2, 9, seed=4)  # old characters only

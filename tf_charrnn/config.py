@@ -220,6 +220,12 @@ class ModelConfig:
         "dropout rate on the character embeddings (the first layer's input), in [0, 1)",
         before_recorded=0.0,
     )
+    skip_connections: bool = _field(
+        False,
+        "the logits read every recurrent layer's output (concatenated), not only the last one's: Graves "
+        "(2013)'s skip connections to the output",
+        before_recorded=False,
+    )
     cell: str = _field("lstm", "recurrent cell", choices=CELLS)
     embedding_initializer: str = _field(
         "normal",

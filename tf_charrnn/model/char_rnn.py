@@ -5,7 +5,8 @@ Shapes: B batch, T time, V vocabulary, E embedding_dim, H rnn_units, L num_layer
 layer (2 for LSTM's h and c, 1 for GRU and RNN).
   ids int32 [B, T] -> Embedding [B, T, E] (embedding dropout, where set) -> L x stateful RNN [B, T, H]
   (dropout after each)
-  -> Dense logits float32 [B, T, V].
+  -> Dense logits float32 [B, T, V] of the last layer's output [B, T, H] (with skip_connections: of every
+  layer's, concatenated [B, T, L x H]).
   step: ids int32 [B], state float32 [L, S, B, H] -> logits float32 [B, V], state [L, S, B, H].
 """
 
@@ -71,7 +72,7 @@ class CharRNN(keras.Model):
                 dtype=dtype_policy,
                 name="embedding_dropout",
             )(x)
-        recurrent_layers = []
+        recurrent_layers, outputs = [], []
         for layer in range(1, config.num_layers + 1):
             rnn = recurrent.make_layer(
                 config.cell,
@@ -94,11 +95,14 @@ class CharRNN(keras.Model):
                 name=f"dropout_{layer}",
             )(x)
             recurrent_layers.append(rnn)
+            outputs.append(x)
+        if config.skip_connections and len(outputs) > 1:
+            x = keras.layers.Concatenate(dtype=dtype_policy, name="skip_connections")(outputs)
         head = keras.layers.Dense(
             config.vocab_size,
             dtype="float32",
             name="logits",
-            **initializers.logits(config.weight_initializer, config.rnn_units),
+            **initializers.logits(config.weight_initializer, x.shape[-1]),
         )
         super().__init__(ids, head(x), name="char_rnn")
         self.config = config
@@ -171,10 +175,13 @@ class CharRNN(keras.Model):
                 weights["head_bias"],
             )
         x = tf.gather(weights["embedding"], ids)
-        new_state = []
+        new_state, outputs = [], []
         for index, layer in enumerate(self.recurrent_layers):
             x, layer_state = layer.step(x, state[index], weights["layers"][index])
             new_state.append(layer_state)
+            outputs.append(x)
+        if self.config.skip_connections:
+            x = tf.concat(outputs, axis=-1)
         return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_state)
 
     def copy_weights_from(self, source: "CharRNN") -> None:

@@ -93,7 +93,7 @@ def check_resumable(config: RunConfig, vocab: Vocab, old_config: RunConfig, old_
 
 
 # The fields of ModelConfig that shape the weights (vocab_size aside: new characters may be appended).
-SHAPE_FIELDS = ("embedding_dim", "rnn_units", "num_layers", "cell")
+SHAPE_FIELDS = ("embedding_dim", "rnn_units", "num_layers", "skip_connections", "cell")
 
 
 def check_init_from(config: RunConfig, vocab: Vocab) -> None:

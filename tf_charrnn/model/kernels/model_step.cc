@@ -52,17 +52,22 @@ struct ForwardStepBf16Weights {
 };
 #endif  // __AVX512BF16__
 
-// logits[b] = h[b] head_kernel + head_bias, in float32.
-void Logits(const float* h, int batch, int units, const float* kernel, const float* bias, int vocab,
-            float* logits) {
+// logits[b] = [h of layers first..layers-1][b] head_kernel + head_bias, in float32: the state holds each
+// layer's h then c, [L, 2, B, H]; the kernel's rows are the read layers' units, in layer order.
+void Logits(const float* state, int first, int layers, int batch, int units, const float* kernel,
+            const float* bias, int vocab, float* logits) {
+  const int64_t plane = static_cast<int64_t>(batch) * units;
   for (int b = 0; b < batch; ++b) {
     float* out = logits + static_cast<int64_t>(b) * vocab;
     std::copy(bias, bias + vocab, out);
-    const float* hb = h + static_cast<int64_t>(b) * units;
-    for (int k = 0; k < units; ++k) {
-      const float x = hb[k];
-      const float* w = kernel + static_cast<int64_t>(k) * vocab;
-      for (int v = 0; v < vocab; ++v) out[v] += x * w[v];
+    for (int layer = first; layer < layers; ++layer) {
+      const float* hb = state + 2 * layer * plane + static_cast<int64_t>(b) * units;
+      const float* block = kernel + static_cast<int64_t>(layer - first) * units * vocab;
+      for (int k = 0; k < units; ++k) {
+        const float x = hb[k];
+        const float* w = block + static_cast<int64_t>(k) * vocab;
+        for (int v = 0; v < vocab; ++v) out[v] += x * w[v];
+      }
     }
   }
 }
@@ -90,10 +95,15 @@ class ModelStepOp : public OpKernel {
                 errors::InvalidArgument("state must be [", layers, ", 2, ", batch, ", units], units a positive "
                                         "multiple of ", kLanes, ", got ", state.shape().DebugString()));
     const int units = state.dim_size(3);
-    OP_REQUIRES(context, head_kernel.dims() == 2 && head_kernel.dim_size(0) == units &&
-                             head_bias.shape() == TensorShape({head_kernel.dim_size(1)}),
-                errors::InvalidArgument("head_kernel must be [", units, ", vocab] and head_bias [vocab], got ",
+    OP_REQUIRES(context,
+                head_kernel.dims() == 2 &&
+                    (head_kernel.dim_size(0) == units || head_kernel.dim_size(0) == layers * units) &&
+                    head_bias.shape() == TensorShape({head_kernel.dim_size(1)}),
+                errors::InvalidArgument("head_kernel must be [", units, " or ", layers * units,
+                                        " (every layer's h), vocab] and head_bias [vocab], got ",
                                         head_kernel.shape().DebugString(), ", ", head_bias.shape().DebugString()));
+    // The logits read the last layer's h, or every layer's (skip connections to the output).
+    const int first_read = head_kernel.dim_size(0) == units ? layers - 1 : 0;
     for (int layer = 0; layer < layers; ++layer) {
       const int in = layer == 0 ? embedding_dim : units;
       const TensorShape want = PackedShape(in, units);
@@ -128,8 +138,8 @@ class ModelStepOp : public OpKernel {
       layer_input = h;
       in = units;
     }
-    Logits(layer_input, batch, units, head_kernel.flat<float>().data(), head_bias.flat<float>().data(), vocab,
-           logits->flat<float>().data());
+    Logits(new_state->flat<float>().data(), first_read, layers, batch, units, head_kernel.flat<float>().data(),
+           head_bias.flat<float>().data(), vocab, logits->flat<float>().data());
   }
 
  private:
@@ -224,8 +234,8 @@ REGISTER_OP("CharRnnModelStep")
     })
     .Doc("One character of an LSTM Char-RNN: ids [B], state [L, 2, B, H] (h, c per layer), embedding "
          "[V_in, E], per layer [W; U] packed (float [H / 16, in + H, 64], or bfloat16 pairs "
-         "[H / 16, (in + H + 1) / 2, 64, 2]) and bias [4H], head kernel [H, V] and bias [V] -> logits [B, V], "
-         "new state.");
+         "[H / 16, (in + H + 1) / 2, 64, 2]) and bias [4H], head kernel [H, V] (the last layer's h) or "
+         "[L x H, V] (every layer's) and bias [V] -> logits [B, V], new state.");
 
 REGISTER_KERNEL_BUILDER(Name("CharRnnModelStep").Device(::tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
                         tf_charrnn::ModelStepOp<float>);
