@@ -9,6 +9,10 @@ import subprocess
 
 from tf_charrnn import startup
 
+# The bfloat16 kernels wherever the library has them (AVX512-BF16), so that every such CPU tests them, the
+# Intel ones without AMX included, where training's automatic choice is the float32 kernels
+# (`native.bfloat16_kernels`; its own test sets the variable it checks). Commands the tests start inherit it.
+os.environ.setdefault("TF_CHARRNN_BF16_KERNELS", "1")
 startup.import_tensorflow()  # TensorFlow's start-up notices held back, as the commands do
 
 import pytest  # noqa: E402

@@ -317,6 +317,54 @@ def test_bfloat16_kernels_are_off_without_their_ops_or_when_turned_off(monkeypat
         native.bfloat16_kernels.cache_clear()
 
 
+@pytest.mark.parametrize(
+    "setting, vendor, products, training_kernels, step_kernels",
+    [
+        ("auto", "AuthenticAMD", "avx512_bf16", True, True),
+        ("auto", "GenuineIntel", "amx", True, True),
+        ("auto", "GenuineIntel", "avx512_bf16", False, True),  # vdpbf16ps no faster than float32's FMA
+        ("auto", "", "avx512_bf16", True, True),  # an OS that does not name the vendor
+        ("1", "GenuineIntel", "avx512_bf16", True, True),
+        ("0", "AuthenticAMD", "avx512_bf16", False, False),
+        ("auto", "AuthenticAMD", None, False, False),  # a library without the bfloat16 ops
+    ],
+)
+def test_bfloat16_kernels_where_they_pay(
+    monkeypatch, setting, vendor, products, training_kernels, step_kernels
+):
+    monkeypatch.setenv("TF_CHARRNN_BF16_KERNELS", setting)
+    monkeypatch.setattr(native, "load", lambda: object())
+    monkeypatch.setattr(native, "bf16_products", lambda: products)
+    monkeypatch.setattr(native, "_cpu_vendor", lambda: vendor)
+    native.bfloat16_kernels.cache_clear()
+    try:
+        assert native.bfloat16_kernels() == training_kernels
+        assert native.bfloat16_ops() == step_kernels
+    finally:
+        native.bfloat16_kernels.cache_clear()
+
+
+def test_an_unknown_bfloat16_kernel_setting_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("TF_CHARRNN_BF16_KERNELS", "yes")
+    native.bfloat16_kernels.cache_clear()
+    try:
+        refused = "TF_CHARRNN_BF16_KERNELS='yes' is not a setting; use one of auto, 1, 0"
+        with pytest.raises(UserError, match=refused):
+            native.bfloat16_kernels()
+        with pytest.raises(UserError, match="TF_CHARRNN_BF16_KERNELS='yes' is not a setting"):
+            native.bfloat16_ops()
+    finally:
+        native.bfloat16_kernels.cache_clear()
+
+
+def test_the_cpu_vendor_is_read_from_the_os():
+    vendor = native._cpu_vendor()
+    if os.path.isfile("/proc/cpuinfo"):
+        assert vendor in open("/proc/cpuinfo").read() and vendor
+    else:
+        assert vendor == ""
+
+
 def test_an_unknown_amx_setting_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("TF_CHARRNN_AMX", "on")
     with pytest.raises(UserError, match="TF_CHARRNN_AMX='on' is not a setting; use one of auto, 0, emulate"):
@@ -553,7 +601,7 @@ def test_sampler_with_bfloat16_step_weights_streams_the_text_it_generates():
 
 
 def test_bfloat16_step_weights_fall_back_to_float32_without_the_bfloat16_ops(monkeypatch):
-    monkeypatch.setattr(native, "bfloat16_kernels", lambda: False)
+    monkeypatch.setattr(native, "bfloat16_ops", lambda: False)
     layer = fused_lstm.FusedLSTM(32, use_kernels=True)
     want = fused_lstm.FUSED_FLOAT32 if native.load() is not None else fused_lstm.KERAS_OPS
     assert layer.step_implementation("bfloat16") == want

@@ -3,16 +3,16 @@ keras.layers.LSTM, about twice as fast per layer on a CPU.
 
 The input projection x W is one large matmul; the kernel CharRnnLstmSequence runs the recurrence
 (tf_charrnn/model/kernels/lstm_sequence.cc); the gradient runs the recurrence backwards in
-CharRnnLstmSequenceGrad (which also sums the bias gradient) and forms the other weight and input
-gradients as three large matmuls. Under the mixed_bfloat16 policy the layer runs
-CharRnnLstmSequenceBf16 (kernels/lstm_sequence_bf16.cc: recurrent products in bfloat16 with float32
-accumulation, gates and cell state in float32) and its three matmuls in bfloat16, where the CPU has
-AVX512-BF16; elsewhere the float32 kernels, its inputs and outputs cast (`native.bfloat16_kernels()`
-decides once). The weights stay float32 variables either way. Where the kernels do not apply (a GPU,
-where cuDNN is faster; a mask, dropout inside the cell, a float16 compute dtype, kernels not built) the
-layer is keras.layers.LSTM. The kernels take units in multiples of 64: a layer of other units runs on
-them padded with units that stay exactly zero (`pad_units`) where that measured faster than Keras' ops
-(bfloat16 at any size; float32 above 256 units), else on Keras' ops.
+CharRnnLstmSequenceGrad (which also sums the bias gradient) and forms the other weight and input gradients
+as three large matmuls. Under the mixed_bfloat16 policy the layer runs CharRnnLstmSequenceBf16
+(kernels/lstm_sequence_bf16.cc: recurrent products in bfloat16 with float32 accumulation, gates and cell
+state in float32) and its three matmuls in bfloat16, where the CPU has AVX512-BF16 and they pay (not on an
+Intel CPU without AMX); elsewhere the float32 kernels, its inputs and outputs cast
+(`native.bfloat16_kernels()` decides once). The weights stay float32 variables either way. Where the
+kernels do not apply (a GPU, where cuDNN is faster; a mask, dropout inside the cell, a float16 compute
+dtype, kernels not built) the layer is keras.layers.LSTM. The kernels take units in multiples of 64: a
+layer of other units runs on them padded with units that stay exactly zero (`pad_units`) where that
+measured faster than Keras' ops (bfloat16 at any size; float32 above 256 units), else on Keras' ops.
 
 The layer also steps one character with explicit state (`step`, for sampling and export):
 `lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors; where the kernels are on, a model runs all
@@ -303,13 +303,14 @@ class FusedLSTM(keras.layers.LSTM):
     def step_implementation(self, precision: str = "float32") -> str:
         """What runs this layer's step in a model step with weights in `precision` ("float32" or
         "bfloat16"): FUSED_FLOAT32 or FUSED_BFLOAT16 (the CharRnnModelStep kernel, its weights in that
-        precision; bfloat16 only where the library has the bfloat16 ops, else float32) or KERAS_OPS
+        precision; bfloat16 where the library has the bfloat16 ops and TF_CHARRNN_BF16_KERNELS is not 0,
+        else float32) or KERAS_OPS
         (`step`)."""
         if not (
             self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None
         ):
             return KERAS_OPS
-        return FUSED_BFLOAT16 if precision == "bfloat16" and native.bfloat16_kernels() else FUSED_FLOAT32
+        return FUSED_BFLOAT16 if precision == "bfloat16" and native.bfloat16_ops() else FUSED_FLOAT32
 
     def packed_step_weights(self, precision: str = "float32") -> tf.Tensor:
         """[W; U] as CharRnnModelStep reads it, in the precision `step_implementation(precision)` names."""

@@ -16,10 +16,13 @@ TensorFlow's own ops; TF_CHARRNN_NATIVE=0 turns them off. The compiler is $CXX, 
 The bfloat16 ops (`BF16_OPS`, kernels/lstm_sequence_bf16.cc: recurrent products on AVX512-BF16's
 vdpbf16ps) are compiled only where -march=native targets AVX512-BF16, so the library has them exactly
 where this CPU and compiler support them; `bfloat16_kernels()` says whether the mixed_bfloat16 policy
-runs on them (else on the float32 kernels) and logs the choice once. TF_CHARRNN_BF16_KERNELS=0 keeps the
-float32 kernels for bfloat16 too. Their recurrent products run on AMX tiles where the CPU has AMX-BF16 and
-the OS grants it (`bf16_products()`, kernels/amx.h); TF_CHARRNN_AMX=0 keeps AVX512-BF16 there, and
-TF_CHARRNN_AMX=emulate runs the tile code through a software model on any CPU (tests).
+runs on them (else on the float32 kernels) and logs the choice once. Their recurrent products run on AMX
+tiles where the CPU has AMX-BF16 and the OS grants it (`bf16_products()`, kernels/amx.h); TF_CHARRNN_AMX=0
+keeps AVX512-BF16 there, and TF_CHARRNN_AMX=emulate runs the tile code through a software model on any CPU
+(tests). TF_CHARRNN_BF16_KERNELS chooses: auto (the default) runs bfloat16 on them except on an Intel CPU
+whose products would be AVX512-BF16's (no AMX, or AMX hidden by a VM), where vdpbf16ps issues on one port
+against float32 FMA's two and the float32 kernels measured faster (docs/performance.md); 1 runs them
+wherever the library has them, 0 never.
 
     python -m tf_charrnn.model.native    # builds now (as .ci/run does) and prints the library's path
 """
@@ -238,14 +241,55 @@ def _products_of(module: ModuleType) -> str:
         return module.char_rnn_bf16_products().numpy().decode()
 
 
+# TF_CHARRNN_BF16_KERNELS: whether mixed_bfloat16 runs the LSTM on the bfloat16 kernels.
+BF16_KERNEL_SETTINGS = ("auto", "1", "0")
+
+
+def _cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD"), or "" where the OS does not say."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _bf16_kernel_setting() -> str:
+    setting = os.environ.get("TF_CHARRNN_BF16_KERNELS", "auto")
+    if setting not in BF16_KERNEL_SETTINGS:
+        raise UserError(
+            f"TF_CHARRNN_BF16_KERNELS={setting!r} is not a setting; use one of "
+            f"{', '.join(BF16_KERNEL_SETTINGS)}"
+        )
+    return setting
+
+
+def bfloat16_ops() -> bool:
+    """Whether the loaded library has the bfloat16 ops and TF_CHARRNN_BF16_KERNELS is not 0: what a
+    bfloat16 sampling step runs on (at batch 1 it reads its weights, and half the bytes pay on any CPU).
+
+    Raises:
+      UserError: TF_CHARRNN_BF16_KERNELS is set to something else than auto, 1 or 0.
+    """
+    return _bf16_kernel_setting() != "0" and bf16_products() is not None
+
+
 @functools.cache
 def bfloat16_kernels() -> bool:
-    """Whether the loaded kernels have the bfloat16 ops and they are not turned off; decided and logged
-    once. False where the kernels are off or unavailable."""
-    module = load()
-    if module is None:
+    """Whether mixed_bfloat16 training and scoring run the LSTM on the bfloat16 kernels
+    (TF_CHARRNN_BF16_KERNELS, see the module docstring); decided and logged once. False where the kernels
+    are off or unavailable.
+
+    Raises:
+      UserError: TF_CHARRNN_BF16_KERNELS is set to something else than auto, 1 or 0.
+    """
+    setting = _bf16_kernel_setting()
+    if load() is None:
         return False
-    if os.environ.get("TF_CHARRNN_BF16_KERNELS", "1") == "0":
+    if setting == "0":
         logging.info("bfloat16 LSTM layers run on the float32 fused kernels: TF_CHARRNN_BF16_KERNELS=0")
         return False
     products = bf16_products()
@@ -254,6 +298,13 @@ def bfloat16_kernels() -> bool:
             "bfloat16 LSTM layers run on the float32 fused kernels: this CPU or compiler lacks AVX512-BF16 "
             "(a bfloat16 config such as configs/shakespeare_cpu.cfg may run faster here with "
             "--mixed_precision=none)"
+        )
+        return False
+    if setting == "auto" and products == "avx512_bf16" and _cpu_vendor() == "GenuineIntel":
+        logging.info(
+            "bfloat16 LSTM layers run on the float32 fused kernels: on an Intel CPU without AMX, "
+            "AVX512-BF16's products are no faster than float32's (TF_CHARRNN_BF16_KERNELS=1 uses them "
+            "anyway; a bfloat16 config may run as fast here with --mixed_precision=none)"
         )
         return False
     logging.info("bfloat16 LSTM layers run on the bfloat16 fused kernels (recurrent products: %s)", products)
