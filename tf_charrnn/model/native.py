@@ -20,9 +20,9 @@ runs on them (else on the float32 kernels) and logs the choice once. Their recur
 tiles where the CPU has AMX-BF16 and the OS grants it (`bf16_products()`, kernels/amx.h); TF_CHARRNN_AMX=0
 keeps AVX512-BF16 there, and TF_CHARRNN_AMX=emulate runs the tile code through a software model on any CPU
 (tests). TF_CHARRNN_BF16_KERNELS chooses: auto (the default) runs bfloat16 on them except on an Intel CPU
-whose products would be AVX512-BF16's (no AMX, or AMX hidden by a VM), where vdpbf16ps issues on one port
-against float32 FMA's two and the float32 kernels measured faster (docs/performance.md); 1 runs them
-wherever the library has them, 0 never.
+whose products would be AVX512-BF16's (no AMX, or AMX hidden by a VM), where they measured 0.67x to 0.75x
+the float32 kernels' speed (as TensorFlow's own bfloat16 matmul reached 0.56x its float32 one there;
+docs/performance.md, "Intel Xeon without AMX"); 1 runs them wherever the library has them, 0 never.
 
     python -m tf_charrnn.model.native    # builds now (as .ci/run does) and prints the library's path
 """
