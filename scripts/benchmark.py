@@ -27,7 +27,7 @@ from absl import flags  # noqa: E402
 
 import benchmark_lib  # noqa: E402 (beside this script: the measurements)
 from tf_charrnn.cli import flags as cli_flags  # noqa: E402
-from tf_charrnn.config import CELLS, MIXED_PRECISION_POLICIES, RunConfig  # noqa: E402
+from tf_charrnn.config import CELLS, MIXED_PRECISION_POLICIES, STEP_PRECISIONS, RunConfig  # noqa: E402
 from tf_charrnn.errors import UserError  # noqa: E402
 from tf_charrnn.model import native  # noqa: E402
 from tf_charrnn.runtime import placement  # noqa: E402
@@ -75,7 +75,7 @@ flags.DEFINE_list("sample_batch_sizes", ["1", "64"], "sampling batch sizes")
 flags.DEFINE_enum(
     "step_precision",
     "float32",
-    ["float32", "bfloat16"],
+    list(STEP_PRECISIONS),
     "sampling: the weights' precision (sample.py's flag)",
 )
 flags.DEFINE_bool("jit_compile", False, "compile the train step with XLA")

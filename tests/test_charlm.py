@@ -194,11 +194,29 @@ def test_from_run_of_a_folder_without_a_run_names_train_dir_and_writes_nothing(r
     assert (snapshot(tmp_path), snapshot(run[2])) == before
 
 
-@pytest.mark.skipif(not native.bfloat16_kernels(), reason="this CPU or compiler has no AVX512-BF16")
-def test_bfloat16_step_weights_generate_what_sample_py_prints_with_them(tmp_path):
-    """A run whose units the step kernel takes (32): sample.py --step_precision=bfloat16, compiled and
-    streamed, prints what CharLM.from_run(step_precision="bfloat16") generates, and says so (at 10 steps
-    the weights are small and the text is the float32 step's: test_fused_lstm shows the rounding)."""
+@pytest.mark.parametrize(
+    "precision, implementation",
+    [
+        pytest.param(
+            "bfloat16",
+            fused_lstm.FUSED_BFLOAT16,
+            marks=pytest.mark.skipif(
+                not native.bfloat16_kernels(), reason="this CPU or compiler has no AVX512-BF16"
+            ),
+        ),
+        pytest.param(
+            "int8",
+            fused_lstm.FUSED_INT8,
+            marks=pytest.mark.skipif(not native.int8_ops(), reason="this CPU or compiler has no AVX512-VNNI"),
+        ),
+    ],
+)
+def test_reduced_precision_step_weights_generate_what_sample_py_prints_with_them(
+    tmp_path, precision, implementation
+):
+    """A run whose units the step kernel takes (32): sample.py --step_precision=bfloat16 (or int8),
+    compiled and streamed, prints what CharLM.from_run(step_precision=...) generates, and says so (at 10
+    steps the weights are small and the text is the float32 step's: test_fused_lstm shows the rounding)."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text((QUOTE + "\n") * 6, encoding="utf-8")
     settings = {**SETTINGS, "rnn_units": 32, "max_steps": 10}
@@ -214,19 +232,19 @@ def test_bfloat16_step_weights_generate_what_sample_py_prints_with_them(tmp_path
         "--prime=Willing",
         "--length=80",
         "--seed=4",
-        "--step_precision=bfloat16",
+        f"--step_precision={precision}",
     ]
     compiled = run_script("sample.py", common, str(tmp_path / "cache"))
     streamed = run_script("sample.py", [*common, "--stream"], str(tmp_path / "cache"))
     assert compiled.returncode == 0 and streamed.returncode == 0, compiled.stderr + streamed.stderr
-    lm = tf_charrnn.CharLM.from_run(tmp_path / "run", step_precision="bfloat16")
-    assert lm.model.step_implementation("bfloat16") == fused_lstm.FUSED_BFLOAT16
+    lm = tf_charrnn.CharLM.from_run(tmp_path / "run", step_precision=precision)
+    assert lm.model.step_implementation(precision) == implementation
     text = lm.generate("Willing", 80, seed=4)
     assert compiled.stdout == streamed.stdout == text + "\n"
-    assert "Each character steps on fused kernels, bfloat16" in compiled.stderr
+    assert f"Each character steps on {implementation}" in compiled.stderr
     float32 = run_script("sample.py", common[:-1], str(tmp_path / "cache"))
     assert "Each character steps on fused kernels, float32" in float32.stderr
     with pytest.raises(
-        tf_charrnn.UserError, match="step_precision= must be one of float32, bfloat16, got 'int8'"
+        tf_charrnn.UserError, match="step_precision= must be one of float32, bfloat16, int8, got 'float16'"
     ):
-        tf_charrnn.CharLM.from_run(tmp_path / "run", step_precision="int8")
+        tf_charrnn.CharLM.from_run(tmp_path / "run", step_precision="float16")

@@ -14,7 +14,7 @@ from helpers import QUOTE, make_config, read_scalars, run_script, seed_kernels, 
 from tf_charrnn.cli.evaluate import _human_line
 from tf_charrnn.errors import UserError
 from tf_charrnn.inference import scoring
-from tf_charrnn.model import losses
+from tf_charrnn.model import losses, native
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
@@ -152,6 +152,33 @@ def test_reset_every_scores_pieces_each_from_a_zero_state(
     assert abs(carried.nats_per_char - result.nats_per_char) > 1e-3  # context beyond a piece counts
 
 
+@pytest.fixture(scope="module")
+def trained_for_the_step_kernel(tmp_path_factory):
+    """A tiny run of 32 units (the step kernel's multiple of 16), trained 10 steps."""
+    root = tmp_path_factory.mktemp("evaluate_step")
+    corpus = root / "corpus.txt"
+    corpus.write_text((QUOTE + " ") * 10, encoding="utf-8")
+    config = make_config(corpus, root / "cache", root / "run", **{**SETTINGS, "rnn_units": 32}, max_steps=10)
+    trainer.train(config)
+    return str(root / "run")
+
+
+@pytest.mark.parametrize("reset_every", [0, 4])
+def test_the_float32_step_scores_what_the_sequence_pass_scores(trained_for_the_step_kernel, reset_every):
+    """Each character through the sampler's step, the state carried from batch to batch (or reset for each
+    piece), scores what the model's sequence pass scores; bfloat16 and int8 step weights cost a little."""
+    train_dir = trained_for_the_step_kernel
+    want = scoring.evaluate_run(train_dir, reset_every=reset_every)
+    stepped = scoring.evaluate_run(train_dir, reset_every=reset_every, step_precision="float32")
+    assert stepped.characters == want.characters == 72
+    assert stepped.nats_per_char == pytest.approx(want.nats_per_char, abs=1e-5)
+    for precision, available in [("bfloat16", native.bfloat16_ops()), ("int8", native.int8_ops())]:
+        if available:
+            reduced = scoring.evaluate_run(train_dir, reset_every=reset_every, step_precision=precision)
+            assert reduced.nats_per_char != stepped.nats_per_char
+            assert reduced.nats_per_char == pytest.approx(want.nats_per_char, abs=0.02)
+
+
 def test_reset_every_longer_than_the_text_is_refused(trained, text_file):
     with pytest.raises(UserError, match="--reset_every=20 needs at least 21: pass a smaller --reset_every"):
         scoring.evaluate_run(trained[0], data_path=text_file(QUOTE[:15], "short.txt"), reset_every=20)
@@ -235,6 +262,8 @@ SCRIPT_RUNS = {
     "no_run": ["--train_dir={root}/nothing"],
     "pieces": ["--train_dir={run}", "--reset_every=4", "--json"],
     "pieces_too_long": ["--train_dir={run}", "--reset_every=100"],
+    "stepped": ["--train_dir={run}", "--step_precision=float32", "--json"],
+    "bad_step_precision": ["--train_dir={run}", "--step_precision=float16"],
     "unknown_characters": ["--train_dir={run}", "--data_path={root}/some_unknown.txt"],
 }
 
@@ -280,6 +309,12 @@ def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):
     assert values["characters"] == want.characters == 72
     assert values["nats_per_char"] == pytest.approx(want.nats_per_char, abs=1e-6)
 
+    stepped = results["stepped"]  # 24 units: the float32 step on TensorFlow's ops
+    assert stepped.returncode == 0, stepped.stderr
+    values = json.loads(stepped.stdout)
+    assert values["characters"] == 72
+    assert values["nats_per_char"] == pytest.approx(scoring.evaluate_run(train_dir).nats_per_char, abs=1e-5)
+
 
 @pytest.mark.parametrize(
     "name, message",
@@ -287,6 +322,10 @@ def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):
         ("missing_data_path", "error: --data_path {root}/missing.txt does not exist"),
         ("no_run", "error: {root}/nothing holds no run"),
         ("pieces_too_long", "error: the text has 73 character(s); --reset_every=100 needs at least 101"),
+        (
+            "bad_step_precision",
+            "error: --step_precision must be one of none, float32, bfloat16, int8, got 'float16'",
+        ),
         (
             "unknown_characters",
             "error: --data_path {root}/some_unknown.txt has characters outside the run's vocabulary: ['Z']; "

@@ -27,6 +27,9 @@ needs_kernels = pytest.mark.skipif(native.load() is None, reason="the fused kern
 needs_bfloat16_kernels = pytest.mark.skipif(
     not native.bfloat16_kernels(), reason="no bfloat16 fused kernels here (no AVX512-BF16)"
 )
+needs_int8_step = pytest.mark.skipif(
+    not native.int8_ops(), reason="no int8 step kernel here (no AVX512-VNNI)"
+)
 
 
 def test_kernels_build_wherever_there_is_a_compiler():
@@ -605,3 +608,111 @@ def test_bfloat16_step_weights_fall_back_to_float32_without_the_bfloat16_ops(mon
     layer = fused_lstm.FusedLSTM(32, use_kernels=True)
     want = fused_lstm.FUSED_FLOAT32 if native.load() is not None else fused_lstm.KERAS_OPS
     assert layer.step_implementation("bfloat16") == want
+
+
+def _int8(values, axis):
+    """Symmetric int8 of `values` along `axis` as the int8 step rounds them: (int values, scale)."""
+    largest = np.abs(values).max(axis=axis, keepdims=True)
+    scale = np.where(largest > 0, largest / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    return np.clip(np.round(values / scale), -127, 127).astype(np.int64), scale
+
+
+@needs_int8_step
+@pytest.mark.parametrize(
+    "batch_size, units, embedding_dim, skip_connections",
+    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False)],
+)
+def test_int8_step_is_the_step_on_weights_and_inputs_rounded_to_int8(
+    batch_size, units, embedding_dim, skip_connections
+):
+    """Layer by layer: z = (sx qx qW + sh qh qU) sW + b, with [W; U] in int8 per column (scale sW) and each
+    row's x and h in int8 (scales sx, sh), the integer products exact, the gates and logits in float32 (an
+    embedding_dim not a multiple of 4 exercises the zero rows that pad W's quads)."""
+    config = ModelConfig(
+        vocab_size=9,
+        embedding_dim=embedding_dim,
+        rnn_units=units,
+        num_layers=2,
+        dropout=0.0,
+        skip_connections=skip_connections,
+    )
+    model = CharRNN(config, batch_size=1, seed=3, fused_kernels=True)
+    rng = np.random.default_rng(6)
+    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    assert model.step_implementation("int8") == fused_lstm.FUSED_INT8
+    weights = model.step_weights("int8")
+    assert all(packed.dtype == tf.uint8 for packed in weights["packed"])
+
+    def sigmoid(x):
+        return 1.0 / (1.0 + np.exp(-x))
+
+    ids = rng.integers(0, 9, batch_size)
+    states = rng.normal(size=(2, 2, batch_size, units)).astype(np.float32)
+    states[0, 0, 0] = 0.0  # a row of zeros quantises with scale 1
+    got_logits, got_states = model.step(tf.constant(ids, tf.int32), tf.constant(states), weights)
+    x = model.embedding.embeddings.numpy()[ids]
+    want_states = []
+    for index, layer in enumerate(model.recurrent_layers):
+        kernel, recurrent_kernel, bias = (w.numpy() for w in layer.cell.weights)
+        q_weights, weight_scale = _int8(np.concatenate([kernel, recurrent_kernel]), axis=0)
+        q_x, x_scale = _int8(x.astype(np.float32), axis=1)
+        q_h, h_scale = _int8(states[index, 0], axis=1)
+        products = x_scale * (q_x @ q_weights[: len(kernel)]) + h_scale * (q_h @ q_weights[len(kernel) :])
+        z = products * weight_scale + bias
+        i, f, candidate, o = np.split(z, 4, axis=-1)
+        c = sigmoid(f) * states[index, 1] + sigmoid(i) * np.tanh(candidate)
+        x = sigmoid(o) * np.tanh(c)
+        want_states.append([x, c])
+    read = np.concatenate([h for h, _ in want_states], axis=-1) if skip_connections else x
+    want_logits = read @ model.head.kernel.numpy() + model.head.bias.numpy()
+    np.testing.assert_allclose(got_states, np.array(want_states), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-4)
+    float32_logits, _ = model.step(tf.constant(ids, tf.int32), tf.constant(states), model.step_weights())
+    assert np.abs(float32_logits - got_logits).max() > 1e-3  # the rounding shows: it is not the float32 step
+
+
+@needs_int8_step
+def test_sampler_with_int8_step_weights_streams_the_text_it_generates():
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=2, dropout=0.0)
+    sampler = sampling.Sampler(config, fused_kernels=True, step_precision="int8")
+    rng = np.random.default_rng(5)
+    sampler.model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in sampler.model.get_weights()])
+    assert sampler.model.step_implementation("int8") == fused_lstm.FUSED_INT8
+    vocab = Vocab("abcdefgh\n")
+    decoding = Decoding("sample", seed=7)
+    want = sampler.generate(vocab, "ab", 200, decoding, num_samples=2)
+    steps = list(sampler.stream(vocab, "ab", 200, decoding, num_samples=2))
+    assert ["".join(chars) for chars in zip(*steps, strict=True)] == want
+    float32 = sampling.Sampler(config, fused_kernels=True)
+    float32.model.copy_weights_from(sampler.model)
+    assert float32.generate(vocab, "ab", 200, decoding, num_samples=2) != want
+
+
+def test_int8_step_weights_fall_back_to_float32_without_the_int8_step(monkeypatch):
+    monkeypatch.setattr(native, "int8_ops", lambda: False)
+    layer = fused_lstm.FusedLSTM(32, use_kernels=True)
+    want = fused_lstm.FUSED_FLOAT32 if native.load() is not None else fused_lstm.KERAS_OPS
+    assert layer.step_implementation("int8") == want
+
+
+@needs_int8_step
+def test_int8_step_kernel_rejects_inconsistent_shapes():
+    def step(packed_shape=(1, 6, 64, 4), scale=64):
+        return native.load().char_rnn_model_step_int8(
+            tf.constant([0], tf.int32),
+            tf.zeros([1, 2, 1, 16]),
+            tf.zeros([3, 5]),
+            [tf.zeros(packed_shape, tf.uint8)],
+            [tf.zeros(scale)],
+            [tf.zeros(64)],
+            tf.zeros([16, 3]),
+            tf.zeros(3),
+        )
+
+    logits, state = step()  # 5 inputs pad to 8: (8 + 16) / 4 quads of rows
+    assert logits.shape == (1, 3) and state.shape == (1, 2, 1, 16)
+    wrong = r"layer 0's packed weights must be \[1,6,64,4\]"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=wrong):
+        step(packed_shape=(1, 7, 64, 4))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"layer 0's scale must be \[64\], got \[32\]"):
+        step(scale=32)

@@ -28,7 +28,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 SAMPLING_MODES = ("sample", "greedy", "sample_at_space")
 # Precisions of the weights a sampling step reads (SampleConfig.step_precision).
-STEP_PRECISIONS = ("float32", "bfloat16")
+STEP_PRECISIONS = ("float32", "bfloat16", "int8")
 EXPORT_FORMATS = ("saved_model", "litert", "web")
 # --quantize of a LiteRT export: int8 is dynamic-range (int8 weights, float activations).
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -558,9 +558,11 @@ class SampleConfig:
     stream: bool = _field(False, "print characters as they are generated (one step per call)")
     step_precision: str = _field(
         "float32",
-        "weights each generated character's step reads: float32; bfloat16: half the bytes, about twice "
-        "the speed at batch 1 where the CPU has AVX512-BF16 (float32 elsewhere), the text no longer the "
-        "float32 step's or the SavedModel's for a seed",
+        "weights each generated character's step reads: float32; bfloat16: half the bytes, faster at "
+        "batch 1 where the CPU has AVX512-BF16; int8: a quarter of the bytes (and each step's inputs in "
+        "int8), the fastest where the CPU has AVX512-VNNI; float32 where the CPU lacks them; the text is no "
+        "longer the float32 step's or the SavedModel's for a seed (evaluate.py --step_precision: the loss "
+        "it costs)",
         choices=STEP_PRECISIONS,
     )
     stop_at: str = _field(
@@ -682,6 +684,13 @@ class EvaluateConfig:
         0,
         "N > 0: cut the text into pieces of N characters, each scored from a zero state (how the model "
         "does from a short prime); 0: the run's streams, each state carried through its share of the text",
+    )
+    step_precision: str = _field(
+        "none",
+        "none: the model's sequence pass (what training's validation logs); float32, bfloat16, int8: each "
+        "character through the sampling step on weights in that precision (what sample.py "
+        "--step_precision generates from: the loss its bfloat16 or int8 weights cost)",
+        choices=("none", *STEP_PRECISIONS),
     )
     json: bool = _field(False, "print one JSON line instead of the human-readable line")
 

@@ -49,6 +49,7 @@ def main(argv: list[str]) -> None:
         config.skip_unknown,
         config.split,
         config.reset_every,
+        config.step_precision,
     )
     if config.json:
         print(json.dumps(dataclasses.asdict(result)))

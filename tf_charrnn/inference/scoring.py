@@ -153,6 +153,7 @@ def evaluate_run(
     skip_unknown: bool = False,
     split: str = "validation",
     reset_every: int = 0,
+    step_precision: str = "none",
 ) -> Evaluation:
     """Scores a run's checkpoint on a text, batched in streams as training's validation is (or in pieces
     of `reset_every` characters, each from a zero state).
@@ -166,6 +167,8 @@ def evaluate_run(
       skip_unknown: leave out characters outside the run's vocabulary instead of raising.
       split: "validation" or "test" (the run's --test_fraction at the corpus's end), without data_path.
       reset_every: > 0: score pieces of this many characters, each from a zero state (`piece_layout`).
+      step_precision: "none": the sequence pass training validates with; "float32", "bfloat16" or "int8":
+        the sampler's one-character step on weights in that precision (`StreamScorer`).
 
     Returns:
       Evaluation: the mean of the per-batch mean losses (what training logs as its val loss).
@@ -180,7 +183,7 @@ def evaluate_run(
         streams, _ = piece_layout(len(ids), config.layout.batch_size, reset_every)
     else:
         streams, _, _ = stream_layout(len(ids), config.layout.batch_size, config.layout.seq_length)
-    scorer = StreamScorer(config, streams)
+    scorer = StreamScorer(config, streams, step_precision)
     path = checkpoints.restore_weights(train_dir, scorer.model, path, best)
     if reset_every:
         return scorer.piece_evaluation(ids, reset_every, path, skipped)
@@ -189,31 +192,62 @@ def evaluate_run(
 
 class StreamScorer:
     """A run's model with `streams` rows, on the runtime the scripts choose, and the stateful loss pass
-    training's validation makes; load its weights into `self.model`.
+    training's validation makes, or the sampler's one-character step; load its weights into `self.model`.
 
     Args:
       config: the run's RunConfig.
       streams: the rows of the stream layout it scores (see `stream_layout`).
+      step_precision: "none": the sequence pass; "float32", "bfloat16" or "int8": each character through
+        `CharRNN.step` on weights in that precision, as the sampler steps (float32 where that precision's
+        step cannot run: `self.model.step_implementation` says what runs).
     """
 
-    def __init__(self, config: RunConfig, streams: int) -> None:
+    def __init__(self, config: RunConfig, streams: int, step_precision: str = "none") -> None:
         self.config = config
+        self.streams = streams
+        self.step_precision = step_precision
         self.model = CharRNN(
             config.model,
             batch_size=streams,
             dtype_policy=placement.dtype_policy(config.precision.mixed_precision),
             fused_kernels=placement.fused_kernels_apply(),
         )
-        self._loss = tf.function(
+        self._sequence_loss = tf.function(
             lambda inputs, targets: losses.sequence_loss(targets, self.model(inputs, training=False))
         )
+        self._step_loss = tf.function(self._stepped_loss)
+        self._state: tf.Tensor | None = None
+
+    def _stepped_loss(
+        self, inputs: tf.Tensor, targets: tf.Tensor, state: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The mean loss of [B, T] `inputs` -> `targets` stepped one character at a time from `state`, and
+        the state after them."""
+        weights = self.model.step_weights(self.step_precision)
+        total = tf.constant(0.0)
+        for position in tf.range(tf.shape(inputs)[1]):
+            logits, state = self.model.step(inputs[:, position], state, weights)
+            total += losses.sequence_loss(targets[:, position], logits)
+        return total / tf.cast(tf.shape(inputs)[1], tf.float32), state
+
+    def _reset(self) -> None:
+        """Zero state for the next text or piece."""
+        self.model.reset_state()
+        self._state = self.model.initial_state(self.streams)
+
+    def _loss(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """The mean loss of one batch, the state carried on from the last."""
+        if self.step_precision == "none":
+            return self._sequence_loss(inputs, targets)
+        loss, self._state = self._step_loss(inputs, targets, self._state)
+        return loss
 
     def evaluation(self, ids: np.ndarray, checkpoint: str, skipped_characters: int = 0) -> Evaluation:
         """Scores `ids` (of the run's vocabulary), in `stream_layout`; an Evaluation naming `checkpoint`."""
         streams, seq_length, num_batches = stream_layout(
             len(ids), self.config.layout.batch_size, self.config.layout.seq_length
         )
-        self.model.reset_state()
+        self._reset()
         total = 0.0
         for inputs, targets in pipeline.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
             total += float(self._loss(inputs, targets))
@@ -233,7 +267,7 @@ class StreamScorer:
         targets = ids[1 : count * piece_length + 1].reshape(count, piece_length)
         total = 0.0
         for batch in range(num_batches):
-            self.model.reset_state()
+            self._reset()
             rows_of_batch = slice(batch * rows, (batch + 1) * rows)
             total += float(
                 self._loss(tf.constant(inputs[rows_of_batch]), tf.constant(targets[rows_of_batch]))

@@ -126,15 +126,17 @@ class CharRNN(keras.Model):
         return tf.zeros([len(self.recurrent_layers), first.num_states, batch_size, first.units])
 
     def step_implementation(self, precision: str = "float32") -> str:
-        """What runs `step` on `step_weights(precision)`: fused_lstm's FUSED_FLOAT32 or FUSED_BFLOAT16 (all
-        layers and the logits in one CharRnnModelStep call, weights in that precision) or KERAS_OPS."""
+        """What runs `step` on `step_weights(precision)`: fused_lstm's FUSED_FLOAT32, FUSED_BFLOAT16 or
+        FUSED_INT8 (all layers and the logits in one step kernel call, weights in that precision) or
+        KERAS_OPS."""
         return self.recurrent_layers[0].step_implementation(precision)
 
     def step_weights(self, precision: str = "float32") -> dict[str, Any]:
         """The weights `step` reads, as tensors: read them once before a loop of steps (a variable read
         inside a while loop happens at every step). Where the step kernel runs, the layers' weights are
-        packed for it in `precision` ("float32", or "bfloat16": half the bytes a character reads, the
-        products' inputs rounded to bfloat16 as in bfloat16 training; see `step_implementation`)."""
+        packed for it in `precision` ("float32"; "bfloat16": half the bytes a character reads, the
+        products' inputs rounded to bfloat16 as in bfloat16 training; "int8": a quarter of the bytes,
+        each column of [W; U] in int8 with a float32 scale; see `step_implementation`)."""
         weights = {
             "embedding": tf.convert_to_tensor(self.embedding.embeddings),
             "head_kernel": tf.convert_to_tensor(self.head.kernel),
@@ -142,9 +144,10 @@ class CharRNN(keras.Model):
         }
         if self.step_implementation(precision) == fused_lstm.KERAS_OPS:
             return {**weights, "layers": [layer.step_weights() for layer in self.recurrent_layers]}
+        packed = [layer.packed_step_weights(precision) for layer in self.recurrent_layers]
         return {
             **weights,
-            "packed": [layer.packed_step_weights(precision) for layer in self.recurrent_layers],
+            **{name: [layer[name] for layer in packed] for name in packed[0]},
             "bias": [tf.convert_to_tensor(layer.cell.bias) for layer in self.recurrent_layers],
         }
 
@@ -165,15 +168,11 @@ class CharRNN(keras.Model):
         if "packed" in weights:
             kernels = native.load()
             assert kernels is not None  # weights are packed only where the step kernel runs
-            return kernels.char_rnn_model_step(
-                tf.cast(ids, tf.int32),
-                state,
-                weights["embedding"],
-                weights["packed"],
-                weights["bias"],
-                weights["head_kernel"],
-                weights["head_bias"],
-            )
+            inputs = (tf.cast(ids, tf.int32), state, weights["embedding"], weights["packed"])
+            head = (weights["head_kernel"], weights["head_bias"])
+            if "scale" in weights:
+                return kernels.char_rnn_model_step_int8(*inputs, weights["scale"], weights["bias"], *head)
+            return kernels.char_rnn_model_step(*inputs, weights["bias"], *head)
         x = tf.gather(weights["embedding"], ids)
         new_state, outputs = [], []
         for index, layer in enumerate(self.recurrent_layers):

@@ -17,7 +17,7 @@ measured faster than Keras' ops (bfloat16 at any size; float32 above 256 units),
 The layer also steps one character with explicit state (`step`, for sampling and export):
 `lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors; where the kernels are on, a model runs all
 its layers' steps in one CharRnnModelStep call (tf_charrnn/model/kernels/model_step.cc) on the weights
-`packed_step_weights` packs, in float32 or bfloat16.
+`packed_step_weights` packs, in float32, bfloat16 or int8 (CharRnnModelStepInt8).
 """
 
 from collections.abc import Callable
@@ -41,6 +41,7 @@ STEP_KERNEL_UNITS_MULTIPLE = 16
 # benchmark's rows say it).
 FUSED_FLOAT32 = "fused kernels, float32"
 FUSED_BFLOAT16 = "fused kernels, bfloat16"
+FUSED_INT8 = "fused kernels, int8 weights"
 KERAS_OPS = "keras ops"
 
 
@@ -301,23 +302,29 @@ class FusedLSTM(keras.layers.LSTM):
         }
 
     def step_implementation(self, precision: str = "float32") -> str:
-        """What runs this layer's step in a model step with weights in `precision` ("float32" or
-        "bfloat16"): FUSED_FLOAT32 or FUSED_BFLOAT16 (the CharRnnModelStep kernel, its weights in that
+        """What runs this layer's step in a model step with weights in `precision` ("float32", "bfloat16"
+        or "int8"): FUSED_FLOAT32, FUSED_BFLOAT16 or FUSED_INT8 (the step kernel, its weights in that
         precision; bfloat16 where the library has the bfloat16 ops and TF_CHARRNN_BF16_KERNELS is not 0,
-        else float32) or KERAS_OPS
-        (`step`)."""
+        int8 where it has the int8 step (AVX512-VNNI), else float32) or KERAS_OPS (`step`, float32)."""
         if not (
             self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None
         ):
             return KERAS_OPS
+        if precision == "int8" and native.int8_ops():
+            return FUSED_INT8
         return FUSED_BFLOAT16 if precision == "bfloat16" and native.bfloat16_ops() else FUSED_FLOAT32
 
-    def packed_step_weights(self, precision: str = "float32") -> tf.Tensor:
-        """[W; U] as CharRnnModelStep reads it, in the precision `step_implementation(precision)` names."""
+    def packed_step_weights(self, precision: str = "float32") -> dict[str, tf.Tensor]:
+        """[W; U] as the step kernel reads it, in the precision `step_implementation(precision)` names:
+        {"packed": weights}, and for int8 also {"scale": the scale of each column}."""
         cell = self.cell
-        if self.step_implementation(precision) == FUSED_BFLOAT16:
-            return pack_step_weights_bfloat16(cell.kernel, cell.recurrent_kernel)
-        return pack_step_weights(cell.kernel, cell.recurrent_kernel)
+        implementation = self.step_implementation(precision)
+        if implementation == FUSED_INT8:
+            packed, scale = pack_step_weights_int8(cell.kernel, cell.recurrent_kernel)
+            return {"packed": packed, "scale": scale}
+        if implementation == FUSED_BFLOAT16:
+            return {"packed": pack_step_weights_bfloat16(cell.kernel, cell.recurrent_kernel)}
+        return {"packed": pack_step_weights(cell.kernel, cell.recurrent_kernel)}
 
     def step(
         self, inputs: tf.Tensor, states: tf.Tensor, weights: dict[str, tf.Tensor]
@@ -371,3 +378,17 @@ def pack_step_weights_bfloat16(kernel: tf.Tensor, recurrent_kernel: tf.Tensor) -
     packed = tf.pad(packed, [[0, 0], [0, depth % 2], [0, 0]])
     pairs = tf.transpose(tf.reshape(packed, [packed.shape[0], -1, 2, packed.shape[2]]), [0, 1, 3, 2])
     return tf.cast(pairs, tf.bfloat16)
+
+
+def pack_step_weights_int8(kernel: tf.Tensor, recurrent_kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """[W; U] as CharRnnModelStepInt8 reads it: uint8 [H / 16, (I + 3) / 4 + H / 4, 4 * 16, 4], the
+    float32 layout's rows in quads (W's rows zero-padded to a multiple of 4), each weight stored as its
+    int8 value + 128; and float32 [4H], each column's scale (its largest |weight| / 127: symmetric, per
+    output channel, as LiteRT's dynamic-range quantisation). A weight is its int8 value times its scale."""
+    kernel, recurrent_kernel = tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel)
+    largest = tf.reduce_max(tf.abs(tf.concat([kernel, recurrent_kernel], 0)), axis=0)
+    scale = tf.where(largest > 0, largest / 127.0, 1.0)
+    kernel = tf.pad(kernel / scale, [[0, -kernel.shape[0] % 4], [0, 0]])
+    packed = tf.clip_by_value(tf.round(pack_step_weights(kernel, recurrent_kernel / scale)), -127.0, 127.0)
+    quads = tf.transpose(tf.reshape(packed, [packed.shape[0], -1, 4, packed.shape[2]]), [0, 1, 3, 2])
+    return tf.cast(quads + 128.0, tf.uint8), scale

@@ -60,6 +60,8 @@ OPS = (
 )
 # The bfloat16 ops, in the library only where the CPU and compiler support AVX512-BF16.
 BF16_OPS = ("char_rnn_lstm_sequence_bf16", "char_rnn_lstm_sequence_bf16_grad", "char_rnn_bf16_products")
+# The int8 sampling step, in the library only where the CPU and compiler support AVX512-VNNI.
+INT8_OPS = ("char_rnn_model_step_int8",)
 _FLAGS = ["-shared", "-fPIC", "-O3", "-Wno-deprecated-declarations"]
 # Instruction sets the kernels never use and TensorFlow's headers cannot be compiled with, turned off
 # where the compiler knows the option (g++ 12: Eigen's PacketMathFP16.h under __AVX512FP16__).
@@ -275,6 +277,12 @@ def bfloat16_ops() -> bool:
       UserError: TF_CHARRNN_BF16_KERNELS is set to something else than auto, 1 or 0.
     """
     return _bf16_kernel_setting() != "0" and bf16_products() is not None
+
+
+def int8_ops() -> bool:
+    """Whether the loaded library has the int8 sampling step (CharRnnModelStepInt8: AVX512-VNNI)."""
+    module = load()
+    return module is not None and all(hasattr(module, op) for op in INT8_OPS)
 
 
 @functools.cache
