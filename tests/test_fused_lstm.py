@@ -688,11 +688,18 @@ def test_sampler_with_int8_step_weights_streams_the_text_it_generates():
     assert float32.generate(vocab, "ab", 200, decoding, num_samples=2) != want
 
 
-def test_int8_step_weights_fall_back_to_float32_without_the_int8_step(monkeypatch):
+def test_int8_step_weights_fall_back_to_float32_without_the_int8_step(monkeypatch, caplog):
     monkeypatch.setattr(native, "int8_ops", lambda: False)
     layer = fused_lstm.FusedLSTM(32, use_kernels=True)
     want = fused_lstm.FUSED_FLOAT32 if native.load() is not None else fused_lstm.KERAS_OPS
     assert layer.step_implementation("int8") == want
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=2, dropout=0.0)
+    with caplog.at_level("INFO", logger="absl"):
+        sampler = sampling.Sampler(config, fused_kernels=True, step_precision="int8")
+    assert "int8 step weights need the fused kernels' int8 ops (a CPU with AVX512-VNNI)" in caplog.text
+    weights = sampler.model.step_weights("int8")
+    assert "scale" not in weights
+    assert all(packed.dtype == tf.float32 for packed in weights.get("packed", []))
 
 
 @needs_int8_step

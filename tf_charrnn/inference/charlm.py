@@ -90,8 +90,9 @@ class CharLM:
           best: load the best-validation checkpoint instead of the latest.
           checkpoint: a checkpoint prefix to load, e.g. "runs/x/checkpoints/ckpt-300"; None: the latest
             (or the best with `best`).
-          step_precision: of the weights `generate` and `stream` step on: "float32", or "bfloat16" (about
-            twice as fast at batch 1 where the CPU has AVX512-BF16; `sample.py --step_precision`).
+          step_precision: of the weights `generate` and `stream` step on: "float32", "bfloat16" (faster
+            at batch 1 where the CPU has AVX512-BF16) or "int8" (the fastest, where it has AVX512-VNNI);
+            `sample.py --step_precision`, `evaluate.py --step_precision` for what each costs.
 
         Returns:
           CharLM.

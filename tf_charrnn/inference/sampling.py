@@ -18,7 +18,7 @@ from tf_charrnn.data import sources
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model.char_rnn import CharRNN
-from tf_charrnn.model.fused_lstm import FUSED_BFLOAT16
+from tf_charrnn.model.fused_lstm import FUSED_BFLOAT16, FUSED_INT8
 from tf_charrnn.run import checkpoints, layout
 
 
@@ -209,19 +209,27 @@ class Sampler:
     Args:
       model_config: ModelConfig of the weights to load into `self.model` (batch 1; `step` takes any).
       fused_kernels: the model steps its LSTM layers on the fused kernel (the runtime decides).
-      step_precision: of the weights each step reads: "float32", or "bfloat16" (the step kernel's weights
-        in bfloat16: faster, and texts no longer those of the float32 step or the SavedModel); where the
-        kernel cannot take bfloat16 weights, float32 (`self.model.step_implementation` says which runs).
+      step_precision: of the weights each step reads: "float32", "bfloat16" or "int8" (the step kernel's
+        weights in that precision: faster, and texts no longer those of the float32 step or the
+        SavedModel); where the kernel cannot take them, float32 (`self.model.step_implementation` says
+        which runs).
     """
 
     def __init__(
         self, model_config: ModelConfig, fused_kernels: bool = False, step_precision: str = "float32"
     ) -> None:
         self.model = CharRNN(model_config, batch_size=1, fused_kernels=fused_kernels)
-        if step_precision == "bfloat16" and self.model.step_implementation(step_precision) != FUSED_BFLOAT16:
+        needs = {"bfloat16": (FUSED_BFLOAT16, "AVX512-BF16"), "int8": (FUSED_INT8, "AVX512-VNNI")}
+        if (
+            step_precision in needs
+            and self.model.step_implementation(step_precision) != needs[step_precision][0]
+        ):
             logging.info(
-                "bfloat16 step weights need the fused kernels' bfloat16 ops (a CPU with AVX512-BF16); the "
-                "step runs on %s in float32",
+                "%s step weights need the fused kernels' %s ops (a CPU with %s); the step runs on %s in "
+                "float32",
+                step_precision,
+                step_precision,
+                needs[step_precision][1],
                 self.model.step_implementation(step_precision),
             )
         self._compiled_generate = tf.function(
