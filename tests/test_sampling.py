@@ -92,6 +92,22 @@ def sampler():
     return sampler
 
 
+def test_stream_yields_the_first_character_after_one_step_then_steps_in_growing_calls(sampler, monkeypatch):
+    counts = []
+    compiled_steps = sampler._compiled_steps
+
+    def counted(*args):
+        counts.append(int(args[4]))
+        return compiled_steps(*args)
+
+    monkeypatch.setattr(sampler, "_compiled_steps", counted)
+    steps = sampler.stream(VOCAB, "ab c", 100, Decoding(seed=3))
+    next(steps)
+    assert counts == [1]
+    assert len(list(steps)) == 99
+    assert counts == [1, 2, 4, 8, 16, 32, 32, 5]  # at most sampling.STREAM_CHUNK a call
+
+
 @pytest.mark.parametrize("mode", ["sample", "greedy", "sample_at_space"])
 def test_compiled_and_streamed_give_the_same_text(sampler, mode):
     options = dict(num_samples=3, decoding=Decoding(mode, seed=11, temperature=0.9, top_k=5, top_p=0.95))
