@@ -329,7 +329,7 @@ class Sampler:
         """Yields the generated characters one step at a time: a list of `num_samples` strings per step,
         "" for a sample that has stopped (see `generate`, whose texts these steps spell out); ends when
         every sample has `length` characters or has stopped. The steps run in compiled calls of 1, 2, 4,
-        ... up to STREAM_CHUNK characters (a call costs about what 5 to 10 steps of a 2 x 512 model do),
+        ... up to STREAM_CHUNK characters (a call costs about what 3 to 7 steps of a 2 x 512 model do),
         each call's characters yielded one by one."""
         prime_ids = self._prime_ids(vocab, prime, num_samples, stop_at)
         decoding, space_id = (decoding or Decoding()).as_tensors(), tf.constant(vocab.space_id)
