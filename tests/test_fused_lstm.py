@@ -534,17 +534,12 @@ def test_step_kernel_rejects_inconsistent_shapes_and_ids():
         step(head_rows=32)
 
 
-@needs_bfloat16_kernels
-@pytest.mark.parametrize(
-    "batch_size, units, embedding_dim, skip_connections",
-    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False)],
-)
-def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
-    batch_size, units, embedding_dim, skip_connections
+def _check_rounded_step(
+    precision, products, batch_size, units, embedding_dim, skip_connections, zero_h_row=False
 ):
-    """Layer by layer: z = bf16(x) bf16(W) + bf16(h) bf16(U) + b in float32, the gates and logits in float32
-    (an odd embedding_dim + units exercises the zero pair that pads the bfloat16 rows; with skip
-    connections the logits read both layers' h)."""
+    """Steps a 2-layer model with random weights on `precision` step weights and checks it against the numpy
+    step whose layer products are `products(x, h, kernel, recurrent_kernel)` (bias, gates and logits in
+    float64), and that the rounding shows (it is not the float32 step)."""
     config = ModelConfig(
         vocab_size=9,
         embedding_dim=embedding_dim,
@@ -556,24 +551,27 @@ def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
     model = CharRNN(config, batch_size=1, seed=3, fused_kernels=True)
     rng = np.random.default_rng(6)
     model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
-    assert model.step_implementation("bfloat16") == fused_lstm.FUSED_BFLOAT16
-    weights = model.step_weights("bfloat16")
-    assert all(packed.dtype == tf.bfloat16 for packed in weights["packed"])
-
-    def rounded(x):
-        return tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy().astype(np.float64)
+    implementation, packed_dtype = {
+        "bfloat16": (fused_lstm.FUSED_BFLOAT16, tf.bfloat16),
+        "int8": (fused_lstm.FUSED_INT8, tf.uint8),
+    }[precision]
+    assert model.step_implementation(precision) == implementation
+    weights = model.step_weights(precision)
+    assert all(packed.dtype == packed_dtype for packed in weights["packed"])
 
     def sigmoid(x):
         return 1.0 / (1.0 + np.exp(-x))
 
     ids = rng.integers(0, 9, batch_size)
     states = rng.normal(size=(2, 2, batch_size, units)).astype(np.float32)
+    if zero_h_row:
+        states[0, 0, 0] = 0.0
     got_logits, got_states = model.step(tf.constant(ids, tf.int32), tf.constant(states), weights)
     x = model.embedding.embeddings.numpy()[ids]
     want_states = []
     for index, layer in enumerate(model.recurrent_layers):
         kernel, recurrent_kernel, bias = (w.numpy() for w in layer.cell.weights)
-        z = rounded(x) @ rounded(kernel) + rounded(states[index, 0]) @ rounded(recurrent_kernel) + bias
+        z = products(x, states[index, 0], kernel, recurrent_kernel) + bias
         i, f, candidate, o = np.split(z, 4, axis=-1)
         c = sigmoid(f) * states[index, 1] + sigmoid(i) * np.tanh(candidate)
         x = sigmoid(o) * np.tanh(c)
@@ -584,6 +582,27 @@ def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
     np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-4)
     float32_logits, _ = model.step(tf.constant(ids, tf.int32), tf.constant(states), model.step_weights())
     assert np.abs(float32_logits - got_logits).max() > 1e-3  # the rounding shows: it is not the float32 step
+
+
+@needs_bfloat16_kernels
+@pytest.mark.parametrize(
+    "batch_size, units, embedding_dim, skip_connections",
+    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False)],
+)
+def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
+    batch_size, units, embedding_dim, skip_connections
+):
+    """Layer by layer: z = bf16(x) bf16(W) + bf16(h) bf16(U) + b in float32, the gates and logits in float32
+    (an odd embedding_dim + units exercises the zero pair that pads the bfloat16 rows; with skip
+    connections the logits read both layers' h)."""
+
+    def rounded(x):
+        return tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy().astype(np.float64)
+
+    def products(x, h, kernel, recurrent_kernel):
+        return rounded(x) @ rounded(kernel) + rounded(h) @ rounded(recurrent_kernel)
+
+    _check_rounded_step("bfloat16", products, batch_size, units, embedding_dim, skip_connections)
 
 
 @needs_bfloat16_kernels
@@ -627,48 +646,18 @@ def test_int8_step_is_the_step_on_weights_and_inputs_rounded_to_int8(
 ):
     """Layer by layer: z = (sx qx qW + sh qh qU) sW + b, with [W; U] in int8 per column (scale sW) and each
     row's x and h in int8 (scales sx, sh), the integer products exact, the gates and logits in float32 (an
-    embedding_dim not a multiple of 4 exercises the zero rows that pad W's quads)."""
-    config = ModelConfig(
-        vocab_size=9,
-        embedding_dim=embedding_dim,
-        rnn_units=units,
-        num_layers=2,
-        dropout=0.0,
-        skip_connections=skip_connections,
-    )
-    model = CharRNN(config, batch_size=1, seed=3, fused_kernels=True)
-    rng = np.random.default_rng(6)
-    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
-    assert model.step_implementation("int8") == fused_lstm.FUSED_INT8
-    weights = model.step_weights("int8")
-    assert all(packed.dtype == tf.uint8 for packed in weights["packed"])
+    embedding_dim not a multiple of 4 exercises the zero rows that pad W's quads; a row of zeros in h
+    quantises with scale 1)."""
 
-    def sigmoid(x):
-        return 1.0 / (1.0 + np.exp(-x))
-
-    ids = rng.integers(0, 9, batch_size)
-    states = rng.normal(size=(2, 2, batch_size, units)).astype(np.float32)
-    states[0, 0, 0] = 0.0  # a row of zeros quantises with scale 1
-    got_logits, got_states = model.step(tf.constant(ids, tf.int32), tf.constant(states), weights)
-    x = model.embedding.embeddings.numpy()[ids]
-    want_states = []
-    for index, layer in enumerate(model.recurrent_layers):
-        kernel, recurrent_kernel, bias = (w.numpy() for w in layer.cell.weights)
+    def products(x, h, kernel, recurrent_kernel):
         q_weights, weight_scale = _int8(np.concatenate([kernel, recurrent_kernel]), axis=0)
         q_x, x_scale = _int8(x.astype(np.float32), axis=1)
-        q_h, h_scale = _int8(states[index, 0], axis=1)
-        products = x_scale * (q_x @ q_weights[: len(kernel)]) + h_scale * (q_h @ q_weights[len(kernel) :])
-        z = products * weight_scale + bias
-        i, f, candidate, o = np.split(z, 4, axis=-1)
-        c = sigmoid(f) * states[index, 1] + sigmoid(i) * np.tanh(candidate)
-        x = sigmoid(o) * np.tanh(c)
-        want_states.append([x, c])
-    read = np.concatenate([h for h, _ in want_states], axis=-1) if skip_connections else x
-    want_logits = read @ model.head.kernel.numpy() + model.head.bias.numpy()
-    np.testing.assert_allclose(got_states, np.array(want_states), rtol=0, atol=2e-5)
-    np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-4)
-    float32_logits, _ = model.step(tf.constant(ids, tf.int32), tf.constant(states), model.step_weights())
-    assert np.abs(float32_logits - got_logits).max() > 1e-3  # the rounding shows: it is not the float32 step
+        q_h, h_scale = _int8(h, axis=1)
+        return (
+            x_scale * (q_x @ q_weights[: len(kernel)]) + h_scale * (q_h @ q_weights[len(kernel) :])
+        ) * weight_scale
+
+    _check_rounded_step("int8", products, batch_size, units, embedding_dim, skip_connections, zero_h_row=True)
 
 
 @needs_int8_step

@@ -174,13 +174,10 @@ def generate_ids(
     weights = model.step_weights(step_precision)
     logits, state = feed_prime(model, prime_ids, weights)
     previous = prime_ids[:, -1]
-    generated = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     if stop_ids is None:  # decided when traced: the loop holds no stop test (a dozen ops a character)
-        for step in tf.range(length):
-            previous = choose_next(logits, step, decoding, previous, space_id)
-            generated = generated.write(step, previous)
-            logits, state = model.step(previous, state, weights)
-        return _rows(generated)
+        ids, _, _, _ = sample_steps(model, logits, state, previous, 0, length, weights, decoding, space_id)
+        return _rows(ids)
+    generated = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     stop_ids = tf.convert_to_tensor(stop_ids, tf.int32)
     stopping = tf.size(stop_ids) > 0
     recent = tf.fill([tf.shape(prime_ids)[0], tf.size(stop_ids)], -1)  # each row's last K ids
@@ -194,14 +191,47 @@ def generate_ids(
         if tf.reduce_all(lengths <= step + 1):  # every row has stopped (or this was the last step)
             break
         logits, state = model.step(previous, state, weights)
-    ids = _rows(generated)
+    ids = _rows(generated.stack())
     return tf.where(tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None], ids, -1)
 
 
-def _rows(generated: tf.TensorArray) -> tf.Tensor:
+def sample_steps(
+    model: CharRNN,
+    logits: tf.Tensor,
+    state: tf.Tensor,
+    previous: tf.Tensor,
+    first_step: int | tf.Tensor,
+    count: int | tf.Tensor,
+    weights: dict[str, Any],
+    decoding: Decoding,
+    space_id: int | tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Draws `count` characters from position `first_step` on, each fed back through the model's step;
+    traceable.
+
+    Args:
+      model: CharRNN.
+      logits, state: the model's float32 logits [B, V] and state [L, S, B, H] before the first draw.
+      previous: int32 [B] ids just emitted (the prime's last before the first draw).
+      first_step, count: int32 scalars: the position of the first draw in the text, and the draws.
+      weights: `model.step_weights(...)`.
+      decoding, space_id: see `choose_next`.
+
+    Returns:
+      (ids int32 [count, B], and the logits, state and ids after the last draw).
+    """
+    ids = tf.TensorArray(tf.int32, size=count)
+    for offset in tf.range(count):
+        previous = choose_next(logits, first_step + offset, decoding, previous, space_id)
+        ids = ids.write(offset, previous)
+        logits, state = model.step(previous, state, weights)
+    return ids.stack(), logits, state, previous
+
+
+def _rows(ids: tf.Tensor) -> tf.Tensor:
     """The generated ids [N, B] as rows [B, N]."""
     # An int32 Transpose in a graph makes oneDNN log a spurious error line, Einsum not.
-    return tf.einsum("nb->bn", generated.stack())
+    return tf.einsum("nb->bn", ids)
 
 
 class Sampler:
@@ -240,27 +270,7 @@ class Sampler:
         )
         self._compiled_prime = tf.function(functools.partial(feed_prime, self.model))
         self._compiled_step_weights = tf.function(functools.partial(self.model.step_weights, step_precision))
-        self._compiled_steps = tf.function(self._steps)
-
-    def _steps(
-        self,
-        logits: tf.Tensor,
-        state: tf.Tensor,
-        previous: tf.Tensor,
-        first_step: tf.Tensor,
-        count: tf.Tensor,
-        weights: dict[str, Any],
-        decoding: Decoding,
-        space_id: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """`count` characters from position `first_step` on, as `generate_ids` draws them: the ids
-        [count, B], and the logits, state and ids after the last."""
-        ids = tf.TensorArray(tf.int32, size=count)
-        for offset in tf.range(count):
-            previous = choose_next(logits, first_step + offset, decoding, previous, space_id)
-            ids = ids.write(offset, previous)
-            logits, state = self.model.step(previous, state, weights)
-        return ids.stack(), logits, state, previous
+        self._compiled_steps = tf.function(functools.partial(sample_steps, self.model))
 
     @staticmethod
     def _prime_ids(vocab: Vocab, prime: str, num_samples: int, stop_at: str) -> tf.Tensor:

@@ -216,14 +216,15 @@ class StreamScorer:
             lambda inputs, targets: losses.sequence_loss(targets, self.model(inputs, training=False))
         )
         self._step_loss = tf.function(self._stepped_loss)
+        self._step_weights = tf.function(lambda: self.model.step_weights(self.step_precision))
+        self._weights: dict | None = None  # the step's weights, packed once per text scored
         self._state: tf.Tensor | None = None
 
     def _stepped_loss(
-        self, inputs: tf.Tensor, targets: tf.Tensor, state: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, state: tf.Tensor, weights: dict
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """The mean loss of [B, T] `inputs` -> `targets` stepped one character at a time from `state`, and
-        the state after them."""
-        weights = self.model.step_weights(self.step_precision)
+        """The mean loss of [B, T] `inputs` -> `targets` stepped one character at a time from `state` on
+        the step's `weights`, and the state after them."""
         total = tf.constant(0.0)
         for position in tf.range(tf.shape(inputs)[1]):
             logits, state = self.model.step(inputs[:, position], state, weights)
@@ -235,11 +236,15 @@ class StreamScorer:
         self.model.reset_state()
         self._state = self.model.initial_state(self.streams)
 
+    def _pack_step_weights(self) -> None:
+        """Packs (and rounds) the step's weights from the model's current ones, once per text scored."""
+        self._weights = self._step_weights() if self.step_precision != "none" else None
+
     def _loss(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """The mean loss of one batch, the state carried on from the last."""
         if self.step_precision == "none":
             return self._sequence_loss(inputs, targets)
-        loss, self._state = self._step_loss(inputs, targets, self._state)
+        loss, self._state = self._step_loss(inputs, targets, self._state, self._weights)
         return loss
 
     def evaluation(self, ids: np.ndarray, checkpoint: str, skipped_characters: int = 0) -> Evaluation:
@@ -247,6 +252,7 @@ class StreamScorer:
         streams, seq_length, num_batches = stream_layout(
             len(ids), self.config.layout.batch_size, self.config.layout.seq_length
         )
+        self._pack_step_weights()
         self._reset()
         total = 0.0
         for inputs, targets in pipeline.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
@@ -265,6 +271,7 @@ class StreamScorer:
         ids = np.asarray(ids, np.int32)
         inputs = ids[: count * piece_length].reshape(count, piece_length)
         targets = ids[1 : count * piece_length + 1].reshape(count, piece_length)
+        self._pack_step_weights()
         total = 0.0
         for batch in range(num_batches):
             self._reset()
