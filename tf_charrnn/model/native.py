@@ -228,9 +228,7 @@ def bf16_products() -> str | None:
     Raises:
       UserError: TF_CHARRNN_AMX is set to something else than auto, 0 or emulate.
     """
-    setting = os.environ.get("TF_CHARRNN_AMX", "auto")
-    if setting not in AMX_SETTINGS:
-        raise UserError(f"TF_CHARRNN_AMX={setting!r} is not a setting; use one of {', '.join(AMX_SETTINGS)}")
+    _env_setting("TF_CHARRNN_AMX", AMX_SETTINGS)
     module = load()
     if module is None or not all(hasattr(module, op) for op in BF16_OPS):
         return None
@@ -259,13 +257,15 @@ def _cpu_vendor() -> str:
     return ""
 
 
-def _bf16_kernel_setting() -> str:
-    setting = os.environ.get("TF_CHARRNN_BF16_KERNELS", "auto")
-    if setting not in BF16_KERNEL_SETTINGS:
-        raise UserError(
-            f"TF_CHARRNN_BF16_KERNELS={setting!r} is not a setting; use one of "
-            f"{', '.join(BF16_KERNEL_SETTINGS)}"
-        )
+def _env_setting(name: str, settings: tuple[str, ...]) -> str:
+    """The environment variable `name` (default: the first of `settings`), once checked to be one of them.
+
+    Raises:
+      UserError: it is set to something else.
+    """
+    setting = os.environ.get(name, settings[0])
+    if setting not in settings:
+        raise UserError(f"{name}={setting!r} is not a setting; use one of {', '.join(settings)}")
     return setting
 
 
@@ -276,7 +276,9 @@ def bfloat16_ops() -> bool:
     Raises:
       UserError: TF_CHARRNN_BF16_KERNELS is set to something else than auto, 1 or 0.
     """
-    return _bf16_kernel_setting() != "0" and bf16_products() is not None
+    return (
+        _env_setting("TF_CHARRNN_BF16_KERNELS", BF16_KERNEL_SETTINGS) != "0" and bf16_products() is not None
+    )
 
 
 def int8_ops() -> bool:
@@ -294,7 +296,7 @@ def bfloat16_kernels() -> bool:
     Raises:
       UserError: TF_CHARRNN_BF16_KERNELS is set to something else than auto, 1 or 0.
     """
-    setting = _bf16_kernel_setting()
+    setting = _env_setting("TF_CHARRNN_BF16_KERNELS", BF16_KERNEL_SETTINGS)
     if load() is None:
         return False
     if setting == "0":
