@@ -1,6 +1,5 @@
 """The fused C++ LSTM kernels: they build here, match Keras and TensorFlow ops, and fall back cleanly."""
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -461,9 +460,18 @@ def _step_models(units, num_layers=2, skip_connections=False):
 @needs_kernels
 # 64 x 512: a step of more than 16 MFLOP, split across the intra-op threads
 # (3 layers, skip connections): the logits read every layer's h, in layer order
+# 24 and 100 units: padded to 32 and 112 with units that stay zero (fused_lstm.pad_units)
 @pytest.mark.parametrize(
     "batch_size, units, num_layers, skip_connections",
-    [(1, 32, 2, False), (5, 16, 2, False), (7, 64, 2, False), (64, 512, 2, False), (3, 32, 3, True)],
+    [
+        (1, 32, 2, False),
+        (5, 16, 2, False),
+        (7, 64, 2, False),
+        (64, 512, 2, False),
+        (3, 32, 3, True),
+        (1, 24, 2, False),
+        (5, 100, 3, True),
+    ],
 )
 def test_step_kernel_matches_the_tensorflow_step(batch_size, units, num_layers, skip_connections):
     fused, plain = _step_models(units, num_layers, skip_connections)
@@ -483,8 +491,9 @@ def test_step_kernel_matches_the_tensorflow_step(batch_size, units, num_layers, 
 
 
 @needs_kernels
-def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
-    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=2, dropout=0.0)
+@pytest.mark.parametrize("units", [32, 24])  # 24: padded to 32
+def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops(units):
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=units, num_layers=2, dropout=0.0)
     fused, plain = sampling.Sampler(config, fused_kernels=True), sampling.Sampler(config, fused_kernels=False)
     rng = np.random.default_rng(5)
     plain.model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in plain.model.get_weights()])
@@ -501,12 +510,25 @@ def test_sampler_on_the_step_kernel_writes_the_text_of_tensorflow_ops():
 
 
 def test_step_kernel_is_skipped_where_it_does_not_apply():
-    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=24, num_layers=1, dropout=0.0)
-    model = CharRNN(config, batch_size=1, fused_kernels=True)
-    assert "packed" not in model.step_weights()  # 24 units: not 16k
-    assert model.step_implementation("bfloat16") == fused_lstm.KERAS_OPS
-    gru = CharRNN(dataclasses.replace(config, cell="gru", rnn_units=32), batch_size=1, fused_kernels=True)
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=1, dropout=0.0, cell="gru")
+    gru = CharRNN(config, batch_size=1, fused_kernels=True)
+    assert gru.step_implementation("bfloat16") == fused_lstm.KERAS_OPS
     assert gru.step_weights()["layers"][0] is None  # GRU cells read their own
+
+
+@needs_kernels
+def test_step_kernel_pads_units_that_are_not_a_multiple_of_16_and_the_state_keeps_the_real_units():
+    """24 units step as 32: each layer's packed weights and the head have 8 more units' (or inputs') zero
+    rows, the state given and returned keeps 24 (the step kernel's arithmetic: the matching tests)."""
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=24, num_layers=2, dropout=0.0)
+    model = CharRNN(config, batch_size=1, fused_kernels=True)
+    assert model.recurrent_layers[0].step_padding() == 8
+    weights = model.step_weights()
+    assert [packed.shape for packed in weights["packed"]] == [(2, 5 + 32, 64), (2, 32 + 32, 64)]
+    assert weights["head_kernel"].shape == (32, 9) and not np.any(weights["head_kernel"][24:])
+    assert all(bias.shape == (128,) for bias in weights["bias"])
+    logits, state = model.step(tf.constant([1, 2]), model.initial_state(2), weights)
+    assert logits.shape == (2, 9) and state.shape == (2, 2, 2, 24)
 
 
 @needs_kernels
@@ -587,14 +609,14 @@ def _check_rounded_step(
 @needs_bfloat16_kernels
 @pytest.mark.parametrize(
     "batch_size, units, embedding_dim, skip_connections",
-    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False)],
+    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False), (3, 24, 5, True)],
 )
 def test_bfloat16_step_is_the_step_on_weights_and_inputs_rounded_to_bfloat16(
     batch_size, units, embedding_dim, skip_connections
 ):
     """Layer by layer: z = bf16(x) bf16(W) + bf16(h) bf16(U) + b in float32, the gates and logits in float32
     (an odd embedding_dim + units exercises the zero pair that pads the bfloat16 rows; with skip
-    connections the logits read both layers' h)."""
+    connections the logits read both layers' h; 24 units step padded to 32)."""
 
     def rounded(x):
         return tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy().astype(np.float64)
@@ -639,7 +661,7 @@ def _int8(values, axis):
 @needs_int8_step
 @pytest.mark.parametrize(
     "batch_size, units, embedding_dim, skip_connections",
-    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False)],
+    [(1, 32, 5, False), (7, 16, 8, True), (64, 512, 64, False), (3, 24, 5, True)],
 )
 def test_int8_step_is_the_step_on_weights_and_inputs_rounded_to_int8(
     batch_size, units, embedding_dim, skip_connections
@@ -647,7 +669,7 @@ def test_int8_step_is_the_step_on_weights_and_inputs_rounded_to_int8(
     """Layer by layer: z = (sx qx qW + sh qh qU) sW + b, with [W; U] in int8 per column (scale sW) and each
     row's x and h in int8 (scales sx, sh), the integer products exact, the gates and logits in float32 (an
     embedding_dim not a multiple of 4 exercises the zero rows that pad W's quads; a row of zeros in h
-    quantises with scale 1)."""
+    quantises with scale 1; 24 units step padded to 32, the padded columns' scale 1)."""
 
     def products(x, h, kernel, recurrent_kernel):
         q_weights, weight_scale = _int8(np.concatenate([kernel, recurrent_kernel]), axis=0)

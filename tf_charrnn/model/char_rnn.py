@@ -144,12 +144,18 @@ class CharRNN(keras.Model):
         }
         if self.step_implementation(precision) == fused_lstm.KERAS_OPS:
             return {**weights, "layers": [layer.step_weights() for layer in self.recurrent_layers]}
-        packed = [layer.packed_step_weights(precision) for layer in self.recurrent_layers]
-        return {
-            **weights,
-            **{name: [layer[name] for layer in packed] for name in packed[0]},
-            "bias": [tf.convert_to_tensor(layer.cell.bias) for layer in self.recurrent_layers],
-        }
+        padding = self.recurrent_layers[0].step_padding()  # every layer has the same units
+        packed = [
+            layer.packed_step_weights(precision, input_padding=padding if index else 0)
+            for index, layer in enumerate(self.recurrent_layers)
+        ]
+        if padding:  # zero rows of the head for each layer's padded units it reads
+            head_kernel = tf.reshape(
+                weights["head_kernel"], [-1, self.config.rnn_units, self.config.vocab_size]
+            )
+            head_kernel = tf.pad(head_kernel, [[0, 0], [0, padding], [0, 0]])
+            weights["head_kernel"] = tf.reshape(head_kernel, [-1, self.config.vocab_size])
+        return {**weights, **{name: [layer[name] for layer in packed] for name in packed[0]}}
 
     def step(
         self, ids: tf.Tensor, state: tf.Tensor, weights: dict[str, Any] | None = None
@@ -166,13 +172,7 @@ class CharRNN(keras.Model):
         """
         weights = weights or self.step_weights()
         if "packed" in weights:
-            kernels = native.load()
-            assert kernels is not None  # weights are packed only where the step kernel runs
-            inputs = (tf.cast(ids, tf.int32), state, weights["embedding"], weights["packed"])
-            head = (weights["head_kernel"], weights["head_bias"])
-            if "scale" in weights:
-                return kernels.char_rnn_model_step_int8(*inputs, weights["scale"], weights["bias"], *head)
-            return kernels.char_rnn_model_step(*inputs, weights["bias"], *head)
+            return self._kernel_step(ids, state, weights)
         x = tf.gather(weights["embedding"], ids)
         new_state, outputs = [], []
         for index, layer in enumerate(self.recurrent_layers):
@@ -182,6 +182,26 @@ class CharRNN(keras.Model):
         if self.config.skip_connections:
             x = tf.concat(outputs, axis=-1)
         return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_state)
+
+    def _kernel_step(
+        self, ids: tf.Tensor, state: tf.Tensor, weights: dict[str, Any]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """`step` in one step kernel call, on packed weights (units padded as `step_weights` padded them)."""
+        kernels = native.load()
+        assert kernels is not None  # weights are packed only where the step kernel runs
+        units = self.config.rnn_units
+        padding = self.recurrent_layers[0].step_padding()
+        if padding:
+            state = tf.pad(state, [[0, 0], [0, 0], [0, 0], [0, padding]])
+        inputs = (tf.cast(ids, tf.int32), state, weights["embedding"], weights["packed"])
+        head = (weights["head_kernel"], weights["head_bias"])
+        if "scale" in weights:
+            logits, state = kernels.char_rnn_model_step_int8(
+                *inputs, weights["scale"], weights["bias"], *head
+            )
+        else:
+            logits, state = kernels.char_rnn_model_step(*inputs, weights["bias"], *head)
+        return logits, state[..., :units] if padding else state
 
     def copy_weights_from(self, source: "CharRNN") -> None:
         """Copies the learned weights of a model of the same config and any batch size. Recurrent state

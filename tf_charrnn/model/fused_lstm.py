@@ -17,7 +17,8 @@ measured faster than Keras' ops (bfloat16 at any size; float32 above 256 units),
 The layer also steps one character with explicit state (`step`, for sampling and export):
 `lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors; where the kernels are on, a model runs all
 its layers' steps in one CharRnnModelStep call (tf_charrnn/model/kernels/model_step.cc) on the weights
-`packed_step_weights` packs, in float32, bfloat16 or int8 (CharRnnModelStepInt8).
+`packed_step_weights` packs, in float32, bfloat16 or int8 (CharRnnModelStepInt8), at any number of
+units (padded to a multiple of 16 with units that stay zero).
 """
 
 from collections.abc import Callable
@@ -162,19 +163,16 @@ def lstm_sequence_bfloat16(
 
 
 def pad_units(
-    padding: int,
-    h0: tf.Tensor,
-    c0: tf.Tensor,
-    kernel: tf.Tensor,
-    recurrent_kernel: tf.Tensor,
-    bias: tf.Tensor,
-) -> tuple[tf.Tensor, ...]:
-    """A layer of H units as one of H + `padding` whose added units stay exactly zero: zero weights, bias
-    and state, so their gates are sigmoid(0) and tanh(0), their c stays 0.5 c + 0.5 tanh(0) = 0 and their
-    h = 0.5 tanh(0) = 0, and their zero rows of the recurrent kernel add nothing to the H real units.
+    padding: int, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor, input_padding: int = 0
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The weights of a layer of H units as one of H + `padding` whose added units stay exactly zero from a
+    zero state: zero weights and bias, so their gates are sigmoid(0) and tanh(0), their c stays
+    0.5 c + 0.5 tanh(0) = 0 and their h = 0.5 tanh(0) = 0, and their zero rows of the recurrent kernel add
+    nothing to the H real units. `input_padding` zero rows of the kernel take such units of the layer
+    below.
 
     Returns:
-      (h0, c0, kernel, recurrent_kernel, bias) with H + padding units, gates i, f, c, o as before.
+      (kernel, recurrent_kernel, bias) with H + padding units, gates i, f, c, o as before.
     """
     units = recurrent_kernel.shape[0]
 
@@ -182,9 +180,9 @@ def pad_units(
         gates = tf.pad(tf.reshape(weights, [-1, 4, units]), [[0, 0], [0, 0], [0, padding]])
         return tf.reshape(gates, [-1, 4 * (units + padding)])
 
-    states = [tf.pad(state, [[0, 0], [0, padding]]) for state in (h0, c0)]
+    kernel = tf.pad(widen_gates(kernel), [[0, input_padding], [0, 0]])
     recurrent_kernel = tf.pad(widen_gates(recurrent_kernel), [[0, padding], [0, 0]])
-    return (*states, widen_gates(kernel), recurrent_kernel, tf.reshape(widen_gates(bias), [-1]))
+    return kernel, recurrent_kernel, tf.reshape(widen_gates(bias), [-1])
 
 
 def _on_padded_units(
@@ -192,11 +190,13 @@ def _on_padded_units(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """forward(inputs, h0, c0, kernel, recurrent_kernel, bias) on units padded to the kernels' multiple;
     (h, c) of the real units."""
-    units = state_and_weights[3].shape[0]
+    h0, c0, *weights = state_and_weights
+    units = weights[1].shape[0]
     padding = -units % KERNEL_UNITS_MULTIPLE
     if not padding:
         return forward(inputs, *state_and_weights)
-    h, c = forward(inputs, *pad_units(padding, *state_and_weights))
+    h0, c0 = (tf.pad(state, [[0, 0], [0, padding]]) for state in (h0, c0))
+    h, c = forward(inputs, h0, c0, *pad_units(padding, *weights))
     return h[..., :units], c[..., :units]
 
 
@@ -306,25 +306,36 @@ class FusedLSTM(keras.layers.LSTM):
         or "int8"): FUSED_FLOAT32, FUSED_BFLOAT16 or FUSED_INT8 (the step kernel, its weights in that
         precision; bfloat16 where the library has the bfloat16 ops and TF_CHARRNN_BF16_KERNELS is not 0,
         int8 where it has the int8 step (AVX512-VNNI), else float32) or KERAS_OPS (`step`, float32)."""
-        if not (
-            self.use_kernels and self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 and native.load() is not None
-        ):
+        if not (self.use_kernels and native.load() is not None):
             return KERAS_OPS
         if precision == "int8" and native.int8_ops():
             return FUSED_INT8
         return FUSED_BFLOAT16 if precision == "bfloat16" and native.bfloat16_ops() else FUSED_FLOAT32
 
-    def packed_step_weights(self, precision: str = "float32") -> dict[str, tf.Tensor]:
-        """[W; U] as the step kernel reads it, in the precision `step_implementation(precision)` names:
-        {"packed": weights}, and for int8 also {"scale": the scale of each column}."""
+    def packed_step_weights(self, precision: str = "float32", input_padding: int = 0) -> dict[str, tf.Tensor]:
+        """[W; U] as the step kernel reads it, in the precision `step_implementation(precision)` names, and
+        the bias: {"packed": weights, "bias": bias}, for int8 also {"scale": the scale of each column}.
+        Units that are not a multiple of 16 are padded to one (`step_padding`, `pad_units`); the kernel
+        gets `input_padding` zero rows for the padded units of the layer below."""
         cell = self.cell
+        kernel, recurrent_kernel, bias = (
+            tf.convert_to_tensor(weight) for weight in (cell.kernel, cell.recurrent_kernel, cell.bias)
+        )
+        if self.step_padding() or input_padding:
+            kernel, recurrent_kernel, bias = pad_units(
+                self.step_padding(), kernel, recurrent_kernel, bias, input_padding
+            )
         implementation = self.step_implementation(precision)
         if implementation == FUSED_INT8:
-            packed, scale = pack_step_weights_int8(cell.kernel, cell.recurrent_kernel)
-            return {"packed": packed, "scale": scale}
+            packed, scale = pack_step_weights_int8(kernel, recurrent_kernel)
+            return {"packed": packed, "scale": scale, "bias": bias}
         if implementation == FUSED_BFLOAT16:
-            return {"packed": pack_step_weights_bfloat16(cell.kernel, cell.recurrent_kernel)}
-        return {"packed": pack_step_weights(cell.kernel, cell.recurrent_kernel)}
+            return {"packed": pack_step_weights_bfloat16(kernel, recurrent_kernel), "bias": bias}
+        return {"packed": pack_step_weights(kernel, recurrent_kernel), "bias": bias}
+
+    def step_padding(self) -> int:
+        """The units the step kernel adds to this layer's (they stay zero): up to a multiple of 16."""
+        return -self.units % STEP_KERNEL_UNITS_MULTIPLE
 
     def step(
         self, inputs: tf.Tensor, states: tf.Tensor, weights: dict[str, tf.Tensor]
