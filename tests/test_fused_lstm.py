@@ -1,5 +1,6 @@
 """The fused C++ LSTM kernels: they build here, match Keras and TensorFlow ops, and fall back cleanly."""
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -514,6 +515,9 @@ def test_step_kernel_is_skipped_where_it_does_not_apply():
     gru = CharRNN(config, batch_size=1, fused_kernels=True)
     assert gru.step_implementation("bfloat16") == fused_lstm.KERAS_OPS
     assert gru.step_weights()["layers"][0] is None  # GRU cells read their own
+    wide = CharRNN(dataclasses.replace(config, cell="lstm", rnn_units=200), batch_size=1, fused_kernels=True)
+    assert wide.step_implementation() == fused_lstm.KERAS_OPS  # not 16k, above PADDED_STEP_MAX_UNITS
+    assert "packed" not in wide.step_weights()
 
 
 @needs_kernels

@@ -17,8 +17,8 @@ measured faster than Keras' ops (bfloat16 at any size; float32 above 256 units),
 The layer also steps one character with explicit state (`step`, for sampling and export):
 `lstm_cell_step`, Keras LSTMCell's arithmetic on weight tensors; where the kernels are on, a model runs all
 its layers' steps in one CharRnnModelStep call (tf_charrnn/model/kernels/model_step.cc) on the weights
-`packed_step_weights` packs, in float32, bfloat16 or int8 (CharRnnModelStepInt8), at any number of
-units (padded to a multiple of 16 with units that stay zero).
+`packed_step_weights` packs, in float32, bfloat16 or int8 (CharRnnModelStepInt8), on units in multiples
+of 16, or padded to one with units that stay zero up to PADDED_STEP_MAX_UNITS.
 """
 
 from collections.abc import Callable
@@ -38,6 +38,9 @@ PADDED_FLOAT32_MIN_UNITS = 256
 KERNEL_COMPUTE_DTYPES = ("float32", "bfloat16")
 # CharRnnModelStep works on blocks of this many units.
 STEP_KERNEL_UNITS_MULTIPLE = 16
+# Layers of other units step on it padded up to this many units (at 24 to 150 units padded it was 1.2x to 2x
+# TensorFlow's ops, at 200 slower: docs/performance.md, "Sampling at units that are not a multiple of 16").
+PADDED_STEP_MAX_UNITS = 160
 # What runs a layer's time loop or step (`FusedLSTM.implementation`, `step_implementation`; the
 # benchmark's rows say it).
 FUSED_FLOAT32 = "fused kernels, float32"
@@ -306,7 +309,8 @@ class FusedLSTM(keras.layers.LSTM):
         or "int8"): FUSED_FLOAT32, FUSED_BFLOAT16 or FUSED_INT8 (the step kernel, its weights in that
         precision; bfloat16 where the library has the bfloat16 ops and TF_CHARRNN_BF16_KERNELS is not 0,
         int8 where it has the int8 step (AVX512-VNNI), else float32) or KERAS_OPS (`step`, float32)."""
-        if not (self.use_kernels and native.load() is not None):
+        pays = self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 or self.units <= PADDED_STEP_MAX_UNITS
+        if not (self.use_kernels and pays and native.load() is not None):
             return KERAS_OPS
         if precision == "int8" and native.int8_ops():
             return FUSED_INT8
