@@ -717,6 +717,27 @@ def test_int8_step_weights_fall_back_to_float32_without_the_int8_step(monkeypatc
     assert all(packed.dtype == tf.float32 for packed in weights.get("packed", []))
 
 
+@pytest.mark.parametrize(
+    "cell, units, fused_kernels, missing",
+    [
+        ("lstm", 200, True, "the step kernel, which takes units that are a multiple of 16 or at most 160"),
+        ("gru", 32, True, "the step kernel, which runs LSTM layers only"),
+        ("lstm", 32, False, "the fused kernels, off for this model (on a GPU, under XLA, or TF_CHARRNN"),
+    ],
+)
+def test_reduced_precision_step_weights_that_fall_back_say_what_the_step_kernel_lacks(
+    caplog, cell, units, fused_kernels, missing
+):
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=units, num_layers=2, dropout=0.0, cell=cell)
+    for precision in ("bfloat16", "int8"):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="absl"):
+            sampler = sampling.Sampler(config, fused_kernels=fused_kernels, step_precision=precision)
+        assert sampler.model.step_implementation(precision) == fused_lstm.KERAS_OPS
+        assert f"{precision} step weights need {missing}" in caplog.text
+        assert "the step runs on keras ops in float32" in caplog.text
+
+
 @needs_int8_step
 def test_int8_step_kernel_rejects_inconsistent_shapes():
     def step(packed_shape=(1, 6, 64, 4), scale=64):

@@ -18,7 +18,6 @@ from tf_charrnn.data import sources
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model.char_rnn import CharRNN
-from tf_charrnn.model.fused_lstm import FUSED_BFLOAT16, FUSED_INT8
 from tf_charrnn.run import checkpoints, layout
 
 # The most characters `Sampler.stream` generates in one compiled call before yielding them.
@@ -252,17 +251,12 @@ class Sampler:
         self, model_config: ModelConfig, fused_kernels: bool = False, step_precision: str = "float32"
     ) -> None:
         self.model = CharRNN(model_config, batch_size=1, fused_kernels=fused_kernels)
-        needs = {"bfloat16": (FUSED_BFLOAT16, "AVX512-BF16"), "int8": (FUSED_INT8, "AVX512-VNNI")}
-        if (
-            step_precision in needs
-            and self.model.step_implementation(step_precision) != needs[step_precision][0]
-        ):
+        missing = self.model.recurrent_layers[0].step_kernel_missing(step_precision)
+        if step_precision != "float32" and missing is not None:
             logging.info(
-                "%s step weights need the fused kernels' %s ops (a CPU with %s); the step runs on %s in "
-                "float32",
+                "%s step weights need %s; the step runs on %s in float32",
                 step_precision,
-                step_precision,
-                needs[step_precision][1],
+                missing,
                 self.model.step_implementation(step_precision),
             )
         self._compiled_generate = tf.function(

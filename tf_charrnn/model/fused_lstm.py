@@ -309,12 +309,37 @@ class FusedLSTM(keras.layers.LSTM):
         or "int8"): FUSED_FLOAT32, FUSED_BFLOAT16 or FUSED_INT8 (the step kernel, its weights in that
         precision; bfloat16 where the library has the bfloat16 ops and TF_CHARRNN_BF16_KERNELS is not 0,
         int8 where it has the int8 step (AVX512-VNNI), else float32) or KERAS_OPS (`step`, float32)."""
-        pays = self.units % STEP_KERNEL_UNITS_MULTIPLE == 0 or self.units <= PADDED_STEP_MAX_UNITS
-        if not (self.use_kernels and pays and native.load() is not None):
+        if self._step_kernel_missing() is not None:
             return KERAS_OPS
         if precision == "int8" and native.int8_ops():
             return FUSED_INT8
         return FUSED_BFLOAT16 if precision == "bfloat16" and native.bfloat16_ops() else FUSED_FLOAT32
+
+    def step_kernel_missing(self, precision: str) -> str | None:
+        """What the step kernel needs to read this layer's weights in `precision` ("float32", "bfloat16" or
+        "int8") and lacks here, as the end of "... step weights need ..." in a log line; None where it has
+        it."""
+        missing = self._step_kernel_missing()
+        if missing is not None:
+            return missing
+        if precision == "int8" and not native.int8_ops():
+            return "the fused kernels' int8 ops (a CPU with AVX512-VNNI)"
+        if precision == "bfloat16" and not native.bfloat16_ops():
+            return "the fused kernels' bfloat16 ops (a CPU with AVX512-BF16; TF_CHARRNN_BF16_KERNELS not 0)"
+        return None
+
+    def _step_kernel_missing(self) -> str | None:
+        """What the step kernel needs and lacks here, in any precision; None where it runs."""
+        if not self.use_kernels:
+            return "the fused kernels, off for this model (on a GPU, under XLA, or TF_CHARRNN_NATIVE=0)"
+        if self.units % STEP_KERNEL_UNITS_MULTIPLE and self.units > PADDED_STEP_MAX_UNITS:
+            return (
+                f"the step kernel, which takes units that are a multiple of {STEP_KERNEL_UNITS_MULTIPLE} or "
+                f"at most {PADDED_STEP_MAX_UNITS} (this model has {self.units})"
+            )
+        if native.load() is None:
+            return "the fused kernels, which did not load here (the log above says why)"
+        return None
 
     def packed_step_weights(self, precision: str = "float32", input_padding: int = 0) -> dict[str, tf.Tensor]:
         """[W; U] as the step kernel reads it, in the precision `step_implementation(precision)` names, and
@@ -325,7 +350,7 @@ class FusedLSTM(keras.layers.LSTM):
         kernel, recurrent_kernel, bias = (
             tf.convert_to_tensor(weight) for weight in (cell.kernel, cell.recurrent_kernel, cell.bias)
         )
-        if self.step_padding() or input_padding:
+        if self.step_padding():
             kernel, recurrent_kernel, bias = pad_units(
                 self.step_padding(), kernel, recurrent_kernel, bias, input_padding
             )

@@ -32,6 +32,10 @@ class _KerasCellStep:
         del precision
         return KERAS_OPS
 
+    def step_kernel_missing(self, precision: str) -> str:
+        del precision
+        return "the step kernel, which runs LSTM layers only"
+
     def step_weights(self) -> None:
         return None
 
