@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from helpers import QUOTE, REPO_ROOT, run_command, script_env, smoke_train_command
+from helpers import QUOTE, REPO_ROOT, run_command, script_command, script_env, smoke_train_command
 
 # An absl log line, e.g. "I1203 08:22:00.536902 139931988880256 training.py:110] Model: ...".
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ")
@@ -47,3 +47,41 @@ def test_a_command_prints_only_its_own_lines(train_quietly):
 def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_quietly):
     lines = "\n".join(train_quietly(TF_CPP_MIN_LOG_LEVEL="0"))
     assert "oneDNN custom operations" in lines and "Sharding callback" in lines
+
+
+@pytest.mark.parametrize(
+    "script, arguments, error",
+    [
+        ("train", ["--data_path={root}/missing.txt"], "error: --data_path {root}/missing.txt does not exist"),
+        ("train", ["--data_path={root}/empty.txt"], "error: --data_path {root}/empty.txt is empty"),
+        ("train", ["--data_path={root}/*.nothing"], "error: --data_path {root}/*.nothing matches no files"),
+        ("train", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
+        ("train", ["--train_dir={root}/fresh", "--init_from={root}/none"], "error: {root}/none holds no run"),
+        ("sample", ["--train_dir={root}/none"], "error: {root}/none holds no run"),
+        ("export", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
+        ("evaluate", ["--train_dir={root}/run", "--data_path={root}/x"], "error: --data_path {root}/x does"),
+        ("inspect", ["--train_dir={root}/none", "--output_dir={root}/o"], "error: {root}/none holds no run"),
+    ],
+)
+def test_paths_and_run_files_are_refused_before_tensorflow_loads(tmp_path, script, arguments, error):
+    """These faults need no TensorFlow to find: the command refuses them in a fraction of a second. Here
+    importing TensorFlow fails, so only a refusal made before it gives the expected line."""
+    from tf_charrnn.config import RunConfig
+    from tf_charrnn.data.vocab import Vocab
+    from tf_charrnn.run import layout
+
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    layout.save_run(RunConfig.from_flat({"train_dir": str(tmp_path / "run")}), Vocab("ab\n"))
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "config.json").write_text('{"model": ', encoding="utf-8")
+    fake = tmp_path / "no_tensorflow" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('TensorFlow was imported')\n", encoding="utf-8")
+    env = script_env(tmp_path / "cache", PYTHONPATH=os.pathsep.join([str(fake.parent), REPO_ROOT]))
+    arguments = [argument.format(root=tmp_path) for argument in arguments]
+    if script == "train" and not any(argument.startswith("--train_dir") for argument in arguments):
+        arguments.append(f"--train_dir={tmp_path / 'fresh'}")
+    result = run_command(script_command(f"{script}.py", *arguments), env, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(error.format(root=tmp_path)), result.stderr
+    assert not os.path.exists(tmp_path / "fresh")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import EvaluateConfig
+from tf_charrnn.data import corpus_files
+from tf_charrnn.run import layout
 
 if TYPE_CHECKING:  # imported in main, once the flags are valid
     from tf_charrnn.inference import scoring
@@ -35,7 +37,11 @@ def _human_line(result: "scoring.Evaluation") -> str:
 def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(EvaluateConfig)
-    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    layout.load_run(config.train_dir)
+    if config.data_path:
+        corpus_files.check_names(config.data_path)
+    # Imported once the flags, the run directory's files and the text's paths are valid: those faults are
+    # refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inference import scoring
     from tf_charrnn.runtime import placement

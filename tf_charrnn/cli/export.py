@@ -15,12 +15,15 @@ from absl import logging
 from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import ExportConfig
+from tf_charrnn.run import layout
 
 
 def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(ExportConfig)
-    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    layout.load_run(config.train_dir)
+    # Imported once the flags and the run directory's files are valid: those faults are refused before
+    # TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.export import saved_model
     from tf_charrnn.runtime import placement

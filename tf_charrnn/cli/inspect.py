@@ -9,12 +9,18 @@ TRAIN_DIR/logs/inspect. Prints the best cell per feature.
 from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import InspectConfig
+from tf_charrnn.data import corpus_files
+from tf_charrnn.run import layout
 
 
 def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(InspectConfig)
-    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    layout.load_run(config.train_dir)
+    if config.data_path:
+        corpus_files.check_names(config.data_path)
+    # Imported once the flags, the run directory's files and the text's paths are valid: those faults are
+    # refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inspection import report
     from tf_charrnn.runtime import placement

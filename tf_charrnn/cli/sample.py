@@ -14,6 +14,7 @@ from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import SampleConfig
 from tf_charrnn.errors import UserError
+from tf_charrnn.run import layout
 
 if TYPE_CHECKING:  # imported in main, once the flags are valid
     from tf_charrnn.data.vocab import Vocab
@@ -45,7 +46,9 @@ def main(argv: list[str]) -> None:
     config = flags.config_from_flags(SampleConfig)
     if config.prime_file and "prime" in flags.given_values(SampleConfig):
         raise UserError("pass --prime or --prime_file, not both")
-    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
+    layout.load_run(config.train_dir)
+    # Imported once the flags and the run directory's files are valid: those faults are refused before
+    # TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inference import sampling
     from tf_charrnn.runtime import placement

@@ -14,19 +14,23 @@ from absl import logging
 from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import RunConfig
+from tf_charrnn.data import corpus_files
+from tf_charrnn.run import resume
 
 
 def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(RunConfig)
-    # Imported once the flags are valid: a bad flag is refused before TensorFlow loads (seconds).
-    startup.import_tensorflow()
-    from tf_charrnn.run import resume
-    from tf_charrnn.training import trainer
-
     # A run already there: its own config, the flags given now (train refuses those that must match) and
     # this launch's runtime; a new run from --init_from: that run's model flags unless given.
     config = resume.config_to_train(config, flags.given_values(RunConfig))
+    if config.data.data_path:
+        corpus_files.check_names(config.data.data_path)
+    # Imported once the flags, the run directory's files and the corpus's paths are valid: those faults
+    # are refused before TensorFlow loads (seconds).
+    startup.import_tensorflow()
+    from tf_charrnn.training import trainer
+
     result = trainer.train(config)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",

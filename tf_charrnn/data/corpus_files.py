@@ -63,11 +63,8 @@ def list_corpus(data_path: str, separator: str = "\n\n") -> CorpusListing:
       UserError: a path that does not exist, a glob matching nothing, a named file that is empty or not
         UTF-8 (with the byte offset), or no text at all.
     """
-    candidates = []  # (path, name, named alone)
-    for part in _parts(data_path):
-        candidates += _expand(part)
     files, skipped = [], []
-    for path, name, named in dict.fromkeys(candidates):  # a file listed twice is read once
+    for path, name, named in _candidates(data_path):
         scanned = _scan(path, named)
         if scanned is None:
             skipped.append(path)
@@ -81,17 +78,49 @@ def list_corpus(data_path: str, separator: str = "\n\n") -> CorpusListing:
             _first_names(skipped),
         )
     if not files:
-        also = f" ({len(skipped)} skipped as binary or not UTF-8: {_first_names(skipped)})" if skipped else ""
-        raise UserError(
-            f"{flag('data_path')} {data_path} holds no UTF-8 text{also}; pass a folder or glob with text "
-            f"files, or convert them, e.g. iconv -f LATIN1 -t UTF-8"
-        )
+        raise _no_text_error(data_path, skipped)
     size = sum(file.size for file in files) + (len(files) - 1) * len(separator.encode("utf-8"))
     listing = CorpusListing(tuple(files), separator, files[0].sha256, size, tuple(skipped))
     if len(files) > 1:
         identity = json.dumps({"separator": separator, "files": listing.manifest()}, ensure_ascii=False)
         listing = dataclasses.replace(listing, sha256=hashlib.sha256(identity.encode("utf-8")).hexdigest())
     return listing
+
+
+def check_names(data_path: str) -> None:
+    """The checks of `list_corpus` that read no file's contents (every path exists, every glob matches, a
+    named file is not empty, some file is found): a command runs them before it imports TensorFlow, so
+    that a mistyped path is refused at once.
+
+    Raises:
+      UserError: as `list_corpus`.
+    """
+    candidates = _candidates(data_path)
+    for path, _, named in candidates:
+        if named and os.path.getsize(path) == 0:
+            raise _empty_error(path)
+    if not candidates:
+        raise _no_text_error(data_path, [])
+
+
+def _candidates(data_path: str) -> list[tuple[str, str, bool]]:
+    """[(path, name, named alone)] of every file `data_path` names, each once, in order."""
+    candidates = []
+    for part in _parts(data_path):
+        candidates += _expand(part)
+    return list(dict.fromkeys(candidates))
+
+
+def _no_text_error(data_path: str, skipped: Sequence[str]) -> UserError:
+    also = f" ({len(skipped)} skipped as binary or not UTF-8: {_first_names(skipped)})" if skipped else ""
+    return UserError(
+        f"{flag('data_path')} {data_path} holds no UTF-8 text{also}; pass a folder or glob with text "
+        f"files, or convert them, e.g. iconv -f LATIN1 -t UTF-8"
+    )
+
+
+def _empty_error(path: str) -> UserError:
+    return UserError(f"{flag('data_path')} {path} is empty; pass a UTF-8 text file with some text")
 
 
 def _parts(data_path: str) -> list[str]:
@@ -183,7 +212,7 @@ def _scan(path: str, named: bool) -> tuple[str, int] | None:
             size += len(chunk)
             lines += chunk.count(b"\n")
     if named and size == 0:
-        raise UserError(f"{flag('data_path')} {path} is empty; pass a UTF-8 text file with some text")
+        raise _empty_error(path)
     return digest.hexdigest(), size
 
 

@@ -8,7 +8,6 @@ from tf_charrnn.config import RunConfig
 from tf_charrnn.data import corpus_files
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
-from tf_charrnn.run.checkpoints import checkpoint_paths, newest_present
 from tf_charrnn.run.layout import check_config_present, checkpoint_dir, has_run, load_run
 from tf_charrnn.run.lock import RunLock
 
@@ -120,6 +119,9 @@ def check_init_from(config: RunConfig, vocab: Vocab) -> None:
 
 def _check_fits(config: RunConfig, vocab: Vocab) -> RunConfig | None:
     """The checks of `prepare`, which write nothing; returns the run's previous config (or None)."""
+    # Imported here: the rest of this module runs before a command imports TensorFlow (scripts/train.py).
+    from tf_charrnn.run.checkpoints import checkpoint_paths, newest_present
+
     train_dir = config.directory.train_dir
     check_config_present(train_dir)
     previous, paths = None, []
