@@ -9,7 +9,7 @@ from helpers import make_config
 from tf_charrnn.config import ModelConfig
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.inference import sampling
+from tf_charrnn.inference import sample_text, sampling
 from tf_charrnn.inference.sampling import Decoding
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.training import trainer
@@ -199,15 +199,15 @@ def test_stop_at_outside_the_vocabulary_is_refused(sampler):
 
 def test_samples_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "samples.txt"
-    sampling.write_samples(str(path), "ab", ["c d", "dd"])
+    sample_text.write_samples(str(path), "ab", ["c d", "dd"])
     assert path.read_text(encoding="utf-8") == "--- sample 1 ---\nabc d\n--- sample 2 ---\nabdd\n"
 
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sampling.files.os, "fsync", full_disk)
+    monkeypatch.setattr(sample_text.files.os, "fsync", full_disk)
     with pytest.raises(OSError):
-        sampling.write_samples(str(path), "ab", ["a much longer text that never lands"])
+        sample_text.write_samples(str(path), "ab", ["a much longer text that never lands"])
     assert path.read_text(encoding="utf-8") == "--- sample 1 ---\nabc d\n--- sample 2 ---\nabdd\n"
     assert os.listdir(tmp_path) == ["samples.txt"]  # no temporary file left
 
@@ -215,12 +215,12 @@ def test_samples_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_prime_file_is_read_whole_and_checked(tmp_path):
     path = tmp_path / "prime.txt"
     path.write_text("ROMEO:\nO, she doth teach\n", encoding="utf-8")
-    assert sampling.read_prime_file(str(path)) == "ROMEO:\nO, she doth teach\n"
+    assert sample_text.read_prime_file(str(path)) == "ROMEO:\nO, she doth teach\n"
     path.write_bytes(b"caf\xe9")
     with pytest.raises(UserError, match=r"--prime_file .* is not valid UTF-8 at byte 3"):
-        sampling.read_prime_file(str(path))
+        sample_text.read_prime_file(str(path))
     path.write_bytes(b"")
     with pytest.raises(UserError, match=r"--prime_file .* is empty"):
-        sampling.read_prime_file(str(path))
+        sample_text.read_prime_file(str(path))
     with pytest.raises(UserError, match=r"--prime_file .* is a folder"):
-        sampling.read_prime_file(str(tmp_path))
+        sample_text.read_prime_file(str(tmp_path))

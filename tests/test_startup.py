@@ -58,6 +58,13 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_qui
         ("train", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
         ("train", ["--train_dir={root}/fresh", "--init_from={root}/none"], "error: {root}/none holds no run"),
         ("sample", ["--train_dir={root}/none"], "error: {root}/none holds no run"),
+        ("sample", ["--train_dir={root}/run", "--prime=z"], "error: --prime has characters outside"),
+        (
+            "sample",
+            ["--train_dir={root}/run", "--prime_file={root}/empty.txt"],
+            "error: --prime_file {root}/empty.txt is empty",
+        ),
+        ("sample", ["--train_dir={root}/run", "--output={root}"], "error: --output {root} is a folder"),
         ("export", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
         ("evaluate", ["--train_dir={root}/run", "--data_path={root}/x"], "error: --data_path {root}/x does"),
         ("inspect", ["--train_dir={root}/none", "--output_dir={root}/o"], "error: {root}/none holds no run"),

@@ -14,6 +14,7 @@ from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import SampleConfig
 from tf_charrnn.errors import UserError
+from tf_charrnn.inference import sample_text
 from tf_charrnn.run import layout
 
 if TYPE_CHECKING:  # imported in main, once the flags are valid
@@ -46,16 +47,17 @@ def main(argv: list[str]) -> None:
     config = flags.config_from_flags(SampleConfig)
     if config.prime_file and "prime" in flags.given_values(SampleConfig):
         raise UserError("pass --prime or --prime_file, not both")
-    layout.load_run(config.train_dir)
-    # Imported once the flags and the run directory's files are valid: those faults are refused before
-    # TensorFlow loads (seconds).
+    _, run_vocab = layout.load_run(config.train_dir)
+    prime = sample_text.read_prime_file(config.prime_file) if config.prime_file else config.prime
+    sample_text.check_prime(run_vocab, prime, config.stop_at)
+    if config.output:
+        sample_text.check_output_path(config.output)
+    # Imported once the flags, the run directory's files, the prime and the output path are valid: those
+    # faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inference import sampling
     from tf_charrnn.runtime import placement
 
-    prime = sampling.read_prime_file(config.prime_file) if config.prime_file else config.prime
-    if config.output:
-        sampling.check_output_path(config.output)
     placement.grow_gpu_memory()
     sampler, vocab = sampling.load_sampler(
         config.train_dir,
@@ -75,10 +77,10 @@ def main(argv: list[str]) -> None:
         texts = sampler.generate(vocab, prime, config.length, **options)
         printed = False
     if config.output:
-        sampling.write_samples(config.output, prime, texts)
+        sample_text.write_samples(config.output, prime, texts)
         logging.info("Wrote %d sample(s) to %s", len(texts), config.output)
     elif not printed:
-        sys.stdout.write(sampling.format_samples(prime, texts))
+        sys.stdout.write(sample_text.format_samples(prime, texts))
         sys.stdout.flush()
 
 
