@@ -309,7 +309,7 @@ def test_the_script_prints_one_line_or_one_json_line(trained, script_runs):
     assert values["characters"] == want.characters == 72
     assert values["nats_per_char"] == pytest.approx(want.nats_per_char, abs=1e-6)
 
-    stepped = results["stepped"]  # 24 units: the float32 step on TensorFlow's ops
+    stepped = results["stepped"]  # 24 units: the float32 step (the step kernel padded to 32 where it loads)
     assert stepped.returncode == 0, stepped.stderr
     values = json.loads(stepped.stdout)
     assert values["characters"] == 72
