@@ -536,6 +536,30 @@ def test_step_kernel_pads_units_that_are_not_a_multiple_of_16_and_the_state_keep
 
 
 @needs_kernels
+def test_a_loop_pads_the_state_once_and_steps_as_a_step_that_pads_it_each_time():
+    """`loop_state` pads the state for the padded step kernel once; `step` then keeps it padded (the
+    padded units stay zero) and gives what it gives on the real units' state, bit for bit."""
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=24, num_layers=2, dropout=0.0)
+    model = CharRNN(config, batch_size=1, fused_kernels=True)
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(0.0, 0.5, w.shape) for w in model.get_weights()])
+    weights = model.step_weights()
+    state = model.initial_state(2)
+    padded = model.loop_state(state, weights)
+    assert padded.shape == (2, 2, 2, 32)
+    for ids in ([1, 2], [3, 4], [5, 0]):
+        logits, state = model.step(tf.constant(ids), state, weights)
+        padded_logits, padded = model.step(tf.constant(ids), padded, weights)
+        assert padded.shape == (2, 2, 2, 32) and not np.any(padded[..., 24:])
+        np.testing.assert_array_equal(padded_logits, logits)
+        np.testing.assert_array_equal(model.caller_state(padded), state)
+    # Where nothing is padded the state is left as it is.
+    wide = CharRNN(dataclasses.replace(config, rnn_units=200), batch_size=1, fused_kernels=True)
+    zero = wide.initial_state(1)
+    assert wide.loop_state(zero, wide.step_weights()) is zero and wide.caller_state(zero) is zero
+
+
+@needs_kernels
 def test_step_kernel_rejects_inconsistent_shapes_and_ids():
     def step(ids=(0,), units=16, packed_shape=(1, 21, 64), bias=64, head_rows=None):
         return native.load().char_rnn_model_step(

@@ -137,11 +137,11 @@ def feed_prime(
       (logits float32 [B, V] after the last prime character, state float32 [L, S, B, H]).
     """
     weights = weights or model.step_weights()
-    state = model.initial_state(tf.shape(prime_ids)[0])
+    state = model.loop_state(model.initial_state(tf.shape(prime_ids)[0]), weights)
     logits, state = model.step(prime_ids[:, 0], state, weights)
     for position in tf.range(1, tf.shape(prime_ids)[1]):
         logits, state = model.step(prime_ids[:, position], state, weights)
-    return logits, state
+    return logits, model.caller_state(state)
 
 
 def generate_ids(
@@ -178,6 +178,7 @@ def generate_ids(
     stopping = tf.size(stop_ids) > 0
     recent = tf.fill([tf.shape(prime_ids)[0], tf.size(stop_ids)], -1)  # each row's last K ids
     lengths = tf.fill([tf.shape(prime_ids)[0]], length)  # where each row stops
+    state = model.loop_state(state, weights)
     for step in tf.range(length):
         previous = choose_next(logits, step, decoding, previous, space_id)
         generated = generated.write(step, previous)
@@ -217,11 +218,12 @@ def sample_steps(
       (ids int32 [count, B], and the logits, state and ids after the last draw).
     """
     ids = tf.TensorArray(tf.int32, size=count)
+    state = model.loop_state(state, weights)
     for offset in tf.range(count):
         previous = choose_next(logits, first_step + offset, decoding, previous, space_id)
         ids = ids.write(offset, previous)
         logits, state = model.step(previous, state, weights)
-    return ids.stack(), logits, state, previous
+    return ids.stack(), logits, model.caller_state(state), previous
 
 
 def _rows(ids: tf.Tensor) -> tf.Tensor:

@@ -226,10 +226,11 @@ class StreamScorer:
         """The mean loss of [B, T] `inputs` -> `targets` stepped one character at a time from `state` on
         the step's `weights`, and the state after them."""
         total = tf.constant(0.0)
+        state = self.model.loop_state(state, weights)
         for position in tf.range(tf.shape(inputs)[1]):
             logits, state = self.model.step(inputs[:, position], state, weights)
             total += losses.sequence_loss(targets[:, position], logits)
-        return total / tf.cast(tf.shape(inputs)[1], tf.float32), state
+        return total / tf.cast(tf.shape(inputs)[1], tf.float32), self.model.caller_state(state)
 
     def _reset(self) -> None:
         """Zero state for the next text or piece."""

@@ -164,11 +164,12 @@ class CharRNN(keras.Model):
 
         Args:
           ids: int32 [B] current characters.
-          state: float32 [L, S, B, H].
+          state: float32 [L, S, B, H], or as `loop_state` pads it for these weights.
           weights: `step_weights()`, read once outside a loop; None reads them here.
 
         Returns:
-          (logits float32 [B, V] for the next character, new state float32 [L, S, B, H]).
+          (logits float32 [B, V] for the next character, new state float32 [L, S, B, H], or padded as
+          it came).
         """
         weights = weights or self.step_weights()
         if "packed" in weights:
@@ -183,16 +184,26 @@ class CharRNN(keras.Model):
             x = tf.concat(outputs, axis=-1)
         return tf.matmul(x, weights["head_kernel"]) + weights["head_bias"], tf.stack(new_state)
 
+    def loop_state(self, state: tf.Tensor, weights: dict[str, Any]) -> tf.Tensor:
+        """`state` [L, S, B, H] as a loop of `step` on `weights` carries it: where the step kernel pads the
+        units (`step_weights`), padded with zeros once before the loop, so that each step need not pad
+        and cut it (`step` returns it padded; `caller_state` cuts it after the loop); else as it is."""
+        padding = self.recurrent_layers[0].step_padding() if "packed" in weights else 0
+        return tf.pad(state, [[0, 0], [0, 0], [0, 0], [0, padding]]) if padding else state
+
+    def caller_state(self, state: tf.Tensor) -> tf.Tensor:
+        """A state from `loop_state` and `step` cut to the layers' own units [L, S, B, H]."""
+        return state if state.shape[-1] == self.config.rnn_units else state[..., : self.config.rnn_units]
+
     def _kernel_step(
         self, ids: tf.Tensor, state: tf.Tensor, weights: dict[str, Any]
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """`step` in one step kernel call, on packed weights (units padded as `step_weights` padded them)."""
+        """`step` in one step kernel call, on packed weights (units padded as `step_weights` padded them);
+        the state is returned in the width it came in (see `loop_state`)."""
         kernels = native.load()
         assert kernels is not None  # weights are packed only where the step kernel runs
-        units = self.config.rnn_units
-        padding = self.recurrent_layers[0].step_padding()
-        if padding:
-            state = tf.pad(state, [[0, 0], [0, 0], [0, 0], [0, padding]])
+        padded_in_loop = state.shape[-1] != self.config.rnn_units
+        state = state if padded_in_loop else self.loop_state(state, weights)
         inputs = (tf.cast(ids, tf.int32), state, weights["embedding"], weights["packed"])
         head = (weights["head_kernel"], weights["head_bias"])
         if "scale" in weights:
@@ -201,7 +212,7 @@ class CharRNN(keras.Model):
             )
         else:
             logits, state = kernels.char_rnn_model_step(*inputs, weights["bias"], *head)
-        return logits, state[..., :units] if padding else state
+        return logits, state if padded_in_loop else self.caller_state(state)
 
     def copy_weights_from(self, source: "CharRNN") -> None:
         """Copies the learned weights of a model of the same config and any batch size. Recurrent state
