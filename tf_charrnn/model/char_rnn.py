@@ -202,7 +202,8 @@ class CharRNN(keras.Model):
         the state is returned in the width it came in (see `loop_state`)."""
         kernels = native.load()
         assert kernels is not None  # weights are packed only where the step kernel runs
-        padded_in_loop = state.shape[-1] != self.config.rnn_units
+        padding = self.recurrent_layers[0].step_padding()
+        padded_in_loop = padding > 0 and state.shape[-1] == self.config.rnn_units + padding
         state = state if padded_in_loop else self.loop_state(state, weights)
         inputs = (tf.cast(ids, tf.int32), state, weights["embedding"], weights["packed"])
         head = (weights["head_kernel"], weights["head_bias"])
