@@ -749,17 +749,26 @@ def test_int8_step_weights_fall_back_to_float32_without_the_int8_step(monkeypatc
         ("lstm", 32, False, "the fused kernels, off for this model (on a GPU, under XLA, or TF_CHARRNN"),
     ],
 )
-def test_reduced_precision_step_weights_that_fall_back_say_what_the_step_kernel_lacks(
+def test_step_weights_that_fall_back_say_what_the_step_kernel_lacks(
     caplog, cell, units, fused_kernels, missing
 ):
     config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=units, num_layers=2, dropout=0.0, cell=cell)
-    for precision in ("bfloat16", "int8"):
+    for precision in ("float32", "bfloat16", "int8"):
         caplog.clear()
         with caplog.at_level("INFO", logger="absl"):
             sampler = sampling.Sampler(config, fused_kernels=fused_kernels, step_precision=precision)
         assert sampler.model.step_implementation(precision) == fused_lstm.KERAS_OPS
         assert f"{precision} step weights need {missing}" in caplog.text
         assert "the step runs on keras ops in float32" in caplog.text
+
+
+@needs_kernels
+def test_step_weights_the_step_kernel_takes_log_no_fallback(caplog):
+    config = ModelConfig(vocab_size=9, embedding_dim=5, rnn_units=32, num_layers=2, dropout=0.0)
+    with caplog.at_level("INFO", logger="absl"):
+        sampler = sampling.Sampler(config, fused_kernels=True, step_precision="float32")
+    assert sampler.model.step_implementation("float32") == fused_lstm.FUSED_FLOAT32
+    assert "step weights need" not in caplog.text
 
 
 @needs_int8_step

@@ -243,7 +243,7 @@ class Sampler:
       step_precision: of the weights each step reads: "float32", "bfloat16" or "int8" (the step kernel's
         weights in that precision: faster, and texts no longer those of the float32 step or the
         SavedModel); where the kernel cannot take them, float32 (`self.model.step_implementation` says
-        which runs).
+        which runs, and the log why the kernel does not).
     """
 
     def __init__(
@@ -251,7 +251,7 @@ class Sampler:
     ) -> None:
         self.model = CharRNN(model_config, batch_size=1, fused_kernels=fused_kernels)
         missing = self.model.recurrent_layers[0].step_kernel_missing(step_precision)
-        if step_precision != "float32" and missing is not None:
+        if missing is not None:  # why each character steps on other ops than the kernel asked for
             logging.info(
                 "%s step weights need %s; the step runs on %s in float32",
                 step_precision,
