@@ -152,6 +152,9 @@ def test_multi_worker_needs_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(UserError, match="TF_CONFIG is not valid JSON"):
         distribute.make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "5")
+    with pytest.raises(UserError, match="--strategy=multi_worker needs TF_CONFIG"):
+        distribute.make_strategy("multi_worker")
 
 
 def test_xla_compiles_the_whole_step_on_one_device_and_each_replica_step_under_mirrored(

@@ -57,6 +57,7 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_qui
         ("train", ["--data_path={root}/*.nothing"], "error: --data_path {root}/*.nothing matches no files"),
         ("train", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
         ("train", ["--train_dir={root}/fresh", "--init_from={root}/none"], "error: {root}/none holds no run"),
+        ("train", ["--strategy=multi_worker"], "error: --strategy=multi_worker needs TF_CONFIG"),
         ("sample", ["--train_dir={root}/none"], "error: {root}/none holds no run"),
         ("sample", ["--train_dir={root}/run", "--prime=z"], "error: --prime has characters outside"),
         (

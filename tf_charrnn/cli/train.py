@@ -16,6 +16,7 @@ from tf_charrnn.cli import flags
 from tf_charrnn.config import RunConfig
 from tf_charrnn.data import corpus_files
 from tf_charrnn.run import resume
+from tf_charrnn.runtime import tf_config
 
 
 def main(argv: list[str]) -> None:
@@ -26,8 +27,10 @@ def main(argv: list[str]) -> None:
     config = resume.config_to_train(config, flags.given_values(RunConfig))
     if config.data.data_path:
         corpus_files.check_names(config.data.data_path)
-    # Imported once the flags, the run directory's files and the corpus's paths are valid: those faults
-    # are refused before TensorFlow loads (seconds).
+    if config.runtime.strategy == "multi_worker":
+        tf_config.check_tf_config()
+    # Imported once the flags, the run directory's files, the corpus's paths and TF_CONFIG are valid:
+    # those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.training import trainer
 

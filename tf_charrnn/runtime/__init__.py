@@ -1,5 +1,5 @@
 """What runs where, decided once at start (placement), and tf.distribute's strategies and replicas
-(distribute)."""
+(distribute), and the TF_CONFIG a multi-worker launch reads (tf_config)."""
 
 from tf_charrnn import moved
 

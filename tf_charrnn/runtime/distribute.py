@@ -8,7 +8,6 @@ number of replicas that divides B.
 """
 
 import functools
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from tf_charrnn.data import pipeline
 from tf_charrnn.data.splits import Splits
 from tf_charrnn.errors import UserError, first_line, flag
 from tf_charrnn.run import checkpoints, layout
+from tf_charrnn.runtime import tf_config
 
 
 @functools.cache
@@ -47,7 +47,7 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
             [device.name for device in tf.config.list_logical_devices("CPU")]
         )
     if name == "multi_worker":
-        _check_tf_config()
+        tf_config.check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         try:
@@ -61,22 +61,6 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
             ) from None
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}")
-
-
-def _check_tf_config() -> None:
-    raw = os.environ.get("TF_CONFIG", "")
-    example = (
-        '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-    )
-    try:
-        tf_config = json.loads(raw) if raw else None
-    except json.JSONDecodeError as error:
-        raise UserError(f"TF_CONFIG is not valid JSON ({error}); set it like {example}") from None
-    if not tf_config or "cluster" not in tf_config or "task" not in tf_config:
-        raise UserError(
-            f"{flag('strategy')}=multi_worker needs TF_CONFIG with a cluster and this worker's task; "
-            f"set it like {example}"
-        )
 
 
 # The errors a collective or the coordination service raises when a peer stops answering.
