@@ -69,6 +69,18 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_qui
         ("export", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
         ("evaluate", ["--train_dir={root}/run", "--data_path={root}/x"], "error: --data_path {root}/x does"),
         ("inspect", ["--train_dir={root}/none", "--output_dir={root}/o"], "error: {root}/none holds no run"),
+        ("inspect", ["--train_dir={root}/run", "--output_dir={root}"], "error: --output_dir {root} is not"),
+        ("export", ["--train_dir={root}/run", "--export_dir={root}"], "error: --export_dir {root} is not"),
+        (
+            "export",
+            ["--train_dir={root}/run", "--export_dir={root}/empty.txt"],
+            "error: --export_dir {root}/empty.txt is a file; name a folder",
+        ),
+        (
+            "export",
+            ["--train_dir={root}/run", "--format=web", "--web_runtime_dir={root}", "--export_dir={root}/w"],
+            "error: --web_runtime_dir {root} has no @litertjs/core/package.json",
+        ),
     ],
 )
 def test_paths_and_run_files_are_refused_before_tensorflow_loads(tmp_path, script, arguments, error):

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from helpers import REPO_ROOT, run_script, train_tiny_run
 from tf_charrnn.errors import UserError
-from tf_charrnn.export import browser, litert, saved_model, web
+from tf_charrnn.export import browser, litert, saved_model
+from tf_charrnn.export.web_runtime import LITERT_JS_VERSION, RUNTIME_FILES
 from tf_charrnn.inference import sampling
 from tf_charrnn.inference.charlm import CharLM
 
@@ -100,7 +101,7 @@ def test_export_writes_a_static_page_with_a_batch_1_model(pages, run_dir):
     files = sorted(
         os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names
     )
-    runtime = [f"litert/{package}/{name}" for package, names in web.RUNTIME_FILES.items() for name in names]
+    runtime = [f"litert/{package}/{name}" for package, names in RUNTIME_FILES.items() for name in names]
     assert files == sorted(
         ["index.html", "app.js", "sampler.js", "style.css", "model.tflite", "vocab.json", *runtime]
     )
@@ -122,7 +123,7 @@ def test_without_a_runtime_dir_the_page_loads_the_pinned_runtime_from_the_cdn(ru
     folder = saved_model.export_run(run_dir, str(tmp_path / "cdn"), format="web")
     assert not os.path.exists(os.path.join(folder, "litert"))
     index = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
-    pinned = f"https://cdn.jsdelivr.net/npm/@litertjs/core@{web.LITERT_JS_VERSION}"
+    pinned = f"https://cdn.jsdelivr.net/npm/@litertjs/core@{LITERT_JS_VERSION}"
     assert (
         f'"@litertjs/core": "{pinned}/dist/index.js"' in index
         and f'data-litert-wasm="{pinned}/wasm/"' in index
@@ -142,7 +143,7 @@ def test_a_runtime_dir_without_the_pinned_litert_js_is_refused(run_dir, web_runt
     package = fake / "@litertjs" / "core" / "package.json"
     package.write_text(json.dumps({**json.loads(package.read_text()), "version": "9.9.9"}))
     with pytest.raises(
-        UserError, match=rf"holds @litertjs/core 9.9.9, the page is written for {web.LITERT_JS_VERSION}"
+        UserError, match=rf"holds @litertjs/core 9.9.9, the page is written for {LITERT_JS_VERSION}"
     ):
         saved_model.export_run(run_dir, str(tmp_path / "b"), format="web", web_runtime_dir=str(fake))
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
@@ -150,10 +151,10 @@ def test_a_runtime_dir_without_the_pinned_litert_js_is_refused(run_dir, web_runt
 
 def test_web_package_json_pins_the_runtime_the_page_is_written_for():
     with open(os.path.join(REPO_ROOT, "web", "package.json"), encoding="utf-8") as f:
-        assert json.load(f)["dependencies"] == {"@litertjs/core": web.LITERT_JS_VERSION}
+        assert json.load(f)["dependencies"] == {"@litertjs/core": LITERT_JS_VERSION}
     with open(os.path.join(REPO_ROOT, "web", "package-lock.json"), encoding="utf-8") as f:
         locked = json.load(f)["packages"]
-    assert locked["node_modules/@litertjs/core"]["version"] == web.LITERT_JS_VERSION
+    assert locked["node_modules/@litertjs/core"]["version"] == LITERT_JS_VERSION
     with open(os.path.join(REPO_ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci = f.read()
     assert "apt-get install -y chromium" in ci and "npm ci --prefix web" in ci

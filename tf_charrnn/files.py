@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
-from tf_charrnn.errors import RERUN, UserError
+from tf_charrnn.errors import RERUN, UserError, flag
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -96,6 +96,23 @@ def remove_empty_folders(folders: Sequence[str]) -> None:
     for folder in reversed(folders):
         with contextlib.suppress(OSError):
             os.rmdir(folder)
+
+
+def check_output_folder(path: str, flag_name: str, overwrite: bool) -> str:
+    """`path` made absolute, once it can be written as a folder: not a file, and empty unless `overwrite`.
+
+    Raises:
+      UserError: naming --`flag_name` and the fix.
+    """
+    folder = os.path.abspath(path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{flag(flag_name)} {folder} is a file; name a folder")
+    if os.path.isdir(folder) and os.listdir(folder) and not overwrite:
+        raise UserError(
+            f"{flag(flag_name)} {folder} is not empty; pass {flag('overwrite')} to replace it or choose "
+            f"another {flag(flag_name)}"
+        )
+    return folder
 
 
 def write_atomic(path: str, data: bytes | str) -> None:

@@ -12,9 +12,10 @@ With --format=web it writes a static page that generates text in the browser (in
 
 from absl import logging
 
-from tf_charrnn import startup
+from tf_charrnn import files, startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import ExportConfig
+from tf_charrnn.export import web_runtime
 from tf_charrnn.run import layout
 
 
@@ -22,8 +23,12 @@ def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(ExportConfig)
     layout.load_run(config.train_dir)
-    # Imported once the flags and the run directory's files are valid: those faults are refused before
-    # TensorFlow loads (seconds).
+    export_dir = layout.export_folder(config.train_dir, config.format, config.export_dir)
+    files.check_output_folder(export_dir, "export_dir", config.overwrite)
+    if config.web_runtime_dir:
+        web_runtime.check_runtime(config.web_runtime_dir)
+    # Imported once the flags, the run directory's files, the export folder and LiteRT.js's files are
+    # valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.export import saved_model
     from tf_charrnn.runtime import placement

@@ -6,7 +6,7 @@ cells), gate_saturation.png, cell_activation.png and ranking.json; and the same 
 TRAIN_DIR/logs/inspect. Prints the best cell per feature.
 """
 
-from tf_charrnn import startup
+from tf_charrnn import files, startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import InspectConfig
 from tf_charrnn.data import corpus_files
@@ -19,8 +19,9 @@ def main(argv: list[str]) -> None:
     layout.load_run(config.train_dir)
     if config.data_path:
         corpus_files.check_names(config.data_path)
-    # Imported once the flags, the run directory's files and the text's paths are valid: those faults are
-    # refused before TensorFlow loads (seconds).
+    files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
+    # Imported once the flags, the run directory's files, the text's paths and the output folder are valid:
+    # those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inspection import report
     from tf_charrnn.runtime import placement

@@ -13,10 +13,10 @@ import tensorflow as tf
 from tf_charrnn import files
 from tf_charrnn.config import EXPORT_FORMATS, resolve_quantization
 from tf_charrnn.data.vocab import Vocab
-from tf_charrnn.errors import UserError, flag
-from tf_charrnn.export import litert, web
+from tf_charrnn.export import litert, web, web_runtime
 from tf_charrnn.inference import sampling
 from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import layout
 
 _SCALAR_INT = tf.TensorSpec([], tf.int32)
 _SCALAR_FLOAT = tf.TensorSpec([], tf.float32)
@@ -158,15 +158,11 @@ def export_run(
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
     quantize = resolve_quantization(quantize, format)
-    default = {"saved_model": "export", "litert": "export_litert", "web": "export_web"}[format]
-    export_dir = os.path.abspath(export_dir or os.path.join(train_dir, default))
-    if os.path.exists(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise UserError(
-            f"{flag('export_dir')} {export_dir} is not empty; pass {flag('overwrite')} to replace it "
-            f"or choose another {flag('export_dir')}"
-        )
+    export_dir = files.check_output_folder(
+        layout.export_folder(train_dir, format, export_dir), "export_dir", overwrite
+    )
     if web_runtime_dir:
-        web.check_runtime(web_runtime_dir)
+        web_runtime.check_runtime(web_runtime_dir)
     # Without the fused kernels: the export needs nothing but TensorFlow (or LiteRT's builtin ops).
     sampler, vocab = sampling.load_sampler(train_dir, checkpoint, best, fused_kernels=False)
     what = {"saved_model": "the SavedModel", "litert": "the LiteRT model", "web": "the web page"}[format]

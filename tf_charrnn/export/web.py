@@ -10,55 +10,15 @@ import shutil
 from typing import TYPE_CHECKING
 
 from tf_charrnn.data.vocab import Vocab
-from tf_charrnn.errors import UserError, flag
 from tf_charrnn.export import litert
+from tf_charrnn.export.web_runtime import CDN, LITERT_JS_VERSION, RUNTIME_DIR, RUNTIME_FILES
 
 if TYPE_CHECKING:  # saved_model imports this module
     from tf_charrnn.export.saved_model import StepModule
 
-# The LiteRT.js release the page is written and tested for (web/package.json pins the same).
-LITERT_JS_VERSION = "2.5.3"
-CDN = "https://cdn.jsdelivr.net/npm"
 PAGE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_page")
 PAGE_FILES = ("app.js", "sampler.js", "style.css")
 INDEX_FILE = "index.html"
-RUNTIME_DIR = "litert"
-# What the page loads of each package: its ES module, and LiteRT.js's single-threaded WebAssembly builds
-# (relaxed SIMD, and "compat" for browsers without it; the threaded build needs cross-origin isolation,
-# which static hosts do not give).
-RUNTIME_FILES = {
-    "@litertjs/core": (
-        "package.json",
-        "dist/index.js",
-        "wasm/litert_wasm_internal.js",
-        "wasm/litert_wasm_internal.wasm",
-        "wasm/litert_wasm_compat_internal.js",
-        "wasm/litert_wasm_compat_internal.wasm",
-    ),
-    "@litertjs/wasm-utils": ("package.json", "dist/index.js"),
-}
-
-
-def check_runtime(node_modules: str) -> None:
-    """Refuses a `node_modules` folder without LITERT_JS_VERSION of the runtime packages' files.
-
-    Raises:
-      UserError: a file is missing or the version differs; the message names the fix.
-    """
-    fix = f"run `npm ci` in the repository's web/ folder (it pins @litertjs/core {LITERT_JS_VERSION})"
-    for package, names in RUNTIME_FILES.items():
-        folder = os.path.join(node_modules, package)
-        missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
-        if missing:
-            raise UserError(f"{flag('web_runtime_dir')} {node_modules} has no {package}/{missing[0]}; {fix}")
-        with open(os.path.join(folder, "package.json"), encoding="utf-8") as f:
-            version = json.load(f).get("version")
-        if version != LITERT_JS_VERSION:
-            raise UserError(
-                f"{flag('web_runtime_dir')} {node_modules} holds {package} {version}, the page is written "
-                "for "
-                f"{LITERT_JS_VERSION}; {fix}"
-            )
 
 
 def _runtime_urls(local: bool) -> tuple[str, str]:
@@ -94,8 +54,8 @@ def write_page(
       step_module: export.StepModule with batch_size=1.
       vocab: the run's Vocab.
       quantize: the model's weights, "none", "float16" or "int8".
-      runtime_dir: a node_modules folder that passed `check_runtime`; empty: the page loads LiteRT.js
-        LITERT_JS_VERSION from the jsDelivr CDN.
+      runtime_dir: a node_modules folder that passed `web_runtime.check_runtime`; empty: the page loads
+        LiteRT.js LITERT_JS_VERSION from the jsDelivr CDN.
       title: the page's title (the run's name).
     """
     litert.write_model(folder, step_module, vocab, quantize)

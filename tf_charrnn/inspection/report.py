@@ -67,18 +67,6 @@ def _chosen_cell(config: InspectConfig, model_config: ModelConfig) -> tuple[str,
     return f"{model_config.cell}_{config.layer or model_config.num_layers}", state, config.cell
 
 
-def _check_output_dir(config: InspectConfig) -> str:
-    output_dir = os.path.abspath(config.output_dir)
-    if os.path.isfile(output_dir):
-        raise UserError(f"{flag('output_dir')} {output_dir} is a file; name a folder")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not config.overwrite:
-        raise UserError(
-            f"{flag('output_dir')} {output_dir} is not empty; pass {flag('overwrite')} to replace it or "
-            f"choose another {flag('output_dir')}"
-        )
-    return output_dir
-
-
 def inspect_run(config: InspectConfig) -> Inspection:
     """Looks inside a run's checkpoint on a text and writes the report.
 
@@ -100,7 +88,7 @@ def inspect_run(config: InspectConfig) -> Inspection:
     # Before the text: a run without checkpoints fails at once, not after reading a corpus.
     path = checkpoints.find_checkpoint(config.train_dir, config.checkpoint or None, config.best)
     chosen = _chosen_cell(config, run_config.model)
-    output_dir = _check_output_dir(config)
+    output_dir = files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
     ids, skipped = _read_ids(config, run_config, vocab)
     text = vocab.decode(ids)
     model = CharRNN(run_config.model, batch_size=1)

@@ -1,5 +1,5 @@
 """What a run directory holds and where: config.json, vocab.json, checkpoints/ (and checkpoints/best/), logs/,
-the lock file; reading and writing the config and the vocabulary.
+the lock file, the exports' default folders; reading and writing the config and the vocabulary.
 
 Everything needed to rebuild a run lives there, so sampling and export need only the directory.
 """
@@ -28,6 +28,13 @@ def vocab_path(train_dir: str) -> str:
 def checkpoint_dir(train_dir: str, best: bool = False) -> str:
     path = os.path.join(train_dir, "checkpoints")
     return os.path.join(path, "best") if best else path
+
+
+def export_folder(train_dir: str, format: str, export_dir: str = "") -> str:
+    """Where an export in `format` (config.EXPORT_FORMATS) goes: `export_dir`, or by default TRAIN_DIR/export
+    (saved_model), TRAIN_DIR/export_litert or TRAIN_DIR/export_web."""
+    default = {"saved_model": "export", "litert": "export_litert", "web": "export_web"}[format]
+    return export_dir or os.path.join(train_dir, default)
 
 
 def log_dir(train_dir: str, split: str = "") -> str:
