@@ -44,6 +44,5 @@ def check_runtime(node_modules: str) -> None:
         if version != LITERT_JS_VERSION:
             raise UserError(
                 f"{flag('web_runtime_dir')} {node_modules} holds {package} {version}, the page is written "
-                "for "
-                f"{LITERT_JS_VERSION}; {fix}"
+                f"for {LITERT_JS_VERSION}; {fix}"
             )
