@@ -40,8 +40,9 @@ def main(argv: list[str]) -> None:
     layout.load_run(config.train_dir)
     if config.data_path:
         corpus_files.check_names(config.data_path)
-    # Imported once the flags, the run directory's files and the text's paths are valid: those faults are
-    # refused before TensorFlow loads (seconds).
+    layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
+    # Imported once the flags, the run directory's files, the text's paths and the checkpoint's files are
+    # valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inference import scoring
     from tf_charrnn.runtime import placement

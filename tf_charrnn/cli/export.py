@@ -27,8 +27,9 @@ def main(argv: list[str]) -> None:
     files.check_output_folder(export_dir, "export_dir", config.overwrite)
     if config.web_runtime_dir:
         web_runtime.check_runtime(config.web_runtime_dir)
-    # Imported once the flags, the run directory's files, the export folder and LiteRT.js's files are
-    # valid: those faults are refused before TensorFlow loads (seconds).
+    layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
+    # Imported once the flags, the run directory's files, the export folder, LiteRT.js's files and the
+    # checkpoint's files are valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.export import saved_model
     from tf_charrnn.runtime import placement

@@ -20,8 +20,9 @@ def main(argv: list[str]) -> None:
     if config.data_path:
         corpus_files.check_names(config.data_path)
     files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
-    # Imported once the flags, the run directory's files, the text's paths and the output folder are valid:
-    # those faults are refused before TensorFlow loads (seconds).
+    layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
+    # Imported once the flags, the run directory's files, the text's paths, the output folder and the
+    # checkpoint's files are valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inspection import report
     from tf_charrnn.runtime import placement

@@ -52,8 +52,9 @@ def main(argv: list[str]) -> None:
     sample_text.check_prime(run_vocab, prime, config.stop_at)
     if config.output:
         sample_text.check_output_path(config.output)
-    # Imported once the flags, the run directory's files, the prime and the output path are valid: those
-    # faults are refused before TensorFlow loads (seconds).
+    layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
+    # Imported once the flags, the run directory's files, the prime, the output path and the checkpoint's
+    # files are valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inference import sampling
     from tf_charrnn.runtime import placement

@@ -15,8 +15,9 @@ from absl import logging
 
 from tf_charrnn import files
 from tf_charrnn.data.vocab import Vocab
-from tf_charrnn.errors import RERUN, UserError, first_line, flag, train_command
+from tf_charrnn.errors import RERUN, UserError, first_line, flag
 from tf_charrnn.model.char_rnn import CharRNN
+from tf_charrnn.run import layout
 from tf_charrnn.run.layout import checkpoint_dir, load_run
 
 
@@ -67,13 +68,12 @@ def find_checkpoint(train_dir: str, checkpoint: str | None = None, best: bool = 
     """The checkpoint prefix to load: `checkpoint` if given, else the best or the latest one."""
     if checkpoint:
         if not tf.io.gfile.glob(checkpoint + ".index"):
-            raise UserError(f"checkpoint {checkpoint} not found; list {checkpoint_dir(train_dir)}")
+            raise layout.checkpoint_not_found_error(train_dir, checkpoint)
         return checkpoint
     directory = checkpoint_dir(train_dir, best)
     paths = checkpoint_paths(directory)
     if not paths:
-        kind = "best-validation checkpoint" if best else "checkpoint"
-        raise UserError(f"{train_dir} holds no {kind} yet; train it first ({train_command(train_dir)})")
+        raise layout.no_checkpoint_error(train_dir, best)
     return newest_present(directory, paths)
 
 

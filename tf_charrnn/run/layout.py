@@ -4,6 +4,7 @@ the lock file, the exports' default folders; reading and writing the config and 
 Everything needed to rebuild a run lives there, so sampling and export need only the directory.
 """
 
+import glob
 import json
 import os
 from collections.abc import Callable
@@ -60,6 +61,30 @@ def check_config_present(train_dir: str) -> None:
             f"{config_path(train_dir)} is missing but {train_dir} holds a run ({', '.join(parts)}); "
             f"restore config.json from a backup, or use a new {flag('train_dir')}"
         )
+
+
+def no_checkpoint_error(train_dir: str, best: bool = False) -> UserError:
+    kind = "best-validation checkpoint" if best else "checkpoint"
+    return UserError(f"{train_dir} holds no {kind} yet; train it first ({train_command(train_dir)})")
+
+
+def checkpoint_not_found_error(train_dir: str, checkpoint: str) -> UserError:
+    return UserError(f"checkpoint {checkpoint} not found; list {checkpoint_dir(train_dir)}")
+
+
+def check_checkpoint_present(train_dir: str, checkpoint: str = "", best: bool = False) -> None:
+    """Refuses what the files alone show, before TensorFlow loads: a named `checkpoint` (a local prefix)
+    without its index file, or a checkpoint folder with neither the list of checkpoints nor a checkpoint.
+    `checkpoints.find_checkpoint` reads the list and checks the rest."""
+    if checkpoint:
+        if not glob.glob(checkpoint + ".index"):
+            raise checkpoint_not_found_error(train_dir, checkpoint)
+        return
+    directory = checkpoint_dir(train_dir, best)
+    if not os.path.exists(os.path.join(directory, "checkpoint")) and not glob.glob(
+        os.path.join(directory, "ckpt-*.index")
+    ):
+        raise no_checkpoint_error(train_dir, best)
 
 
 def _read_run_file(path: str, parse: Callable[[str], T], what: str) -> T:
