@@ -13,7 +13,7 @@ from tf_charrnn.errors import UserError
 
 
 def _batches(ids, batch_size, seq_length, offset=0, start_batch=0, random_offset=False):
-    num_batches = pipeline.num_stream_batches(len(ids), batch_size, seq_length, random_offset)
+    num_batches = splits.num_stream_batches(len(ids), batch_size, seq_length, random_offset)
     dataset = pipeline.stream_dataset(ids, batch_size, seq_length, num_batches, offset, start_batch)
     return [(x.numpy(), y.numpy()) for x, y in dataset]
 
@@ -61,14 +61,14 @@ def test_random_offset_keeps_the_batch_count_and_is_seeded():
     assert len(offsets) > 1 and all(0 <= o < 10 for o in offsets)
     assert int(pipeline.epoch_offset(7, 3, 10, True)) == int(pipeline.epoch_offset(7, 3, 10, True))
     assert int(pipeline.epoch_offset(7, 3, 10, False)) == 0
-    num_batches = pipeline.num_stream_batches(1000, 4, 10, random_offset=True)
+    num_batches = splits.num_stream_batches(1000, 4, 10, random_offset=True)
     for offset in range(10):
         pipeline.stream_dataset(np.arange(1000), 4, 10, num_batches, offset)  # fits for every offset
 
 
 def test_training_dataset_runs_epoch_after_epoch_and_resumes():
     ids = np.arange(200, dtype=np.int32)
-    num_batches = pipeline.num_stream_batches(200, 2, 10, random_offset=True)  # (200 - 1 - 9) // 20 = 9
+    num_batches = splits.num_stream_batches(200, 2, 10, random_offset=True)  # (200 - 1 - 9) // 20 = 9
     elements = list(pipeline.training_dataset(ids, 2, 10, num_batches, seed=3, random_offset=True).take(20))
     positions = [(int(e), int(k)) for e, k, _, _ in elements]
     assert positions == [(0, k) for k in range(9)] + [(1, k) for k in range(9)] + [(2, 0), (2, 1)]

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tf_charrnn.data import pipeline
+from tf_charrnn.data import pipeline, splits
 
 
 @settings(max_examples=60, deadline=None)
@@ -19,7 +19,7 @@ def test_stream_batches_shift_continue_and_lose_only_the_remainder(
     num_ids, batch_size, seq_length, offset_seed, random_offset
 ):
     positions = np.arange(num_ids, dtype=np.int32)  # a corpus whose id is its own position
-    num_batches = pipeline.num_stream_batches(num_ids, batch_size, seq_length, random_offset)
+    num_batches = splits.num_stream_batches(num_ids, batch_size, seq_length, random_offset)
     if num_batches == 0:
         assert num_ids - 1 < batch_size * seq_length + (seq_length - 1 if random_offset else 0)
         return

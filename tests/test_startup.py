@@ -58,6 +58,32 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_qui
         ("train", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
         ("train", ["--train_dir={root}/fresh", "--init_from={root}/none"], "error: {root}/none holds no run"),
         ("train", ["--strategy=multi_worker"], "error: --strategy=multi_worker needs TF_CONFIG"),
+        (
+            "train",
+            ["--data_path={root}/latin1.txt"],
+            "error: --data_path {root}/latin1.txt is not valid UTF-8 at byte 3",
+        ),
+        ("train", ["--data_path={root}/short.txt"], "error: the training split has 2 characters"),
+        (
+            "train",
+            ["--train_dir={root}/run", "--data_path={root}/ab.txt", "--rnn_units=32"],
+            "error: {root}/run holds a run with another config (rnn_units 512 -> 32)",
+        ),
+        (
+            "train",
+            ["--train_dir={root}/run", "--data_path={root}/abc.txt"],
+            "error: the corpus vocabulary (4 characters) differs from the run's in {root}/run (3",
+        ),
+        (
+            "train",
+            ["--init_from={root}/run", "--data_path={root}/ab.txt", "--cell=gru"],
+            "error: --init_from {root}/run has another model shape (cell 'lstm' there, 'gru' here)",
+        ),
+        (
+            "train",
+            ["--train_dir={root}/vocab_only", "--data_path={root}/ab.txt"],
+            "error: {root}/vocab_only/config.json is missing but {root}/vocab_only holds a run",
+        ),
         ("sample", ["--train_dir={root}/none"], "error: {root}/none holds no run"),
         ("sample", ["--train_dir={root}/run", "--prime=z"], "error: --prime has characters outside"),
         (
@@ -100,7 +126,13 @@ def test_paths_and_run_files_are_refused_before_tensorflow_loads(tmp_path, scrip
     from tf_charrnn.run import layout
 
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
-    layout.save_run(RunConfig.from_flat({"train_dir": str(tmp_path / "run")}), Vocab("ab\n"))
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "short.txt").write_text("abc", encoding="utf-8")
+    (tmp_path / "ab.txt").write_text("ab\n" * 30_000, encoding="utf-8")  # a batch of the default layout
+    (tmp_path / "abc.txt").write_text("abc\n" * 30_000, encoding="utf-8")
+    (tmp_path / "vocab_only").mkdir()
+    (tmp_path / "vocab_only" / "vocab.json").write_text('{"chars": ["a"]}', encoding="utf-8")
+    layout.save_run(RunConfig.from_flat({"train_dir": str(tmp_path / "run"), "vocab_size": 3}), Vocab("\nab"))
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "config.json").write_text('{"model": ', encoding="utf-8")
     fake = tmp_path / "no_tensorflow" / "tensorflow"

@@ -17,6 +17,7 @@ from tf_charrnn.config import RunConfig
 from tf_charrnn.data import corpus_files
 from tf_charrnn.run import resume
 from tf_charrnn.runtime import tf_config
+from tf_charrnn.training import preflight
 
 
 def main(argv: list[str]) -> None:
@@ -29,12 +30,16 @@ def main(argv: list[str]) -> None:
         corpus_files.check_names(config.data.data_path)
     if config.runtime.strategy == "multi_worker":
         tf_config.check_tf_config()
-    # Imported once the flags, the run directory's files, the corpus's paths and TF_CONFIG are valid:
-    # those faults are refused before TensorFlow loads (seconds).
-    startup.import_tensorflow()
-    from tf_charrnn.training import trainer
-
-    result = trainer.train(config)
+    # The corpus read and split, and (but on several workers, where the chief alone checks) whether the run
+    # may continue: all before TensorFlow loads, so that those faults are refused in a fraction of a second.
+    prepared = preflight.prepare(config, check_run=config.runtime.strategy != "multi_worker")
+    try:
+        startup.import_tensorflow()
+        from tf_charrnn.training import trainer
+    except BaseException:
+        prepared[1].discard_cache()
+        raise
+    result = trainer.train(config, prepared=prepared)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",
         result.step,

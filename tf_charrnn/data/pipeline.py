@@ -8,16 +8,6 @@ import numpy as np
 import tensorflow as tf
 
 
-def num_stream_batches(num_ids: int, batch_size: int, seq_length: int, random_offset: bool = False) -> int:
-    """Batches in one pass of the stream layout over `num_ids` ids.
-
-    With random offsets the largest offset (seq_length - 1) is reserved, so every epoch has the
-    same number of batches whatever its offset.
-    """
-    reserved = seq_length - 1 if random_offset else 0
-    return max(0, (num_ids - 1 - reserved) // (batch_size * seq_length))
-
-
 def epoch_offset(seed: int, epoch: int | tf.Tensor, seq_length: int, random_offset: bool) -> tf.Tensor:
     """The epoch's start offset in [0, seq_length): seeded by (seed, epoch), so a resumed run sees
     the same windows. Works eagerly and inside tf.data.
@@ -139,7 +129,7 @@ def training_dataset(
 
     Args:
       ids: integer [N] training ids (kept in their type; batches are int32).
-      batch_size, seq_length, num_batches: the layout (num_batches per epoch, from `num_stream_batches`).
+      batch_size, seq_length, num_batches: the layout (num_batches per epoch: `splits.num_stream_batches`).
       seed, random_offset: see `epoch_offset`.
       start_epoch, start_batch: where to start (resuming).
       first_row, num_rows: see `stream_dataset`.

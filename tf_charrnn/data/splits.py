@@ -8,9 +8,18 @@ import numpy as np
 from tf_charrnn import cache
 from tf_charrnn.config import DataConfig, LayoutConfig
 from tf_charrnn.data.encoded import Corpus, load_corpus
-from tf_charrnn.data.pipeline import num_stream_batches
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
+
+
+def num_stream_batches(num_ids: int, batch_size: int, seq_length: int, random_offset: bool = False) -> int:
+    """Batches in one pass of the stream layout over `num_ids` ids.
+
+    With random offsets the largest offset (seq_length - 1) is reserved, so every epoch has the
+    same number of batches whatever its offset.
+    """
+    reserved = seq_length - 1 if random_offset else 0
+    return max(0, (num_ids - 1 - reserved) // (batch_size * seq_length))
 
 
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

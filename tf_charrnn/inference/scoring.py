@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tf_charrnn.config import RunConfig
 from tf_charrnn.data import corpus_files, encoded, pipeline, sources
-from tf_charrnn.data.splits import split_corpus
+from tf_charrnn.data.splits import num_stream_batches, split_corpus
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.model import losses
@@ -50,7 +50,7 @@ def stream_layout(num_ids: int, batch_size: int, seq_length: int) -> tuple[int, 
     streams = min(batch_size, (num_ids - 1) // seq_length)
     if streams < 1:
         return 1, num_ids - 1, 1
-    return streams, seq_length, pipeline.num_stream_batches(num_ids, streams, seq_length)
+    return streams, seq_length, num_stream_batches(num_ids, streams, seq_length)
 
 
 def piece_layout(num_ids: int, batch_size: int, piece_length: int) -> tuple[int, int]:

@@ -12,8 +12,7 @@ from absl import logging
 
 from tf_charrnn import files
 from tf_charrnn.config import ReproduceConfig, RunConfig
-from tf_charrnn.data import pipeline
-from tf_charrnn.data.splits import Splits, load_splits
+from tf_charrnn.data.splits import Splits, load_splits, num_stream_batches
 from tf_charrnn.errors import UserError, flag
 from tf_charrnn.reproduction import ngram, paper
 
@@ -186,7 +185,7 @@ def run_grid(config: ReproduceConfig, protocol: Mapping[str, Any]) -> dict[str, 
         splits.discard_cache()  # a refused grid leaves no cache entry
         raise
     splits.publish_cache()
-    steps_per_epoch = pipeline.num_stream_batches(
+    steps_per_epoch = num_stream_batches(
         len(splits.train_ids), base.layout.batch_size, base.layout.seq_length
     )
     results: dict[str, Any] = {"cells": {}, "ngram": run_ngram(config, splits)}

@@ -117,22 +117,34 @@ def check_init_from(config: RunConfig, vocab: Vocab) -> None:
         )
 
 
+def check_fits(config: RunConfig, vocab: Vocab) -> None:
+    """The checks of `prepare` that read no checkpoint (a command runs them before TensorFlow loads): the
+    run directory's config is there, the run in it may continue under `config`, and a new run may start
+    from --init_from. Raises UserError when one fails; `prepare` runs them again."""
+    train_dir = config.directory.train_dir
+    check_config_present(train_dir)
+    if has_run(train_dir):
+        previous, previous_vocab = load_run(train_dir)
+        check_resumable(config, vocab, previous, previous_vocab)
+    elif config.directory.init_from:
+        check_init_from(config, vocab)
+
+
 def _check_fits(config: RunConfig, vocab: Vocab) -> RunConfig | None:
     """The checks of `prepare`, which write nothing; returns the run's previous config (or None)."""
     # Imported here: the rest of this module runs before a command imports TensorFlow (scripts/train.py).
     from tf_charrnn.run.checkpoints import checkpoint_paths, newest_present
 
+    check_fits(config, vocab)
     train_dir = config.directory.train_dir
-    check_config_present(train_dir)
-    previous, paths = None, []
-    if has_run(train_dir):
-        previous, previous_vocab = load_run(train_dir)
-        check_resumable(config, vocab, previous, previous_vocab)
-        # A list of checkpoints that is missing, garbled or names only files that are gone.
-        paths = checkpoint_paths(checkpoint_dir(train_dir))
-        if paths:
-            newest_present(checkpoint_dir(train_dir), paths)
-    if config.directory.init_from and not paths:  # a run with checkpoints resumes from them instead
+    if not has_run(train_dir):
+        return None
+    previous, _ = load_run(train_dir)
+    # A list of checkpoints that is missing, garbled or names only files that are gone.
+    paths = checkpoint_paths(checkpoint_dir(train_dir))
+    if paths:
+        newest_present(checkpoint_dir(train_dir), paths)
+    elif config.directory.init_from:  # a run with checkpoints resumes from them instead
         check_init_from(config, vocab)
     return previous
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tf_charrnn.config import LayoutConfig
 from tf_charrnn.data import pipeline
-from tf_charrnn.data.splits import Splits
+from tf_charrnn.data.splits import Splits, num_stream_batches
 from tf_charrnn.errors import UserError, first_line, flag
 from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import tf_config
@@ -254,11 +254,11 @@ class RunBatches:
         self._layout = layout
         self._seed = seed
         self._train_ids = splits.train_ids  # compact (uint8 for most corpora), memory-mapped
-        self.steps_per_epoch = pipeline.num_stream_batches(
+        self.steps_per_epoch = num_stream_batches(
             len(splits.train_ids), layout.batch_size, layout.seq_length, layout.random_offset
         )
         self.val_batches = (
-            pipeline.num_stream_batches(len(splits.val_ids), layout.batch_size, layout.seq_length)
+            num_stream_batches(len(splits.val_ids), layout.batch_size, layout.seq_length)
             if layout.val_fraction > 0
             else 0
         )

@@ -16,13 +16,12 @@ import tensorflow as tf
 from absl import logging
 
 from tf_charrnn.config import RunConfig
-from tf_charrnn.data import encoded
-from tf_charrnn.data.splits import Splits, split_corpus
+from tf_charrnn.data.splits import Splits
 from tf_charrnn.inference.sampling import Decoding, Sampler
 from tf_charrnn.model import losses
 from tf_charrnn.run import checkpoints, layout, resume
 from tf_charrnn.runtime import distribute, placement
-from tf_charrnn.training import rules, schedules
+from tf_charrnn.training import preflight, rules, schedules
 from tf_charrnn.training.position import TrainPosition
 from tf_charrnn.training.summaries import Summaries
 from tf_charrnn.training.train_step import TrainStep
@@ -45,7 +44,9 @@ class TrainResult:
     last_val_loss: float | None = None  # the last validation nats/char of this call (None when it ran none)
 
 
-def train(config: RunConfig, progress: Any = None) -> TrainResult:
+def train(
+    config: RunConfig, progress: Any = None, prepared: tuple[RunConfig, Splits] | None = None
+) -> TrainResult:
     """Trains (or resumes) the run described by `config` until its last step.
 
     Re-running with the same train_dir resumes from the latest checkpoint. SIGINT (Ctrl-C) and
@@ -55,32 +56,28 @@ def train(config: RunConfig, progress: Any = None) -> TrainResult:
       config: RunConfig; model.vocab_size is derived from the corpus.
       progress: None, or called after every step as progress(step, total_steps, values) with values
         {"loss": the step's training loss} and, after a validation, "val_loss" (a progress bar).
+      prepared: what `preflight.prepare(config)` returned, read before TensorFlow loaded (the command
+        line's way); None: read here.
 
     Returns:
       TrainResult.
     """
-    runtime = placement.resolve(config)  # creates the strategy, before any other op
-    keras.utils.set_random_seed(config.optimization.seed)
-    if config.runtime.deterministic:
-        tf.config.experimental.enable_op_determinism()
     # Nothing is written until training starts: a newly encoded corpus stays out of the cache, config.json,
     # vocab.json and the event files unwritten, until every check has passed and the run is restored.
-    corpus = encoded.load_corpus(config.data, publish=False)
+    config, splits = prepared or preflight.prepare(config, check_run=False)
     try:
-        # The corpus's own vocabulary, or a fine-tuned run's (its source's characters first).
-        vocab = resume.run_vocab(config, corpus.vocab)
-        splits = split_corpus(encoded.in_vocab(corpus, vocab, config.data), config.layout)
-    except BaseException:
-        if corpus.pending is not None:
-            corpus.pending.discard()
-        raise
+        runtime = placement.resolve(config)  # creates the strategy, before any TensorFlow op
+        keras.utils.set_random_seed(config.optimization.seed)
+        if config.runtime.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        return _train_in(config, splits, runtime, progress)
+    finally:
+        splits.discard_cache()  # a refused run: the corpus it encoded leaves no cache entry
+
+
+def _train_in(config: RunConfig, splits: Splits, runtime: placement.Runtime, progress: Any) -> TrainResult:
+    """`train` once the corpus is read and the runtime resolved: checks, locks, restores, trains."""
     try:
-        config = config.replace(
-            vocab_size=len(splits.vocab),
-            corpus_sha256=splits.corpus_sha256,
-            corpus_size=splits.corpus_size,
-            corpus_files=splits.corpus_files,
-        )
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         previous = None
         if runtime.is_chief:
@@ -103,8 +100,6 @@ def train(config: RunConfig, progress: Any = None) -> TrainResult:
         if distribute.is_multi_worker(runtime.strategy):
             raise distribute.lost_worker_error(runtime.strategy, error, config.directory.train_dir) from error
         raise
-    finally:
-        splits.discard_cache()  # a refused run: the corpus it encoded leaves no cache entry
 
 
 def _log_start(trainer: "Trainer", config: RunConfig, runtime: placement.Runtime) -> None:
