@@ -71,6 +71,20 @@ def test_the_tensorflow_step_gives_the_old_savedmodel_text(legacy_run):
     assert text == EXPECTED["saved_model_text"]
 
 
+def test_a_config_json_without_vocab_size_takes_vocab_json_s(legacy_run):
+    # A config.json written or edited by hand may leave vocab_size out: the run's vocabulary sizes the model.
+    path = os.path.join(legacy_run, "config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    del config["model"]["vocab_size"]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    assert layout.load_run(legacy_run)[0].model.vocab_size == 22
+    sampler, vocab = sampling.load_sampler(legacy_run, fused_kernels=False)
+    text = sampler.generate(vocab, "Willing ", 80, sampling.Decoding(seed=3, temperature=0.7))[0]
+    assert text == EXPECTED["saved_model_text"]
+
+
 def test_old_and_new_savedmodels_agree(legacy_run, tmp_path):
     _, vocab = layout.load_run(legacy_run)
     new_export = saved_model.export_run(legacy_run, str(tmp_path / "new_export"))

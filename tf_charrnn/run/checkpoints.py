@@ -36,7 +36,7 @@ def checkpoint_paths(directory: str) -> list[str]:
             f"backup, or move {directory} away to start the run over"
         ) from None
     if state is None:
-        found = sorted(glob.glob(os.path.join(directory, "ckpt-*.index")))
+        found = layout.checkpoint_indexes(directory)
         if found:
             raise UserError(
                 f"{state_path} (the list of checkpoints) is missing but {directory} holds "

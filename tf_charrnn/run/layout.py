@@ -72,6 +72,11 @@ def checkpoint_not_found_error(train_dir: str, checkpoint: str) -> UserError:
     return UserError(f"checkpoint {checkpoint} not found; list {checkpoint_dir(train_dir)}")
 
 
+def checkpoint_indexes(directory: str) -> list[str]:
+    """The index files of the checkpoints saved in `directory` (ckpt-N.index), sorted by name."""
+    return sorted(glob.glob(os.path.join(directory, "ckpt-*.index")))
+
+
 def check_checkpoint_present(train_dir: str, checkpoint: str = "", best: bool = False) -> None:
     """Refuses what the files alone show, before TensorFlow loads: a named `checkpoint` (a local prefix)
     without its index file, or a checkpoint folder with neither the list of checkpoints nor a checkpoint.
@@ -81,9 +86,7 @@ def check_checkpoint_present(train_dir: str, checkpoint: str = "", best: bool = 
             raise checkpoint_not_found_error(train_dir, checkpoint)
         return
     directory = checkpoint_dir(train_dir, best)
-    if not os.path.exists(os.path.join(directory, "checkpoint")) and not glob.glob(
-        os.path.join(directory, "ckpt-*.index")
-    ):
+    if not os.path.exists(os.path.join(directory, "checkpoint")) and not checkpoint_indexes(directory):
         raise no_checkpoint_error(train_dir, best)
 
 
@@ -121,7 +124,9 @@ def load_run(train_dir: str) -> tuple[RunConfig, Vocab]:
         )
     config = _read_run_file(config_path(train_dir), _parse_config, "config")
     vocab = _read_run_file(vocab_path(train_dir), Vocab.from_json, "vocabulary")
-    if config.model.vocab_size and config.model.vocab_size != len(vocab):
+    if not config.model.vocab_size:  # a config.json written by hand: the model's vocabulary is vocab.json's
+        return config.replace(vocab_size=len(vocab)), vocab
+    if config.model.vocab_size != len(vocab):
         raise UserError(
             f"{vocab_path(train_dir)} holds {len(vocab)} characters but config.json says "
             f"{config.model.vocab_size}; restore the run's vocab.json, or use a new {flag('train_dir')}"
