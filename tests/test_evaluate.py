@@ -13,7 +13,7 @@ import tensorflow as tf
 from helpers import QUOTE, make_config, read_scalars, run_script, seed_kernels, snapshot
 from tf_charrnn.cli.evaluate import _human_line
 from tf_charrnn.errors import UserError
-from tf_charrnn.inference import scoring
+from tf_charrnn.inference import scored_text, scoring
 from tf_charrnn.model import losses, native
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
@@ -98,13 +98,13 @@ def test_validation_split_reproduces_the_val_loss_under_bfloat16(text_file, corp
     + [(5, (1, 4, 1)), (2, (1, 1, 1))],
 )
 def test_stream_layout_uses_the_runs_streams_or_fewer(num_ids, layout):
-    assert scoring.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH) == layout
+    assert scored_text.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH) == layout
 
 
 @pytest.mark.parametrize("num_ids", [0, 1])
 def test_stream_layout_needs_two_characters(num_ids):
     with pytest.raises(UserError, match="at least 2 are needed"):
-        scoring.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH)
+        scored_text.stream_layout(num_ids, BATCH_SIZE, SEQ_LENGTH)
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,31 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_qui
             "error: checkpoint {root}/run/checkpoints/ckpt-9 not found",
         ),
         ("evaluate", ["--train_dir={root}/run", "--best"], "error: {root}/run holds no best-validation"),
+        (
+            "evaluate",
+            ["--train_dir={root}/saved", "--data_path={root}/latin1.txt"],
+            "error: --data_path {root}/latin1.txt is not valid UTF-8 at byte 3",
+        ),
+        (
+            "evaluate",
+            ["--train_dir={root}/saved", "--data_path={root}/abc.txt"],
+            "error: --data_path {root}/abc.txt has characters outside the run's vocabulary: ['c']",
+        ),
+        (
+            "evaluate",
+            ["--train_dir={root}/saved", "--split=test"],
+            "error: {root}/saved was trained without a test",
+        ),
+        (
+            "evaluate",
+            ["--train_dir={root}/saved", "--data_path={root}/two.txt", "--reset_every=5"],
+            "error: the text has 2 character(s); --reset_every=5 needs at least 6",
+        ),
+        (
+            "inspect",
+            ["--train_dir={root}/saved", "--data_path={root}/abc.txt", "--output_dir={root}/o"],
+            "error: --data_path {root}/abc.txt has characters outside the run's vocabulary: ['c']",
+        ),
         ("export", ["--train_dir={root}/run"], "error: {root}/run holds no checkpoint yet"),
         ("inspect", ["--train_dir={root}/run", "--output_dir={root}/i"], "error: {root}/run holds no"),
         ("export", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
@@ -132,7 +157,13 @@ def test_paths_and_run_files_are_refused_before_tensorflow_loads(tmp_path, scrip
     (tmp_path / "abc.txt").write_text("abc\n" * 30_000, encoding="utf-8")
     (tmp_path / "vocab_only").mkdir()
     (tmp_path / "vocab_only" / "vocab.json").write_text('{"chars": ["a"]}', encoding="utf-8")
-    layout.save_run(RunConfig.from_flat({"train_dir": str(tmp_path / "run"), "vocab_size": 3}), Vocab("\nab"))
+    for run in ("run", "saved"):
+        layout.save_run(
+            RunConfig.from_flat({"train_dir": str(tmp_path / run), "vocab_size": 3}), Vocab("\nab")
+        )
+    (tmp_path / "saved" / "checkpoints").mkdir()
+    (tmp_path / "saved" / "checkpoints" / "ckpt-1.index").write_bytes(b"")  # a checkpoint's file is there
+    (tmp_path / "two.txt").write_text("ab", encoding="utf-8")
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "config.json").write_text('{"model": ', encoding="utf-8")
     fake = tmp_path / "no_tensorflow" / "tensorflow"

@@ -18,7 +18,6 @@ MODULES: dict[str, str | tuple[str, ...] | None] = {
     "tf_charrnn.charlm": "tf_charrnn.inference.charlm",
     "tf_charrnn.corpus_files": "tf_charrnn.data.corpus_files",
     "tf_charrnn.distribute": "tf_charrnn.runtime.distribute",
-    "tf_charrnn.evaluate": "tf_charrnn.inference.scoring",
     "tf_charrnn.fused_lstm": "tf_charrnn.model.fused_lstm",
     "tf_charrnn.litert": "tf_charrnn.export.litert",
     "tf_charrnn.losses": "tf_charrnn.model.losses",
@@ -26,6 +25,7 @@ MODULES: dict[str, str | tuple[str, ...] | None] = {
     "tf_charrnn.recurrent": "tf_charrnn.model.recurrent",
     # Split: its names are served from these modules, each listed after those it imports names from
     # (so that a name is found where it is defined).
+    "tf_charrnn.evaluate": ("tf_charrnn.inference.scored_text", "tf_charrnn.inference.scoring"),
     "tf_charrnn.run_directory": (
         "tf_charrnn.run.layout",
         "tf_charrnn.run.lock",

@@ -13,6 +13,7 @@ from tf_charrnn import startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import EvaluateConfig
 from tf_charrnn.data import corpus_files
+from tf_charrnn.inference import scored_text
 from tf_charrnn.run import layout
 
 if TYPE_CHECKING:  # imported in main, once the flags are valid
@@ -37,12 +38,21 @@ def _human_line(result: "scoring.Evaluation") -> str:
 def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(EvaluateConfig)
-    layout.load_run(config.train_dir)
+    run_config, vocab = layout.load_run(config.train_dir)
     if config.data_path:
         corpus_files.check_names(config.data_path)
     layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
-    # Imported once the flags, the run directory's files, the text's paths and the checkpoint's files are
-    # valid: those faults are refused before TensorFlow loads (seconds).
+    text = scored_text.read_scored(
+        run_config,
+        vocab,
+        config.train_dir,
+        config.data_path,
+        config.skip_unknown,
+        config.split,
+        config.reset_every,
+    )
+    # Imported once the flags, the run directory's files, the text and the checkpoint's files are valid:
+    # those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inference import scoring
     from tf_charrnn.runtime import placement
@@ -57,6 +67,7 @@ def main(argv: list[str]) -> None:
         config.split,
         config.reset_every,
         config.step_precision,
+        text,
     )
     if config.json:
         print(json.dumps(dataclasses.asdict(result)))

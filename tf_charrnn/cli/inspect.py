@@ -10,25 +10,27 @@ from tf_charrnn import files, startup
 from tf_charrnn.cli import flags
 from tf_charrnn.config import InspectConfig
 from tf_charrnn.data import corpus_files
+from tf_charrnn.inference import scored_text
 from tf_charrnn.run import layout
 
 
 def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(InspectConfig)
-    layout.load_run(config.train_dir)
+    run_config, vocab = layout.load_run(config.train_dir)
     if config.data_path:
         corpus_files.check_names(config.data_path)
     files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
     layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
-    # Imported once the flags, the run directory's files, the text's paths, the output folder and the
-    # checkpoint's files are valid: those faults are refused before TensorFlow loads (seconds).
+    text = scored_text.read_inspected(config, run_config, vocab)
+    # Imported once the flags, the run directory's files, the text, the output folder and the checkpoint's
+    # files are valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inspection import report
     from tf_charrnn.runtime import placement
 
     placement.grow_gpu_memory()
-    result = report.inspect_run(config)
+    result = report.inspect_run(config, text)
     print(
         f"{result.characters:,} characters in {result.seconds:.1f} s; "
         f"{result.output_dir}/{report.PAGE} shows {result.shown}"

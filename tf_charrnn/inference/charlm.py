@@ -12,7 +12,7 @@ from tf_charrnn import errors
 from tf_charrnn.config import STEP_PRECISIONS, RunConfig, SampleConfig, python_settings
 from tf_charrnn.data.vocab import Vocab
 from tf_charrnn.errors import UserError
-from tf_charrnn.inference import activations, sampling, scoring
+from tf_charrnn.inference import activations, sampling, scored_text, scoring
 from tf_charrnn.run import checkpoints, layout
 from tf_charrnn.runtime import placement
 
@@ -250,14 +250,14 @@ class CharLM:
         unknown = self.vocab.unknown_chars(text)
         if unknown and not skip_unknown:
             raise UserError(
-                f"text= has characters outside the run's vocabulary: {scoring.describe_chars(unknown)}; "
+                f"text= has characters outside the run's vocabulary: {scored_text.describe_chars(unknown)}; "
                 f"pass skip_unknown=True to score the text without them"
             )
         kept = text.translate({ord(char): None for char in unknown}) if unknown else text
         if len(kept) < 2:
             raise UserError(f"text= has {len(kept)} character(s) to score; at least 2 are needed")
         ids = self.vocab.encode(kept)
-        streams, _, _ = scoring.stream_layout(
+        streams, _, _ = scored_text.stream_layout(
             len(ids), self.config.layout.batch_size, self.config.layout.seq_length
         )
         if streams not in self._scorers:
@@ -302,7 +302,7 @@ class CharLM:
         unknown = self.vocab.unknown_chars(text)
         if unknown and not skip_unknown:
             raise UserError(
-                f"text= has characters outside the run's vocabulary: {scoring.describe_chars(unknown)}; "
+                f"text= has characters outside the run's vocabulary: {scored_text.describe_chars(unknown)}; "
                 f"pass skip_unknown=True to leave them out"
             )
         kept = text.translate({ord(char): None for char in unknown}) if unknown else text
@@ -339,7 +339,7 @@ class CharLM:
         unknown = self.vocab.unknown_chars(text)
         if unknown:
             raise UserError(
-                f"text= has characters outside the run's vocabulary: {scoring.describe_chars(unknown)}"
+                f"text= has characters outside the run's vocabulary: {scored_text.describe_chars(unknown)}"
             )
         logits, _ = self._feed(tf.constant(self.vocab.encode(text)[None, :]))
         probabilities = tf.nn.softmax(logits[0]).numpy()

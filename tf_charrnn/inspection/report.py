@@ -12,10 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn.config import InspectConfig, ModelConfig, RunConfig
-from tf_charrnn.data.vocab import Vocab
+from tf_charrnn.config import InspectConfig, ModelConfig
 from tf_charrnn.errors import UserError, flag
-from tf_charrnn.inference import activations, scoring
+from tf_charrnn.inference import activations, scored_text
 from tf_charrnn.inference.activations import STATES
 from tf_charrnn.inspection import features, figures, page, saturation
 from tf_charrnn.model.char_rnn import CharRNN
@@ -67,7 +66,7 @@ def _chosen_cell(config: InspectConfig, model_config: ModelConfig) -> tuple[str,
     return f"{model_config.cell}_{config.layer or model_config.num_layers}", state, config.cell
 
 
-def inspect_run(config: InspectConfig) -> Inspection:
+def inspect_run(config: InspectConfig, text: tuple[np.ndarray, int] | None = None) -> Inspection:
     """Looks inside a run's checkpoint on a text and writes the report.
 
     The text (the run's validation split, or --data_path) is cut at config.max_chars, run through the
@@ -76,6 +75,8 @@ def inspect_run(config: InspectConfig) -> Inspection:
 
     Args:
       config: InspectConfig.
+      text: what `scored_text.read_inspected` read for `config` before TensorFlow loaded (inspect.py's
+        way); None: read here.
 
     Returns:
       Inspection.
@@ -89,7 +90,7 @@ def inspect_run(config: InspectConfig) -> Inspection:
     path = checkpoints.find_checkpoint(config.train_dir, config.checkpoint or None, config.best)
     chosen = _chosen_cell(config, run_config.model)
     output_dir = files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
-    ids, skipped = _read_ids(config, run_config, vocab)
+    ids, skipped = text if text is not None else scored_text.read_inspected(config, run_config, vocab)
     text = vocab.decode(ids)
     model = CharRNN(run_config.model, batch_size=1)
     path = checkpoints.restore_weights(config.train_dir, model, path, config.best)
@@ -148,19 +149,6 @@ def inspect_run(config: InspectConfig) -> Inspection:
     if config.tensorboard:
         _write_tensorboard(config.train_dir, path, ranking, saturation_png, activation_png)
     return Inspection(output_dir, path, len(text), skipped, seconds, shown, ranking)
-
-
-def _read_ids(config: InspectConfig, run_config: RunConfig, vocab: Vocab) -> tuple[np.ndarray, int]:
-    """(int32 [N] ids of the text to inspect, cut at --max_chars; characters left out)."""
-    ids, skipped = scoring.read_ids(
-        run_config, vocab, config.train_dir, config.data_path, config.skip_unknown
-    )
-    ids = np.asarray(ids[: config.max_chars], np.int32)
-    if len(ids) < 2:
-        raise UserError(
-            f"the text has {len(ids)} character(s); at least 2 are needed, pass a longer {flag('data_path')}"
-        )
-    return ids, skipped
 
 
 def _shown_cell(
