@@ -121,6 +121,16 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_qui
         ),
         (
             "inspect",
+            ["--train_dir={root}/saved", "--cell=512", "--output_dir={root}/o"],
+            "error: --cell=512 is out of range: each layer of the run has 512 cells",
+        ),
+        (
+            "inspect",
+            ["--train_dir={root}/saved", "--layer=3", "--output_dir={root}/o"],
+            "error: --layer=3 is out of range: the run has 2 layer(s)",
+        ),
+        (
+            "inspect",
             ["--train_dir={root}/saved", "--data_path={root}/abc.txt", "--output_dir={root}/o"],
             "error: --data_path {root}/abc.txt has characters outside the run's vocabulary: ['c']",
         ),

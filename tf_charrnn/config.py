@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Self
 from tf_charrnn.errors import UserError, flag
 
 CELLS = ("lstm", "gru", "rnn")
+# The state tensors of each cell, in the order a layer holds them.
+CELL_STATES = {"lstm": ("h", "c"), "gru": ("h",), "rnn": ("h",)}
 # A new run's weights (see model/initializers.py): PyTorch's scales or Keras' defaults.
 EMBEDDING_INITIALIZERS = ("normal", "uniform")
 WEIGHT_INITIALIZERS = ("pytorch", "keras")
@@ -743,6 +745,34 @@ class InspectConfig:
         _require(
             self.cell >= -1, f"{flag('cell')} must be >= 0 (or -1: the best cell found), got {self.cell}"
         )
+
+    def chosen_cell(self, model: "ModelConfig") -> tuple[str, str, int] | None:
+        """(layer, state, index) that --layer, --cell and --state name, checked against the run's `model`;
+        None: the best cell found.
+
+        Raises:
+          UserError: a state, layer or cell the run does not have.
+        """
+        states = CELL_STATES[model.cell]
+        state = states[-1] if self.state == "auto" else self.state
+        if state not in states:
+            raise UserError(
+                f"{flag('state')}={state}: a {model.cell} layer has no cell state c; use {flag('state')}=h"
+            )
+        layers, units = model.num_layers, model.rnn_units
+        if self.layer > layers:
+            raise UserError(
+                f"{flag('layer')}={self.layer} is out of range: the run has {layers} layer(s); "
+                f"pass 1 to {layers} (0: the last)"
+            )
+        if self.cell >= units:
+            raise UserError(
+                f"{flag('cell')}={self.cell} is out of range: each layer of the run has {units} cells; "
+                f"pass 0 to {units - 1} (-1: the best cell found)"
+            )
+        if self.cell < 0:
+            return None
+        return f"{model.cell}_{self.layer or model.num_layers}", state, self.cell
 
 
 def _all_fields(config_class: type) -> list[dataclasses.Field]:

@@ -18,13 +18,14 @@ def main(argv: list[str]) -> None:
     del argv  # flags.run refuses positional arguments
     config = flags.config_from_flags(InspectConfig)
     run_config, vocab = layout.load_run(config.train_dir)
+    config.chosen_cell(run_config.model)
     if config.data_path:
         corpus_files.check_names(config.data_path)
     files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
     layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
     text = scored_text.read_inspected(config, run_config, vocab)
-    # Imported once the flags, the run directory's files, the text, the output folder and the checkpoint's
-    # files are valid: those faults are refused before TensorFlow loads (seconds).
+    # Imported once the flags, the cell chosen, the run directory's files, the text, the output folder and the
+    # checkpoint's files are valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
     from tf_charrnn.inspection import report
     from tf_charrnn.runtime import placement

@@ -24,7 +24,6 @@ KINDS = {
 # The gates in [0, 1] (sigmoids) whose saturation the paper plots.
 SIGMOID_GATES = {"lstm": ("input", "forget", "output"), "gru": ("update", "reset"), "rnn": ()}
 # The states a cell's activation is read from in the inspection (LSTM: h and c; GRU, RNN: h).
-STATES = {"lstm": ("h", "c"), "gru": ("h",), "rnn": ("h",)}
 WINDOW = 512  # characters per stream per pass: bounds the [B, W, G] temporaries, the state carries over
 
 

@@ -12,10 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_charrnn import files
-from tf_charrnn.config import InspectConfig, ModelConfig
-from tf_charrnn.errors import UserError, flag
+from tf_charrnn.config import CELL_STATES, InspectConfig
 from tf_charrnn.inference import activations, scored_text
-from tf_charrnn.inference.activations import STATES
 from tf_charrnn.inspection import features, figures, page, saturation
 from tf_charrnn.model.char_rnn import CharRNN
 from tf_charrnn.run import checkpoints, layout
@@ -41,31 +39,6 @@ class Inspection:
     ranking: dict[str, list[features.CellScore]]
 
 
-def _chosen_cell(config: InspectConfig, model_config: ModelConfig) -> tuple[str, str, int] | None:
-    """(layer, state, index) that --layer, --cell and --state name, checked against the run; None: the
-    best cell found."""
-    states = STATES[model_config.cell]
-    state = states[-1] if config.state == "auto" else config.state
-    if state not in states:
-        raise UserError(
-            f"{flag('state')}={state}: a {model_config.cell} layer has no cell state c; use {flag('state')}=h"
-        )
-    layers, units = model_config.num_layers, model_config.rnn_units
-    if config.layer > layers:
-        raise UserError(
-            f"{flag('layer')}={config.layer} is out of range: the run has {layers} layer(s); "
-            f"pass 1 to {layers} (0: the last)"
-        )
-    if config.cell >= units:
-        raise UserError(
-            f"{flag('cell')}={config.cell} is out of range: each layer of the run has {units} cells; "
-            f"pass 0 to {units - 1} (-1: the best cell found)"
-        )
-    if config.cell < 0:
-        return None
-    return f"{model_config.cell}_{config.layer or model_config.num_layers}", state, config.cell
-
-
 def inspect_run(config: InspectConfig, text: tuple[np.ndarray, int] | None = None) -> Inspection:
     """Looks inside a run's checkpoint on a text and writes the report.
 
@@ -88,7 +61,7 @@ def inspect_run(config: InspectConfig, text: tuple[np.ndarray, int] | None = Non
     run_config, vocab = layout.load_run(config.train_dir)
     # Before the text: a run without checkpoints fails at once, not after reading a corpus.
     path = checkpoints.find_checkpoint(config.train_dir, config.checkpoint or None, config.best)
-    chosen = _chosen_cell(config, run_config.model)
+    chosen = config.chosen_cell(run_config.model)
     output_dir = files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
     ids, skipped = text if text is not None else scored_text.read_inspected(config, run_config, vocab)
     text = vocab.decode(ids)
@@ -102,7 +75,9 @@ def inspect_run(config: InspectConfig, text: tuple[np.ndarray, int] | None = Non
 
     text_features = features.text_features(text)
     cell_states = {
-        (layer, state): found[f"{layer}/{state}"] for layer in found.layers for state in STATES[found.cell]
+        (layer, state): found[f"{layer}/{state}"]
+        for layer in found.layers
+        for state in CELL_STATES[found.cell]
     }
     ranking = features.rank_cells(cell_states, text_features, config.top_cells)
     shown, shown_score, descriptions = _shown_cell(chosen, ranking, found)
@@ -170,7 +145,7 @@ def _shown_cell(
     elif best is not None:
         shown = best.name
     else:  # no feature moves over this text: the last layer's first cell
-        shown = f"{found.layers[-1]}/{STATES[found.cell][-1]}/0"
+        shown = f"{found.layers[-1]}/{CELL_STATES[found.cell][-1]}/0"
     return shown, best if best is not None and best.name == shown else None, descriptions
 
 
