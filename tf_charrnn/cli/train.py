@@ -32,14 +32,14 @@ def main(argv: list[str]) -> None:
         tf_config.check_tf_config()
     # The corpus read and split, and (but on several workers, where the chief alone checks) whether the run
     # may continue: all before TensorFlow loads, so that those faults are refused in a fraction of a second.
-    prepared = preflight.prepare(config, check_run=config.runtime.strategy != "multi_worker")
+    config, splits = preflight.prepare(config, check_run=config.runtime.strategy != "multi_worker")
     try:
         startup.import_tensorflow()
         from tf_charrnn.training import trainer
     except BaseException:
-        prepared[1].discard_cache()
+        splits.discard_cache()
         raise
-    result = trainer.train(config, prepared=prepared)
+    result = trainer.train(config, splits=splits)
     logging.info(
         "Done at step %d; best val loss %.4f nats/char; checkpoint %s",
         result.step,

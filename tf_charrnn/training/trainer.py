@@ -44,9 +44,7 @@ class TrainResult:
     last_val_loss: float | None = None  # the last validation nats/char of this call (None when it ran none)
 
 
-def train(
-    config: RunConfig, progress: Any = None, prepared: tuple[RunConfig, Splits] | None = None
-) -> TrainResult:
+def train(config: RunConfig, progress: Any = None, splits: Splits | None = None) -> TrainResult:
     """Trains (or resumes) the run described by `config` until its last step.
 
     Re-running with the same train_dir resumes from the latest checkpoint. SIGINT (Ctrl-C) and
@@ -56,15 +54,16 @@ def train(
       config: RunConfig; model.vocab_size is derived from the corpus.
       progress: None, or called after every step as progress(step, total_steps, values) with values
         {"loss": the step's training loss} and, after a validation, "val_loss" (a progress bar).
-      prepared: what `preflight.prepare(config)` returned, read before TensorFlow loaded (the command
-        line's way); None: read here.
+      splits: the corpus as `preflight.prepare` read it before TensorFlow loaded, with `config` as it
+        returned it (the command line's way); None: read here.
 
     Returns:
       TrainResult.
     """
     # Nothing is written until training starts: a newly encoded corpus stays out of the cache, config.json,
     # vocab.json and the event files unwritten, until every check has passed and the run is restored.
-    config, splits = prepared or preflight.prepare(config, check_run=False)
+    if splits is None:
+        config, splits = preflight.prepare(config, check_run=False)
     try:
         runtime = placement.resolve(config)  # creates the strategy, before any TensorFlow op
         keras.utils.set_random_seed(config.optimization.seed)
