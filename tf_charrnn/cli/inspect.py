@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
         corpus_files.check_names(config.data_path)
     files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
     layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
-    text = scored_text.read_inspected(config, run_config, vocab)
+    text_ids = scored_text.read_inspected(config, run_config, vocab)
     # Imported once the flags, the cell chosen, the run directory's files, the text, the output folder and the
     # checkpoint's files are valid: those faults are refused before TensorFlow loads (seconds).
     startup.import_tensorflow()
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     from tf_charrnn.runtime import placement
 
     placement.grow_gpu_memory()
-    result = report.inspect_run(config, text)
+    result = report.inspect_run(config, text_ids)
     print(
         f"{result.characters:,} characters in {result.seconds:.1f} s; "
         f"{result.output_dir}/{report.PAGE} shows {result.shown}"

@@ -39,7 +39,7 @@ class Inspection:
     ranking: dict[str, list[features.CellScore]]
 
 
-def inspect_run(config: InspectConfig, text: tuple[np.ndarray, int] | None = None) -> Inspection:
+def inspect_run(config: InspectConfig, text_ids: tuple[np.ndarray, int] | None = None) -> Inspection:
     """Looks inside a run's checkpoint on a text and writes the report.
 
     The text (the run's validation split, or --data_path) is cut at config.max_chars, run through the
@@ -48,7 +48,7 @@ def inspect_run(config: InspectConfig, text: tuple[np.ndarray, int] | None = Non
 
     Args:
       config: InspectConfig.
-      text: what `scored_text.read_inspected` read for `config` before TensorFlow loaded (inspect.py's
+      text_ids: what `scored_text.read_inspected` read for `config` before TensorFlow loaded (inspect.py's
         way); None: read here.
 
     Returns:
@@ -63,7 +63,7 @@ def inspect_run(config: InspectConfig, text: tuple[np.ndarray, int] | None = Non
     path = checkpoints.find_checkpoint(config.train_dir, config.checkpoint or None, config.best)
     chosen = config.chosen_cell(run_config.model)
     output_dir = files.check_output_folder(config.output_dir, "output_dir", config.overwrite)
-    ids, skipped = text if text is not None else scored_text.read_inspected(config, run_config, vocab)
+    ids, skipped = text_ids if text_ids is not None else scored_text.read_inspected(config, run_config, vocab)
     text = vocab.decode(ids)
     model = CharRNN(run_config.model, batch_size=1)
     path = checkpoints.restore_weights(config.train_dir, model, path, config.best)
