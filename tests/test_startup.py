@@ -58,6 +58,7 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_qui
         ("train", ["--train_dir={root}/garbled"], "error: {root}/garbled/config.json is not a valid config"),
         ("train", ["--train_dir={root}/fresh", "--init_from={root}/none"], "error: {root}/none holds no run"),
         ("train", ["--strategy=multi_worker"], "error: --strategy=multi_worker needs TF_CONFIG"),
+        ("train", ["--train_dir={root}/lr[0.01]"], "error: --train_dir {root}/lr[0.01] has a '['"),
         (
             "train",
             ["--data_path={root}/latin1.txt"],

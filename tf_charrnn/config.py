@@ -143,6 +143,14 @@ class DirectoryConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.train_dir), f"{flag('train_dir')} must not be empty")
+        for name in ("train_dir", "init_from"):
+            # TensorFlow's checkpoint reader takes a path as a file pattern: a run there could not be read.
+            path = getattr(self, name)
+            _require(
+                "[" not in path,
+                f"{flag(name)} {path} has a '[', which TensorFlow's checkpoint reader takes as the start of "
+                f"a pattern, so its checkpoints could not be read back; use a folder name without [",
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,7 +67,7 @@ def checkpoint_contents(
 def find_checkpoint(train_dir: str, checkpoint: str | None = None, best: bool = False) -> str:
     """The checkpoint prefix to load: `checkpoint` if given, else the best or the latest one."""
     if checkpoint:
-        if not tf.io.gfile.glob(checkpoint + ".index"):
+        if not tf.io.gfile.exists(checkpoint + ".index"):
             raise layout.checkpoint_not_found_error(train_dir, checkpoint)
         return checkpoint
     directory = checkpoint_dir(train_dir, best)
@@ -84,7 +84,7 @@ def newest_present(directory: str, paths: Sequence[str]) -> str:
       UserError: none is.
     """
     for path in reversed(paths):
-        if tf.io.gfile.glob(path + ".index"):
+        if tf.io.gfile.exists(path + ".index"):
             return path
     raise UserError(
         f"{directory}/checkpoint lists checkpoints whose files are gone ({os.path.basename(paths[-1])} and "
@@ -138,7 +138,7 @@ def initialize_from_run(source_dir: str, target: CharRNN, vocab: Vocab) -> tuple
 
 def _sync_checkpoint_files(save_path: str) -> None:
     """Syncs a just-written checkpoint's files and folder (called before the manager lists it)."""
-    for path in glob.glob(save_path + ".*"):
+    for path in glob.glob(glob.escape(save_path) + ".*"):
         files.fsync_file(path)
     files.fsync_directory(os.path.dirname(save_path))
 

@@ -74,7 +74,7 @@ def checkpoint_not_found_error(train_dir: str, checkpoint: str) -> UserError:
 
 def checkpoint_indexes(directory: str) -> list[str]:
     """The index files of the checkpoints saved in `directory` (ckpt-N.index), sorted by name."""
-    return sorted(glob.glob(os.path.join(directory, "ckpt-*.index")))
+    return sorted(glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")))
 
 
 def check_checkpoint_present(train_dir: str, checkpoint: str = "", best: bool = False) -> None:
@@ -82,7 +82,7 @@ def check_checkpoint_present(train_dir: str, checkpoint: str = "", best: bool = 
     without its index file, or a checkpoint folder with neither the list of checkpoints nor a checkpoint.
     `checkpoints.find_checkpoint` reads the list and checks the rest."""
     if checkpoint:
-        if not glob.glob(checkpoint + ".index"):
+        if not os.path.exists(checkpoint + ".index"):
             raise checkpoint_not_found_error(train_dir, checkpoint)
         return
     directory = checkpoint_dir(train_dir, best)
