@@ -100,6 +100,7 @@ class StreamScorer:
         )
         self._step_loss = tf.function(self._stepped_loss)
         self._step_weights = tf.function(lambda: self.model.step_weights(self.step_precision))
+        self._stream_pass = tf.function(self._losses_of_batches)
         self._weights: dict | None = None  # the step's weights, packed once per text scored
         self._state: tf.Tensor | None = None
 
@@ -114,6 +115,22 @@ class StreamScorer:
             logits, state = self.model.step(inputs[:, position], state, weights)
             total += losses.sequence_loss(targets[:, position], logits)
         return total / tf.cast(tf.shape(inputs)[1], tf.float32), self.model.caller_state(state)
+
+    def _losses_of_batches(
+        self, batches: tf.data.Dataset, state: tf.Tensor, weights: dict | None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The mean loss of each batch of `batches` in one call, the state carried from one to the next (the
+        model's own in the sequence pass; `state` on the step's `weights` in the stepped one): float32
+        [batches], and the state after them."""
+        batch_losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        for inputs, targets in batches:
+            if self.step_precision == "none":
+                loss = losses.sequence_loss(targets, self.model(inputs, training=False))
+            else:
+                assert weights is not None  # packed for every step precision
+                loss, state = self._stepped_loss(inputs, targets, state, weights)
+            batch_losses = batch_losses.write(batch_losses.size(), loss)
+        return batch_losses.stack(), state
 
     def _reset(self) -> None:
         """Zero state for the next text or piece."""
@@ -138,9 +155,11 @@ class StreamScorer:
         )
         self._pack_step_weights()
         self._reset()
+        batches = pipeline.stream_dataset(np.asarray(ids), streams, seq_length, num_batches)
+        batch_losses, self._state = self._stream_pass(batches, self._state, self._weights)
         total = 0.0
-        for inputs, targets in pipeline.stream_dataset(np.asarray(ids), streams, seq_length, num_batches):
-            total += float(self._loss(inputs, targets))
+        for loss in batch_losses.numpy().tolist():
+            total += loss
         return _evaluation(
             checkpoint, total / num_batches, streams * seq_length * num_batches, skipped_characters
         )

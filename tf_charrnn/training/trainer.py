@@ -3,7 +3,6 @@ with evaluation, checkpoints and summaries at their cadence, and resumes where a
 
 import contextlib
 import dataclasses
-import itertools
 import signal
 import threading
 import time
@@ -374,10 +373,9 @@ class Trainer:
             self.model.reset_state()
         validation = self.batches.validation
         assert validation is not None  # asked only of a run with a validation split
-        if batches is not None:
-            validation = itertools.islice(validation, batches)
+        count = self.batches.val_batches if batches is None else min(batches, self.batches.val_batches)
         with self.averaged_weights():
-            batch_losses = [float(self.steps.evaluate(inputs, targets)) for inputs, targets in validation]
+            batch_losses = self.steps.evaluate_batches(iter(validation), count).tolist()
         self.global_state.scatter()
         return batch_losses
 
