@@ -95,14 +95,8 @@ class StreamScorer:
             dtype_policy=placement.dtype_policy(config.precision.mixed_precision),
             fused_kernels=placement.fused_kernels_apply(),
         )
-        self._sequence_loss = tf.function(
-            lambda inputs, targets: losses.sequence_loss(targets, self.model(inputs, training=False))
-        )
-        self._step_loss = tf.function(self._stepped_loss)
         self._step_weights = tf.function(lambda: self.model.step_weights(self.step_precision))
-        self._stream_pass = tf.function(self._losses_of_batches)
-        self._weights: dict | None = None  # the step's weights, packed once per text scored
-        self._state: tf.Tensor | None = None
+        self._batch_losses = tf.function(self._losses_of_batches)
 
     def _stepped_loss(
         self, inputs: tf.Tensor, targets: tf.Tensor, state: tf.Tensor, weights: dict
@@ -117,51 +111,48 @@ class StreamScorer:
         return total / tf.cast(tf.shape(inputs)[1], tf.float32), self.model.caller_state(state)
 
     def _losses_of_batches(
-        self, batches: tf.data.Dataset, state: tf.Tensor, weights: dict | None
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """The mean loss of each batch of `batches` in one call, the state carried from one to the next (the
-        model's own in the sequence pass; `state` on the step's `weights` in the stepped one): float32
-        [batches], and the state after them."""
+        self, batches: tf.data.Dataset, zero_state: tf.Tensor, weights: dict | None, from_zero_each: bool
+    ) -> tf.Tensor:
+        """The mean loss of each batch of `batches`, in one call, from a zero state carried from one batch to
+        the next (the model's own in the sequence pass, the step's on its `weights` in the stepped one), or
+        with `from_zero_each` each batch from a zero state: float32 [batches]."""
         batch_losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        self.model.reset_state()
+        state = zero_state  # an argument, not a constant the graph could fold: the same arithmetic as eager
         for inputs, targets in batches:
+            if from_zero_each:
+                self.model.reset_state()
+                state = zero_state
             if self.step_precision == "none":
                 loss = losses.sequence_loss(targets, self.model(inputs, training=False))
             else:
                 assert weights is not None  # packed for every step precision
                 loss, state = self._stepped_loss(inputs, targets, state, weights)
             batch_losses = batch_losses.write(batch_losses.size(), loss)
-        return batch_losses.stack(), state
+        return batch_losses.stack()
 
-    def _reset(self) -> None:
-        """Zero state for the next text or piece."""
-        self.model.reset_state()
-        self._state = self.model.initial_state(self.streams)
-
-    def _pack_step_weights(self) -> None:
-        """Packs (and rounds) the step's weights from the model's current ones, once per text scored."""
-        self._weights = self._step_weights() if self.step_precision != "none" else None
-
-    def _loss(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        """The mean loss of one batch, the state carried on from the last."""
-        if self.step_precision == "none":
-            return self._sequence_loss(inputs, targets)
-        loss, self._state = self._step_loss(inputs, targets, self._state, self._weights)
-        return loss
+    def _mean_loss(self, batches: tf.data.Dataset, from_zero_each: bool) -> float:
+        """The mean of the per-batch mean losses of `batches` (`_losses_of_batches`), summed in order; the
+        step's weights are packed (and rounded) from the model's current ones once per call."""
+        weights = self._step_weights() if self.step_precision != "none" else None
+        total = 0.0
+        zero_state = self.model.initial_state(self.streams)
+        batch_losses = self._batch_losses(batches, zero_state, weights, from_zero_each).numpy().tolist()
+        for loss in batch_losses:
+            total += loss
+        return total / len(batch_losses)
 
     def evaluation(self, ids: np.ndarray, checkpoint: str, skipped_characters: int = 0) -> Evaluation:
         """Scores `ids` (of the run's vocabulary), in `stream_layout`; an Evaluation naming `checkpoint`."""
         streams, seq_length, num_batches = stream_layout(
             len(ids), self.config.layout.batch_size, self.config.layout.seq_length
         )
-        self._pack_step_weights()
-        self._reset()
         batches = pipeline.stream_dataset(np.asarray(ids), streams, seq_length, num_batches)
-        batch_losses, self._state = self._stream_pass(batches, self._state, self._weights)
-        total = 0.0
-        for loss in batch_losses.numpy().tolist():
-            total += loss
         return _evaluation(
-            checkpoint, total / num_batches, streams * seq_length * num_batches, skipped_characters
+            checkpoint,
+            self._mean_loss(batches, from_zero_each=False),
+            streams * seq_length * num_batches,
+            skipped_characters,
         )
 
     def piece_evaluation(
@@ -172,17 +163,16 @@ class StreamScorer:
         rows, num_batches = piece_layout(len(ids), self.config.layout.batch_size, piece_length)
         count = rows * num_batches
         ids = np.asarray(ids, np.int32)
-        inputs = ids[: count * piece_length].reshape(count, piece_length)
-        targets = ids[1 : count * piece_length + 1].reshape(count, piece_length)
-        self._pack_step_weights()
-        total = 0.0
-        for batch in range(num_batches):
-            self._reset()
-            rows_of_batch = slice(batch * rows, (batch + 1) * rows)
-            total += float(
-                self._loss(tf.constant(inputs[rows_of_batch]), tf.constant(targets[rows_of_batch]))
-            )
-        return _evaluation(checkpoint, total / num_batches, count * piece_length, skipped_characters)
+        shape = (num_batches, rows, piece_length)
+        batches = tf.data.Dataset.from_tensor_slices(
+            (ids[: count * piece_length].reshape(shape), ids[1 : count * piece_length + 1].reshape(shape))
+        )
+        return _evaluation(
+            checkpoint,
+            self._mean_loss(batches, from_zero_each=True),
+            count * piece_length,
+            skipped_characters,
+        )
 
 
 def _evaluation(checkpoint: str, nats: float, characters: int, skipped_characters: int) -> Evaluation:
