@@ -175,6 +175,31 @@ def test_training_validation_and_step_losses_agree_also_after_a_checkpoint(tmp_p
     trainer.checkpoints.close()
 
 
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+def test_validation_in_one_call_gives_each_batch_the_one_batch_steps_loss_bit_for_bit(
+    tmp_path, implementation
+):
+    # Trainer.validation_losses scores every batch in one compiled loop (TrainStep.evaluate_batches); each
+    # batch's loss is what the one-batch evaluation step gives with the state carried, to the last bit,
+    # from a zero state and from training's, and training's state is left as it was.
+    trainer = _trainer(tmp_path, "lstm", implementation)
+    model, steps = trainer.model, trainer.steps
+    state = _incoming_state(model, "random")
+    _set_state(model, state)
+    in_one_call = trainer.validation_losses()
+    from_carried = trainer.validation_losses(from_carried_state=True, batches=1)
+    for variable, value in zip(model.state_variables, state, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    model.reset_state()
+    one_by_one = [float(steps.evaluate(inputs, targets)) for inputs, targets in trainer.batches.validation]
+    _set_state(model, state)
+    batches = iter(trainer.batches.validation)
+    carried_one_by_one = [float(steps.evaluate(*next(batches)))]
+    assert len(in_one_call) == trainer.batches.val_batches == 2  # the state crosses a batch boundary
+    assert in_one_call == one_by_one
+    assert from_carried == carried_one_by_one and from_carried != in_one_call[:1]
+
+
 @pytest.mark.parametrize("implementation", ["fused float32", "keras float32"])
 def test_streams_drawn_for_a_reset_start_the_training_step_from_a_zero_state(tmp_path, implementation):
     # --state_reset_probability: the step zeroes the drawn streams' state before the forward pass; the
