@@ -421,6 +421,56 @@ def test_failed_build_raises_a_clear_error_and_leaves_no_file(monkeypatch, tmp_p
     assert os.listdir(tmp_path / "native") == []
 
 
+# A stand-in compiler: each compile (-c) records its source and waits until as many compiles as the build
+# runs at once have started (so a build that ran them one at a time would time out); the link records
+# its object files.
+RECORDING_COMPILER = """
+import glob, os, sys, time
+arguments, log = sys.argv[1:], os.environ["COMPILER_LOG"]
+output = arguments[arguments.index("-o") + 1]
+if "-c" in arguments:
+    source = arguments[arguments.index("-c") + 1]
+    open(f"{log}.started.{os.path.basename(source)}", "w").close()
+    deadline = time.monotonic() + float(os.environ["COMPILER_WAIT"])
+    while len(glob.glob(log + ".started.*")) < int(os.environ["COMPILER_AT_ONCE"]):
+        if time.monotonic() > deadline:
+            sys.exit("compiled alone")
+        time.sleep(0.01)
+    with open(output, "w") as f:
+        f.write(source)
+else:
+    objects = [argument for argument in arguments if argument.endswith(".o")]
+    with open(log, "w") as f:
+        f.write("\\n".join(open(path).read() for path in objects))
+    open(output, "wb").close()
+"""
+
+
+def test_the_build_compiles_its_sources_side_by_side_and_links_them_in_order(monkeypatch, tmp_path):
+    compiler = tmp_path / "compiler.py"
+    compiler.write_text(RECORDING_COMPILER)
+    log = tmp_path / "compiler.log"
+    monkeypatch.setenv("CXX", f"{sys.executable} {compiler}")
+    monkeypatch.setenv("COMPILER_LOG", str(log))
+    monkeypatch.setenv("COMPILER_AT_ONCE", "2")
+    monkeypatch.setenv("COMPILER_WAIT", "60")
+    monkeypatch.setattr(native, "_build_jobs", lambda: 2)
+    library = tmp_path / "native" / "kernels.so"
+    native.build(str(library))
+    assert log.read_text().splitlines() == native.SOURCES  # every source, linked in order
+    assert sorted(os.listdir(library.parent)) == ["kernels.so", "kernels.so.record.json"]  # no objects left
+
+    # Where a process may run on one CPU only, one compile at a time: the stand-in waits for a second and
+    # fails, and the build says so and leaves nothing.
+    for started in tmp_path.glob("compiler.log.started.*"):
+        started.unlink()
+    monkeypatch.setattr(native, "_build_jobs", lambda: 1)
+    monkeypatch.setenv("COMPILER_WAIT", "2")
+    with pytest.raises(native.NativeBuildError, match="compiled alone"):
+        native.build(str(tmp_path / "alone" / "kernels.so"))
+    assert os.listdir(tmp_path / "alone") == []
+
+
 @needs_kernels
 @pytest.mark.parametrize(
     "xw_shape, h0_shape, kernel_shape, message",

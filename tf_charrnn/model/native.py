@@ -7,11 +7,12 @@ and with AVX512-FP16 turned off where the compiler knows it (`compile_flags`: Ei
 packets inside TensorFlow's headers do not compile with it under g++ 12, and the kernels use no
 float16, so Sapphire Rapids and later Xeons build the same code as any AVX-512 CPU),
 into $TF_CHARRNN_CACHE/native/ under a name keyed by the sources, TensorFlow's version and the CPU, so
-a changed source or another machine gets its own build; the first build (about 15 s) logs one info
-line. A library is used only if it has every op the package calls (`OPS`). Where the kernels cannot be
-built or loaded (no C++ compiler, no sources, an incompatible TensorFlow, a library missing an op)
-`load()` logs why once and returns None (`build_error()` gives the message), and callers keep
-TensorFlow's own ops; TF_CHARRNN_NATIVE=0 turns them off. The compiler is $CXX, else g++.
+a changed source or another machine gets its own build; the first build (the sources compiled side by
+side, one per CPU: about 40 s on 2 cores) logs one info line. A library is used only if it has every op
+the package calls (`OPS`). Where the kernels cannot be built or loaded (no C++ compiler, no sources, an
+incompatible TensorFlow, a library missing an op) `load()` logs why once and returns None
+(`build_error()` gives the message), and callers keep TensorFlow's own ops; TF_CHARRNN_NATIVE=0 turns
+them off. The compiler is $CXX, else g++.
 
 The bfloat16 ops (`BF16_OPS`, kernels/lstm_sequence_bf16.cc: recurrent products on AVX512-BF16's
 vdpbf16ps) are compiled only where -march=native targets AVX512-BF16, so the library has them exactly
@@ -27,6 +28,7 @@ docs/performance.md, "Intel Xeon without AMX"); 1 runs them wherever the library
     python -m tf_charrnn.model.native    # builds now (as .ci/run does) and prints the library's path
 """
 
+import concurrent.futures
 import functools
 import glob
 import hashlib
@@ -122,34 +124,44 @@ def _check_sources() -> None:
         )
 
 
+def _build_jobs() -> int:
+    """How many compilers a build runs at once: one per CPU this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call on this OS
+        return os.cpu_count() or 1
+
+
+def _run_compiler(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise NativeBuildError(f"compiling the fused kernels failed ({shlex.join(command[:1])}):\n{tail}")
+
+
 def build(path: str) -> None:
-    """Compiles the kernels to `path` with a record of its size and hash (through a temporary file, so a
+    """Compiles the kernels to `path` with a record of its size and hash: each source to an object file,
+    as many at once as this process has CPUs, then one link (in a temporary folder beside `path`, so a
     failed or concurrent build never leaves a broken library there). Raises NativeBuildError with the
     compiler's last lines, or where the package holds no kernel sources."""
     _check_sources()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".so")
-    os.close(fd)
-    command = [
-        *_compiler(),
-        *compile_flags(),
-        *SOURCES,
-        "-o",
-        tmp_path,
-        *tf.sysconfig.get_compile_flags(),
-        *tf.sysconfig.get_link_flags(),
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
-            raise NativeBuildError(f"compiling the fused kernels failed ({shlex.join(command[:1])}):\n{tail}")
-        cache_lib.publish(tmp_path, path)
-    except FileNotFoundError as error:
-        raise NativeBuildError(f"no C++ compiler: {error}") from error
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    flags = compile_flags()
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path), prefix=".tmp-build-") as scratch:
+        objects = [os.path.join(scratch, os.path.basename(source) + ".o") for source in SOURCES]
+        compiles = [
+            [*_compiler(), *flags, "-c", source, "-o", obj, *tf.sysconfig.get_compile_flags()]
+            for source, obj in zip(SOURCES, objects, strict=True)
+        ]
+        library = os.path.join(scratch, "kernels.so")
+        link = [*_compiler(), *flags, *objects, "-o", library, *tf.sysconfig.get_link_flags()]
+        try:
+            with concurrent.futures.ThreadPoolExecutor(min(_build_jobs(), len(compiles))) as pool:
+                list(pool.map(_run_compiler, compiles))  # raises the first failure, in source order
+            _run_compiler(link)
+        except FileNotFoundError as error:
+            raise NativeBuildError(f"no C++ compiler: {error}") from error
+        cache_lib.publish(library, path)
 
 
 def build_and_load(cache: str = "") -> ModuleType:
@@ -167,8 +179,8 @@ def build_and_load(cache: str = "") -> ModuleType:
         with cache_lib.folder_lock(_made(os.path.dirname(path))):  # one process builds, the others wait
             if cache_lib.problem(path) is not None:
                 logging.info(
-                    "Compiling the fused LSTM kernels once (about 15 s), cached in %s; TF_CHARRNN_NATIVE=0 "
-                    "skips it.",
+                    "Compiling the fused LSTM kernels once (about 40 s on 2 cores), cached in %s; "
+                    "TF_CHARRNN_NATIVE=0 skips it.",
                     path,
                 )
                 build(path)
