@@ -117,8 +117,9 @@ class StreamScorer:
         the next (the model's own in the sequence pass, the step's on its `weights` in the stepped one), or
         with `from_zero_each` each batch from a zero state: float32 [batches]."""
         batch_losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-        self.model.reset_state()
         state = zero_state  # an argument, not a constant the graph could fold: the same arithmetic as eager
+        if not from_zero_each:
+            self.model.reset_state()
         for inputs, targets in batches:
             if from_zero_each:
                 self.model.reset_state()
@@ -132,15 +133,13 @@ class StreamScorer:
         return batch_losses.stack()
 
     def _mean_loss(self, batches: tf.data.Dataset, from_zero_each: bool) -> float:
-        """The mean of the per-batch mean losses of `batches` (`_losses_of_batches`), summed in order; the
-        step's weights are packed (and rounded) from the model's current ones once per call."""
+        """The mean of the per-batch mean losses of `batches` (`_losses_of_batches`), summed as training's
+        validation sums them (`Trainer.evaluate`); the step's weights are packed (and rounded) from the
+        model's current ones once per call."""
         weights = self._step_weights() if self.step_precision != "none" else None
-        total = 0.0
         zero_state = self.model.initial_state(self.streams)
         batch_losses = self._batch_losses(batches, zero_state, weights, from_zero_each).numpy().tolist()
-        for loss in batch_losses:
-            total += loss
-        return total / len(batch_losses)
+        return sum(batch_losses) / len(batch_losses)
 
     def evaluation(self, ids: np.ndarray, checkpoint: str, skipped_characters: int = 0) -> Evaluation:
         """Scores `ids` (of the run's vocabulary), in `stream_layout`; an Evaluation naming `checkpoint`."""

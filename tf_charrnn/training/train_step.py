@@ -88,7 +88,9 @@ class TrainStep:
         return self._train(inputs, targets, scalars, tf.constant(kept))
 
     def evaluate(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        """The mean loss of one batch on every replica, carrying the model's state: float32 scalar."""
+        """The mean loss of one batch on every replica, carrying the model's state: float32 scalar. One call
+        a batch, with an all-reduce each: the plain form that `evaluate_batches` (what validation runs)
+        must equal bit for bit, and the tests hold it to."""
         return self._evaluate(inputs, targets)
 
     def evaluate_batches(self, batches: Any, count: int) -> np.ndarray:
