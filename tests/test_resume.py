@@ -5,10 +5,12 @@ import logging
 import os
 
 import pytest
+import tensorflow as tf
 
 from helpers import QUOTE, make_config, read_scalars, run_script, smoke_args, snapshot
 from tf_charrnn.run import checkpoints, layout, resume
 from tf_charrnn.training import trainer
+from tf_charrnn.training.position import TrainPosition
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +203,18 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
         "weight_decay",
         "ema_decay",
     } <= set(refused)
+
+
+def test_the_position_counts_steps_across_an_epoch_and_a_checkpoint_holds_what_store_wrote(tmp_path):
+    position = TrainPosition()
+    for batch in range(3):
+        position.advance(0, batch, steps_per_epoch=3)
+    position.advance(1, 0, steps_per_epoch=3)
+    assert (position.step, position.epoch, position.batch_in_epoch) == (4, 1, 1)
+    assert int(position.step_variable) == 0  # counted in Python: the variables wait for a save
+    position.store()
+    path = tf.train.Checkpoint(**position.checkpointed()).write(str(tmp_path / "position"))
+    restored = TrainPosition()
+    tf.train.Checkpoint(**restored.checkpointed()).read(path).assert_consumed()
+    restored.load()
+    assert (restored.step, restored.epoch, restored.batch_in_epoch) == (4, 1, 1)

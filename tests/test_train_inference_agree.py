@@ -146,7 +146,7 @@ def test_training_validation_and_step_losses_agree_also_after_a_checkpoint(tmp_p
     for weights in ("random", "scaled"):
         if weights == "scaled":
             _scale_weights(model)
-            trainer.position.step.assign_add(1)  # a checkpoint of the next step (the run has this one)
+            trainer.position.step += 1  # a checkpoint of the next step (the run has this one)
         state = _incoming_state(model, weights)
 
         _set_state(model, state)

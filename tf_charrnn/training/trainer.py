@@ -146,7 +146,7 @@ class Trainer:
         )
         self.checkpoints = checkpoints.Checkpoints(
             contents,
-            self.position.step,
+            self.position.step_variable,
             config.directory.train_dir,
             config.cadence.keep,
             runtime.is_chief,
@@ -171,7 +171,7 @@ class Trainer:
         `progress` after every step (see `train`)."""
         cadence = self.config.cadence
         position = self.position
-        start_step = int(position.step)
+        start_step = position.step
         if start_step == 0:
             self.summaries.hparams(self.config)
         window = _MetricsWindow()
@@ -188,9 +188,9 @@ class Trainer:
         )
         stopped_early = self._out_of_patience()
         for epoch, batch_index, inputs, targets in self.batches.training(
-            int(position.epoch), int(position.batch_in_epoch)
+            position.epoch, position.batch_in_epoch
         ):
-            if int(position.step) >= self.total_steps or stopped_early:
+            if position.step >= self.total_steps or stopped_early:
                 break
             epoch, batch_index = (int(self.steps.first_replica(value)) for value in (epoch, batch_index))
             if batch_index == 0:
@@ -200,7 +200,7 @@ class Trainer:
             step_losses.append(metrics["loss"])
             self.state_regime.after_step(metrics["loss"])
             window.add(metrics)
-            step = int(position.step)
+            step = position.step
             last = step == self.total_steps
             if step % cadence.log_every == 0 or last:
                 self._log_progress(window.flush(), epoch, start_step)
@@ -220,12 +220,12 @@ class Trainer:
             logging.warning(
                 "Stopped by signal %d at step %d; re-run the same command to resume",
                 stop.signal,
-                int(position.step),
+                position.step,
             )
         last_checkpoint = self.save()
         self.summaries.flush()
         return TrainResult(
-            step=int(position.step),
+            step=position.step,
             losses=step_losses,
             best_val_loss=float(position.best_val_loss),
             last_checkpoint=last_checkpoint,
@@ -245,7 +245,7 @@ class Trainer:
           UserError: the loss or the gradient is not finite (see `rules.Divergence`).
         """
         started = time.perf_counter()
-        step = int(self.position.step)
+        step = self.position.step
         learning_rate = schedules.learning_rate(self.config.optimization, step, epoch, self.total_steps)
         metrics = self.steps.train(inputs, targets, learning_rate, stop=stop.signal is not None, step=step)
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
@@ -265,7 +265,7 @@ class Trainer:
         }
 
     def _log_progress(self, window: dict[str, Any], epoch: int, start_step: int) -> None:
-        step = int(self.position.step)
+        step = self.position.step
         layout = self.config.layout
         chars_per_sec = window["steps"] * layout.batch_size * layout.seq_length / window["seconds"]
         self.summaries.train(
@@ -287,7 +287,7 @@ class Trainer:
     def _evaluate_and_log(self) -> float:
         """Evaluates, writes the val summaries, checks the state regime and keeps the best-val checkpoint;
         returns the validation loss."""
-        step = int(self.position.step)
+        step = self.position.step
         val_loss = self.evaluate()
         self.last_val_loss = val_loss
         best_loss = min(val_loss, float(self.position.best_val_loss))
@@ -310,13 +310,13 @@ class Trainer:
         """Whether --patience validations in a row brought no new best (see `rules.Patience`)."""
         position = self.position
         return self.patience.exhausted(
-            int(position.step), int(position.evals_since_best), float(position.best_val_loss)
+            position.step, int(position.evals_since_best), float(position.best_val_loss)
         )
 
     def log_schedule_change(self, previous: RunConfig) -> None:
         """Says what a changed run length does to the learning-rate schedule of a resumed run."""
         old_total = previous.length.total_steps(self.steps_per_epoch)
-        step, epoch = int(self.position.step), int(self.position.epoch)
+        step, epoch = self.position.step, self.position.epoch
         if old_total != self.total_steps and step > 0:
             logging.warning(
                 schedules.describe_length_change(
@@ -328,13 +328,14 @@ class Trainer:
         """Resumes from the newest readable checkpoint, or loads --init_from weights into a fresh run."""
         path = self.checkpoints.restore_latest()
         if path:
+            self.position.load()
             self.global_state.scatter()
             logging.info(
                 "Resumed %s at step %d (epoch %d, batch %d)",
                 path,
-                int(self.position.step),
-                int(self.position.epoch),
-                int(self.position.batch_in_epoch),
+                self.position.step,
+                self.position.epoch,
+                self.position.batch_in_epoch,
             )
         elif self.config.directory.init_from:
             path, new_chars = checkpoints.initialize_from_run(
@@ -397,6 +398,7 @@ class Trainer:
 
     def save(self, best: bool = False) -> str:
         """Saves a checkpoint of the current step (see checkpoints.Checkpoints.save); returns its path."""
+        self.position.store()
         return self.checkpoints.save(best, before_save=self.global_state.gather)
 
 
