@@ -1,6 +1,7 @@
 """A command's stderr holds its own lines: TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit
 on a machine without a GPU) and its per-checkpoint INFO lines are held back, unless the user sets
-TF_CPP_MIN_LOG_LEVEL."""
+TF_CPP_MIN_LOG_LEVEL. Its compiled functions are traced without AutoGraph (whose conversion of the
+library's Python cost a command seconds)."""
 
 import glob
 import os
@@ -8,7 +9,15 @@ import re
 
 import pytest
 
-from helpers import QUOTE, REPO_ROOT, run_command, script_command, script_env, smoke_train_command
+from helpers import (
+    QUOTE,
+    REPO_ROOT,
+    SMOKE_CONFIG,
+    run_command,
+    script_command,
+    script_env,
+    smoke_train_command,
+)
 
 # An absl log line, e.g. "I1203 08:22:00.536902 139931988880256 training.py:110] Model: ...".
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] ")
@@ -188,3 +197,44 @@ def test_paths_and_run_files_are_refused_before_tensorflow_loads(tmp_path, scrip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(error.format(root=tmp_path)), result.stderr
     assert not os.path.exists(tmp_path / "fresh")
+
+
+def test_training_sampling_scoring_and_export_convert_none_of_the_library_with_autograph(
+    text_file, corpus_cache, tmp_path, monkeypatch
+):
+    import tensorflow as tf
+    from tensorflow.python.autograph.impl import api as autograph_api
+
+    import tf_charrnn
+    from tf_charrnn.export import saved_model
+
+    converted = []
+    convert = autograph_api._convert_actual  # every AutoGraph conversion of a function passes here
+
+    def recording_convert(entity, program_ctx):
+        converted.append(f"{getattr(entity, '__module__', '?')}.{getattr(entity, '__qualname__', entity)}")
+        return convert(entity, program_ctx)
+
+    monkeypatch.setattr(autograph_api, "_convert_actual", recording_convert)
+    monkeypatch.setenv("TF_CHARRNN_CACHE", corpus_cache)
+    corpus = text_file((QUOTE + "\n") * 40)
+    train_dir = tmp_path / "run"
+    # Validation (one call for all batches), the sample after it (stop-free loop), a checkpoint.
+    tf_charrnn.train(train_dir=train_dir, data_path=corpus, config=SMOKE_CONFIG, max_steps=3, eval_every=3)
+    lm = tf_charrnn.CharLM.from_run(str(train_dir))
+    texts = [lm.generate("Kno", 30, seed=1), lm.generate("Kno", 30, seed=1, stop_at="e")]
+    streamed = "".join(lm.stream("Kno", 30, seed=1))
+    score = lm.score(QUOTE)
+    saved_model.export_run(str(train_dir), str(tmp_path / "export"))
+    exported = tf.saved_model.load(str(tmp_path / "export"))
+    generated = exported.generate(
+        tf.constant("Kno"), tf.constant(12), tf.constant(1.0), tf.constant(3, tf.int64)
+    )
+    # The paths ran: a stop ends the text at its first "e", the stream spells the compiled loop's text.
+    assert (
+        len(texts[0]) == 3 + 30
+        and streamed == texts[0]
+        and texts[1] == texts[0][: texts[0].index("e", 3) + 1]
+    )
+    assert score.nats_per_char > 0 and len(generated["text"].numpy().decode()) == 12
+    assert [name for name in converted if name.startswith("tf_charrnn")] == []

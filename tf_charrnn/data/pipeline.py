@@ -110,7 +110,9 @@ def stream_dataset(
         tf.cast(offset, tf.int64),
         _rows(batch_size, first_row, num_rows),
     )
-    return _without_autotune(tf.data.Dataset.range(start_batch, num_batches).map(batch))
+    return _without_autotune(
+        tf.data.Dataset.range(start_batch, num_batches).map(tf.autograph.experimental.do_not_convert(batch))
+    )
 
 
 def training_dataset(
@@ -145,7 +147,9 @@ def training_dataset(
             ids, seq_length, num_batches, epoch_offset(seed, epoch, seq_length, random_offset), rows
         )
         first = tf.where(epoch == start_epoch, tf.constant(start_batch, tf.int64), 0)
-        return tf.data.Dataset.range(first, num_batches).map(lambda k: (epoch, k, *batch(k)))
+        return tf.data.Dataset.range(first, num_batches).map(
+            tf.autograph.experimental.do_not_convert(lambda k: (epoch, k, *batch(k)))
+        )
 
     epochs = tf.data.Dataset.range(start_epoch, tf.int64.max)
-    return _without_autotune(epochs.flat_map(epoch_batches))
+    return _without_autotune(epochs.flat_map(tf.autograph.experimental.do_not_convert(epoch_batches)))

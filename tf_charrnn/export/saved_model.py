@@ -40,6 +40,7 @@ class StepModule(tf.Module):
         self.step = tf.function(
             self._step,
             input_signature=[tf.TensorSpec([batch_size], tf.int32), tf.TensorSpec(state_shape, tf.float32)],
+            autograph=False,
         )
 
     def _step(self, ids: tf.Tensor, states: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -78,14 +79,14 @@ class CharRNNModule(StepModule):
         ids = sampling.generate_ids(self.model, prime_ids[None, :], length, decoding, self.space_id)
         return {"text": tf.strings.reduce_join(tf.gather(self.chars, ids[0]))}
 
-    @tf.function(input_signature=_GENERATE_SPEC)
+    @tf.function(input_signature=_GENERATE_SPEC, autograph=False)
     def generate(
         self, prime: tf.Tensor, length: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         """prime string, length int32, temperature float32, seed int64 -> {"text": string}."""
         return self._generate(prime, length, temperature, seed, 0, 1.0)
 
-    @tf.function(input_signature=[*_GENERATE_SPEC, _SCALAR_INT, _SCALAR_FLOAT])
+    @tf.function(input_signature=[*_GENERATE_SPEC, _SCALAR_INT, _SCALAR_FLOAT], autograph=False)
     def generate_top_k(
         self,
         prime: tf.Tensor,
@@ -98,12 +99,12 @@ class CharRNNModule(StepModule):
         """As `generate`, sampling among the top_k (0: all) ids holding top_p (1: all) of the mass."""
         return self._generate(prime, length, temperature, seed, top_k, top_p)
 
-    @tf.function(input_signature=[_SCALAR_INT])
+    @tf.function(input_signature=[_SCALAR_INT], autograph=False)
     def initial_state(self, batch_size: tf.Tensor) -> dict[str, tf.Tensor]:
         """batch_size int32 -> {"states": zeros float32 [L, S, B, H]}."""
         return {"states": self.model.initial_state(batch_size)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
     def encode(self, chars: tf.Tensor) -> dict[str, tf.Tensor]:
         """chars string [N] (one character each) -> {"ids": int32 [N]}, -1 for unknown characters."""
         return {"ids": self.char_to_id.lookup(chars)}

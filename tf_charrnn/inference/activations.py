@@ -124,7 +124,7 @@ class _LayerRunner:
     def __init__(self, layer: Any) -> None:
         self.units = layer.units
         self.kernel, self.recurrent_kernel, self.bias = _weights(layer)
-        self._scan = tf.function(self._scan_python, reduce_retracing=True)
+        self._scan = tf.function(self._scan_python, reduce_retracing=True, autograph=False)
 
     def zero_state(self, streams: int) -> Any:
         return tf.zeros([streams, self.units])

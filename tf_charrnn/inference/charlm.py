@@ -70,7 +70,7 @@ class CharLM:
         self.model = sampler.model
         self.checkpoint = checkpoint
         self._sampler = sampler
-        self._feed = tf.function(functools.partial(sampling.feed_prime, self.model))
+        self._feed = tf.function(functools.partial(sampling.feed_prime, self.model), autograph=False)
         self._scorers: dict[
             int, scoring.StreamScorer
         ] = {}  # stream rows -> scoring.StreamScorer holding these weights

@@ -139,8 +139,13 @@ def feed_prime(
     weights = weights or model.step_weights()
     state = model.loop_state(model.initial_state(tf.shape(prime_ids)[0]), weights)
     logits, state = model.step(prime_ids[:, 0], state, weights)
-    for position in tf.range(1, tf.shape(prime_ids)[1]):
-        logits, state = model.step(prime_ids[:, position], state, weights)
+
+    def feed(position: tf.Tensor, logits: tf.Tensor, state: Any) -> tuple[tf.Tensor, tf.Tensor, Any]:
+        return position + 1, *model.step(prime_ids[:, position], state, weights)
+
+    _, logits, state = tf.while_loop(
+        lambda position, *_: position < tf.shape(prime_ids)[1], feed, (tf.constant(1), logits, state)
+    )
     return logits, model.caller_state(state)
 
 
@@ -173,21 +178,43 @@ def generate_ids(
     if stop_ids is None:  # decided when traced: the loop holds no stop test (a dozen ops a character)
         ids, _, _, _ = sample_steps(model, logits, state, previous, 0, length, weights, decoding, space_id)
         return _rows(ids)
-    generated = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     stop_ids = tf.convert_to_tensor(stop_ids, tf.int32)
     stopping = tf.size(stop_ids) > 0
-    recent = tf.fill([tf.shape(prime_ids)[0], tf.size(stop_ids)], -1)  # each row's last K ids
-    lengths = tf.fill([tf.shape(prime_ids)[0]], length)  # where each row stops
-    state = model.loop_state(state, weights)
-    for step in tf.range(length):
+
+    def draw(
+        step: tf.Tensor,
+        previous: tf.Tensor,
+        logits: tf.Tensor,
+        state: Any,
+        generated: tf.TensorArray,
+        recent: tf.Tensor,
+        lengths: tf.Tensor,
+    ) -> tuple:
         previous = choose_next(logits, step, decoding, previous, space_id)
         generated = generated.write(step, previous)
         recent = tf.concat([recent, previous[:, None]], axis=1)[:, 1:]
         matched = stopping & tf.reduce_all(tf.equal(recent, stop_ids[None, :]), axis=1)
         lengths = tf.where(matched & (lengths == length), step + 1, lengths)
-        if tf.reduce_all(lengths <= step + 1):  # every row has stopped (or this was the last step)
-            break
-        logits, state = model.step(previous, state, weights)
+        # The step after the last draw runs too, unused, as in `sample_steps`.
+        return step + 1, previous, *model.step(previous, state, weights), generated, recent, lengths
+
+    def some_row_going(step: tf.Tensor, *loop_vars: Any) -> tf.Tensor:
+        lengths = loop_vars[-1]
+        return (step < length) & tf.reduce_any(lengths > step)
+
+    _, _, _, _, generated, _, lengths = tf.while_loop(
+        some_row_going,
+        draw,
+        (
+            tf.constant(0),
+            previous,
+            logits,
+            model.loop_state(state, weights),
+            tf.TensorArray(tf.int32, size=0, dynamic_size=True),
+            tf.fill([tf.shape(prime_ids)[0], tf.size(stop_ids)], -1),  # each row's last K ids
+            tf.fill([tf.shape(prime_ids)[0]], length),  # where each row stops
+        ),
+    )
     ids = _rows(generated.stack())
     return tf.where(tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None], ids, -1)
 
@@ -217,12 +244,24 @@ def sample_steps(
     Returns:
       (ids int32 [count, B], and the logits, state and ids after the last draw).
     """
-    ids = tf.TensorArray(tf.int32, size=count)
-    state = model.loop_state(state, weights)
-    for offset in tf.range(count):
+
+    def draw(
+        offset: tf.Tensor, ids: tf.TensorArray, logits: tf.Tensor, state: Any, previous: tf.Tensor
+    ) -> tuple:
         previous = choose_next(logits, first_step + offset, decoding, previous, space_id)
-        ids = ids.write(offset, previous)
-        logits, state = model.step(previous, state, weights)
+        return offset + 1, ids.write(offset, previous), *model.step(previous, state, weights), previous
+
+    _, ids, logits, state, previous = tf.while_loop(
+        lambda offset, *_: offset < count,
+        draw,
+        (
+            tf.constant(0),
+            tf.TensorArray(tf.int32, size=count),
+            logits,
+            model.loop_state(state, weights),
+            previous,
+        ),
+    )
     return ids.stack(), logits, model.caller_state(state), previous
 
 
@@ -259,11 +298,13 @@ class Sampler:
                 self.model.step_implementation(step_precision),
             )
         self._compiled_generate = tf.function(
-            functools.partial(generate_ids, self.model, step_precision=step_precision)
+            functools.partial(generate_ids, self.model, step_precision=step_precision), autograph=False
         )
-        self._compiled_prime = tf.function(functools.partial(feed_prime, self.model))
-        self._compiled_step_weights = tf.function(functools.partial(self.model.step_weights, step_precision))
-        self._compiled_steps = tf.function(functools.partial(sample_steps, self.model))
+        self._compiled_prime = tf.function(functools.partial(feed_prime, self.model), autograph=False)
+        self._compiled_step_weights = tf.function(
+            functools.partial(self.model.step_weights, step_precision), autograph=False
+        )
+        self._compiled_steps = tf.function(functools.partial(sample_steps, self.model), autograph=False)
 
     @staticmethod
     def _prime_ids(vocab: Vocab, prime: str, num_samples: int, stop_at: str) -> tf.Tensor:

@@ -3,6 +3,7 @@ stateful pass over the text's streams, exactly as training's validation does, or
 characters, each from a zero state, as a short prime starts."""
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -95,19 +96,28 @@ class StreamScorer:
             dtype_policy=placement.dtype_policy(config.precision.mixed_precision),
             fused_kernels=placement.fused_kernels_apply(),
         )
-        self._step_weights = tf.function(lambda: self.model.step_weights(self.step_precision))
-        self._batch_losses = tf.function(self._losses_of_batches)
+        self._step_weights = tf.function(
+            lambda: self.model.step_weights(self.step_precision), autograph=False
+        )
+        self._batch_losses = tf.function(self._losses_of_batches, autograph=False)
 
     def _stepped_loss(
         self, inputs: tf.Tensor, targets: tf.Tensor, state: tf.Tensor, weights: dict
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """The mean loss of [B, T] `inputs` -> `targets` stepped one character at a time from `state` on
         the step's `weights`, and the state after them."""
-        total = tf.constant(0.0)
-        state = self.model.loop_state(state, weights)
-        for position in tf.range(tf.shape(inputs)[1]):
+
+        def add_position(
+            position: tf.Tensor, total: tf.Tensor, state: Any
+        ) -> tuple[tf.Tensor, tf.Tensor, Any]:
             logits, state = self.model.step(inputs[:, position], state, weights)
-            total += losses.sequence_loss(targets[:, position], logits)
+            return position + 1, total + losses.sequence_loss(targets[:, position], logits), state
+
+        _, total, state = tf.while_loop(
+            lambda position, *_: position < tf.shape(inputs)[1],
+            add_position,
+            (tf.constant(0), tf.constant(0.0), self.model.loop_state(state, weights)),
+        )
         return total / tf.cast(tf.shape(inputs)[1], tf.float32), self.model.caller_state(state)
 
     def _losses_of_batches(
@@ -116,11 +126,13 @@ class StreamScorer:
         """The mean loss of each batch of `batches`, in one call, from a zero state carried from one batch to
         the next (the model's own in the sequence pass, the step's on its `weights` in the stepped one), or
         with `from_zero_each` each batch from a zero state: float32 [batches]."""
-        batch_losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-        state = zero_state  # an argument, not a constant the graph could fold: the same arithmetic as eager
         if not from_zero_each:
             self.model.reset_state()
-        for inputs, targets in batches:
+
+        def add_batch(
+            carried: tuple[tf.TensorArray, tf.Tensor], batch: tuple
+        ) -> tuple[tf.TensorArray, tf.Tensor]:
+            (batch_losses, state), (inputs, targets) = carried, batch
             if from_zero_each:
                 self.model.reset_state()
                 state = zero_state
@@ -129,7 +141,12 @@ class StreamScorer:
             else:
                 assert weights is not None  # packed for every step precision
                 loss, state = self._stepped_loss(inputs, targets, state, weights)
-            batch_losses = batch_losses.write(batch_losses.size(), loss)
+            return batch_losses.write(batch_losses.size(), loss), state
+
+        # zero_state is an argument, not a constant the graph could fold: the same arithmetic as eager.
+        batch_losses, _ = batches.reduce(
+            (tf.TensorArray(tf.float32, size=0, dynamic_size=True), zero_state), add_batch
+        )
         return batch_losses.stack()
 
     def _mean_loss(self, batches: tf.data.Dataset, from_zero_each: bool) -> float:

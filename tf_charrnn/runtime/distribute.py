@@ -186,7 +186,7 @@ def distribute_streams(
             )
 
         # Consecutive elements go to consecutive local replicas.
-        return dataset.map(per_replica).unbatch()
+        return dataset.map(tf.autograph.experimental.do_not_convert(per_replica)).unbatch()
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)
@@ -232,8 +232,8 @@ class GlobalState:
             tf.Variable(tf.zeros([batch_size, *state.shape[1:]], state.dtype), trainable=False)
             for state in states
         ]
-        self.gather = tf.function(lambda: gather_states(strategy, states, self.variables))
-        self.scatter = tf.function(lambda: scatter_states(strategy, states, self.variables))
+        self.gather = tf.function(lambda: gather_states(strategy, states, self.variables), autograph=False)
+        self.scatter = tf.function(lambda: scatter_states(strategy, states, self.variables), autograph=False)
 
 
 class RunBatches:

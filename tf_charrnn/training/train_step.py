@@ -61,11 +61,11 @@ class TrainStep:
         # XLA compiles the whole step on one device; across devices, each replica's forward/backward.
         per_replica_jit = runtime.jit_compile and not runtime.single_device
         whole_step_jit = runtime.jit_compile and runtime.single_device
-        self._replica_gradients = tf.function(self._gradients, jit_compile=per_replica_jit)
-        self._train = tf.function(self._train_step, jit_compile=whole_step_jit)
-        self._evaluate = tf.function(self._eval_step, jit_compile=whole_step_jit)
-        self._batch_loss = tf.function(self._replica_loss, jit_compile=whole_step_jit)
-        self._evaluate_batches = tf.function(self._eval_batches)
+        self._replica_gradients = tf.function(self._gradients, jit_compile=per_replica_jit, autograph=False)
+        self._train = tf.function(self._train_step, jit_compile=whole_step_jit, autograph=False)
+        self._evaluate = tf.function(self._eval_step, jit_compile=whole_step_jit, autograph=False)
+        self._batch_loss = tf.function(self._replica_loss, jit_compile=whole_step_jit, autograph=False)
+        self._evaluate_batches = tf.function(self._eval_batches, autograph=False)
 
     def train(
         self, inputs: tf.Tensor, targets: tf.Tensor, learning_rate: float, stop: bool = False, step: int = 0
@@ -164,11 +164,17 @@ class TrainStep:
         # Each replica's share of each batch's loss, [count, local replicas], then one all-reduce for all
         # the batches (not one per batch: across workers each is a round trip).
         strategy = self.runtime.strategy
-        shares = tf.TensorArray(tf.float32, size=count)
-        for index in tf.range(count):
+
+        def add_batch(index: tf.Tensor, shares: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
             inputs, targets = next(batches)
             share = strategy.run(self._batch_loss, args=(inputs, targets))
-            shares = shares.write(index, tf.stack(strategy.experimental_local_results(share)))
+            return index + 1, shares.write(index, tf.stack(strategy.experimental_local_results(share)))
+
+        _, shares = tf.while_loop(
+            lambda index, _: index < count,
+            add_batch,
+            (tf.constant(0), tf.TensorArray(tf.float32, size=count)),
+        )
         return self.first_replica(strategy.run(self._summed_over_replicas, args=(shares.stack(),)))
 
     def _replica_loss(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
