@@ -4,6 +4,7 @@ TF_CPP_MIN_LOG_LEVEL. Its compiled functions are traced without AutoGraph (whose
 library's Python cost a command seconds)."""
 
 import glob
+import importlib.util
 import os
 import re
 
@@ -56,6 +57,17 @@ def test_a_command_prints_only_its_own_lines(train_quietly):
 def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_quietly):
     lines = "\n".join(train_quietly(TF_CPP_MIN_LOG_LEVEL="0"))
     assert "oneDNN custom operations" in lines and "Sharding callback" in lines
+
+
+def test_a_command_keeps_keras_from_importing_ipython_and_matplotlib(train_quietly):
+    # Both are installed here (requirements.txt): Keras imports them at its own import where they are.
+    assert importlib.util.find_spec("IPython") and importlib.util.find_spec("matplotlib")
+    lines = train_quietly(PYTHONPROFILEIMPORTTIME="1")
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    assert {"tensorflow", "keras.src"} <= imported
+    # Keras' attempts fail at the top-level package; an import that went through would list its modules.
+    tried = {name for name in imported if name.partition(".")[0] in ("IPython", "matplotlib")}
+    assert tried <= {"IPython", "matplotlib", "matplotlib.pyplot"}, sorted(tried)
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,14 @@ file-descriptor level while TensorFlow is imported and looks for GPUs, and every
 those notices is written out again. TensorFlow's Python INFO lines (one `Sharding callback duration` per
 checkpoint, logged through absl) are held back too. A user who sets TF_CPP_MIN_LOG_LEVEL (e.g. =0) sees
 everything as TensorFlow prints it.
+
+A command also keeps Keras from importing IPython and matplotlib, which Keras 3 imports whenever they
+are installed (for notebook display in `keras.saving` and `keras.visualization`'s image galleries, which
+no command uses): about 1 s of a command's start where Jupyter or matplotlib is installed.
 """
 
 import contextlib
+import importlib.abc
 import logging
 import os
 import re
@@ -53,12 +58,50 @@ def _captured_stderr(lines: list[str]) -> Iterator[None]:
             lines.extend(capture.read().decode(errors="replace").splitlines(keepends=True))
 
 
-def import_tensorflow() -> None:
+class _Unimportable(importlib.abc.MetaPathFinder):
+    """A finder that answers "not installed" for the given top-level packages."""
+
+    def __init__(self, packages: set[str]) -> None:
+        self._packages = packages
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        if fullname.partition(".")[0] in self._packages:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+@contextlib.contextmanager
+def _not_importable(packages: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, imports of `packages` (those not yet imported) fail as if they were not installed;
+    after it they import as usual (a failed import leaves nothing in sys.modules)."""
+    finder = _Unimportable({package for package in packages if package not in sys.modules})
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+# Keras imports these at its own import when they are installed, for features no command uses.
+_DISPLAY_PACKAGES = ("IPython", "matplotlib")
+
+
+def import_tensorflow(for_command: bool = False) -> None:
     """Imports TensorFlow and lets it find its devices, writing to stderr only the start-up lines that
     matter, with TensorFlow's C++ INFO and WARNING lines off (TF_CPP_MIN_LOG_LEVEL=2). Where the user set
-    TF_CPP_MIN_LOG_LEVEL, or TensorFlow is already imported, it changes nothing."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    TF_CPP_MIN_LOG_LEVEL, TensorFlow's lines are left as they are. `for_command`: Keras imports neither
+    IPython nor matplotlib (a command-line tool's process; in the Python API a user may want Keras' own
+    uses of them). Does nothing where TensorFlow is already imported."""
+    if "tensorflow" in sys.modules:
         return
+    with _not_importable(_DISPLAY_PACKAGES if for_command else ()):
+        if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+            import tensorflow  # noqa: F401
+        else:
+            _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly() -> None:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     lines: list[str] = []
     try:

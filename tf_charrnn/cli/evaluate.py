@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     )
     # Imported once the flags, the run directory's files, the text and the checkpoint's files are valid:
     # those faults are refused before TensorFlow loads (seconds).
-    startup.import_tensorflow()
+    startup.import_tensorflow(for_command=True)
     from tf_charrnn.inference import scoring
     from tf_charrnn.runtime import placement
 

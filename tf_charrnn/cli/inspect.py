@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
     text_ids = scored_text.read_inspected(config, run_config, vocab)
     # Imported once the flags, the cell chosen, the run directory's files, the text, the output folder and the
     # checkpoint's files are valid: those faults are refused before TensorFlow loads (seconds).
-    startup.import_tensorflow()
+    startup.import_tensorflow(for_command=True)
     from tf_charrnn.inspection import report
     from tf_charrnn.runtime import placement
 

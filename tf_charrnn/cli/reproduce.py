@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
     if not os.path.isfile(config.protocol):
         raise UserError(f"{flag('protocol')}={config.protocol} is no file; pass the protocol's flagfile")
     protocol = flags.read_flagfile(config.protocol, RunConfig)
-    startup.import_tensorflow()
+    startup.import_tensorflow(for_command=True)
     from tf_charrnn.reproduction import grid, paper, table
 
     try:

@@ -55,7 +55,7 @@ def main(argv: list[str]) -> None:
     layout.check_checkpoint_present(config.train_dir, config.checkpoint, config.best)
     # Imported once the flags, the run directory's files, the prime, the output path and the checkpoint's
     # files are valid: those faults are refused before TensorFlow loads (seconds).
-    startup.import_tensorflow()
+    startup.import_tensorflow(for_command=True)
     from tf_charrnn.inference import sampling
     from tf_charrnn.runtime import placement
 

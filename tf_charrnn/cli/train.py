@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     # may continue: all before TensorFlow loads, so that those faults are refused in a fraction of a second.
     config, splits = preflight.prepare(config, check_run=config.runtime.strategy != "multi_worker")
     try:
-        startup.import_tensorflow()
+        startup.import_tensorflow(for_command=True)
         from tf_charrnn.training import trainer
     except BaseException:
         splits.discard_cache()
