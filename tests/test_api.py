@@ -3,6 +3,7 @@
 writing nothing; `import tf_charrnn` loads no TensorFlow."""
 
 import json
+import os
 import pkgutil
 import sys
 
@@ -16,7 +17,10 @@ from tf_charrnn import api
 CADENCE = ["--log_every=1", "--eval_every=3", "--ckpt_every=3"]
 
 
-def test_import_loads_no_tensorflow_until_a_name_is_used():
+@pytest.mark.parametrize("log_level", [None, "2"])  # a user's shell; TensorFlow's C++ lines quiet
+def test_import_loads_no_tensorflow_until_a_name_is_used(log_level):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update({"TF_CPP_MIN_LOG_LEVEL": log_level} if log_level else {})
     code = (
         "import sys, tf_charrnn\n"
         "tf_charrnn.UserError\n"
@@ -24,7 +28,7 @@ def test_import_loads_no_tensorflow_until_a_name_is_used():
         "tf_charrnn.CharLM\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    result = run_command([sys.executable, "-c", code])
+    result = run_command([sys.executable, "-c", code], env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "True"]
 

@@ -24,13 +24,15 @@ _EXPORTS = {
     "CharLM": "tf_charrnn.inference.charlm",
     "UserError": "tf_charrnn.errors",
 }
+_NEED_TENSORFLOW = {"train", "TrainResult", "CharLM"}  # UserError's module imports no TensorFlow
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    startup.import_tensorflow()  # without its start-up noise, as the command-line tools do
+    if name in _NEED_TENSORFLOW:
+        startup.import_tensorflow()  # without its start-up noise, as the command-line tools do
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
