@@ -21,9 +21,11 @@ import subprocess
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
+from tf_charrnn import startup
+
+startup.import_tensorflow(for_command=True)  # quietly, and without the imports Keras makes for notebooks
 
 import benchmark_lib  # noqa: E402 (beside this script: the measurements)
 from tf_charrnn.cli import flags as cli_flags  # noqa: E402
