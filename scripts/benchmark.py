@@ -24,15 +24,9 @@ import tempfile
 from absl import flags
 
 from tf_charrnn import startup
-
-startup.import_tensorflow(for_command=True)  # quietly, and without the imports Keras makes for notebooks
-
-import benchmark_lib  # noqa: E402 (beside this script: the measurements)
-from tf_charrnn.cli import flags as cli_flags  # noqa: E402
-from tf_charrnn.config import CELLS, MIXED_PRECISION_POLICIES, STEP_PRECISIONS, RunConfig  # noqa: E402
-from tf_charrnn.errors import UserError  # noqa: E402
-from tf_charrnn.model import native  # noqa: E402
-from tf_charrnn.runtime import placement  # noqa: E402
+from tf_charrnn.cli import flags as cli_flags
+from tf_charrnn.config import CELLS, MIXED_PRECISION_POLICIES, STEP_PRECISIONS, RunConfig
+from tf_charrnn.errors import UserError
 
 PRESETS = {
     "large": dict(rnn_units=512, num_layers=2, embedding_dim=64, batch_size=64, seq_length=100),
@@ -158,6 +152,8 @@ def _measure(
     """Prints the measurement's JSON line. With a peer, peer and project alternate --rounds times, each
     measurement printed, then a line with the ratio of the medians (and what `extend` adds to it), which
     is returned."""
+    import benchmark_lib
+
     if not (FLAGS.peer_python and peer_mode):
         print(json.dumps({**record, **measure(), "peak_rss_mb": benchmark_lib.peak_rss_mb()}), flush=True)
         return None
@@ -183,12 +179,38 @@ def _measure(
     return summary
 
 
-def _refuse_a_comparison_without_kernels():
-    """A comparison with the peer where the kernels would run here but failed to build measures Keras
-    ops, not the project: refused (UserError) unless --compare_without_kernels; so is a missing peer
-    script."""
+def _check_arguments():
+    """Refuses (UserError) what the flags and files alone show, before TensorFlow loads: a missing peer
+    script, and a sweep without a peer, with unknown precisions or sizes, or with nowhere to write."""
     if FLAGS.peer_python and not os.path.isfile(FLAGS.peer_script):
         raise UserError(f"no peer script {FLAGS.peer_script}: pass --peer_script=PATH/torch_charlstm.py")
+    if FLAGS.task != "sweep":
+        return
+    if not FLAGS.peer_python:
+        raise UserError("--task=sweep compares with the peer: pass --peer_python=A_PYTHON_WITH_TORCH")
+    unknown = [p for p in FLAGS.sweep_precisions if p not in MIXED_PRECISION_POLICIES]
+    if unknown:
+        choices = ", ".join(MIXED_PRECISION_POLICIES)
+        raise UserError(f"--sweep_precisions must be among {choices}, got {', '.join(unknown)}")
+    if not all(units.isdigit() for units in FLAGS.sweep_units):
+        raise UserError(f"--sweep_units must be whole numbers, got {','.join(FLAGS.sweep_units)}")
+    if FLAGS.sweep_output:
+        folder = os.path.dirname(os.path.abspath(FLAGS.sweep_output))
+        if not os.path.isdir(folder):
+            raise UserError(f"--sweep_output: no folder {folder}; create it or choose another prefix")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as error:
+            message = "--sweep_output draws its plot with matplotlib: pip install matplotlib"
+            raise UserError(message) from error
+
+
+def _refuse_a_comparison_without_kernels():
+    """A comparison with the peer where the kernels would run here but failed to build measures Keras
+    ops, not the project: refused (UserError) unless --compare_without_kernels."""
+    from tf_charrnn.model import native
+    from tf_charrnn.runtime import placement
+
     if not FLAGS.peer_python or FLAGS.compare_without_kernels or FLAGS.jit_compile or placement.on_gpu():
         return
     error = native.build_error()
@@ -202,25 +224,21 @@ def _refuse_a_comparison_without_kernels():
         )
 
 
-def _sweep(config, sizes):
-    """--task=sweep: training at each --sweep_units and --sweep_precisions, alternated with the peer; one
-    JSON line per measurement and per size, and the table and plot at --sweep_output."""
-    if not FLAGS.peer_python:
-        raise UserError("--task=sweep compares with the peer: pass --peer_python=A_PYTHON_WITH_TORCH")
-    unknown = [p for p in FLAGS.sweep_precisions if p not in MIXED_PRECISION_POLICIES]
-    if unknown:
-        choices = ", ".join(MIXED_PRECISION_POLICIES)
-        raise UserError(f"--sweep_precisions must be among {choices}, got {', '.join(unknown)}")
-    if not all(units.isdigit() for units in FLAGS.sweep_units):
-        raise UserError(f"--sweep_units must be whole numbers, got {','.join(FLAGS.sweep_units)}")
-    # Every size's config before the first measurement, so that a bad one is refused at once.
-    row_configs = [
+def _sweep_configs(config):
+    """--task=sweep: the config of each --sweep_units and --sweep_precisions, all made before the first
+    measurement, so that a bad one is refused at once."""
+    return [
         config.replace(rnn_units=int(units), mixed_precision=precision)
         for units in FLAGS.sweep_units
         for precision in FLAGS.sweep_precisions
     ]
-    if FLAGS.sweep_output:
-        benchmark_lib.check_sweep_output(FLAGS.sweep_output)
+
+
+def _sweep(row_configs, sizes):
+    """--task=sweep: training at each of `row_configs`, alternated with the peer; one JSON line per
+    measurement and per size, and the table and plot at --sweep_output."""
+    import benchmark_lib
+
     peaks = {p: benchmark_lib.matmul_gflops(benchmark_lib.SWEEP_DTYPES[p]) for p in FLAGS.sweep_precisions}
     cpu = benchmark_lib.cpu_description()
     print(json.dumps({"task": "sweep", "cpu": cpu, "matmul_peak_gflops": peaks}), flush=True)
@@ -254,6 +272,13 @@ def main(argv):
             mixed_precision=FLAGS.mixed_precision,
         )
     )
+    _check_arguments()
+    row_configs = _sweep_configs(config) if FLAGS.task == "sweep" else []
+    # Imported once the flags and files are valid: those faults are refused before TensorFlow loads, and it
+    # loads quietly, without the imports Keras makes for notebooks.
+    startup.import_tensorflow(for_command=True)
+    import benchmark_lib  # beside this script: the measurements
+
     model = config.model
     common = {"preset": FLAGS.preset, "cell": FLAGS.cell, **sizes}
     if FLAGS.task == "memory":
@@ -270,7 +295,7 @@ def main(argv):
     if FLAGS.task in ("train", "sample", "all", "sweep"):
         _refuse_a_comparison_without_kernels()
     if FLAGS.task == "sweep":
-        _sweep(config, sizes)
+        _sweep(row_configs, sizes)
         return
     if FLAGS.task == "profile":
         with tempfile.TemporaryDirectory() as folder:

@@ -17,7 +17,6 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's trace 
 from tf_charrnn import cache, files
 from tf_charrnn.data import encoded, pipeline
 from tf_charrnn.data.vocab import Vocab
-from tf_charrnn.errors import UserError
 from tf_charrnn.inference.sampling import Decoding, Sampler
 from tf_charrnn.model import fused_lstm, native
 from tf_charrnn.runtime import placement
@@ -315,18 +314,6 @@ def sweep_figures(summary, model_config, peak_gflops):
         "peer_gflops": peer * flops / 1e9,
         "matmul_peak_gflops": peak_gflops,
     }
-
-
-def check_sweep_output(prefix):
-    """Refuses (UserError) a --sweep_output whose folder does not exist, or no matplotlib, before a sweep
-    spends its minutes."""
-    folder = os.path.dirname(os.path.abspath(prefix))
-    if not os.path.isdir(folder):
-        raise UserError(f"--sweep_output: no folder {folder}; create it or choose another prefix")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as error:
-        raise UserError("--sweep_output draws the plot with matplotlib: pip install matplotlib") from error
 
 
 def sweep_table(rows, cpu):

@@ -110,6 +110,15 @@ def start_command(command, env):
     return process, lines
 
 
+def pythonpath_without_tensorflow(folder):
+    """A PYTHONPATH (a fake package made in `folder`, then the repository) under which importing
+    TensorFlow fails: a process that still gives its expected refusal made it before TensorFlow loads."""
+    fake = folder / "no_tensorflow" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('TensorFlow was imported')\n", encoding="utf-8")
+    return os.pathsep.join([str(fake.parent), REPO_ROOT])
+
+
 def run_script(name, args, cache, timeout=600, **kwargs):
     """Runs scripts/`name` with `args` and the corpus cache `cache` (see `script_env`) to its end."""
     return run_command(script_command(name, *args), script_env(cache), timeout, **kwargs)

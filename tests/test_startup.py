@@ -14,6 +14,7 @@ from helpers import (
     QUOTE,
     REPO_ROOT,
     SMOKE_CONFIG,
+    pythonpath_without_tensorflow,
     run_command,
     script_command,
     script_env,
@@ -198,10 +199,7 @@ def test_paths_and_run_files_are_refused_before_tensorflow_loads(tmp_path, scrip
     (tmp_path / "two.txt").write_text("ab", encoding="utf-8")
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "config.json").write_text('{"model": ', encoding="utf-8")
-    fake = tmp_path / "no_tensorflow" / "tensorflow"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('TensorFlow was imported')\n", encoding="utf-8")
-    env = script_env(tmp_path / "cache", PYTHONPATH=os.pathsep.join([str(fake.parent), REPO_ROOT]))
+    env = script_env(tmp_path / "cache", PYTHONPATH=pythonpath_without_tensorflow(tmp_path))
     arguments = [argument.format(root=tmp_path) for argument in arguments]
     if script == "train" and not any(argument.startswith("--train_dir") for argument in arguments):
         arguments.append(f"--train_dir={tmp_path / 'fresh'}")
