@@ -49,8 +49,8 @@ from tf_charrnn.errors import UserError
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = sorted(glob.glob(os.path.join(KERNELS_DIR, "*.cc")))
-# The ops the package calls (fused_lstm.py, dropout.py, training/optimizer.py), as attributes of the loaded
-# module.
+# The ops the package calls (fused_lstm.py, dropout.py, losses.py, training/optimizer.py), as attributes of
+# the loaded module.
 OPS = (
     "char_rnn_lstm_sequence",
     "char_rnn_lstm_sequence_grad",
@@ -59,6 +59,7 @@ OPS = (
     "char_rnn_dropout_grad",
     "char_rnn_adam",
     "char_rnn_adam_slices",
+    "char_rnn_softmax_cross_entropy",
 )
 # The bfloat16 ops, in the library only where the CPU and compiler support AVX512-BF16.
 BF16_OPS = ("char_rnn_lstm_sequence_bf16", "char_rnn_lstm_sequence_bf16_grad", "char_rnn_bf16_products")

@@ -111,7 +111,8 @@ class TrainStep:
             self._reset_some_streams(kept)
         with tf.GradientTape() as tape:
             logits = self.model(inputs, training=True)
-            loss = losses.sequence_loss(targets, logits) / self.runtime.replicas
+            loss = losses.sequence_loss(targets, logits, use_kernels=self.runtime.fused_kernels)
+            loss = loss / self.runtime.replicas
             scaled_loss = self.optimizer.scale_loss(loss)
         return loss, tape.gradient(scaled_loss, self.model.trainable_variables)
 
