@@ -168,6 +168,18 @@ def test_download_is_checked_and_cached(monkeypatch, corpus_cache):
     assert open(path, "rb").read() == payload
 
 
+def test_a_failed_download_says_where_to_put_the_corpus_by_hand(monkeypatch, tmp_path):
+    def unreachable(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", unreachable)
+    with pytest.raises(UserError) as refused:
+        sources.download_shakespeare(str(tmp_path))
+    path = os.path.join(str(tmp_path), sources.SHAKESPEARE_CACHE_PATH)
+    assert f"save it by hand as {path}, or pass --data_path=FILE" in str(refused.value)
+    assert not os.path.exists(path)
+
+
 def test_a_damaged_download_is_downloaded_again_with_one_warning(monkeypatch, corpus_cache, caplog):
     payload = b"the corpus"
     monkeypatch.setattr(sources.urllib.request, "urlopen", lambda url, timeout: _Response(payload))

@@ -45,7 +45,7 @@ def download_shakespeare(cache_folder: str) -> str:
     except (urllib.error.URLError, OSError) as e:
         raise UserError(
             f"could not download the tiny-shakespeare corpus from {SHAKESPEARE_URL} ({e}); "
-            f"download it by hand, or pass {flag('data_path')}=FILE with any UTF-8 text"
+            f"save it by hand as {path}, or pass {flag('data_path')}=FILE with any UTF-8 text"
         ) from None
     if files.sha256_hex(data) != SHAKESPEARE_SHA256:
         raise UserError(
