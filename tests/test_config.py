@@ -40,6 +40,7 @@ from tf_charrnn.errors import UserError
         (OptimizationConfig, "weight_decay", float("nan"), "--weight_decay must be >= 0"),
         (OptimizationConfig, "ema_decay", 1.0, "--ema_decay must be in [0, 1)"),
         (OptimizationConfig, "ema_decay", -0.5, "--ema_decay must be in [0, 1)"),
+        (OptimizationConfig, "dropout_from_step", -1, "--dropout_from_step must be an integer >= 0"),
         (OptimizationConfig, "state_reset_probability", 1.0, "--state_reset_probability must be in [0, 1)"),
         (OptimizationConfig, "state_reset_probability", -0.1, "--state_reset_probability must be in [0, 1)"),
         (ModelConfig, "embedding_initializer", "zeros", "--embedding_initializer must be one of normal"),
@@ -87,6 +88,7 @@ def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_r
         ("optimization", "state_reset_probability"),
         ("optimization", "weight_decay"),
         ("optimization", "ema_decay"),
+        ("optimization", "dropout_from_step"),
         ("model", "skip_connections"),
     ]:
         del values[section][name]
@@ -95,6 +97,7 @@ def test_a_config_written_before_the_initialisers_were_recorded_keeps_what_its_r
     assert (old.optimization.adam_epsilon, old.optimization.state_reset_probability) == (1e-7, 0.0)
     assert (old.optimization.adam_epsilon_form, old.optimization.adam_beta2) == ("keras", 0.999)
     assert old.optimization.weight_decay == old.optimization.ema_decay == 0.0
+    assert old.optimization.dropout_from_step == 0
     assert old.model.skip_connections is False
     new = RunConfig()
     assert (new.model.embedding_initializer, new.model.weight_initializer) == ("normal", "keras")

@@ -189,7 +189,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
                 resume.prepare(changed, vocab)
             refused.append(field.name)
     assert snapshot(config.directory.train_dir) == before
-    assert len(refused) == 29 and {
+    assert len(refused) == 30 and {
         "rnn_units",
         "skip_connections",
         "embedding_dropout",
@@ -202,6 +202,7 @@ def test_every_field_that_must_match_is_refused_on_resume_and_nothing_is_written
         "adam_beta2",
         "weight_decay",
         "ema_decay",
+        "dropout_from_step",
     } <= set(refused)
 
 

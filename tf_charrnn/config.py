@@ -326,6 +326,11 @@ class OptimizationConfig:
         "Early in a run the decay is min(decay, (1 + t) / (10 + t)) after step t, so the average follows "
         "the weights rather than holding on to the initial ones",
     )
+    dropout_from_step: int = _field(
+        0,
+        "train without dropout (--dropout, --embedding_dropout) before this step and with it from this step "
+        "on (late dropout: the early steps learn faster, the later ones are regularised); 0: from the first",
+    )
     state_reset_probability: float = _field(
         0.1,
         "the chance that a training stream starts a batch from a zero state instead of the state it "
@@ -367,7 +372,7 @@ class OptimizationConfig:
             0.0 <= self.state_reset_probability < 1.0,
             f"{flag('state_reset_probability')} must be in [0, 1), got {self.state_reset_probability}",
         )
-        _check_non_negative_ints(self, ("decay_after", "warmup_steps"))
+        _check_non_negative_ints(self, ("decay_after", "warmup_steps", "dropout_from_step"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,7 @@ class TrainStep:
         self.runtime = runtime
         self.grad_clip = config.optimization.grad_clip
         self.state_reset_probability = config.optimization.state_reset_probability
+        self.dropout_from_step = config.optimization.dropout_from_step
         self.seed = config.optimization.seed
         self.batch_size = config.layout.batch_size
         with runtime.strategy.scope():
@@ -77,7 +78,8 @@ class TrainStep:
           learning_rate: float, the rate of this step.
           stop: whether this worker was asked to stop; voted on with every other worker's.
           step: the run's step number: with the seed, it draws which streams start from a zero state
-            (--state_reset_probability), so a resumed run draws the same.
+            (--state_reset_probability), so a resumed run draws the same; and whether dropout applies
+            (--dropout_from_step: one trace of the step without dropout, one with it).
 
         Returns:
           {"loss": float32 scalar, "grad_norm": float32 scalar (before clipping, unscaled),
@@ -85,7 +87,7 @@ class TrainStep:
         """
         kept = streams_kept(self.seed, step, self.batch_size, self.state_reset_probability)
         scalars = tf.constant([learning_rate, 1.0 if stop else 0.0, step + 1.0], tf.float32)
-        return self._train(inputs, targets, scalars, tf.constant(kept))
+        return self._train(inputs, targets, scalars, tf.constant(kept), step >= self.dropout_from_step)
 
     def evaluate(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """The mean loss of one batch on every replica, carrying the model's state: float32 scalar. One call
@@ -102,15 +104,16 @@ class TrainStep:
         return self.optimizer.dynamic_scale if self.runtime.loss_scaling else 1.0
 
     def _gradients(
-        self, inputs: tf.Tensor, targets: tf.Tensor, kept: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, kept: tf.Tensor, dropout: bool
     ) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """This replica's share of the global mean loss, and its (loss-scaled) gradients, its streams
-        that `kept` marks 0 started from a zero state."""
+        that `kept` marks 0 started from a zero state, with or without dropout (nothing else in the model
+        depends on `training`)."""
         if self.state_reset_probability > 0:
             # In the function that reads the state, so that the reads come after the zeroing.
             self._reset_some_streams(kept)
         with tf.GradientTape() as tape:
-            logits = self.model(inputs, training=True)
+            logits = self.model(inputs, training=dropout)
             loss = losses.sequence_loss(targets, logits, use_kernels=self.runtime.fused_kernels)
             loss = loss / self.runtime.replicas
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -124,10 +127,10 @@ class TrainStep:
             state.assign(state * tf.cast(kept[first : first + rows], state.dtype)[:, tf.newaxis])
 
     def _replica_train_step(
-        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, kept: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, stop: tf.Tensor, kept: tf.Tensor, dropout: bool
     ) -> dict[str, tf.Tensor]:
         context = tf.distribute.get_replica_context()
-        loss, grads = self._replica_gradients(inputs, targets, kept)
+        loss, grads = self._replica_gradients(inputs, targets, kept, dropout)
         # Clip the global gradient, as one device would; the optimizer then sums over replicas again.
         # `stop` rides along, so a signal to any worker stops every worker after the same step.
         stop = tf.identity(stop)  # a value of this replica's, as all_reduce needs
@@ -144,12 +147,14 @@ class TrainStep:
         return {"loss": loss, "grad_norm": grad_norm / scale, "stop_votes": stop}
 
     def _train_step(
-        self, inputs: tf.Tensor, targets: tf.Tensor, scalars: tf.Tensor, kept: tf.Tensor
+        self, inputs: tf.Tensor, targets: tf.Tensor, scalars: tf.Tensor, kept: tf.Tensor, dropout: bool = True
     ) -> dict[str, tf.Tensor]:
         # The rate, the stop vote and the step count with this step in one tensor: no eager op between steps.
         self.optimizer.learning_rate.assign(scalars[0])
         stop = scalars[1]
-        results = self.runtime.strategy.run(self._replica_train_step, args=(inputs, targets, stop, kept))
+        results = self.runtime.strategy.run(
+            self._replica_train_step, args=(inputs, targets, stop, kept, dropout)
+        )
         if self.weight_average is not None:
             self.weight_average.update(steps_done=scalars[2])
         return {name: self.first_replica(value) for name, value in results.items()}

@@ -246,6 +246,8 @@ class Trainer:
         """
         started = time.perf_counter()
         step = self.position.step
+        if step == self.config.optimization.dropout_from_step > 0:
+            logging.info("Dropout on from step %d (--dropout_from_step)", step)
         learning_rate = schedules.learning_rate(self.config.optimization, step, epoch, self.total_steps)
         metrics = self.steps.train(inputs, targets, learning_rate, stop=stop.signal is not None, step=step)
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
