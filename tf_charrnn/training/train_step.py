@@ -147,7 +147,7 @@ class TrainStep:
         return {"loss": loss, "grad_norm": grad_norm / scale, "stop_votes": stop}
 
     def _train_step(
-        self, inputs: tf.Tensor, targets: tf.Tensor, scalars: tf.Tensor, kept: tf.Tensor, dropout: bool
+        self, inputs: tf.Tensor, targets: tf.Tensor, scalars: tf.Tensor, kept: tf.Tensor, dropout: bool = True
     ) -> dict[str, tf.Tensor]:
         # The rate, the stop vote and the step count with this step in one tensor: no eager op between steps.
         self.optimizer.learning_rate.assign(scalars[0])
