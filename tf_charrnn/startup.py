@@ -1,11 +1,12 @@
 """TensorFlow started without its start-up noise: the commands' own lines come first.
 
 TensorFlow 2.21 writes its C++ start-up lines through absl before absl's logging is initialised, so
-TF_CPP_MIN_LOG_LEVEL does not reach them: on a CPU-only machine the oneDNN and CUDA-driver notices
-(twice), the CPU-feature notice and an `E0000 ... failed call to cuInit` line. They are caught at the
-file-descriptor level while TensorFlow is imported and looks for GPUs, and every line that is not one of
-those notices is written out again. TensorFlow's Python INFO lines (one `Sharding callback duration` per
-checkpoint, logged through absl) are held back too. A user who sets TF_CPP_MIN_LOG_LEVEL (e.g. =0) sees
+TF_CPP_MIN_LOG_LEVEL does not reach them: on a CPU-only machine the CUDA-driver notice (twice), the
+oneDNN notice (where TensorFlow turns oneDNN on: AVX-512 CPUs), the CPU-feature notice and an
+`E0000 ... failed call to cuInit` line. They are caught at the file-descriptor level while TensorFlow is
+imported and looks for GPUs, and every line that is not one of those notices is written out again.
+TensorFlow's Python INFO lines (one `Sharding callback duration` per checkpoint, logged through absl) are
+held back too. A user who sets TF_CPP_MIN_LOG_LEVEL (e.g. =0) sees
 everything as TensorFlow prints it.
 
 A command also keeps Keras from importing IPython and matplotlib, which Keras 3 imports whenever they
