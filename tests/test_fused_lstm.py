@@ -1,7 +1,9 @@
 """The fused C++ LSTM kernels: they build here, match Keras and TensorFlow ops, and fall back cleanly."""
 
 import dataclasses
+import glob
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -401,6 +403,27 @@ def test_a_build_without_avx512_bf16_runs_bfloat16_on_the_float32_kernels(tmp_pa
     env = {**os.environ, "TF_CHARRNN_CACHE": str(tmp_path), "CXX": "g++ -mno-avx512bf16"}
     result = run_command([sys.executable, "-c", script], env=env)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+@pytest.mark.slow
+@needs_kernels
+def test_a_build_without_avx512_runs_the_float32_kernels_as_keras_does(tmp_path):
+    # CPUs with AVX2 and no AVX-512 (Zen 3, Intel before Skylake-X) make the kernels' register tiles in
+    # 256-bit halves (lstm.h, MultiplyTile). -mno-avx512f builds that code on any x86-64 CPU; the sequence
+    # kernels (tiles of 1 to 6 rows, forward and gradient) and the step kernel are checked on it in a fresh
+    # process, by this file's own tests.
+    if not native._compiler_accepts("-mno-avx512f"):
+        pytest.skip("the C++ compiler has no -mno-avx512f (not x86-64): only -march=native is built")
+    env = {**os.environ, "TF_CHARRNN_CACHE": str(tmp_path), "CXX": "g++ -mno-avx512f"}
+    tests = "matches_keras_lstm_in_outputs or step_kernel_matches_the_tensorflow_step or sampler_on_the_step"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", tests]
+    result = run_command(command, env=env, cwd=os.path.dirname(__file__))
+    assert result.returncode == 0, result.stdout[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]  # e.g. "19 passed, 55 deselected in 39.50s"
+    assert int(re.match(r"(\d+) passed", summary).group(1)) >= 19 and "skipped" not in summary, summary
+    (library,) = glob.glob(str(tmp_path / "native" / "*.so"))
+    disassembly = run_command(["objdump", "-d", library]).stdout
+    assert "%ymm" in disassembly and "%zmm" not in disassembly
 
 
 def test_layer_without_kernels_is_keras_lstm(monkeypatch):
