@@ -6,6 +6,7 @@ library's Python cost a command seconds)."""
 import glob
 import importlib.util
 import os
+import platform
 import re
 
 import pytest
@@ -57,9 +58,15 @@ def test_a_command_prints_only_its_own_lines(train_quietly):
 
 def test_tf_cpp_min_log_level_set_by_the_user_shows_tensorflow_s_lines(train_quietly):
     lines = "\n".join(train_quietly(TF_CPP_MIN_LOG_LEVEL="0"))
-    # The CPU-feature notice is printed on every x86 CPU; the oneDNN one only where TensorFlow turns oneDNN on
-    # (AVX-512 CPUs such as Zen 4; not Zen 3's AVX2).
     assert "This TensorFlow binary is optimized" in lines and "Sharding callback" in lines
+    # oneDNN is on wherever the user did not turn it off, AVX2 CPUs (Zen 3) included, where TensorFlow
+    # alone leaves it off.
+    assert ("oneDNN custom operations are on" in lines) == (platform.machine().lower() in ("x86_64", "amd64"))
+
+
+def test_tf_enable_onednn_opts_set_by_the_user_is_kept(train_quietly):
+    lines = "\n".join(train_quietly(TF_CPP_MIN_LOG_LEVEL="0", TF_ENABLE_ONEDNN_OPTS="0"))
+    assert "This TensorFlow binary is optimized" in lines and "oneDNN custom operations" not in lines
 
 
 def test_a_command_keeps_keras_from_importing_ipython_and_matplotlib(train_quietly):

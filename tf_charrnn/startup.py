@@ -2,12 +2,15 @@
 
 TensorFlow 2.21 writes its C++ start-up lines through absl before absl's logging is initialised, so
 TF_CPP_MIN_LOG_LEVEL does not reach them: on a CPU-only machine the CUDA-driver notice (twice), the
-oneDNN notice (where TensorFlow turns oneDNN on: AVX-512 CPUs), the CPU-feature notice and an
-`E0000 ... failed call to cuInit` line. They are caught at the file-descriptor level while TensorFlow is
-imported and looks for GPUs, and every line that is not one of those notices is written out again.
-TensorFlow's Python INFO lines (one `Sharding callback duration` per checkpoint, logged through absl) are
-held back too. A user who sets TF_CPP_MIN_LOG_LEVEL (e.g. =0) sees
-everything as TensorFlow prints it.
+oneDNN notice, the CPU-feature notice and an `E0000 ... failed call to cuInit` line. They are caught at
+the file-descriptor level while TensorFlow is imported and looks for GPUs, and every line that is not one
+of those notices is written out again. TensorFlow's Python INFO lines (one `Sharding callback duration`
+per checkpoint, logged through absl) are held back too. A user who sets TF_CPP_MIN_LOG_LEVEL (e.g. =0)
+sees everything as TensorFlow prints it.
+
+On x86-64 TensorFlow's oneDNN ops are turned on where the user has not set TF_ENABLE_ONEDNN_OPTS:
+TensorFlow does so itself only on AVX-512 CPUs with VNNI, BF16 or AMX, and on AVX2 CPUs its matmuls are
+faster with them.
 
 A command also keeps Keras from importing IPython and matplotlib, which Keras 3 imports whenever they
 are installed (for notebook display in `keras.saving` and `keras.visualization`'s image galleries, which
@@ -18,6 +21,7 @@ import contextlib
 import importlib.abc
 import logging
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -95,11 +99,21 @@ def import_tensorflow(for_command: bool = False) -> None:
     uses of them). Does nothing where TensorFlow is already imported."""
     if "tensorflow" in sys.modules:
         return
+    _turn_on_onednn()
     with _not_importable(_DISPLAY_PACKAGES if for_command else ()):
         if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
             import tensorflow  # noqa: F401
         else:
             _import_tensorflow_quietly()
+
+
+def _turn_on_onednn() -> None:
+    """Turns on TensorFlow's oneDNN ops on x86-64 CPUs, unless the user set TF_ENABLE_ONEDNN_OPTS.
+    TensorFlow turns them on by itself only where the CPU has AVX512-VNNI, AVX512-BF16 or AMX; on AVX2 CPUs
+    (Zen 3) its matmuls then run on Eigen, and the `large` training step was 1.33x faster with oneDNN
+    (docs/performance.md, "AVX2 CPUs without AVX-512")."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def _import_tensorflow_quietly() -> None:
