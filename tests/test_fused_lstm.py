@@ -59,8 +59,8 @@ def _layers(units, batch_size, seed=0):
 @pytest.mark.parametrize(
     "batch_size, time, units",
     # 48, 100 and 300 units run padded to 64, 128 and 320 (fused_lstm.pad_units); steps under 16 MFLOP
-    # (here all but 512 units at batch 64) run their batch rows in two shards per thread (50 rows:
-    # 12 + 12 + 12 + 14)
+    # run their batch rows in two shards per thread (50 rows: 12 + 12 + 12 + 14), as do larger steps on
+    # up to 2 MB of weights (256 units at batch 48); 512 units at batch 64 (4 MB) split each step's blocks
     [
         (7, 5, 64),
         (3, 1, 128),
@@ -68,6 +68,7 @@ def _layers(units, batch_size, seed=0):
         (1, 4, 512),
         (64, 3, 128),
         (50, 6, 128),
+        (48, 3, 256),
         (64, 2, 512),
         (5, 6, 48),
         (9, 7, 100),
@@ -146,7 +147,17 @@ def _relative_error(got, want):
 @needs_bfloat16_kernels
 @pytest.mark.parametrize(
     "batch_size, time, units",
-    [(7, 5, 64), (13, 24, 128), (1, 4, 512), (64, 3, 64), (50, 5, 128), (6, 5, 100)],
+    # 512 units at batch 48 run in row shards (2 MB of bfloat16 weights), at batch 8 split each step's blocks
+    [
+        (7, 5, 64),
+        (13, 24, 128),
+        (1, 4, 512),
+        (64, 3, 64),
+        (50, 5, 128),
+        (6, 5, 100),
+        (24, 3, 512),
+        (8, 2, 512),
+    ],
 )
 def test_bfloat16_kernels_match_the_float32_kernels_to_bfloat16_precision(batch_size, time, units):
     results = lstm_sequence_results(batch_size, time, units, seed=6)

@@ -6,6 +6,8 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -263,18 +265,31 @@ void RunBlocks(OpKernelContext* context, const Step& step, int first_row, int la
 }
 
 // How many row shards a sequence op runs its time loop in. The batch rows of a sequence never meet, so the
-// rows can be split once for the whole loop, with no hand-off per step. That is what a step too small for
-// ShardBlocks to split (under two shards' worth, e.g. 2 x 128 units at batch 50, which would otherwise run on
-// one thread while the other idles) gets: two shards per intra-op thread, at most one per register tile of
-// rows, taken by whichever thread is free. Two rather than one: in training a layer's gradient kernel runs
-// beside the previous layer's weight-gradient matmuls, and with one shard per thread the shard whose thread
-// the matmul holds waited for it while the other thread idled (small 2 x 128 steps 1.15x faster; four per
-// thread was slower in bfloat16). Larger steps keep one shard and split each step's blocks.
+// rows can be split once for the whole loop, with no hand-off per step: two shards per intra-op thread, at
+// most one per register tile of rows, taken by whichever thread is free. Two rather than one: in training a
+// layer's gradient kernel runs beside the previous layer's weight-gradient matmuls, and with one shard per
+// thread the shard whose thread the matmul holds waited for it while the other thread idled (small 2 x 128
+// steps 1.15x faster; four per thread was slower in bfloat16). Each shard reads all the packed recurrent
+// weights every step, so a step large enough for ShardBlocks to split (two shards' worth of flops) is split
+// by rows only while those weights are at most kMaxRowShardWeightBytes and each shard gets at least two
+// register tiles of rows (Zen 4, batch 64: 1.05x at 256 units in float32 and bfloat16, 1.04x at 512 in
+// bfloat16; slower at 512 units in float32, 4 MB, and at batch 32, one tile a shard;
+// docs/performance.md); else it keeps one shard and splits each step's blocks.
 constexpr int kRowShardsPerThread = 2;
-inline int SequenceRowShards(OpKernelContext* context, int batch, int64_t flops_per_step) {
-  if (flops_per_step >= 2 * kMinSequenceFlopsPerShard) return 1;
+constexpr int64_t kMaxRowShardWeightBytes = int64_t{2} << 20;
+inline int SequenceRowShards(OpKernelContext* context, int batch, int64_t flops_per_step, int64_t weight_bytes) {
   const int threads = context->device()->tensorflow_cpu_worker_threads()->workers->NumThreads();
-  return std::max(1, std::min(kRowShardsPerThread * threads, (batch + kMaxRows - 1) / kMaxRows));
+  const int tiles = (batch + kMaxRows - 1) / kMaxRows;
+  if (flops_per_step >= 2 * kMinSequenceFlopsPerShard &&
+      (weight_bytes > kMaxRowShardWeightBytes || tiles < 2 * kRowShardsPerThread * threads))
+    return 1;
+  return std::max(1, std::min(kRowShardsPerThread * threads, tiles));
+}
+
+// The min_flops_per_shard a sequence op's RunBlocks gets: a time loop split by rows does not also split its
+// steps (a shard runs on a pool thread already).
+inline int64_t StepMinFlopsPerShard(int row_shards) {
+  return row_shards > 1 ? std::numeric_limits<int64_t>::max() : kMinSequenceFlopsPerShard;
 }
 
 // Runs work(first_row, last_row, shard) for `shards` contiguous shards of the batch rows, each a near-equal

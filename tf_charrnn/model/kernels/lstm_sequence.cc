@@ -90,7 +90,8 @@ class LstmSequenceOp : public OpKernel {
 
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
     const int64_t flops_per_block = 2LL * batch * units * kWidth;
-    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kLanes));
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kLanes),
+                                         kernel.NumElements() * static_cast<int64_t>(sizeof(float)));
     ForEachRowShard(context, batch, shards, [&](int first_row, int last_row, int) {
       ForwardStep step;
       step.bias = bias.flat<float>().data();
@@ -103,7 +104,7 @@ class LstmSequenceOp : public OpKernel {
         step.gates = {gates->flat<float>().data() + t * 4 * units, seq_z};
         step.h = {h->flat<float>().data() + t * units, seq_h};
         step.c = {c->flat<float>().data() + t * units, seq_h};
-        RunBlocks(context, step, first_row, last_row, units / kLanes, flops_per_block, kMinSequenceFlopsPerShard);
+        RunBlocks(context, step, first_row, last_row, units / kLanes, flops_per_block, StepMinFlopsPerShard(shards));
       }
     });
   }
@@ -132,7 +133,8 @@ class LstmSequenceGradOp : public OpKernel {
     std::fill(carry, carry + static_cast<int64_t>(batch) * units, 0.0f);
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
     const int64_t flops_per_block = 8LL * batch * units * kWidth;
-    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kWidth));
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kWidth),
+                                         kernel.NumElements() * static_cast<int64_t>(sizeof(float)));
     Tensor partial_dbias;
     OP_REQUIRES_OK(context, AllocatePartialBias(context, shards, units, &partial_dbias));
     float* dz_data = dz->flat<float>().data();
@@ -151,10 +153,10 @@ class LstmSequenceGradOp : public OpKernel {
         step.c = {c.flat<float>().data() + t * units, seq_h};
         step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
         step.dz = {dz_data + t * 4 * units, seq_z};
-        RunBlocks(context, step, first_row, last_row, units / kWidth, flops_per_block, kMinSequenceFlopsPerShard);
+        RunBlocks(context, step, first_row, last_row, units / kWidth, flops_per_block, StepMinFlopsPerShard(shards));
       }
       InitialStateGrad initial{{dz_data, seq_z}, {dh0->flat<float>().data(), units}, packed.flat<float>().data(), units};
-      RunBlocks(context, initial, first_row, last_row, units / kWidth, flops_per_block, kMinSequenceFlopsPerShard);
+      RunBlocks(context, initial, first_row, last_row, units / kWidth, flops_per_block, StepMinFlopsPerShard(shards));
     });
     if (shards > 1) SumShards(partial_dbias.flat<float>().data(), shards, 4 * units, dbias->flat<float>().data());
   }

@@ -191,7 +191,8 @@ class LstmSequenceBf16Op : public OpKernel {
 
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
     const int64_t flops_per_block = 2LL * batch * units * kWidth;
-    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kLanes));
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kLanes),
+                                         kernel.NumElements() * static_cast<int64_t>(2));
     ForEachRowShard(context, batch, shards, [&](int first_row, int last_row, int) {
       ForwardStepBf16 step;
       step.bias = bias.flat<float>().data();
@@ -205,7 +206,7 @@ class LstmSequenceBf16Op : public OpKernel {
         step.h = {Bits(h) + t * units, seq_h};
         step.c = {c->flat<float>().data() + t * units, seq_h};
         RunBf16Blocks(products_, context, step, first_row, last_row, units / kLanes, flops_per_block,
-                      kMinSequenceFlopsPerShard);
+                      StepMinFlopsPerShard(shards));
       }
     });
   }
@@ -241,7 +242,8 @@ class LstmSequenceBf16GradOp : public OpKernel {
     std::fill(carry, carry + static_cast<int64_t>(batch) * units, 0.0f);
     const int64_t seq_h = static_cast<int64_t>(time) * units, seq_z = 4 * seq_h;
     const int64_t flops_per_block = 8LL * batch * units * kWidth;
-    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kWidth));
+    const int shards = SequenceRowShards(context, batch, flops_per_block * (units / kWidth),
+                                         kernel.NumElements() * static_cast<int64_t>(2));
     Tensor partial_dbias;
     OP_REQUIRES_OK(context, AllocatePartialBias(context, shards, units, &partial_dbias));
     uint16_t* dz_bits = Bits(dz);
@@ -261,11 +263,11 @@ class LstmSequenceBf16GradOp : public OpKernel {
         step.c_prev = t == 0 ? Rows{c0.flat<float>().data(), units} : Rows{c.flat<float>().data() + (t - 1) * units, seq_h};
         step.dz = {dz_bits + t * 4 * units, seq_z};
         RunBf16Blocks(products_, context, step, first_row, last_row, units / kWidth, flops_per_block,
-                      kMinSequenceFlopsPerShard);
+                      StepMinFlopsPerShard(shards));
       }
       InitialStateGradBf16 initial{{dz_bits, seq_z}, {dh0->flat<float>().data(), units}, packed_data, units};
       RunBf16Blocks(products_, context, initial, first_row, last_row, units / kWidth, flops_per_block,
-                    kMinSequenceFlopsPerShard);
+                    StepMinFlopsPerShard(shards));
     });
     if (shards > 1) SumShards(partial_dbias.flat<float>().data(), shards, 4 * units, dbias->flat<float>().data());
   }
