@@ -272,8 +272,8 @@ void RunBlocks(OpKernelContext* context, const Step& step, int first_row, int la
 // steps 1.15x faster; four per thread was slower in bfloat16). Each shard reads all the packed recurrent
 // weights every step, so a step large enough for ShardBlocks to split (two shards' worth of flops) is split
 // by rows only while those weights are at most kMaxRowShardWeightBytes and each shard gets at least two
-// register tiles of rows (Zen 4, batch 64: 1.05x at 256 units in float32 and bfloat16, 1.04x at 512 in
-// bfloat16; slower at 512 units in float32, 4 MB, and at batch 32, one tile a shard;
+// register tiles of rows (Zen 4, batch 64: 1.03x to 1.10x at 256 units in float32 and bfloat16, 1.03x at
+// 512 in bfloat16; 0.96x at 512 units in float32, 4 MB; 0.92x at batch 32, one tile in some shards;
 // docs/performance.md); else it keeps one shard and splits each step's blocks.
 constexpr int kRowShardsPerThread = 2;
 constexpr int64_t kMaxRowShardWeightBytes = int64_t{2} << 20;
